@@ -1,0 +1,25 @@
+"""The operator console under /admin: one blueprint per area, nested under `admin`."""
+from __future__ import annotations
+
+from flask import Blueprint, redirect, url_for
+
+from controlplane.auth import require_roles
+from controlplane.models import Role
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+OPERATORS = (Role.ADMIN, Role.OPERATOR, Role.SUPPORT)
+WRITERS = (Role.ADMIN, Role.OPERATOR)
+
+
+@bp.get("/")
+@require_roles(*OPERATORS)
+def home():
+    return redirect(url_for("admin.channels.index"))
+
+
+def register(app) -> None:
+    from controlplane.admin import channels, prices, users
+
+    for child in (channels.bp, prices.bp, users.bp):
+        bp.register_blueprint(child)
+    app.register_blueprint(bp)

@@ -1,0 +1,89 @@
+"""The Flask application factory for the control plane."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask, jsonify, request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from controlplane.extensions import csrf, db, login_manager, migrate
+from controlplane.runtime import Runtime
+from controlplane.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """SQLite serves several processes (web, worker): WAL and a busy timeout keep them polite."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(Path(__file__).resolve().parent / "static"),
+    )
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
+        WTF_CSRF_TIME_LIMIT=None,
+        TESTING=settings.testing,
+        SWITCHBOARD=settings,
+    )
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    app.extensions["switchboard"] = Runtime.build(settings)
+
+    from controlplane import auth, filters
+    from controlplane.admin import register as register_admin
+
+    auth.init_app(app)
+    filters.init_app(app)
+    register_admin(app)
+
+    @app.get("/healthz")
+    def healthz():
+        from sqlalchemy import text
+
+        checks = {}
+        try:
+            db.session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception:
+            checks["database"] = "unreachable"
+        try:
+            app.extensions["switchboard"].redis.ping()
+            checks["redis"] = "ok"
+        except Exception:
+            checks["redis"] = "unreachable"
+        healthy = all(v == "ok" for v in checks.values())
+        return jsonify(status="ok" if healthy else "degraded", **checks), 200 if healthy else 503
+
+    @app.errorhandler(404)
+    def not_found(error):
+        if request.accept_mimetypes.best == "application/json" or request.path.startswith("/admin/api"):
+            return jsonify(error={"message": "Not found", "code": "not_found"}), 404
+        from flask import render_template
+
+        return render_template("errors/404.html"), 404
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    return app

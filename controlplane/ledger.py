@@ -1,0 +1,59 @@
+"""The only writer of ledger entries. Every balance change is an entry; the account's stored
+balance is a cache of their sum, updated in the same transaction (the caller commits)."""
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+
+from controlplane.extensions import db
+from controlplane.models import Account, EntryKind, LedgerEntry
+
+
+def post(
+    account_id: int,
+    kind: EntryKind,
+    amount: int,
+    *,
+    request_id: str | None = None,
+    operator_id: int | None = None,
+    api_key_id: int | None = None,
+    reference_id: int | None = None,
+    reason: str | None = None,
+) -> LedgerEntry:
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise TypeError("ledger amounts are integer micro-dollars")
+    entry = LedgerEntry(
+        account_id=account_id,
+        kind=str(kind),
+        amount=amount,
+        request_id=request_id,
+        operator_id=operator_id,
+        api_key_id=api_key_id,
+        reference_id=reference_id,
+        reason=reason,
+    )
+    db.session.add(entry)
+    db.session.execute(update(Account).where(Account.id == account_id).values(balance=Account.balance + amount))
+    return entry
+
+
+def post_charges(charges: list[tuple[int, int, str, int | None]]) -> None:
+    """Charge entries for many requests at once: (account_id, amount µ$, request_id, api_key_id).
+
+    One UPDATE per account rather than per entry keeps ingestion cheap under load.
+    """
+    deltas: dict[int, int] = {}
+    for account_id, amount, request_id, api_key_id in charges:
+        if amount <= 0:
+            continue
+        db.session.add(LedgerEntry(account_id=account_id, kind=str(EntryKind.CHARGE), amount=-amount, request_id=request_id, api_key_id=api_key_id))
+        deltas[account_id] = deltas.get(account_id, 0) - amount
+    for account_id, delta in deltas.items():
+        db.session.execute(update(Account).where(Account.id == account_id).values(balance=Account.balance + delta))
+
+
+def sum_of_entries(account_id: int) -> int:
+    return int(db.session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(LedgerEntry.account_id == account_id)))
+
+
+def stored_balance(account_id: int) -> int:
+    return int(db.session.scalar(select(Account.balance).where(Account.id == account_id)))

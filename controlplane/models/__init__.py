@@ -1,0 +1,15 @@
+"""The SQL data model, one module per aggregate. Rows never leave the control plane and workers."""
+from controlplane.models.accounts import Account, AccountKind, Group, Role, User, UserStatus, OPERATOR_ROLES
+from controlplane.models.bans import Ban, BanKind
+from controlplane.models.channels import Channel, ChannelEvent, ChannelKey, ChannelStatus
+from controlplane.models.keys import ApiKey, KeyStatus
+from controlplane.models.ledger import EntryKind, LedgerEntry, Refund, RefundKind
+from controlplane.models.logs import AuditEntry, RequestLog
+from controlplane.models.prices import ModelPrice
+from controlplane.models.types import utcnow
+
+__all__ = [
+    "Account", "AccountKind", "ApiKey", "AuditEntry", "Ban", "BanKind", "Channel", "ChannelEvent",
+    "ChannelKey", "ChannelStatus", "EntryKind", "Group", "KeyStatus", "LedgerEntry", "ModelPrice",
+    "OPERATOR_ROLES", "Refund", "RefundKind", "RequestLog", "Role", "User", "UserStatus", "utcnow",
+]

@@ -1,0 +1,29 @@
+"""Model prices, effective-dated: integer µ$ per 1M tokens, per-request µ$."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from controlplane.extensions import db
+from controlplane.models.types import Money, UTCDateTime, utcnow
+
+
+class ModelPrice(db.Model):
+    __tablename__ = "model_prices"
+    __table_args__ = (UniqueConstraint("model", "effective_from", name="uq_model_prices_model_from"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    input: Mapped[int] = mapped_column(Money)
+    output: Mapped[int] = mapped_column(Money)
+    cache_read: Mapped[int | None] = mapped_column(Money, nullable=True)
+    cache_write: Mapped[int | None] = mapped_column(Money, nullable=True)
+    reasoning: Mapped[int | None] = mapped_column(Money, nullable=True)
+    per_request: Mapped[int] = mapped_column(Money, default=0)
+    max_output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

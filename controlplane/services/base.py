@@ -1,0 +1,74 @@
+"""What every write path shares: who acts, how it fails, and the commit → audit → publish step."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from controlplane.extensions import db
+from controlplane.models import AuditEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Whoever causes a write: an operator (id, email) or a named system actor."""
+
+    name: str
+    id: int | None = None
+    ip: str | None = None
+
+    @classmethod
+    def cli(cls) -> "Actor":
+        return cls(name="cli")
+
+    @classmethod
+    def system(cls, what: str = "system") -> "Actor":
+        return cls(name=what)
+
+
+class ServiceError(Exception):
+    """A write refused for a reason the caller can fix; `field` names the input at fault."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status = status
+
+
+class NotFound(ServiceError):
+    def __init__(self, what: str):
+        super().__init__(f"{what} not found", status=404)
+
+
+def audit(actor: Actor, action: str, target_type: str, target_id, before: dict | None = None, after: dict | None = None) -> None:
+    db.session.add(
+        AuditEntry(
+            actor_id=actor.id,
+            actor=actor.name,
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            before=before,
+            after=after,
+            ip=actor.ip,
+        )
+    )
+
+
+def commit(publish: bool = True) -> None:
+    """Commit the unit of work (audit entries included) and tell the relays."""
+    try:
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    if publish:
+        from controlplane.snapshot import publish as publish_snapshot
+
+        try:
+            publish_snapshot()
+        except Exception:
+            # SQL is committed; the relays catch up at the next publish (the scheduler republishes).
+            log.exception("snapshot publish failed")

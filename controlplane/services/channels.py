@@ -1,0 +1,130 @@
+"""Upstream channels and their keys. Secrets are encrypted before they reach SQL."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from controlplane import validation
+from controlplane.extensions import db
+from controlplane.models import Channel, ChannelEvent, ChannelKey, ChannelStatus, utcnow
+from controlplane.runtime import runtime
+from controlplane.services.base import Actor, NotFound, ServiceError, audit, commit
+from relay.adapters import CHANNEL_TYPES
+
+
+def describe(channel: Channel) -> dict:
+    return {
+        "id": channel.id,
+        "name": channel.name,
+        "type": channel.type,
+        "base_url": channel.base_url,
+        "models": list(channel.models or []),
+        "model_map": dict(channel.model_map or {}),
+        "groups": list(channel.groups or []),
+        "priority": channel.priority,
+        "weight": channel.weight,
+        "tag": channel.tag,
+        "status": channel.status,
+        "keys": [{"id": k.id, "key": k.masked, "status": k.status} for k in channel.keys],
+    }
+
+
+def channel_by_id(channel_id: int) -> Channel:
+    channel = db.session.get(Channel, channel_id)
+    if channel is None:
+        raise NotFound(f"channel {channel_id}")
+    return channel
+
+
+def _clean_list(values) -> list[str]:
+    return list(dict.fromkeys(v.strip() for v in (values or ()) if v and v.strip()))
+
+
+def _key_row(secret: str) -> ChannelKey:
+    secret = secret.strip()
+    if not secret:
+        raise ServiceError("An upstream key cannot be empty.", "keys")
+    return ChannelKey(secret_encrypted=runtime().cipher.encrypt(secret), last4=secret[-4:], status=ChannelStatus.ENABLED.value)
+
+
+def validate_fields(*, name: str, type: str, base_url: str, models, model_map: dict, groups, priority, weight) -> dict:
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise ServiceError("Give the channel a name of 1–100 characters.", "name")
+    if type not in CHANNEL_TYPES:
+        raise ServiceError(f"Choose a channel type: {', '.join(CHANNEL_TYPES)}.", "type")
+    models = _clean_list(models)
+    model_map = {k.strip(): v.strip() for k, v in (model_map or {}).items() if k.strip() and v.strip()}
+    if not models and not model_map:
+        raise ServiceError("List at least one model the channel serves.", "models")
+    return dict(
+        name=name,
+        type=type,
+        base_url=validation.base_url(base_url),
+        models=models,
+        model_map=model_map,
+        groups=_clean_list(groups),
+        priority=validation.integer(priority, "priority"),
+        weight=validation.non_negative_int(weight, "weight"),
+    )
+
+
+def add_channel(actor: Actor, *, name: str, type: str, base_url: str, keys: list[str], models: list[str], model_map: dict | None = None,
+                groups: list[str] | None = None, priority=0, weight=1, tag: str | None = None, config: dict | None = None) -> Channel:
+    fields = validate_fields(name=name, type=type, base_url=base_url, models=models, model_map=model_map or {}, groups=groups, priority=priority, weight=weight)
+    secrets = [k for k in (keys or []) if k.strip()]
+    if not secrets:
+        raise ServiceError("Add at least one upstream key.", "keys")
+    channel = Channel(**fields, tag=(tag or "").strip() or None, config=dict(config or {}), status=ChannelStatus.ENABLED.value)
+    channel.keys = [_key_row(s) for s in secrets]
+    db.session.add(channel)
+    db.session.flush()
+    audit(actor, "channel.create", "channel", channel.id, after=describe(channel))
+    commit()
+    return channel
+
+
+def update_channel(actor: Actor, channel: Channel, **changes) -> Channel:
+    before = describe(channel)
+    merged = {f: changes.get(f, getattr(channel, f)) for f in ("name", "type", "base_url", "models", "model_map", "groups", "priority", "weight")}
+    fields = validate_fields(**merged)
+    for field, value in fields.items():
+        setattr(channel, field, value)
+    if "tag" in changes:
+        channel.tag = (changes["tag"] or "").strip() or None
+    if "config" in changes:
+        channel.config = dict(changes["config"] or {})
+    audit(actor, "channel.update", "channel", channel.id, before=before, after=describe(channel))
+    commit()
+    return channel
+
+
+def add_keys(actor: Actor, channel: Channel, secrets: list[str]) -> list[ChannelKey]:
+    rows = [_key_row(s) for s in secrets if s.strip()]
+    if not rows:
+        raise ServiceError("Paste at least one key.", "keys")
+    channel.keys.extend(rows)
+    db.session.flush()
+    audit(actor, "channel.keys_add", "channel", channel.id, after={"added": [r.masked for r in rows]})
+    commit()
+    return rows
+
+
+def set_status(actor: Actor, channel: Channel, status: ChannelStatus, reason: str | None = None) -> Channel:
+    if channel.status == str(status):
+        return channel
+    before = channel.status
+    channel.status, channel.status_reason, channel.status_since = str(status), reason, utcnow()
+    db.session.add(ChannelEvent(channel_id=channel.id, from_status=before, to_status=str(status), reason=reason, actor=actor.name))
+    audit(actor, "channel.status", "channel", channel.id, before={"status": before}, after={"status": str(status), "reason": reason})
+    commit()
+    return channel
+
+
+def delete_channel(actor: Actor, channel: Channel) -> None:
+    audit(actor, "channel.delete", "channel", channel.id, before=describe(channel))
+    db.session.delete(channel)
+    commit()
+
+
+def all_channels() -> list[Channel]:
+    return list(db.session.scalars(select(Channel).order_by(Channel.priority.desc(), Channel.id)))

@@ -1,0 +1,82 @@
+"""Model prices: effective-dated rows in µ$ per 1M tokens. Scheduling honours the notice the terms
+promise (7 days by default); an earlier date needs a reason."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from controlplane import validation
+from controlplane.extensions import db
+from controlplane.models import ModelPrice, utcnow
+from controlplane.services.base import Actor, ServiceError, audit, commit
+
+NOTICE = timedelta(days=7)
+
+
+def describe(row: ModelPrice) -> dict:
+    return {
+        "id": row.id,
+        "model": row.model,
+        "input_micro_usd_per_1m": row.input,
+        "output_micro_usd_per_1m": row.output,
+        "cache_read_micro_usd_per_1m": row.cache_read,
+        "cache_write_micro_usd_per_1m": row.cache_write,
+        "reasoning_micro_usd_per_1m": row.reasoning,
+        "per_request_micro_usd": row.per_request,
+        "max_output_tokens": row.max_output_tokens,
+        "effective_from": row.effective_from.isoformat(),
+        "reason": row.reason,
+    }
+
+
+def _optional(value, field) -> int | None:
+    return None if value in (None, "") else validation.usd(value, field)
+
+
+def current_price(model: str, at: datetime | None = None) -> ModelPrice | None:
+    at = at or utcnow()
+    return db.session.scalar(
+        select(ModelPrice).where(ModelPrice.model == model, ModelPrice.effective_from <= at).order_by(ModelPrice.effective_from.desc()).limit(1)
+    )
+
+
+def set_price(actor: Actor, model: str, *, input: str, output: str, cache_read: str | None = None, cache_write: str | None = None,
+              reasoning: str | None = None, per_request: str | None = None, max_output_tokens=None,
+              effective_from: datetime | None = None, reason: str | None = None, enforce_notice: bool = True) -> ModelPrice:
+    """Prices are given in USD per 1M tokens (per request: USD). `effective_from=None` means now.
+
+    A change to a model that already has a price takes effect no sooner than the notice period
+    unless a reason is given (the CLI's `--now` is an explicit operator decision and records one).
+    """
+    model = (model or "").strip()
+    if not model or len(model) > 200:
+        raise ServiceError("Name the model (at most 200 characters).", "model")
+    now = utcnow()
+    when = effective_from or now
+    if when < now - timedelta(minutes=1):
+        raise ServiceError("A price cannot take effect in the past.", "effective_from")
+    reason = (reason or "").strip() or None
+    if enforce_notice and current_price(model, now) is not None and when < now + NOTICE and not reason:
+        raise ServiceError("Changing a price with less than 7 days' notice needs a reason.", "reason")
+    row = ModelPrice(
+        model=model,
+        input=validation.usd(input, "input"),
+        output=validation.usd(output, "output"),
+        cache_read=_optional(cache_read, "cache_read"),
+        cache_write=_optional(cache_write, "cache_write"),
+        reasoning=_optional(reasoning, "reasoning"),
+        per_request=_optional(per_request, "per_request") or 0,
+        max_output_tokens=None if max_output_tokens in (None, "") else validation.non_negative_int(max_output_tokens, "max_output_tokens", minimum=1),
+        effective_from=when,
+        reason=reason,
+        created_by=actor.id,
+    )
+    existing = db.session.scalar(select(ModelPrice).where(ModelPrice.model == model, ModelPrice.effective_from == when))
+    if existing is not None:
+        raise ServiceError("A price for this model already starts at that moment.", "effective_from", status=409)
+    db.session.add(row)
+    db.session.flush()
+    audit(actor, "price.set", "model_price", row.id, after=describe(row))
+    commit()
+    return row

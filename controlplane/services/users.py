@@ -1,0 +1,74 @@
+"""Users, operators and their accounts."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from werkzeug.security import generate_password_hash
+
+from controlplane import validation
+from controlplane.extensions import db
+from controlplane.models import Account, Group, Role, User, UserStatus
+from controlplane.services.base import Actor, NotFound, ServiceError, audit, commit
+from controlplane.services.groups import default_group, group_by_name
+
+
+def hash_password(plain: str) -> str:
+    return generate_password_hash(plain, method="scrypt")
+
+
+def user_by_email(email: str) -> User:
+    user = db.session.scalar(select(User).where(User.email == (email or "").strip().lower()))
+    if user is None:
+        raise NotFound(f"user {email}")
+    return user
+
+
+def _describe(user: User) -> dict:
+    return {"email": user.email, "role": user.role, "status": user.status, "group_id": user.group_id}
+
+
+def create_user(actor: Actor, email: str, password: str | None = None, group: str | None = None, role: Role = Role.USER) -> User:
+    email = validation.email(email)
+    if password is not None:
+        validation.password(password)
+    if db.session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise ServiceError(f"A user with the email {email} already exists.", "email", status=409)
+    target_group: Group = group_by_name(group) if group else default_group()
+    account = Account(name=email)
+    db.session.add(account)
+    db.session.flush()
+    user = User(
+        email=email,
+        password_hash=hash_password(password) if password else None,
+        role=str(role),
+        status=UserStatus.ACTIVE.value,
+        group_id=target_group.id,
+        account_id=account.id,
+    )
+    db.session.add(user)
+    db.session.flush()
+    audit(actor, "user.create", "user", user.id, after=_describe(user))
+    commit()
+    from controlplane.runtime import runtime
+
+    runtime().quota.seed_account(account.id, 0)
+    return user
+
+
+def create_operator(actor: Actor, email: str, password: str, role: Role = Role.OPERATOR) -> User:
+    if role not in (Role.ADMIN, Role.OPERATOR, Role.SUPPORT):
+        raise ServiceError("An operator's role is admin, operator or support.", "role")
+    return create_user(actor, email, password, role=role)
+
+
+def set_status(actor: Actor, user: User, status: UserStatus) -> User:
+    before = _describe(user)
+    user.status = str(status)
+    if status != UserStatus.ACTIVE:
+        user.session_version += 1
+    audit(actor, "user.status", "user", user.id, before=before, after=_describe(user))
+    commit()
+    return user
+
+
+def operators_exist() -> bool:
+    return db.session.scalar(select(User.id).where(User.role.in_([r.value for r in (Role.ADMIN, Role.OPERATOR)])).limit(1)) is not None

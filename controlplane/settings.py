@@ -1,0 +1,70 @@
+"""Control plane settings: one frozen dataclass read from the environment in one place."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from controlplane import instance
+from relay.settings import DEFAULT_INSTANCE, RelaySettings, env_int
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the usual postgres URLs and point SQLAlchemy at psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def env_bool(name: str, default: bool, environ) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    secret_key: str
+    encryption_key: str
+    instance_dir: Path = Path(DEFAULT_INSTANCE)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""  # how users reach the gateway; shown in the consoles
+    secure_cookies: bool = False
+    testing: bool = False
+    usage_batch_size: int = 500
+    login_attempts_per_minute: int = 10
+    relay: RelaySettings | None = field(default=None)
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        env = os.environ if environ is None else environ
+        instance_dir = Path(env.get("SWITCHBOARD_INSTANCE", DEFAULT_INSTANCE)).resolve()
+        database_url = env.get("DATABASE_URL") or f"sqlite:///{instance.ensure_dir(instance_dir) / 'switchboard.db'}"
+        port = env_int("SWITCHBOARD_PORT", 8000, env)
+        values = dict(
+            database_url=normalise_database_url(database_url),
+            redis_url=env.get("REDIS_URL", ""),
+            secret_key=env.get("SWITCHBOARD_SECRET_KEY") or instance.session_secret(instance_dir),
+            encryption_key=env.get("SWITCHBOARD_ENCRYPTION_KEY") or instance.encryption_secret(instance_dir),
+            instance_dir=instance_dir,
+            host=env.get("SWITCHBOARD_HOST", "127.0.0.1"),
+            port=port,
+            public_url=env.get("SWITCHBOARD_PUBLIC_URL", f"http://127.0.0.1:{port}"),
+            secure_cookies=env_bool("SWITCHBOARD_SECURE_COOKIES", False, env),
+            usage_batch_size=env_int("SWITCHBOARD_USAGE_BATCH", 500, env),
+            login_attempts_per_minute=env_int("SWITCHBOARD_LOGIN_ATTEMPTS_PER_MINUTE", 10, env),
+        )
+        values.update(overrides)
+        settings = cls(**values)
+        relay = RelaySettings.from_env(env, redis_url=settings.redis_url, encryption_key=settings.encryption_key, instance_dir=instance_dir)
+        return replace(settings, relay=relay)
+
+    def relay_settings(self) -> RelaySettings:
+        if self.relay is not None:
+            return replace(self.relay, redis_url=self.redis_url, encryption_key=self.encryption_key)
+        return RelaySettings(redis_url=self.redis_url, encryption_key=self.encryption_key, instance_dir=self.instance_dir)

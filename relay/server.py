@@ -1,0 +1,152 @@
+"""The relay's WSGI application and its gevent server. No Flask: a route table and the pipeline.
+
+`build_relay()` wires the pieces from settings; `serve()` runs them. gevent must already be patched
+by the process entry point (the `switchboard relay` / `up` commands do it first thing).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import orjson
+
+from relay.billing import usage_event
+from relay.cipher import Cipher
+from relay.config_store import SnapshotHolder
+from relay.context import RequestContext, Response, error_response, json_response, new_request_id
+from relay.errors import RelayError
+from relay.pipeline import Pipeline
+from relay.quota import Quota
+from relay.settings import RelaySettings
+from relay.upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+JSON_CALLS = {
+    ("POST", "/v1/chat/completions"): "chat",
+}
+
+
+def read_body(environ, limit: int) -> bytes:
+    """The request body, refused with 413 before reading when Content-Length is over the limit."""
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        try:
+            size = int(length)
+        except ValueError:
+            raise RelayError(400, "invalid_content_length", "Content-Length is not a number.") from None
+        if size > limit:
+            raise RelayError(413, "request_too_large", f"The request body is larger than the limit of {limit} bytes.")
+        return environ["wsgi.input"].read(size) if size else b""
+    body = environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise RelayError(413, "request_too_large", f"The request body is larger than the limit of {limit} bytes.")
+    return body
+
+
+class RelayApp:
+    """The WSGI callable for /v1/* (and /healthz when the relay runs on its own)."""
+
+    def __init__(self, settings: RelaySettings, holder: SnapshotHolder, pipeline: Pipeline, quota: Quota):
+        self.settings = settings
+        self.holder = holder
+        self.pipeline = pipeline
+        self.quota = quota
+        self.started = time.time()
+
+    def __call__(self, environ, start_response):
+        request_id = new_request_id()
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO") or "/"
+        ctx = RequestContext(request_id=request_id, endpoint=path, client_ip=environ.get("REMOTE_ADDR"))
+        try:
+            response = self.dispatch(ctx, environ, method, path)
+        except RelayError as error:
+            response = error_response(error, request_id)
+            self._log_refusal(ctx, error)
+        except Exception:
+            log.exception("unhandled error in %s %s (%s)", method, path, request_id)
+            response = error_response(RelayError(500, "internal_error", "The gateway failed to handle this request."), request_id)
+        start_response(_status_line(response.status), response.headers + [("X-Request-Id", request_id)])
+        return response.body
+
+    def dispatch(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
+        call = JSON_CALLS.get((method, path))
+        if call == "chat":
+            body = read_body(environ, self.settings.max_body_bytes)
+            return self.pipeline.chat(ctx, environ, body)
+        if path == "/v1/models" and method == "GET":
+            return self.pipeline.models(ctx, environ)
+        if path in ("/healthz", "/v1/healthz"):
+            return self.health()
+        if any(path == p for (_, p) in JSON_CALLS) or path == "/v1/models":
+            raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
+        raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
+
+    def health(self) -> Response:
+        snap = self.holder.current
+        body = {"status": "ok", "snapshot_version": snap.version, "channels": len(snap.channels), "uptime_s": int(time.time() - self.started)}
+        return json_response(200, orjson.dumps(body))
+
+    def _log_refusal(self, ctx: RequestContext, error: RelayError) -> None:
+        """Refusals after the key was known are logged without a charge (held requests log themselves)."""
+        if ctx.key is None or ctx.held:
+            return
+        try:
+            self.quota.log_only(usage_event(ctx, error.status, error.code).encode())
+        except Exception:
+            log.exception("could not log refused request %s", ctx.request_id)
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            413: "Payload Too Large", 429: "Too Many Requests", 499: "Client Closed Request", 500: "Internal Server Error",
+            501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {_REASONS.get(status, 'Unknown')}"
+
+
+def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
+    import redis as redis_lib
+
+    if redis is None:
+        redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30)
+    if not settings.encryption_key:
+        raise RuntimeError("no encryption key: set SWITCHBOARD_ENCRYPTION_KEY or run `switchboard db upgrade` to create one")
+    cipher = Cipher(settings.encryption_key)
+    holder = SnapshotHolder(redis, cipher.decrypt, settings.snapshot_poll_seconds)
+    quota = Quota(redis)
+    pipeline = Pipeline(settings, holder, quota, UpstreamClient(settings.upstream_pool_size))
+    return RelayApp(settings, holder, pipeline, quota)
+
+
+def start_follower(app: RelayApp):
+    import gevent
+
+    app.holder.refresh()
+    return gevent.spawn(app.holder.follow)
+
+
+def make_server(listener, wsgi_app, log_requests: bool = False):
+    """A pywsgi server whose sockets have Nagle off: headers and body go out at once."""
+    from gevent import pywsgi
+
+    class Handler(pywsgi.WSGIHandler):
+        def handle(self):
+            try:
+                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # unix sockets have no Nagle
+            return super().handle()
+
+    return pywsgi.WSGIServer(listener, wsgi_app, handler_class=Handler, log=None if not log_requests else "default", error_log="default")
+
+
+def serve(settings: RelaySettings) -> None:
+    app = build_relay(settings)
+    start_follower(app)
+    server = make_server((settings.host, settings.port), app)
+    log.info("relay listening on %s:%s", settings.host, settings.port)
+    server.serve_forever()

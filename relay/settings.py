@@ -1,0 +1,93 @@
+"""Relay settings: read from the environment in one place, passed in everywhere else."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_INSTANCE = "instance"
+
+
+def env_int(name: str, default: int, environ: dict | None = None) -> int:
+    raw = (environ if environ is not None else os.environ).get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def env_float(name: str, default: float, environ: dict | None = None) -> float:
+    raw = (environ if environ is not None else os.environ).get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def read_secret(name: str, env_var: str, instance_dir: Path, environ: dict | None = None) -> str | None:
+    """A secret given in the environment wins; otherwise the one generated into the instance folder."""
+    env = environ if environ is not None else os.environ
+    if env.get(env_var):
+        return env[env_var]
+    path = instance_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-request upstream time limits, in seconds; channels may override them."""
+
+    connect: float = 10.0
+    first_byte: float = 300.0  # long reasoning models think before the first token
+    idle: float = 120.0  # longest gap between two streamed chunks
+    total: float = 900.0
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    redis_url: str
+    encryption_key: str | None
+    instance_dir: Path = Path(DEFAULT_INSTANCE)
+    host: str = "0.0.0.0"
+    port: int = 8001
+    max_body_bytes: int = 32 * 1024 * 1024
+    # Output tokens reserved when a request names no max_tokens and its model no cap.
+    default_hold_output_tokens: int = 4096
+    # A hold older than this is considered abandoned (crashed relay) and released by the sweeper.
+    hold_ttl_seconds: int = 3600
+    max_attempts: int = 3
+    snapshot_poll_seconds: float = 5.0
+    upstream_pool_size: int = 256
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None, **overrides) -> "RelaySettings":
+        env = environ if environ is not None else os.environ
+        instance = Path(env.get("SWITCHBOARD_INSTANCE", DEFAULT_INSTANCE)).resolve()
+        values = dict(
+            redis_url=env.get("REDIS_URL", ""),
+            encryption_key=read_secret("encryption.key", "SWITCHBOARD_ENCRYPTION_KEY", instance, env),
+            instance_dir=instance,
+            host=env.get("SWITCHBOARD_RELAY_HOST", "0.0.0.0"),
+            port=env_int("SWITCHBOARD_RELAY_PORT", 8001, env),
+            max_body_bytes=env_int("SWITCHBOARD_MAX_BODY_BYTES", 32 * 1024 * 1024, env),
+            default_hold_output_tokens=env_int("SWITCHBOARD_DEFAULT_HOLD_OUTPUT_TOKENS", 4096, env),
+            hold_ttl_seconds=env_int("SWITCHBOARD_HOLD_TTL_SECONDS", 3600, env),
+            max_attempts=env_int("SWITCHBOARD_MAX_ATTEMPTS", 3, env),
+            snapshot_poll_seconds=env_float("SWITCHBOARD_SNAPSHOT_POLL_SECONDS", 5.0, env),
+            upstream_pool_size=env_int("SWITCHBOARD_UPSTREAM_POOL_SIZE", 256, env),
+            timeouts=Timeouts(
+                connect=env_float("SWITCHBOARD_UPSTREAM_CONNECT_TIMEOUT", 10.0, env),
+                first_byte=env_float("SWITCHBOARD_UPSTREAM_FIRST_BYTE_TIMEOUT", 300.0, env),
+                idle=env_float("SWITCHBOARD_UPSTREAM_IDLE_TIMEOUT", 120.0, env),
+                total=env_float("SWITCHBOARD_UPSTREAM_TOTAL_TIMEOUT", 900.0, env),
+            ),
+        )
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,45 @@
+"""Server-sent events: splitting a byte stream into events without copying more than needed."""
+from __future__ import annotations
+
+
+class SSEBuffer:
+    """Accumulates bytes and yields complete events (the bytes before each blank line)."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self):
+        self._buf = b""
+
+    def feed(self, data: bytes):
+        buf = self._buf + data if self._buf else data
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            if end > start:
+                yield buf[start:end]
+            start = end + 2
+        self._buf = buf[start:]
+
+    def rest(self) -> bytes:
+        """Whatever arrived after the last complete event (a stream cut mid-event)."""
+        rest, self._buf = self._buf.strip(), b""
+        return rest
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The data of an event (data lines joined by newlines), or None for a comment-only event."""
+    if event.startswith(b"data:") and b"\n" not in event:
+        return event[5:].lstrip(b" ")
+    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+def event_name(event: bytes) -> bytes | None:
+    for line in event.split(b"\n"):
+        if line.startswith(b"event:"):
+            return line[6:].strip()
+    return None

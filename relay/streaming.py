@@ -1,0 +1,111 @@
+"""Passing an upstream SSE stream to the caller as it arrives, and settling when it ends.
+
+`StreamBody` is the WSGI response iterable. The server calls `close()` whether the stream finished
+or the caller went away; either way the request is settled exactly once, for what was delivered.
+"""
+from __future__ import annotations
+
+import time
+
+from relay.billing import Settlement
+from relay.context import SSE_HEADERS, RequestContext
+from relay.errors import ErrorKind, RelayError, UpstreamError
+from relay.settings import Timeouts
+from relay.upstream import UpstreamCallFailed, UpstreamResponse
+
+
+def stream_error(error: UpstreamError) -> RelayError:
+    return RelayError(502, "upstream_stream_interrupted", f"The upstream stream failed mid-way: {error.message}")
+
+
+class StreamBody:
+    def __init__(self, ctx: RequestContext, decoder, response: UpstreamResponse, settlement: Settlement, timeouts: Timeouts):
+        self.ctx = ctx
+        self.decoder = decoder
+        self.response = response
+        self.settlement = settlement
+        self.deadline = ctx.started_mono + timeouts.total
+        self.chunks = response.iter_chunks(timeouts.idle)
+        self.pending: list[tuple[bytes, int]] = []
+        self.usage = None
+        self.done = False
+        self.delivered = 0  # output tokens the caller has received, counted locally
+
+    def headers(self) -> list[tuple[str, str]]:
+        return list(SSE_HEADERS)
+
+    def _absorb(self, event) -> None:
+        if event.usage is not None:
+            self.usage = event.usage
+        if event.done:
+            self.done = True
+
+    def prime(self) -> UpstreamError | None:
+        """Read until there is something for the caller. A failure before that may be retried."""
+        try:
+            for data in self.chunks:
+                for event in self.decoder.feed(data):
+                    if event.error is not None:
+                        self.response.abort()
+                        return event.error
+                    self._absorb(event)
+                    if event.raw:
+                        self.pending.append((event.raw, event.output_tokens))
+                if self.pending:
+                    self.ctx.ttft_ms = self.ctx.elapsed_ms()
+                    return None
+        except UpstreamCallFailed as failed:
+            return failed.error
+        for event in self.decoder.finish():
+            self._absorb(event)
+            if event.raw:
+                self.pending.append((event.raw, event.output_tokens))
+        if self.pending:
+            self.ctx.ttft_ms = self.ctx.elapsed_ms()
+            return None
+        return UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "the upstream stream ended without any output")
+
+    def __iter__(self):
+        for raw, output_tokens in self.pending:
+            yield raw
+            self.delivered += output_tokens
+        self.pending = []
+        try:
+            for data in self.chunks:
+                for event in self.decoder.feed(data):
+                    if event.error is not None:
+                        yield from self._fail(event.error)
+                        return
+                    self._absorb(event)
+                    if event.raw:
+                        yield event.raw
+                        self.delivered += event.output_tokens
+                if time.monotonic() > self.deadline:
+                    yield from self._fail(UpstreamError(ErrorKind.TIMEOUT, 200, "the stream exceeded its total time limit"))
+                    return
+            for event in self.decoder.finish():
+                self._absorb(event)
+                if event.raw:
+                    yield event.raw
+                    self.delivered += event.output_tokens
+        except UpstreamCallFailed as failed:
+            yield from self._fail(failed.error)
+            return
+        if not self.done and self.usage is None:
+            yield from self._fail(UpstreamError(ErrorKind.TRANSIENT, 200, "the upstream closed the stream early"))
+            return
+        self.settlement.succeed(self.usage, self.delivered)
+
+    def _fail(self, error: UpstreamError):
+        self.response.abort()
+        relay_error = stream_error(error)
+        self.ctx.note(step="stream", result="upstream failed mid-stream", kind=error.kind.value, error=error.message[:200])
+        self.settlement.partial(self.delivered, 502, relay_error.code)
+        yield relay_error.sse_event(self.ctx.request_id)
+
+    def close(self) -> None:
+        """Called by the server at the end, and when the caller disconnects mid-stream."""
+        if not self.settlement.settled:
+            self.response.abort()
+            self.ctx.note(step="stream", result="client disconnected")
+            self.settlement.partial(self.delivered, 499, "client_disconnected")

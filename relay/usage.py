@@ -1,0 +1,52 @@
+"""The usage event: what the relay appends to the Redis stream for each finished request.
+
+The worker that ingests the stream (workers/usage.py) turns one event into one request-log row and,
+when it cost anything, one ledger entry. Fields are primitives so the event survives a restart.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import orjson
+
+USAGE_STREAM = "sb:usage"
+USAGE_GROUP = "ingest"
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    request_id: str
+    started_at: float
+    finished_at: float
+    endpoint: str
+    status: int
+    api_key_id: int | None = None
+    account_id: int | None = None
+    user_id: int | None = None
+    model: str | None = None
+    upstream_model: str | None = None
+    channel_id: int | None = None
+    channel_key_id: int | None = None
+    stream: bool = False
+    error_code: str | None = None
+    input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    usage_source: str = "upstream"  # upstream | local (counted by the relay)
+    cost: int = 0  # µ$ charged
+    held: int = 0  # µ$ that was reserved
+    latency_ms: int | None = None
+    ttft_ms: int | None = None
+    client_ip: str | None = None
+    trace: list = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> "UsageEvent":
+        data = orjson.loads(raw)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

@@ -1,0 +1,103 @@
+"""Fixtures shared by every layer: real Redis and PostgreSQL, apps on both SQL back ends."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.services import PostgresDatabase, RedisSlot, unavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_slot():
+    try:
+        slot = RedisSlot()
+    except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
+        unavailable("Redis", error)
+    yield slot
+    slot.release()
+
+
+@pytest.fixture
+def redis_client(redis_slot):
+    redis_slot.client.flushdb()
+    yield redis_slot.client
+
+
+@pytest.fixture(scope="session")
+def postgres_db():
+    try:
+        database = PostgresDatabase()
+    except Exception as error:  # noqa: BLE001
+        unavailable("PostgreSQL", error)
+    yield database
+    database.drop()
+
+
+def build_app(database_url: str, redis_url: str, instance: Path):
+    from flask_migrate import upgrade
+
+    from controlplane.app import create_app
+    from controlplane.settings import Settings
+    from relay.cipher import Cipher
+    from relay.settings import RelaySettings
+
+    key = Cipher.generate_key()
+    settings = Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key="test-secret",
+        encryption_key=key,
+        instance_dir=instance,
+        testing=True,
+        relay=RelaySettings(redis_url=redis_url, encryption_key=key, instance_dir=instance),
+    )
+    app = create_app(settings)
+    with app.app_context():
+        upgrade()
+    return app
+
+
+def clean_tables(app) -> None:
+    from controlplane.extensions import db
+
+    with app.app_context():
+        for table in reversed(db.metadata.sorted_tables):
+            db.session.execute(table.delete())
+        db.session.commit()
+
+
+@pytest.fixture(scope="session")
+def sqlite_app(tmp_path_factory, redis_slot):
+    instance = tmp_path_factory.mktemp("sqlite-instance")
+    return build_app(f"sqlite:///{instance / 'test.db'}", redis_slot.url, instance)
+
+
+@pytest.fixture(scope="session")
+def postgres_app(tmp_path_factory, redis_slot, postgres_db):
+    instance = tmp_path_factory.mktemp("pg-instance")
+    return build_app(postgres_db.sqlalchemy_url, redis_slot.url, instance)
+
+
+@pytest.fixture
+def app(sqlite_app, redis_client):
+    """The control plane on SQLite, with empty tables and an empty Redis, inside an app context."""
+    clean_tables(sqlite_app)
+    with sqlite_app.app_context():
+        yield sqlite_app
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_app(request, redis_client):
+    """The control plane on each SQL back end in turn (the SQL matrix)."""
+    backend = request.getfixturevalue(f"{request.param}_app")
+    clean_tables(backend)
+    with backend.app_context():
+        yield backend
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

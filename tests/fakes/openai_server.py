@@ -1,0 +1,176 @@
+"""A fake OpenAI-compatible upstream: /v1/chat/completions (JSON and SSE) and /v1/models.
+
+Scripted: push `Behaviour`s and each request takes the next one (or the default). Usage fields and
+chunk shapes follow the real API, including `stream_options.include_usage`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from tests.fakes.http import FakeServer, Handler
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    content: str = "Hello from the fake upstream."
+    prompt_tokens: int = 12
+    completion_tokens: int | None = None  # default: one per streamed piece / word
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    send_usage: bool = True
+    chunk_gap: float = 0.0
+    first_byte_delay: float = 0.0
+    reset_after_chunks: int | None = None  # stream: drop the connection after this many chunks
+    malformed: bool = False
+    error: dict | None = None  # error body for a non-200 status
+    headers: dict = field(default_factory=dict)
+    tool_calls: list | None = None  # [{"name":..., "arguments":...}]
+    finish_reason: str | None = None
+    send_done: bool = True
+
+    def pieces(self) -> list[str]:
+        words = self.content.split(" ")
+        return [w if i == 0 else " " + w for i, w in enumerate(words)] if self.content else []
+
+    def completion(self) -> int:
+        if self.completion_tokens is not None:
+            return self.completion_tokens
+        return len(self.pieces()) + sum(1 for _ in (self.tool_calls or ())) + self.reasoning_tokens
+
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion(),
+            "total_tokens": self.prompt_tokens + self.completion(),
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        }
+
+
+class OpenAIHandler(Handler):
+    def do_GET(self):
+        if self.path.rstrip("/").endswith("/models"):
+            self.fake.record(path=self.path, headers=dict(self.headers), body=None)
+            models = self.fake.models
+            self.send_json(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models]})
+            return
+        self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    def do_POST(self):
+        body = self.read_json()
+        self.fake.record(path=self.path, headers=dict(self.headers), body=body)
+        behaviour = self.fake.next_behaviour()
+        if behaviour.first_byte_delay:
+            time.sleep(behaviour.first_byte_delay)
+        if not self.headers.get("Authorization", "").startswith("Bearer "):
+            self.send_json(401, {"error": {"message": "Missing bearer", "type": "invalid_request_error", "code": "invalid_api_key"}})
+            return
+        if behaviour.status != 200:
+            error = behaviour.error or {"error": {"message": f"fake failure {behaviour.status}", "type": "server_error", "code": None}}
+            self.send_json(behaviour.status, error, behaviour.headers)
+            return
+        if not self.path.endswith("/chat/completions"):
+            self.send_json(404, {"error": {"message": "unknown path", "type": "invalid_request_error"}})
+            return
+        model = (body or {}).get("model", "unknown")
+        if (body or {}).get("stream"):
+            self.stream(behaviour, model, body)
+        else:
+            self.complete(behaviour, model)
+
+    def complete(self, b: Behaviour, model: str):
+        if b.malformed:
+            self.send_json(200, b"{not json")
+            return
+        message = {"role": "assistant", "content": b.content if not b.tool_calls else None, "refusal": None}
+        if b.tool_calls:
+            message["tool_calls"] = [
+                {"id": f"call_{i}", "type": "function", "function": {"name": t["name"], "arguments": t["arguments"]}}
+                for i, t in enumerate(b.tool_calls)
+            ]
+        body = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": b.finish_reason or ("tool_calls" if b.tool_calls else "stop")}],
+        }
+        if b.send_usage:
+            body["usage"] = b.usage()
+        self.send_json(200, body, b.headers)
+
+    def stream(self, b: Behaviour, model: str, request: dict):
+        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model, "system_fingerprint": "fp_fake"}
+
+        def chunk(delta, finish=None):
+            data = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
+            if include_usage:
+                data["usage"] = None
+            return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        events += [chunk({"content": piece}) for piece in b.pieces()]
+        for i, t in enumerate(b.tool_calls or ()):
+            events.append(chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function", "function": {"name": t["name"], "arguments": ""}}]}))
+            events.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": t["arguments"]}}]}))
+        events.append(chunk({}, b.finish_reason or ("tool_calls" if b.tool_calls else "stop")))
+        if include_usage and b.send_usage:
+            usage_chunk = dict(base, choices=[], usage=b.usage())
+            events.append(b"data: " + json.dumps(usage_chunk, separators=(",", ":")).encode() + b"\n\n")
+        if b.send_done:
+            events.append(b"data: [DONE]\n\n")
+        if b.malformed:
+            events.insert(1, b"data: {broken\n\n")
+
+        self.start_stream(b.headers)
+        for n, event in enumerate(events):
+            if b.reset_after_chunks is not None and n >= b.reset_after_chunks:
+                self.reset()
+                return
+            try:
+                self.send_chunk(event)
+            except (BrokenPipeError, ConnectionResetError):
+                self.fake.record(path="client-gone", headers={}, body={"after": n})
+                return
+            if b.chunk_gap:
+                time.sleep(b.chunk_gap)
+        self.end_stream()
+
+
+class FakeOpenAI(FakeServer):
+    handler_class = OpenAIHandler
+
+    def __init__(self, models: list[str] | None = None):
+        super().__init__()
+        self.default = Behaviour()
+        self.queue: deque[Behaviour] = deque()
+        self.models = models or ["gpt-4o-mini", "gpt-4o"]
+
+    @property
+    def url(self) -> str:
+        return self.origin + "/v1"
+
+    def push(self, *behaviours: Behaviour) -> None:
+        with self.lock:
+            self.queue.extend(behaviours)
+
+    def next_behaviour(self) -> Behaviour:
+        with self.lock:
+            return self.queue.popleft() if self.queue else self.default
+
+    def chat_requests(self) -> list[dict]:
+        return [r for r in self.requests if r["path"].endswith("/chat/completions")]
+
+    def reset_log(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.queue.clear()
+        self.default = Behaviour()
