@@ -36,6 +36,26 @@ def postgres_db():
     database.drop()
 
 
+class FreshContextClient:
+    """Mixin for the test client: each request runs in an app context of its own, as in a server.
+
+    Tests hold an app context for direct database access; without this, requests would share its
+    `g` (and Flask-WTF's cached CSRF token) across requests. After a request the test's own
+    session ends its transaction so it sees what the request committed.
+    """
+
+    def open(self, *args, **kwargs):
+        from flask import has_app_context
+
+        from controlplane.extensions import db
+
+        with self.application.app_context():
+            response = super().open(*args, **kwargs)
+        if has_app_context():
+            db.session.commit()
+        return response
+
+
 def build_app(database_url: str, redis_url: str, instance: Path):
     from flask_migrate import upgrade
 
@@ -54,7 +74,10 @@ def build_app(database_url: str, redis_url: str, instance: Path):
         testing=True,
         relay=RelaySettings(redis_url=redis_url, encryption_key=key, instance_dir=instance),
     )
+    from flask.testing import FlaskClient
+
     app = create_app(settings)
+    app.test_client_class = type("TestClient", (FreshContextClient, FlaskClient), {})
     with app.app_context():
         upgrade()
     return app
@@ -89,7 +112,7 @@ def app(sqlite_app, redis_client):
         yield sqlite_app
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def sql_app(request, redis_client):
     """The control plane on each SQL back end in turn (the SQL matrix)."""
     backend = request.getfixturevalue(f"{request.param}_app")

@@ -18,8 +18,11 @@ def home():
 
 
 def register(app) -> None:
-    from controlplane.admin import channels, prices, users
-
-    for child in (channels.bp, prices.bp, users.bp):
-        bp.register_blueprint(child)
     app.register_blueprint(bp)
+
+
+# Areas attach to the parent once, at import, so several apps (tests) can register the parent.
+from controlplane.admin import channels, prices, users  # noqa: E402
+
+for _child in (channels.bp, prices.bp, users.bp):
+    bp.register_blueprint(_child)

@@ -5,6 +5,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Optional
 
 from controlplane.admin import OPERATORS, WRITERS
@@ -24,7 +25,7 @@ def actor() -> Actor:
 
 class ChannelForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired()])
-    type = SelectField("Type", choices=[(t, a.info.label) for t, a in REGISTRY.items()])
+    type = SelectField("Type", choices=[SelectChoice(t, a.info.label) for t, a in REGISTRY.items()])
     base_url = StringField("Base URL", validators=[DataRequired()], description="For example https://api.openai.com/v1")
     models = TextAreaField("Models", description="One per line")
     model_map = TextAreaField("Model mapping", description="public-name=upstream-name, one per line")

@@ -62,6 +62,7 @@ def worker_command(burst):
     from controlplane.runtime import runtime
     from workers import queues
 
+    logging.getLogger("rq").setLevel(logging.WARNING)
     redis = runtime().redis
     # SimpleWorker runs jobs in this process, inside this app context: no fork and app per job.
     worker = SimpleWorker([Queue(name, connection=redis) for name in queues.ALL], connection=redis)
@@ -78,9 +79,15 @@ def scheduler_command():
     from controlplane.runtime import runtime
     from workers.schedule import register
 
+    from rq.exceptions import StopRequested
+
+    logging.getLogger("rq").setLevel(logging.WARNING)
     scheduler = CronScheduler(connection=runtime().redis, logging_level="WARNING")
     register(scheduler)
-    scheduler.start()
+    try:
+        scheduler.start()
+    except StopRequested:  # a second stop signal while shutting down
+        pass
 
 
 def _first_operator() -> tuple[str, str] | None:

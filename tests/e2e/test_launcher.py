@@ -1,0 +1,85 @@
+"""`switchboard up` on a bare machine: sets itself up, prints the first operator once, keeps its
+secrets private, and leaves nothing running after Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.e2e.conftest import ROOT, Gateway
+
+pytestmark = pytest.mark.e2e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie left for init to reap is not running
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_starts_everything_and_a_signal_stops_everything(tmp_path, sig):
+    gateway = Gateway(tmp_path / "instance")
+    try:
+        banner = "\n".join(gateway.output)
+        assert f"http://127.0.0.1:{gateway.port}" in banner
+        assert "First operator (shown once): admin@switchboard.local / " in banner
+        password = banner.split("admin@switchboard.local / ")[1].split()[0]
+        for name in ("secret.key", "encryption.key"):
+            mode = stat.S_IMODE((tmp_path / "instance" / name).stat().st_mode)
+            assert mode == 0o600, f"{name} is {oct(mode)}"
+        session = requests.Session()
+        page = session.get(gateway.url + "/login")
+        token = page.text.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+        signed_in = session.post(gateway.url + "/login", data={"csrf_token": token, "email": "admin@switchboard.local", "password": password})
+        assert signed_in.url.endswith("/admin/channels/")
+        children = subprocess.run(["pgrep", "-g", str(gateway.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) >= 3  # up, worker, scheduler
+        redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())
+    finally:
+        code = gateway.stop(sig)
+    assert code == 0, "\n".join(gateway.output)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(int(p)) for p in children + [str(redis_pid)]):
+        time.sleep(0.1)
+    assert not [p for p in children if _alive(int(p))]
+    assert not _alive(redis_pid)
+    # A second start reuses the instance: same secrets, no new operator printed.
+    again = Gateway(tmp_path / "instance")
+    try:
+        assert "First operator" not in "\n".join(again.output)
+    finally:
+        again.stop()
+
+
+def test_cli_errors_are_one_line_without_a_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env["SWITCHBOARD_INSTANCE"] = str(tmp_path / "instance")
+    subprocess.run([sys.executable, "-m", "controlplane", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    cases = [
+        ["topup", "--user", "nobody@example.com", "--usd", "1", "--reason", "x"],
+        ["price", "set", "m", "--input", "abc", "--output", "1", "--now"],
+        ["price", "set", "m", "--input", "1", "--output", "1"],
+        ["channel", "add", "--name", "c", "--type", "nope", "--base-url", "https://x.example", "--keys", "k", "--models", "m"],
+        ["channel", "add", "--name", "c", "--type", "openai", "--base-url", "http://169.254.169.254/", "--keys", "k", "--models", "m"],
+        ["key", "create"],
+        ["user", "create", "--email", "not-an-email"],
+    ]
+    for args in cases:
+        result = subprocess.run([sys.executable, "-m", "controlplane", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert result.returncode != 0, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+        assert "Traceback" not in result.stderr

@@ -1,0 +1,33 @@
+"""Rows for tests, made through the service layer so every invariant holds as in production."""
+from __future__ import annotations
+
+import itertools
+
+from controlplane.services import billing, channels, keys, prices, users
+from controlplane.services.base import Actor
+
+_seq = itertools.count(1)
+ACTOR = Actor(name="test")
+
+
+def user(email: str | None = None, group: str | None = None, password: str | None = None):
+    return users.create_user(ACTOR, email or f"user{next(_seq)}@example.com", password, group)
+
+
+def funded_user(usd: str = "10", **kwargs):
+    created = user(**kwargs)
+    billing.topup(ACTOR, created.account, usd, "test funds")
+    return created
+
+
+def api_key(owner, **kwargs):
+    return keys.create_key(ACTOR, owner, **kwargs)
+
+
+def channel(base_url: str, models=("gpt-4o-mini",), keys_=("sk-upstream-1",), **kwargs):
+    return channels.add_channel(ACTOR, name=kwargs.pop("name", f"channel-{next(_seq)}"), type=kwargs.pop("type", "openai"),
+                                base_url=base_url, keys=list(keys_), models=list(models), **kwargs)
+
+
+def price(model: str = "gpt-4o-mini", input: str = "0.15", output: str = "0.60", **kwargs):
+    return prices.set_price(ACTOR, model, input=input, output=output, enforce_notice=False, **kwargs)
