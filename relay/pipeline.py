@@ -1,86 +1,55 @@
 """A request's life (design.md §3): auth → checks → hold → route → call → stream → settle.
 
 Everything here reads the in-memory snapshot; the only I/O is Redis (hold, settle) and the
-upstream call. No SQL, no Flask.
+upstream call. No SQL, no Flask. Endpoint-specific work lives in relay/endpoints/.
 """
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 
 import orjson
 
-from relay import pricing, tokens
-from relay.adapters import ChatRequest, Target, adapter_for
-from relay.adapters.base import Operation
+from relay import pricing
 from relay.billing import Settlement
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response
-from relay.errors import ErrorKind, RelayError, UpstreamError, bad_request, upstream_failure
+from relay.endpoints import Endpoint
+from relay.errors import RelayError
 from relay.quota import HoldRefused, Quota
+from relay.routing import Router
 from relay.selector import Selector
 from relay.settings import RelaySettings
 from relay.snapshot import GroupView, KeyView, Snapshot, Status
-from relay.streaming import StreamBody
-from relay.upstream import UpstreamCallFailed, UpstreamClient
-
-log = logging.getLogger(__name__)
+from relay.upstream import UpstreamClient
 
 
-def bearer_token(environ) -> str | None:
+def api_key_from(environ) -> str | None:
+    """The caller's key: `Authorization: Bearer …`, or Anthropic's `x-api-key`."""
     header = environ.get("HTTP_AUTHORIZATION")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return None
+    key = environ.get("HTTP_X_API_KEY")
+    return key.strip() if key and key.strip() else None
 
 
 def key_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def parse_chat(body: bytes) -> ChatRequest:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise bad_request("The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise bad_request("The request body must be a JSON object.")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("You must provide a model parameter.", param="model", code="missing_required_parameter")
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' must be a non-empty array.", param="messages", code="missing_required_parameter")
-    stream = payload.get("stream") is True
-    options = payload.get("stream_options")
-    wants_usage = bool(stream and isinstance(options, dict) and options.get("include_usage") is True)
-    max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise bad_request("max_tokens must be a positive integer.", param="max_tokens")
-    return ChatRequest(model=model, payload=payload, stream=stream, wants_usage=wants_usage, max_tokens=max_tokens)
-
-
 class Pipeline:
-    def __init__(
-        self,
-        settings: RelaySettings,
-        holder: SnapshotHolder,
-        quota: Quota,
-        client: UpstreamClient,
-        selector: Selector | None = None,
-    ):
+    def __init__(self, settings: RelaySettings, holder: SnapshotHolder, quota: Quota, client: UpstreamClient, selector: Selector | None = None):
         self.settings = settings
         self.holder = holder
         self.quota = quota
         self.client = client
-        self.selector = selector or Selector()
+        self.router = Router(selector or Selector(), settings.max_attempts, settings.timeouts.total)
 
     # --- who is calling, and may they ---------------------------------------------------------
     def authenticate(self, ctx: RequestContext, environ, snap: Snapshot, now: float) -> KeyView:
-        secret = bearer_token(environ)
+        secret = api_key_from(environ)
         if secret is None:
             raise RelayError(401, "missing_api_key", "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")
         key = snap.keys.get(key_hash(secret))
@@ -96,7 +65,8 @@ class Pipeline:
         ip = ctx.ip_address()
         ban = snap.bans.for_request(key.user_id, key.id, ip, now)
         if ban is not None:
-            raise RelayError(403, "banned", "Access is suspended for this " + {"user": "account", "key": "API key", "ip": "address"}[ban.kind] + ".")
+            what = {"user": "account", "key": "API key", "ip": "address"}[ban.kind]
+            raise RelayError(403, "banned", f"Access is suspended for this {what}.")
         if not key.allows_ip(ip):
             raise RelayError(403, "ip_not_allowed", "This API key may not be used from this address.")
         return key
@@ -122,94 +92,35 @@ class Pipeline:
         data = [{"id": m, "object": "model", "created": created, "owned_by": "switchboard"} for m in snap.models_for_key(key, now)]
         return json_response(200, orjson.dumps({"object": "list", "data": data}))
 
-    def chat(self, ctx: RequestContext, environ, body: bytes) -> Response:
+    def handle(self, endpoint: Endpoint, ctx: RequestContext, environ, body: bytes) -> Response:
+        """A billed call: authenticate, check, hold, route with retries, settle exactly once."""
         snap = self.holder.current
         now = ctx.started_at
         key = self.authenticate(ctx, environ, snap, now)
-        request = parse_chat(body)
-        ctx.model = request.model
-        ctx.stream = request.stream
-        group, price = self.authorize_model(snap, key, request.model, now)
+        request = endpoint.parse(body, environ)
+        model = endpoint.model_of(request)
+        ctx.model = model
+        ctx.stream = endpoint.is_stream(request)
+        group, price = self.authorize_model(snap, key, model, now)
 
-        messages = request.payload["messages"]
-        tools = request.payload.get("tools")
-        max_out = request.max_tokens or price.max_output_tokens or self.settings.default_hold_output_tokens
-        amount = pricing.hold_amount(tokens.hold_prompt_tokens(messages, tools), max_out, price, group.multiplier_bp)
+        estimate = endpoint.estimate(request, price, self.settings)
+        amount = pricing.hold_amount(estimate.prompt_tokens, estimate.max_output_tokens, price, group.multiplier_bp)
         try:
             hold = self.quota.hold(ctx.request_id, key.account_id, key.id, amount, key.credit_limit, now + self.settings.hold_ttl_seconds)
         except HoldRefused as refused:
             if refused.reason == "key_limit":
                 raise RelayError(403, "key_credit_limit_reached", "This API key has reached its credit limit.") from None
             raise RelayError(403, "insufficient_quota", "Your credit balance is too low for this request. Top up your account and try again.") from None
-
         ctx.held = True
-        settlement = Settlement(self.quota, hold, ctx, price, group.multiplier_bp, tokens.prompt_tokens(messages, tools))
+
+        settlement = Settlement(self.quota, hold, ctx, price, group.multiplier_bp, estimate.local_prompt_tokens)
         try:
-            return self._call(ctx, snap, request, settlement)
+            def attempt(adapter, target):
+                return endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, settlement)
+
+            return self.router.run(ctx, snap.channels_for(key.group, model), model, endpoint.operation, attempt)
         except BaseException as exc:
             status = exc.status if isinstance(exc, RelayError) else 500
             code = exc.code if isinstance(exc, RelayError) else "internal_error"
             settlement.fail(status, code)
             raise
-
-    def _call(self, ctx: RequestContext, snap: Snapshot, request: ChatRequest, settlement: Settlement) -> Response:
-        channels = snap.channels_for(ctx.key.group, request.model)
-        tried: set[tuple[int, int]] = set()
-        last_error: UpstreamError | None = None
-        deadline = time.monotonic() + self.settings.timeouts.total
-        for attempt in range(self.settings.max_attempts):
-            route = self.selector.pick(channels, request.model, tried)
-            if route is None or time.monotonic() >= deadline:
-                break
-            tried.add((route.channel.id, route.key.id))
-            target = Target(route.channel, route.key, route.upstream_model)
-            ctx.channel_id, ctx.channel_key_id, ctx.upstream_model = route.channel.id, route.key.id, route.upstream_model
-            adapter = adapter_for(route.channel.type)
-            if Operation.CHAT not in adapter.info.capabilities:
-                raise RelayError(501, "not_implemented", f"Channel type '{route.channel.type}' cannot serve chat completions.")
-            started = time.monotonic()
-            outcome = self._attempt(ctx, adapter, target, request, settlement)
-            if isinstance(outcome, Response):
-                return outcome
-            last_error = outcome
-            ctx.note(step="attempt", channel=route.channel.id, key=route.key.id, status=outcome.status, kind=outcome.kind.value, ms=int((time.monotonic() - started) * 1000), error=outcome.message[:200])
-            if not outcome.retryable:
-                break
-        if last_error is None:
-            ctx.note(step="route", result="no channel with a usable key")
-            raise RelayError(503, "no_channel_available", "No upstream channel is available for this model right now.")
-        raise upstream_failure(last_error)
-
-    def _attempt(self, ctx, adapter, target: Target, request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:
-        """One upstream call: a Response for the caller, or the error that ended the attempt."""
-        timeouts = self.settings.timeouts
-        try:
-            response = self.client.send(adapter.chat_request(target, request), timeouts)
-        except UpstreamCallFailed as failed:
-            return failed.error
-        if response.status != 200:
-            try:
-                body = response.read_all()
-            except UpstreamCallFailed as failed:
-                return failed.error
-            return adapter.classify_error(response.status, body, response.headers)
-
-        if request.stream:
-            stream = StreamBody(ctx, adapter.chat_stream(target, request), response, settlement, timeouts)
-            error = stream.prime()
-            if error is not None:
-                return error
-            ctx.note(step="attempt", channel=target.channel.id, key=target.key.id, status=200, ms=ctx.elapsed_ms())
-            return Response(200, stream.headers(), stream)
-
-        try:
-            body = response.read_all()
-        except UpstreamCallFailed as failed:
-            return failed.error
-        try:
-            result = adapter.chat_response(target, request, body)
-        except (ValueError, KeyError, TypeError):
-            return UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "the upstream's response is not a chat completion")
-        ctx.note(step="attempt", channel=target.channel.id, key=target.key.id, status=200, ms=ctx.elapsed_ms())
-        settlement.succeed(result.usage, result.output_text_tokens, status=200)
-        return json_response(200, result.body)

@@ -15,6 +15,7 @@ from relay.billing import usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, error_response, json_response, new_request_id
+from relay.endpoints import ENDPOINTS
 from relay.errors import RelayError
 from relay.pipeline import Pipeline
 from relay.quota import Quota
@@ -23,9 +24,6 @@ from relay.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-JSON_CALLS = {
-    ("POST", "/v1/chat/completions"): "chat",
-}
 
 
 def read_body(environ, limit: int) -> bytes:
@@ -72,15 +70,15 @@ class RelayApp:
         return response.body
 
     def dispatch(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
-        call = JSON_CALLS.get((method, path))
-        if call == "chat":
+        endpoint = ENDPOINTS.get((method, path))
+        if endpoint is not None:
             body = read_body(environ, self.settings.max_body_bytes)
-            return self.pipeline.chat(ctx, environ, body)
+            return self.pipeline.handle(endpoint, ctx, environ, body)
         if path == "/v1/models" and method == "GET":
             return self.pipeline.models(ctx, environ)
         if path in ("/healthz", "/v1/healthz"):
             return self.health()
-        if any(path == p for (_, p) in JSON_CALLS) or path == "/v1/models":
+        if any(path == p for (_, p) in ENDPOINTS) or path == "/v1/models":
             raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
         raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
 

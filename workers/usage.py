@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from controlplane import ledger
+from controlplane import ledger, rollups
 from controlplane.extensions import db
 from controlplane.models import ApiKey, RequestLog
 from controlplane.runtime import runtime
@@ -89,6 +89,7 @@ def write_batch(events: list[UsageEvent]) -> int:
         if e.api_key_id is not None:
             spent_by_key[e.api_key_id] += e.cost
             last_used[e.api_key_id] = max(last_used.get(e.api_key_id, 0.0), e.finished_at)
+    rollups.upsert(fresh)
     for key_id, amount in spent_by_key.items():
         db.session.execute(
             update(ApiKey).where(ApiKey.id == key_id).values(spent=ApiKey.spent + amount, last_used_at=_utc(last_used[key_id]))

@@ -6,10 +6,11 @@ from controlplane.models.keys import ApiKey, KeyStatus
 from controlplane.models.ledger import EntryKind, LedgerEntry, Refund, RefundKind
 from controlplane.models.logs import AuditEntry, RequestLog
 from controlplane.models.prices import ModelPrice
+from controlplane.models.rollups import UsageRollup
 from controlplane.models.types import utcnow
 
 __all__ = [
     "Account", "AccountKind", "ApiKey", "AuditEntry", "Ban", "BanKind", "Channel", "ChannelEvent",
     "ChannelKey", "ChannelStatus", "EntryKind", "Group", "KeyStatus", "LedgerEntry", "ModelPrice",
-    "OPERATOR_ROLES", "Refund", "RefundKind", "RequestLog", "Role", "User", "UserStatus", "utcnow",
+    "OPERATOR_ROLES", "Refund", "RefundKind", "RequestLog", "Role", "UsageRollup", "User", "UserStatus", "utcnow",
 ]

@@ -100,3 +100,23 @@ def test_concurrent_ingestion_of_the_same_events_charges_once(sql_app, redis_cli
     db.session.expire_all()
     assert db.session.scalar(select(db.func.count()).select_from(LedgerEntry).where(LedgerEntry.kind == "charge")) == 40
     assert ledger.sum_of_entries(user.account_id) == ledger.stored_balance(user.account_id) == 1_000_000 - 120
+
+
+def test_ingestion_folds_events_into_hourly_rollups(sql_app):
+    from controlplane import rollups
+    from controlplane.models import UsageRollup
+
+    user = factories.funded_user("1")
+    key, _ = factories.api_key(user)
+    first = [_event(f"req_r{i}", user.account_id, key.id, 10) for i in range(3)]
+    for i, e in enumerate(first):
+        e.latency_ms, e.ttft_ms = 100 * (i + 1), 40
+    failed = _event("req_rf", user.account_id, key.id, 0)
+    failed.status = 502
+    usage_worker._commit_batch(first)
+    usage_worker._commit_batch([failed])
+    row = db.session.scalar(select(UsageRollup))
+    assert (row.requests, row.errors, row.cost, row.input_tokens, row.output_tokens) == (4, 1, 30, 40, 20)
+    assert rollups.percentile(row.latency_hist, 0.5) == 200
+    assert rollups.percentile(row.ttft_hist, 0.95) == 50
+    assert db.session.scalar(select(db.func.count()).select_from(UsageRollup)) == 1

@@ -1,0 +1,92 @@
+"""POST /v1/chat/completions in OpenAI format, streaming or not."""
+from __future__ import annotations
+
+import orjson
+
+from relay import tokens
+from relay.adapters.base import ChatRequest, Operation, Target
+from relay.billing import Settlement
+from relay.context import RequestContext, Response, json_response
+from relay.endpoints.base import HoldEstimate
+from relay.errors import ErrorKind, UpstreamError, bad_request
+from relay.pricing import Price
+from relay.settings import RelaySettings
+from relay.streaming import StreamBody
+from relay.upstream import UpstreamCallFailed, UpstreamClient
+
+
+def parse_chat(body: bytes) -> ChatRequest:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad_request("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("You must provide a model parameter.", param="model", code="missing_required_parameter")
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("'messages' must be a non-empty array.", param="messages", code="missing_required_parameter")
+    stream = payload.get("stream") is True
+    options = payload.get("stream_options")
+    wants_usage = bool(stream and isinstance(options, dict) and options.get("include_usage") is True)
+    max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        raise bad_request("max_tokens must be a positive integer.", param="max_tokens")
+    return ChatRequest(model=model, payload=payload, stream=stream, wants_usage=wants_usage, max_tokens=max_tokens)
+
+
+class ChatEndpoint:
+    operation = Operation.CHAT
+    error_format = "openai"
+
+    def parse(self, body: bytes, environ) -> ChatRequest:
+        return parse_chat(body)
+
+    def model_of(self, request: ChatRequest) -> str:
+        return request.model
+
+    def is_stream(self, request: ChatRequest) -> bool:
+        return request.stream
+
+    def estimate(self, request: ChatRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
+        messages = request.payload["messages"]
+        tools = request.payload.get("tools")
+        return HoldEstimate(
+            prompt_tokens=tokens.hold_prompt_tokens(messages, tools),
+            max_output_tokens=request.max_tokens or price.max_output_tokens or settings.default_hold_output_tokens,
+            local_prompt_tokens=tokens.prompt_tokens(messages, tools),
+        )
+
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+                request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:
+        timeouts = settings.timeouts
+        try:
+            response = client.send(adapter.chat_request(target, request), timeouts)
+        except UpstreamCallFailed as failed:
+            return failed.error
+        if response.status != 200:
+            try:
+                body = response.read_all()
+            except UpstreamCallFailed as failed:
+                return failed.error
+            return adapter.classify_error(response.status, body, response.headers)
+
+        if request.stream:
+            stream = StreamBody(ctx, adapter.chat_stream(target, request), response, settlement, timeouts)
+            error = stream.prime()
+            if error is not None:
+                return error
+            return Response(200, stream.headers(), stream)
+
+        try:
+            body = response.read_all()
+        except UpstreamCallFailed as failed:
+            return failed.error
+        try:
+            result = adapter.chat_response(target, request, body)
+        except (ValueError, KeyError, TypeError):
+            return UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "the upstream's response is not a chat completion")
+        settlement.succeed(result.usage, result.output_text_tokens, status=200)
+        return json_response(200, result.body)
