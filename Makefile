@@ -4,7 +4,10 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test install test-fast bench clean
+VENDOR  := controlplane/static/vendor
+ASSETS  := $(VENDOR)/.stamp
+
+.PHONY: run test install assets test-fast bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,17 +18,25 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Front-end libraries come from npm at build time and are served by the app, never from a CDN.
+$(ASSETS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp node_modules/htmx.org/dist/htmx.min.js node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/
+	touch $(ASSETS)
 
-run: $(STAMP)
+install: $(STAMP) $(ASSETS)
+assets: $(ASSETS)
+
+run: $(STAMP) $(ASSETS)
 	$(BIN)/switchboard db upgrade
 	$(BIN)/switchboard up
 
-test: $(STAMP)
+test: $(STAMP) $(ASSETS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(ASSETS)
 	$(BIN)/python -m pytest -m "not e2e and not browser" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info node_modules $(VENDOR)

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from tests.e2e.conftest import ROOT, Gateway
+from tests.gateway import ROOT, Gateway
 
 pytestmark = pytest.mark.e2e
 
