@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controlplane import instance
+from controlplane.notify import SmtpSettings
 from relay.settings import DEFAULT_INSTANCE, RelaySettings, env_int
 
 
@@ -38,6 +39,8 @@ class Settings:
     testing: bool = False
     usage_batch_size: int = 500
     login_attempts_per_minute: int = 10
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    webhook_secret: str = ""  # signs outgoing webhooks (X-Switchboard-Signature)
     relay: RelaySettings | None = field(default=None)
 
     @classmethod
@@ -58,6 +61,15 @@ class Settings:
             secure_cookies=env_bool("SWITCHBOARD_SECURE_COOKIES", False, env),
             usage_batch_size=env_int("SWITCHBOARD_USAGE_BATCH", 500, env),
             login_attempts_per_minute=env_int("SWITCHBOARD_LOGIN_ATTEMPTS_PER_MINUTE", 10, env),
+            smtp=SmtpSettings(
+                host=env.get("SWITCHBOARD_SMTP_HOST", ""),
+                port=env_int("SWITCHBOARD_SMTP_PORT", 587, env),
+                username=env.get("SWITCHBOARD_SMTP_USER", ""),
+                password=env.get("SWITCHBOARD_SMTP_PASSWORD", ""),
+                sender=env.get("SWITCHBOARD_SMTP_FROM", "switchboard@localhost"),
+                starttls=env_bool("SWITCHBOARD_SMTP_STARTTLS", True, env),
+            ),
+            webhook_secret=env.get("SWITCHBOARD_WEBHOOK_SECRET", ""),
         )
         values.update(overrides)
         settings = cls(**values)
