@@ -38,5 +38,10 @@ test: $(STAMP) $(ASSETS)
 test-fast: $(STAMP) $(ASSETS)
 	$(BIN)/python -m pytest -m "not e2e and not browser" $(PYTEST_ARGS)
 
+# The benchmark harness (bench/README.md). Not part of `make test`: it measures, tests assert.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || (echo "installing wrk" && apt-get install -y -q wrk >/dev/null)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info node_modules $(VENDOR)

@@ -17,6 +17,7 @@ from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, error_response, json_response, new_request_id
 from relay.endpoints import ENDPOINTS
 from relay.errors import RelayError
+from relay.metrics import COUNTERS, counting_redis
 from relay.pipeline import Pipeline
 from relay.quota import Quota
 from relay.settings import RelaySettings
@@ -54,6 +55,7 @@ class RelayApp:
         self.started = time.time()
 
     def __call__(self, environ, start_response):
+        COUNTERS.requests += 1
         request_id = new_request_id()
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
@@ -84,7 +86,8 @@ class RelayApp:
 
     def health(self) -> Response:
         snap = self.holder.current
-        body = {"status": "ok", "snapshot_version": snap.version, "channels": len(snap.channels), "uptime_s": int(time.time() - self.started)}
+        body = {"status": "ok", "snapshot_version": snap.version, "channels": len(snap.channels), "uptime_s": int(time.time() - self.started),
+                "requests": COUNTERS.requests, "redis_round_trips": COUNTERS.redis_round_trips}
         return json_response(200, orjson.dumps(body))
 
     def _log_refusal(self, ctx: RequestContext, error: RelayError) -> None:
@@ -107,10 +110,8 @@ def _status_line(status: int) -> str:
 
 
 def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
-    import redis as redis_lib
-
     if redis is None:
-        redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30)
+        redis = counting_redis(settings.redis_url, max_connections=settings.redis_pool_size, health_check_interval=30)
     if not settings.encryption_key:
         raise RuntimeError("no encryption key: set SWITCHBOARD_ENCRYPTION_KEY or run `switchboard db upgrade` to create one")
     cipher = Cipher(settings.encryption_key)

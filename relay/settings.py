@@ -64,6 +64,7 @@ class RelaySettings:
     max_attempts: int = 3
     snapshot_poll_seconds: float = 5.0
     upstream_pool_size: int = 256
+    redis_pool_size: int = 64
     timeouts: Timeouts = field(default_factory=Timeouts)
 
     @classmethod
@@ -82,6 +83,7 @@ class RelaySettings:
             max_attempts=env_int("SWITCHBOARD_MAX_ATTEMPTS", 3, env),
             snapshot_poll_seconds=env_float("SWITCHBOARD_SNAPSHOT_POLL_SECONDS", 5.0, env),
             upstream_pool_size=env_int("SWITCHBOARD_UPSTREAM_POOL_SIZE", 256, env),
+            redis_pool_size=env_int("SWITCHBOARD_REDIS_POOL_SIZE", 64, env),
             timeouts=Timeouts(
                 connect=env_float("SWITCHBOARD_UPSTREAM_CONNECT_TIMEOUT", 10.0, env),
                 first_byte=env_float("SWITCHBOARD_UPSTREAM_FIRST_BYTE_TIMEOUT", 300.0, env),

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     import click
 
     from controlplane.cli.group import cli
-    from controlplane.services.base import ServiceError
+    from controlplane.errors import ServiceError
 
     try:
         cli.main(args=argv, prog_name="switchboard", standalone_mode=False)

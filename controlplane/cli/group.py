@@ -1,7 +1,12 @@
-"""The click group: app creation for commands, embedded Redis for a bare machine, --json output."""
+"""The click group: lazily loaded commands, embedded Redis for a bare machine, --json output.
+
+Commands are imported only when invoked, so `switchboard relay` never loads the control plane's
+SQL stack into the relay process (and every command starts faster).
+"""
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import os
 
@@ -12,6 +17,22 @@ from controlplane.embedded_redis import EmbeddedRedis
 from relay.settings import DEFAULT_INSTANCE
 
 _embedded: EmbeddedRedis | None = None
+
+COMMANDS = {
+    "operator": "controlplane.cli.manage:operator",
+    "user": "controlplane.cli.manage:user",
+    "group": "controlplane.cli.manage:group",
+    "topup": "controlplane.cli.manage:topup",
+    "balance": "controlplane.cli.manage:balance",
+    "key": "controlplane.cli.manage:key",
+    "channel": "controlplane.cli.manage:channel",
+    "price": "controlplane.cli.manage:price",
+    "up": "controlplane.cli.processes:up_command",
+    "relay": "controlplane.cli.relay:relay_command",
+    "web": "controlplane.cli.processes:web_command",
+    "worker": "controlplane.cli.processes:worker_command",
+    "scheduler": "controlplane.cli.processes:scheduler_command",
+}
 
 
 def ensure_redis_url() -> None:
@@ -43,9 +64,18 @@ def emit(as_json: bool, data: dict, human: str) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
 
 
-@click.group(cls=FlaskGroup, create_app=make_app, add_default_commands=False, add_version_option=False, load_dotenv=False)
+class SwitchboardGroup(FlaskGroup):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is not None:
+            module, _, attr = target.partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=SwitchboardGroup, create_app=make_app, add_default_commands=False, add_version_option=False, load_dotenv=False)
 def cli():
     """Switchboard: an LLM API gateway. Manage it, and start its processes."""
-
-
-from controlplane.cli import manage, processes  # noqa: E402,F401  (registers the commands)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
-from controlplane.cli.group import cli, emit, json_option
+from controlplane.cli.group import emit, json_option
 from controlplane.models import Role
 from controlplane.services import billing, groups, keys, prices, users
 from controlplane.services import channels as channel_service
@@ -17,7 +17,7 @@ def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-@cli.group()
+@click.group()
 def operator():
     """Operators of the console."""
 
@@ -33,7 +33,7 @@ def operator_create(email, password, role, as_json):
     emit(as_json, {"id": user.id, "email": user.email, "role": user.role}, f"operator {user.email} ({user.role}) created")
 
 
-@cli.group()
+@click.group()
 def user():
     """End users (customers)."""
 
@@ -49,7 +49,7 @@ def user_create(email, password, group, as_json):
     emit(as_json, {"id": created.id, "email": created.email, "account_id": created.account_id}, f"user {created.email} created (account {created.account_id})")
 
 
-@cli.group()
+@click.group()
 def group():
     """User groups."""
 
@@ -66,23 +66,25 @@ def group_create(name, multiplier, models, is_default, as_json):
     emit(as_json, groups.describe(created), f"group {created.name} created")
 
 
-@cli.command("topup")
+@click.command("topup")
 @click.option("--user", "email", required=True)
 @click.option("--usd", required=True)
 @click.option("--reason", required=True)
 @json_option
 @with_appcontext
 def topup(email, usd, reason, as_json):
+    """Add credit to a user's account (a ledger entry)."""
     target = users.user_by_email(email)
     entry = billing.topup(Actor.cli(), target.account, usd, reason)
     emit(as_json, billing.entry_dict(entry), f"added {micro_to_usd(entry.amount)} to {target.email}")
 
 
-@cli.command("balance")
+@click.command("balance")
 @click.option("--user", "email", required=True)
 @json_option
 @with_appcontext
 def balance(email, as_json):
+    """A user's settled balance and open holds."""
     target = users.user_by_email(email)
     _, held = billing.live_balance(target.account_id)
     settled = target.account.balance
@@ -90,7 +92,7 @@ def balance(email, as_json):
          f"{target.email}: balance {micro_to_usd(settled)}, held {micro_to_usd(held)}")
 
 
-@cli.group()
+@click.group()
 def key():
     """API keys."""
 
@@ -111,7 +113,7 @@ def key_create(email, name, credit_limit_usd, models, ip_allow, expires, as_json
     emit(as_json, {"id": created.id, "key": secret, "prefix": created.prefix}, secret)
 
 
-@cli.group()
+@click.group()
 def channel():
     """Upstream channels."""
 
@@ -147,7 +149,7 @@ def channel_add(name, type_, base_url, keys_, models, priority, weight, groups, 
     emit(as_json, channel_service.describe(created), f"channel {created.name} added (id {created.id})")
 
 
-@cli.group()
+@click.group()
 def price():
     """Model prices (USD per 1M tokens)."""
 

@@ -12,31 +12,13 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from controlplane.cli.group import cli
 
 
 def _logging() -> None:
     logging.basicConfig(level=os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@cli.command("relay")
-@click.option("--host", default=None, help="Default SWITCHBOARD_RELAY_HOST or 0.0.0.0")
-@click.option("--port", default=None, type=int, help="Default SWITCHBOARD_RELAY_PORT or 8001")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="Processes sharing the port.")
-@with_appcontext
-def relay_command(host, port, workers):
-    """Serve /v1/* (the relay only)."""
-    _logging()
-    from dataclasses import replace
-
-    from relay.processes import serve_processes
-
-    settings = current_app.config["SWITCHBOARD"].relay_settings()
-    settings = replace(settings, host=host or settings.host, port=port or settings.port)
-    serve_processes(settings, workers)
-
-
-@cli.command("web")
+@click.command("web")
 @click.option("--host", default=None)
 @click.option("--port", default=None, type=int)
 @with_appcontext
@@ -51,7 +33,7 @@ def web_command(host, port):
     server.serve_forever()
 
 
-@cli.command("worker")
+@click.command("worker")
 @click.option("--burst", is_flag=True, help="Run the queued jobs, then exit.")
 @with_appcontext
 def worker_command(burst):
@@ -69,7 +51,7 @@ def worker_command(burst):
     worker.work(burst=burst, logging_level=os.environ.get("SWITCHBOARD_LOG_LEVEL", "WARNING"))
 
 
-@cli.command("scheduler")
+@click.command("scheduler")
 @with_appcontext
 def scheduler_command():
     """Run RQ's cron scheduler with Switchboard's periodic jobs."""
@@ -103,7 +85,7 @@ def _first_operator() -> tuple[str, str] | None:
     return email, password
 
 
-@cli.command("up")
+@click.command("up")
 @with_appcontext
 def up_command():
     """Everything on one port: /v1/* by the relay, the rest by the control plane; worker and

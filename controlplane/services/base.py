@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from controlplane.errors import NotFound, ServiceError  # noqa: F401  (re-exported)
 from controlplane.extensions import db
 from controlplane.models import AuditEntry
 
@@ -25,21 +26,6 @@ class Actor:
     @classmethod
     def system(cls, what: str = "system") -> "Actor":
         return cls(name=what)
-
-
-class ServiceError(Exception):
-    """A write refused for a reason the caller can fix; `field` names the input at fault."""
-
-    def __init__(self, message: str, field: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.status = status
-
-
-class NotFound(ServiceError):
-    def __init__(self, what: str):
-        super().__init__(f"{what} not found", status=404)
 
 
 def audit(actor: Actor, action: str, target_type: str, target_id, before: dict | None = None, after: dict | None = None) -> None:

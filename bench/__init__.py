@@ -1,0 +1,1 @@
+"""The benchmark harness (`make bench`): relay vs direct-to-upstream on one fast fake upstream."""

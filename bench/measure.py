@@ -1,0 +1,66 @@
+"""Reading what a process spent: CPU seconds and RSS from /proc, plus small HTTP helpers."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import requests
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class ProcessSample:
+    cpu_seconds: float
+    rss_kb: int
+
+    @classmethod
+    def of(cls, pids: list[int]) -> "ProcessSample":
+        return cls(sum(cpu_seconds(p) for p in pids), sum(rss_kb(p) for p in pids))
+
+
+def sql_driver_loaded(pids: list[int]) -> bool:
+    """True when any database client library is mapped into one of the processes."""
+    markers = ("libpq", "sqlite3", "psycopg")
+    for pid in pids:
+        with open(f"/proc/{pid}/maps") as handle:
+            if any(marker in line for line in handle for marker in markers):
+                return True
+    return False
+
+
+def health(base: str) -> dict:
+    return requests.get(base + "/healthz", timeout=10).json()
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def added(a: float | None, b: float | None) -> float | None:
+    """What the relay added over direct (a − b), rounded."""
+    if a is None or b is None:
+        return None
+    return round(a - b, 3)

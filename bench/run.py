@@ -1,0 +1,238 @@
+"""`make bench`: one relay process on core 0; the fake upstream, the load generators, the worker and
+Redis on core 1. Direct-to-upstream vs through-the-relay, non-streaming (wrk) and streaming (a gevent
+client), at 1, 32 and 256 in flight; then 2,000 slow streams held open at once.
+
+Prints one table and writes bench/results/<time>.json. Bounded: every run stops by time, loopback
+only, a full run takes about two minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from bench.measure import ProcessSample, health, added, rss_kb, sql_driver_loaded, wait_http
+from controlplane.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+RELAY_CORES = "0"
+LOAD_CORES = "1"
+
+
+def pinned(cores: str, *argv: str) -> list[str]:
+    return ["taskset", "-c", cores, *argv] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else list(argv)
+
+
+class Bench:
+    def __init__(self, seconds: float, relay_workers: int):
+        self.seconds = seconds
+        self.relay_workers = relay_workers
+        self.dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+        self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        self.env.update(SWITCHBOARD_INSTANCE=str(self.dir), SWITCHBOARD_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+        self.procs: list[subprocess.Popen] = []
+        self.redis = EmbeddedRedis(self.dir)
+
+    # --- setup -----------------------------------------------------------------------------------
+    def spawn(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        # Logs go to a file: a pipe nobody reads would fill up and stall the process writing to it.
+        log = open(self.dir / f"{len(self.procs)}-{Path(argv[-1]).name}.log", "ab")
+        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def cli(self, *args: str) -> dict:
+        out = subprocess.run([PY, "-m", "controlplane", *args, "--json"], cwd=ROOT, env=self.env, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def start(self) -> None:
+        self.env["REDIS_URL"] = self.redis.acquire()
+        redis_pid = self.redis.pidfile.read_text().strip()
+        subprocess.run(["taskset", "-p", "-c", LOAD_CORES, redis_pid], capture_output=True)
+        subprocess.run([PY, "-m", "controlplane", "db", "upgrade"], cwd=ROOT, env=self.env, capture_output=True, check=True)
+        self.upstream_port, self.slow_port, self.relay_port = 18431, 18432, 18433
+        self.spawn(pinned(LOAD_CORES, PY, "-m", "bench.fake_upstream", str(self.upstream_port), "--chunks", "20", "--gap-ms", "10"))
+        self.spawn(pinned(LOAD_CORES, PY, "-m", "bench.fake_upstream", str(self.slow_port), "--chunks", "20", "--gap-ms", "1000"))
+        wait_http(f"http://127.0.0.1:{self.upstream_port}/v1/models")
+        wait_http(f"http://127.0.0.1:{self.slow_port}/v1/models")
+        self.cli("channel", "add", "--name", "bench", "--type", "openai", "--base-url", f"http://127.0.0.1:{self.upstream_port}/v1",
+                 "--keys", "sk-bench", "--models", "bench-model")
+        self.cli("channel", "add", "--name", "bench-slow", "--type", "openai", "--base-url", f"http://127.0.0.1:{self.slow_port}/v1",
+                 "--keys", "sk-bench", "--models", "slow-model", "--model-map", "slow-model=bench-model")
+        for model in ("bench-model", "slow-model"):
+            self.cli("price", "set", model, "--input", "1", "--output", "2", "--now")
+        self.cli("user", "create", "--email", "bench@example.com")
+        self.cli("topup", "--user", "bench@example.com", "--usd", "1000000", "--reason", "benchmark")
+        self.key = self.cli("key", "create", "--user", "bench@example.com", "--name", "bench")["key"]
+        cores = RELAY_CORES if self.relay_workers == 1 else f"0-{self.relay_workers - 1}"
+        self.relay = self.spawn(pinned(cores, PY, "-m", "controlplane", "relay", "--host", "127.0.0.1", "--port", str(self.relay_port),
+                                       "--workers", str(self.relay_workers)))
+        for name in ("worker", "scheduler"):  # request logging on: usage events are ingested as in production
+            self.spawn(pinned(LOAD_CORES, PY, "-m", "controlplane", name))
+        wait_http(self.relay_url + "/healthz")
+        deadline = time.time() + 20
+        while time.time() < deadline and health(self.relay_url)["snapshot_version"] == 0:
+            time.sleep(0.1)
+
+    @property
+    def relay_url(self) -> str:
+        return f"http://127.0.0.1:{self.relay_port}"
+
+    def relay_pids(self) -> list[int]:
+        children = subprocess.run(["pgrep", "-P", str(self.relay.pid)], capture_output=True, text=True).stdout.split()
+        return [self.relay.pid] + [int(p) for p in children] if self.relay_workers > 1 else [self.relay.pid]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.redis.release()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- load ------------------------------------------------------------------------------------
+    def wrk(self, base: str, concurrency: int) -> dict:
+        env = dict(self.env, BENCH_KEY=self.key)
+        out = subprocess.run(pinned(LOAD_CORES, "wrk", "-t1", f"-c{concurrency}", f"-d{int(self.seconds)}s", "--timeout", "10s",
+                                    "-s", str(ROOT / "bench" / "chat.lua"), base + "/v1/chat/completions"),
+                             env=env, capture_output=True, text=True, check=True)
+        data = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+        seconds = data["duration_us"] / 1e6
+        return {"requests": data["requests"], "errors": data["errors"], "rps": round(data["requests"] / seconds, 1),
+                "p50_ms": data["p50_us"] / 1000, "p99_ms": data["p99_us"] / 1000}
+
+    def streams(self, base: str, concurrency: int, model_url_suffix: str = "", seconds: float | None = None, max_requests=None) -> dict:
+        argv = [PY, "-m", "bench.stream_client", base + "/v1/chat/completions", self.key, "--concurrency", str(concurrency),
+                "--seconds", str(seconds or self.seconds)]
+        if max_requests:
+            argv += ["--max-requests", str(max_requests)]
+        out = subprocess.run(pinned(LOAD_CORES, *argv), cwd=ROOT, env=self.env, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def through_relay(self, load) -> dict:
+        """Run `load` against the relay and add what the relay spent doing it."""
+        before = ProcessSample.of(self.relay_pids())
+        counters_before = health(self.relay_url)
+        result = load()
+        counters_after = health(self.relay_url)
+        after = ProcessSample.of(self.relay_pids())
+        served = max(counters_after["requests"] - counters_before["requests"] - 1, 1)
+        result["cpu_us_per_req"] = round((after.cpu_seconds - before.cpu_seconds) * 1e6 / served, 1)
+        result["rss_mb"] = round(after.rss_kb / 1024, 1)
+        result["redis_rt_per_req"] = round((counters_after["redis_round_trips"] - counters_before["redis_round_trips"]) / served, 2)
+        return result
+
+
+def run(seconds: float, concurrencies: list[int], relay_workers: int, hold_streams: int) -> dict:
+    bench = Bench(seconds, relay_workers)
+    rows = []
+    try:
+        bench.start()
+        direct_url = f"http://127.0.0.1:{bench.upstream_port}"
+        bench.wrk(bench.relay_url, 32)  # warm-up: pools, snapshot, JIT-free but cache-warm
+        for concurrency in concurrencies:
+            direct = bench.wrk(direct_url, concurrency)
+            relay = bench.through_relay(lambda: bench.wrk(bench.relay_url, concurrency))
+            rows.append({"mode": "non-stream", "concurrency": concurrency, "direct": direct, "relay": relay,
+                         "added_p50_ms": round(relay["p50_ms"] - direct["p50_ms"], 3), "added_p99_ms": round(relay["p99_ms"] - direct["p99_ms"], 3)})
+        for concurrency in concurrencies:
+            direct = bench.streams(direct_url, concurrency)
+            relay = bench.through_relay(lambda: bench.streams(bench.relay_url, concurrency))
+            rows.append({"mode": "stream", "concurrency": concurrency, "direct": direct, "relay": relay,
+                         "added_ttft_p50_ms": added(relay["ttfb_p50_ms"], direct["ttfb_p50_ms"]),
+                         "added_ttft_p99_ms": added(relay["ttfb_p99_ms"], direct["ttfb_p99_ms"])})
+        held = hold_open(bench, hold_streams) if hold_streams else None
+        sql_loaded = sql_driver_loaded(bench.relay_pids())
+    finally:
+        bench.stop()
+    return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds_per_run": seconds, "relay_processes": relay_workers,
+            "cpu": os.cpu_count(), "rows": rows, "held_streams": held, "sql_driver_loaded": sql_loaded}
+
+
+def hold_open(bench: Bench, count: int) -> dict:
+    """Open `count` slow streams (20 chunks, 1 s apart) at once; RSS per stream and health latency."""
+    pid = bench.relay_pids()[0]
+    baseline = rss_kb(pid)
+    argv = [PY, "-m", "bench.stream_client", bench.relay_url + "/v1/chat/completions", bench.key, "--concurrency", str(count),
+            "--seconds", "25", "--max-requests", "1", "--model", "slow-model"]
+    proc = subprocess.Popen(pinned(LOAD_CORES, *argv), cwd=ROOT, env=bench.env, stdout=subprocess.PIPE, text=True)
+    peak, health_ms = baseline, []
+    deadline = time.time() + 30
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+        peak = max(peak, rss_kb(pid))
+        started = time.perf_counter()
+        try:
+            requests.get(bench.relay_url + "/healthz", timeout=5)
+            health_ms.append((time.perf_counter() - started) * 1000)
+        except requests.RequestException:
+            health_ms.append(None)
+    out, _ = proc.communicate(timeout=60)
+    streamed = json.loads(out.strip().splitlines()[-1])
+    answered = [h for h in health_ms if h is not None]
+    return {"streams": count, "completed": streamed["count"], "errors": streamed["errors"], "first_error": streamed["first_error"],
+            "rss_baseline_mb": round(baseline / 1024, 1), "rss_peak_mb": round(peak / 1024, 1),
+            "kb_per_stream": round((peak - baseline) / count, 1), "health_checks": len(health_ms),
+            "health_failed": len(health_ms) - len(answered), "health_max_ms": round(max(answered), 1) if answered else None}
+
+
+def table(report: dict) -> str:
+    lines = ["| mode | in flight | direct req/s | relay req/s | direct p50 / p99 ms | relay p50 / p99 ms | added p50 / p99 ms | relay CPU µs/req | relay RSS MB | Redis RT/req |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        d, r = row["direct"], row["relay"]
+        if row["mode"] == "non-stream":
+            lat_d, lat_r = f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f}", f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}"
+            added = f"{row['added_p50_ms']:.2f} / {row['added_p99_ms']:.2f}"
+        else:
+            lat_d = f"TTFT {d['ttfb_p50_ms']} / {d['ttfb_p99_ms']}"
+            lat_r = f"TTFT {r['ttfb_p50_ms']} / {r['ttfb_p99_ms']}"
+            added = f"TTFT {row['added_ttft_p50_ms']} / {row['added_ttft_p99_ms']}"
+        lines.append(f"| {row['mode']} | {row['concurrency']} | {d['rps']} | {r['rps']} | {lat_d} | {lat_r} | {added} | "
+                     f"{r['cpu_us_per_req']} | {r['rss_mb']} | {r['redis_rt_per_req']} |")
+    held = report.get("held_streams")
+    if held:
+        lines.append("")
+        lines.append(f"{held['streams']} slow streams held open: {held['completed']} completed, {held['errors']} errors; relay RSS "
+                     f"{held['rss_baseline_mb']} → {held['rss_peak_mb']} MB = {held['kb_per_stream']} KB per stream; "
+                     f"/healthz answered {held['health_checks'] - held['health_failed']}/{held['health_checks']} times, slowest {held['health_max_ms']} ms")
+    if report.get("sql_driver_loaded") is False:
+        lines.append("SQL statements in the relay: 0 — no database driver (libpq, sqlite3, psycopg) is mapped into the relay process")
+    else:
+        lines.append(f"SQL driver mapped into the relay process: {report.get('sql_driver_loaded')}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=4, help="length of each run")
+    parser.add_argument("--concurrency", default="1,32,256")
+    parser.add_argument("--relay-workers", type=int, default=1)
+    parser.add_argument("--hold-streams", type=int, default=2000, help="slow streams to hold open at once (0 to skip)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench: wrk is not installed (apt-get install wrk)")
+    report = run(args.seconds, [int(c) for c in args.concurrency.split(",")], args.relay_workers, args.hold_streams)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    path = Path(args.out) / f"{report['when'].replace(':', '')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(table(report))
+    print(f"\nresults: {path}")
+
+
+if __name__ == "__main__":
+    main()
