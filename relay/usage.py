@@ -5,7 +5,7 @@ when it cost anything, one ledger entry. Fields are primitives so the event surv
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -43,7 +43,7 @@ class UsageEvent:
     trace: list = field(default_factory=list)
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson serialises dataclasses natively, ~10× faster than asdict
 
     @classmethod
     def decode(cls, raw: bytes | str) -> "UsageEvent":
