@@ -1,0 +1,120 @@
+"""Reconciliation: prove that the ledger, the SQL balances and the live Redis balances agree.
+
+The ledger is the truth. An account's stored SQL balance must equal the sum of its entries; its live
+Redis balance must equal the SQL balance minus the charges still waiting in the usage stream; a key's
+stored `spent` must equal its charges minus its refunds. `fix=True` repairs from the ledger.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, update
+
+from controlplane.extensions import db
+from controlplane.models import Account, ApiKey, EntryKind, LedgerEntry
+from controlplane.runtime import runtime
+from relay.quota import account_key
+from relay.usage import USAGE_STREAM, UsageEvent
+from workers.context import in_app_context
+
+# Sets the live balance to what SQL and the pending stream imply, unless a settle moved it meanwhile.
+_SET_IF_UNCHANGED = """
+local seen = redis.call('HGET', KEYS[1], 'bal')
+if (seen or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'bal', ARGV[2])
+return 1
+"""
+
+
+@dataclass
+class Finding:
+    what: str  # account_balance | live_balance | key_spent
+    subject: int
+    expected: int
+    found: int | None
+    fixed: bool = False
+
+
+@dataclass
+class Report:
+    accounts: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        return not self.findings
+
+    def as_dict(self) -> dict:
+        return {"accounts": self.accounts, "consistent": self.consistent,
+                "findings": [f.__dict__ for f in self.findings]}
+
+
+def pending_charges(redis) -> dict[int, int]:
+    """Charges settled in Redis but not yet written to SQL, per account."""
+    pending: dict[int, int] = defaultdict(int)
+    for _, fields in redis.xrange(USAGE_STREAM):
+        raw = fields.get(b"e")
+        if raw is None:
+            continue
+        event = UsageEvent.decode(raw)
+        if event.account_id is not None and event.cost:
+            pending[event.account_id] += event.cost
+    return pending
+
+
+def _sql_balances(report: Report, fix: bool) -> dict[int, int]:
+    sums = dict(db.session.execute(select(LedgerEntry.account_id, func.sum(LedgerEntry.amount)).group_by(LedgerEntry.account_id)).all())
+    balances = {}
+    for account_id, stored in db.session.execute(select(Account.id, Account.balance)).all():
+        truth = int(sums.get(account_id) or 0)
+        balances[account_id] = truth
+        if stored != truth:
+            finding = Finding("account_balance", account_id, truth, stored)
+            if fix:
+                db.session.execute(update(Account).where(Account.id == account_id).values(balance=truth))
+                finding.fixed = True
+            report.findings.append(finding)
+    report.accounts = len(balances)
+    return balances
+
+
+def _key_spent(report: Report, fix: bool) -> None:
+    charged = dict(db.session.execute(
+        select(LedgerEntry.api_key_id, -func.sum(LedgerEntry.amount))
+        .where(LedgerEntry.api_key_id.is_not(None), LedgerEntry.kind.in_([str(EntryKind.CHARGE), str(EntryKind.REFUND)]))
+        .group_by(LedgerEntry.api_key_id)).all())
+    for key_id, stored in db.session.execute(select(ApiKey.id, ApiKey.spent)).all():
+        truth = int(charged.get(key_id) or 0)
+        if stored != truth:
+            finding = Finding("key_spent", key_id, truth, stored)
+            if fix:
+                db.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(spent=truth))
+                finding.fixed = True
+            report.findings.append(finding)
+
+
+def _live_balances(report: Report, balances: dict[int, int], fix: bool) -> None:
+    redis = runtime().redis
+    pending = pending_charges(redis)
+    setter = redis.register_script(_SET_IF_UNCHANGED)
+    for account_id, truth in balances.items():
+        raw = redis.hget(account_key(account_id), "bal")
+        expected = truth - pending.get(account_id, 0)
+        found = None if raw is None else int(raw)
+        if found == expected:
+            continue
+        finding = Finding("live_balance", account_id, expected, found)
+        if fix:
+            finding.fixed = bool(setter(keys=[account_key(account_id)], args=[raw.decode() if raw else "", expected]))
+        report.findings.append(finding)
+
+
+@in_app_context
+def reconcile(fix: bool = False) -> Report:
+    report = Report()
+    balances = _sql_balances(report, fix)
+    _key_spent(report, fix)
+    db.session.commit()
+    _live_balances(report, balances, fix)
+    return report
