@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 VENDOR  := controlplane/static/vendor
 ASSETS  := $(VENDOR)/.stamp
 
-.PHONY: run test install assets test-fast bench clean
+.PHONY: run test install assets test-fast bench bench-compare clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,11 @@ test-fast: $(STAMP) $(ASSETS)
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (echo "installing wrk" && apt-get install -y -q wrk >/dev/null)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Optional, not in CI: LiteLLM proxy measured side by side in one run (installs it in bench/.venv-litellm).
+bench-compare: $(STAMP)
+	@command -v wrk >/dev/null || (echo "installing wrk" && apt-get install -y -q wrk >/dev/null)
+	$(BIN)/python -m bench.compare $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info node_modules $(VENDOR)
