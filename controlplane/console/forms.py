@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import (BooleanField, DateTimeLocalField, EmailField, HiddenField, PasswordField, SelectField, SelectMultipleField,
                      StringField, SubmitField, TextAreaField)
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -28,6 +29,9 @@ class EmailForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired()], description="Your current password, to confirm")
     submit = SubmitField("Save email")
+
+
+ROLES = [SelectChoice("member", "Member"), SelectChoice("admin", "Admin"), SelectChoice("owner", "Owner")]
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -66,7 +70,7 @@ class OrganisationForm(FlaskForm):
 
 class InviteForm(FlaskForm):
     email = EmailField("Email", validators=[Optional(), Length(max=254)], description="Empty: make a link to share yourself")
-    role = SelectField("Role", choices=[("member", "Member"), ("admin", "Admin"), ("owner", "Owner")], default="member")
+    role = SelectField("Role", choices=ROLES, default="member")
     submit = SubmitField("Invite")
 
 
@@ -76,5 +80,5 @@ class AllowanceForm(FlaskForm):
 
 
 class RoleForm(FlaskForm):
-    role = SelectField("Role", choices=[("member", "Member"), ("admin", "Admin"), ("owner", "Owner")])
+    role = SelectField("Role", choices=ROLES)
     submit = SubmitField("Change role")

@@ -8,6 +8,7 @@ from datetime import timedelta
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
+from wtforms.fields.choices import SelectChoice
 
 from controlplane import budgets, catalog
 from controlplane.admin.forms import attach_error, lines
@@ -33,7 +34,7 @@ def _form(key: ApiKey | None = None) -> KeyForm:
         credit_limit=usd_input(key.credit_limit), daily_budget=usd_input(key.daily_budget), monthly_budget=usd_input(key.monthly_budget))
     allowed = _allowed()
     extra = [m for m in (key.models if key else []) if m not in allowed]  # no longer served: shown so it can be unticked
-    form.models.choices = [(m, m) for m in allowed + extra]
+    form.models.choices = [SelectChoice(m, m) for m in allowed + extra]
     return form
 
 
