@@ -15,7 +15,7 @@ from controlplane.admin.forms import attach_error, lines
 from controlplane.console import usd_input
 from controlplane.console.access import actor, console_view, current_scope, key_or_404
 from controlplane.console.forms import KeyForm
-from controlplane.console.usage_data import series, totals
+from controlplane.console.usage_data import breakdown, series
 from controlplane.extensions import db
 from controlplane.models import ApiKey, KeyStatus, RequestLog, UsageRollup, User, utcnow
 from controlplane.services import ServiceError, keys as key_service
@@ -85,9 +85,10 @@ def detail(key_id: int):
     clause = [current_scope().rollups_clause(), UsageRollup.api_key_id == key.id]
     recent = list(db.session.scalars(select(RequestLog).where(current_scope().logs_clause(), RequestLog.api_key_id == key.id)
                                      .order_by(RequestLog.started_at.desc()).limit(10)))
+    summary, _, by_model = breakdown(clause, since)
     return render_template("console/keys/detail.html", key=key, windows=budgets.key_windows(key.id, now),
-                           live_spent=_live_spent(key.id), days=series(clause, since, "day", None), summary=totals(clause, since),
-                           by_model=totals(clause, since, by="model"), recent=recent, owner=db.session.get(User, key.user_id), now=utcnow())
+                           live_spent=_live_spent(key.id), days=series(clause, since, "day", None), summary=summary,
+                           by_model=by_model, recent=recent, owner=db.session.get(User, key.user_id), now=utcnow())
 
 
 def _live_spent(key_id: int) -> int:

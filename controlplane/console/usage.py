@@ -10,7 +10,7 @@ from flask import Blueprint, Response, abort, jsonify, render_template, request,
 from sqlalchemy import and_, or_, select
 
 from controlplane.console.access import console_view, current_scope, key_or_404, log_or_404
-from controlplane.console.usage_data import RANGES, range_start, series, totals
+from controlplane.console.usage_data import RANGES, breakdown, range_start, series
 from controlplane.extensions import db
 from controlplane.models import ApiKey, RequestLog, UsageRollup
 from relay.pricing import micro_to_usd
@@ -97,8 +97,8 @@ def index():
     logs = logs[:PAGE]
     cursor = f"{logs[-1].started_at.isoformat()}_{logs[-1].id}" if more else None
     models = sorted(m for (m,) in db.session.execute(select(UsageRollup.model).where(current_scope().rollups_clause()).distinct()) if m)
-    return render_template("console/usage/index.html", f=filters, ranges=RANGES, summary=totals(clauses, filters.since),
-                           by_key=totals(clauses, filters.since, by="key"), by_model=totals(clauses, filters.since, by="model"),
+    summary, by_key, by_model = breakdown(clauses, filters.since)
+    return render_template("console/usage/index.html", f=filters, ranges=RANGES, summary=summary, by_key=by_key, by_model=by_model,
                            chart=series(clauses, filters.since, filters.granularity, None), logs=logs, cursor=cursor,
                            names=key_names(), models=models)
 

@@ -3,10 +3,12 @@ time series by hour / day / week / month with an optional breakdown, and totals 
 percentiles. Periods are UTC; empty periods are zeros, so charts show gaps honestly."""
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+import orjson
+from sqlalchemy import String, func, select, type_coerce
 
 from controlplane import rollups
 from controlplane.extensions import db
@@ -89,23 +91,39 @@ def series(clauses: list, since: datetime, granularity: str, by: str | None) -> 
             "series": [{"name": name, **values} for name, values in ranked]}
 
 
-def totals(clauses: list, since: datetime, by: str | None = None):
-    """Requests, errors, the five token kinds, cost and latency p50/p95 — overall, or per `by`."""
-    dim = DIMENSIONS.get(by) if by else None
-    query = select(UsageRollup).where(*clauses, UsageRollup.bucket >= since)
-    rows: dict = {}
-    for r in db.session.scalars(query):
-        name = getattr(r, dim.key) if dim is not None else None
-        t = rows.setdefault(name, {"name": name, "requests": 0, "errors": 0, "cost": 0, "latency": None, **{f: 0 for f in TOKENS}})
-        t["requests"] += r.requests
-        t["errors"] += r.errors
-        t["cost"] += r.cost
-        for f in TOKENS:
-            t[f] += getattr(r, f)
-        t["latency"] = rollups.add_hist(t["latency"], r.latency_hist)
-    for t in rows.values():
-        hist = t.pop("latency")
-        t["p50"], t["p95"] = rollups.percentile(hist, 0.5), rollups.percentile(hist, 0.95)
-    if dim is None:
-        return rows.get(None) or {"requests": 0, "errors": 0, "cost": 0, "p50": None, "p95": None, **{f: 0 for f in TOKENS}}
-    return sorted(rows.values(), key=lambda t: -t["cost"])
+def _blank(name=None) -> dict:
+    return {"name": name, "requests": 0, "errors": 0, "cost": 0, "hist": None, **{f: 0 for f in TOKENS}}
+
+
+def _finish(t: dict) -> dict:
+    hist = t.pop("hist")
+    t["p50"], t["p95"] = rollups.percentile(hist, 0.5), rollups.percentile(hist, 0.95)
+    return t
+
+
+def breakdown(clauses: list, since: datetime) -> tuple[dict, list[dict], list[dict]]:
+    """(overall, per key, per model) totals: requests, errors, the five token kinds, cost and
+    latency p50/p95. Sums are grouped in SQL; histograms are added up here (they are JSON)."""
+    sums = [func.sum(UsageRollup.requests), func.sum(UsageRollup.errors), func.sum(UsageRollup.cost),
+            *(func.sum(getattr(UsageRollup, f)) for f in TOKENS)]
+    where = [*clauses, UsageRollup.bucket >= since]
+    overall, keys, models = _blank(), {}, {}
+    grouped = select(UsageRollup.api_key_id, UsageRollup.model, *sums).where(*where).group_by(UsageRollup.api_key_id, UsageRollup.model)
+    for key_id, model, *values in db.session.execute(grouped):
+        for t in (overall, keys.setdefault(key_id, _blank(key_id)), models.setdefault(model, _blank(model))):
+            for field, value in zip(("requests", "errors", "cost", *TOKENS), values):
+                t[field] += int(value or 0)
+    # A month of hourly rows is tens of thousands of histograms: read them as raw JSON text (no ORM
+    # type processing), parse with orjson and add them element-wise in C.
+    hists: dict[tuple, list[int]] = {}
+    raw = select(UsageRollup.api_key_id, UsageRollup.model, type_coerce(UsageRollup.latency_hist, String)).where(*where)
+    for key_id, model, hist in db.session.execute(raw):
+        values = orjson.loads(hist) if isinstance(hist, (str, bytes)) else hist  # psycopg hands JSONB over parsed
+        if values:
+            acc = hists.get((key_id, model))
+            hists[(key_id, model)] = values if acc is None else list(map(operator.add, acc, values))
+    for (key_id, model), hist in hists.items():
+        for t in (overall, keys[key_id], models[model]):
+            t["hist"] = rollups.add_hist(t["hist"], hist)
+    by_cost = lambda rows: sorted((_finish(t) for t in rows.values()), key=lambda t: -t["cost"])  # noqa: E731
+    return _finish(overall), by_cost(keys), by_cost(models)

@@ -43,7 +43,7 @@ def test_public_pricing_lists_served_models_with_every_kind_and_upcoming_changes
     page = client.get("/models").get_data(as_text=True)
     assert client.get("/models").status_code == 200
     assert "gpt-4o-mini" in page and "unserved-model" not in page
-    assert "$2.50" in page and "$10.00" in page and "$0.15" in page and "From " in page
+    assert "$2.50" in page and "$10.00" in page and "$0.15" in page and "From " in page and "$$" not in page
     data = client.get("/models.json").get_json()
     by_id = {m["id"]: m for m in data["data"]}
     assert set(by_id) == {"gpt-4o", "gpt-4o-mini"}

@@ -105,3 +105,26 @@ def test_old_requests_stay_out_of_a_short_range(as_ana, ana, served):
     ingest(event(key, started_at=time.time() - 10 * DAY))
     assert "No requests in this range" in as_ana.get("/usage/?range=7d").get_data(as_text=True)
     assert as_ana.get("/usage/?range=30d").get_data(as_text=True).count('<a href="/usage/requests/') == 1
+
+
+def test_breakdowns_and_series_agree_on_both_sql_back_ends(sql_app):
+    """The rollup arithmetic (SQL sums, histograms read as raw JSON) on SQLite and PostgreSQL."""
+    from controlplane.console.usage_data import breakdown, series
+    from controlplane.models import UsageRollup
+
+    from .conftest import person
+
+    user = person("pg@example.com")
+    one, _ = factories.api_key(user, name="one")
+    two, _ = factories.api_key(user, name="two")
+    now = time.time()
+    ingest(event(one, "m1", cost=1_000, started_at=now, latency_ms=40), event(one, "m2", cost=2_000, started_at=now - DAY, latency_ms=40),
+           event(two, "m1", cost=4_000, started_at=now, latency_ms=2_500))
+    granularity, since = range_start("7d")
+    overall, by_key, by_model = breakdown([UsageRollup.account_id == user.account_id], since)
+    assert (overall["requests"], overall["cost"], overall["reasoning_tokens"]) == (3, 7_000, 21)
+    assert (overall["p50"], overall["p95"]) == (50, 3_000)
+    assert [(k["name"], k["cost"]) for k in by_key] == [(two.id, 4_000), (one.id, 3_000)]
+    assert [(m["name"], m["cost"], m["p50"]) for m in by_model] == [("m1", 5_000, 50), ("m2", 2_000, 50)]
+    data = series([UsageRollup.account_id == user.account_id], since, granularity, "model")
+    assert {s["name"]: sum(s["cost"]) for s in data["series"]} == {"m1": 5_000, "m2": 2_000}
