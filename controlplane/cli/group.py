@@ -49,3 +49,4 @@ def cli():
 
 
 from controlplane.cli import manage, processes  # noqa: E402,F401  (registers the commands)
+from controlplane.cli import invites  # noqa: E402,F401  (user console, issue 6)

@@ -27,7 +27,7 @@ def register(app) -> None:
 
 
 # Areas attach to the parent once, at import, so several apps (tests) can register the parent.
-from controlplane.console import account, billing, home, keys, models, organisations, playground, usage  # noqa: E402
+from controlplane.console import account, billing, home, keys, models, organisations, playground, usage  # noqa: E402,F401  (home: the parent's /)
 
 for _child in (account.bp, keys.bp, usage.bp, billing.bp, models.bp, playground.bp, organisations.bp):
     bp.register_blueprint(_child)

@@ -43,8 +43,10 @@ class Scope:
     def allowance(self) -> int | None:
         return self.membership.monthly_allowance if self.membership else None
 
-    def keys_clause(self):
-        clause = and_(ApiKey.account_id == self.account.id, ApiKey.status != KeyStatus.DELETED.value)
+    def keys_clause(self, include_deleted: bool = False):
+        clause = ApiKey.account_id == self.account.id
+        if not include_deleted:  # deleted keys stay visible in usage history only
+            clause = and_(clause, ApiKey.status != KeyStatus.DELETED.value)
         return clause if self.manages else and_(clause, ApiKey.user_id == self.user.id)
 
     def logs_clause(self):
@@ -101,8 +103,8 @@ def managers_only() -> Scope:
     return scope
 
 
-def key_or_404(key_id: int) -> ApiKey:
-    key = db.session.scalar(select(ApiKey).where(ApiKey.id == key_id, current_scope().keys_clause()))
+def key_or_404(key_id: int, include_deleted: bool = False) -> ApiKey:
+    key = db.session.scalar(select(ApiKey).where(ApiKey.id == key_id, current_scope().keys_clause(include_deleted)))
     return key if key is not None else abort(404)
 
 

@@ -30,7 +30,7 @@ class Filters:
         self.model = (args.get("model") or "").strip()[:200] or None
         self.status = args.get("status") if args.get("status") in ("ok", "error") else None
         if self.key_id is not None:
-            key_or_404(self.key_id)
+            key_or_404(self.key_id, include_deleted=True)
         self.granularity, self.since = range_start(self.range)
 
     def rollup_clauses(self) -> list:
@@ -60,8 +60,8 @@ class Filters:
 
 
 def key_names() -> dict[int, str]:
-    """Every key of the account (deleted ones too: old requests name them)."""
-    rows = db.session.execute(select(ApiKey.id, ApiKey.name, ApiKey.prefix).where(ApiKey.account_id == current_scope().account.id))
+    """Every key the person may see in this account (deleted ones too: old requests name them)."""
+    rows = db.session.execute(select(ApiKey.id, ApiKey.name, ApiKey.prefix).where(current_scope().keys_clause(include_deleted=True)))
     return {i: (name or prefix + "…") for i, name, prefix in rows}
 
 

@@ -79,6 +79,19 @@ def invite(actor: Actor, by: Membership, email: str | None, role: str) -> tuple[
     return row, token
 
 
+def platform_invite(actor: Actor, email: str | None = None) -> tuple[Invitation, str]:
+    """An operator's invitation to sign up (while sign-up is invite-only), joining no organisation."""
+    email = validation.email(email) if email else None
+    token = secrets.token_urlsafe(24)
+    row = Invitation(account_id=None, email=email, role=MemberRole.MEMBER.value, token_hash=token_hash(token),
+                     created_by=actor.id, expires_at=utcnow() + INVITATION_TTL)
+    db.session.add(row)
+    db.session.flush()
+    audit(actor, "signup.invite", "invitation", row.id, after={"email": email})
+    commit(publish=False)
+    return row, token
+
+
 def open_invitation(token: str | None) -> Invitation:
     row = db.session.scalar(select(Invitation).where(Invitation.token_hash == token_hash(token or "")))
     if row is None or not row.open_at(utcnow()):

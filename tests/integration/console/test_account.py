@@ -2,6 +2,7 @@
 session list with "log out everywhere"."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -175,3 +176,16 @@ def test_operators_are_sent_to_their_own_console(app, client):
     login(client, "op@example.com", PASSWORD)
     assert client.get("/").headers["Location"] == "/admin/"
     assert client.get("/keys/").headers["Location"] == "/admin/"
+
+
+def test_an_operators_sign_up_link_admits_one_person_while_sign_up_is_invite_only(app, client, signup_mode):
+    signup_mode("invite")
+    from controlplane.cli.group import cli
+
+    result = app.test_cli_runner().invoke(cli, ["invite", "--email", "guest@example.com", "--json"])
+    assert result.exit_code == 0, result.output
+    link = json.loads(result.output.strip().splitlines()[-1])["link"]
+    path = link[link.index("/signup"):]
+    assert sign_up(client, "someone.else@example.com", path=path).status_code == 400  # the link names its address
+    assert sign_up(client, "guest@example.com", path=path).status_code == 302
+    assert db.session.scalar(select(User.id).where(User.email == "guest@example.com")) is not None

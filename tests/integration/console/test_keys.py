@@ -13,7 +13,7 @@ from relay import config_store
 from relay.snapshot import Snapshot
 from tests.helpers import post_form
 
-from .conftest import client_for, person
+from .conftest import client_for
 
 SECRET = re.compile(r"sk-sb-[A-Za-z0-9]{40}")
 

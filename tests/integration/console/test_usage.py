@@ -128,3 +128,14 @@ def test_breakdowns_and_series_agree_on_both_sql_back_ends(sql_app):
     assert [(m["name"], m["cost"], m["p50"]) for m in by_model] == [("m1", 5_000, 50), ("m2", 2_000, 50)]
     data = series([UsageRollup.account_id == user.account_id], since, granularity, "model")
     assert {s["name"]: sum(s["cost"]) for s in data["series"]} == {"m1": 5_000, "m2": 2_000}
+
+
+def test_a_deleted_keys_history_stays_reachable(as_ana, ana, served):
+    from controlplane.services import keys
+
+    key, _ = factories.api_key(ana, name="retired")
+    ingest(event(key, cost=3_000))
+    keys.delete_key(factories.ACTOR, key)
+    page = as_ana.get(f"/usage/?key={key.id}").get_data(as_text=True)
+    assert "retired" in page and "$0.003000" in page
+    assert as_ana.get(f"/keys/{key.id}").status_code == 404  # but the key itself is gone
