@@ -69,7 +69,7 @@ def _page(email_form=None, password_form=None, status=200):
     email_form = email_form or EmailForm(formdata=None, email=current_user.email)
     current = sessions.current(current_user.id)
     return render_template("console/account/index.html", email_form=email_form, password_form=password_form or PasswordForm(formdata=None),
-                           sessions=sessions.active(current_user), current_id=current.id if current else None), status
+                           sessions=sessions.active(current_user), current_id=current.id if current else None, device=sessions.device), status
 
 
 @bp.get("/account")

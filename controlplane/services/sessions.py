@@ -21,6 +21,21 @@ SESSION_KEY = "sid"
 TOUCH_EVERY = timedelta(minutes=1)  # last-seen precision; avoids a write per request
 
 
+_BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("HeadlessChrome/", "Headless Chrome"), ("Chrome/", "Chrome"),
+             ("Safari/", "Safari"), ("curl/", "curl"))
+_SYSTEMS = (("Windows", "Windows"), ("iPhone", "iPhone"), ("iPad", "iPad"), ("Android", "Android"), ("Mac OS X", "macOS"), ("Linux", "Linux"))
+
+
+def device(user_agent: str | None) -> str:
+    """"Chrome on macOS" from a User-Agent header: enough to recognise one's own sessions."""
+    agent = user_agent or ""
+    browser = next((name for marker, name in _BROWSERS if marker in agent), None)
+    system = next((name for marker, name in _SYSTEMS if marker in agent), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or "Unknown browser"
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
