@@ -77,6 +77,10 @@ def test_sign_up_create_a_key_call_the_relay_and_find_the_charge(page, gw):
     secret = page.get_by_label("New API key").inner_text()
     assert re.fullmatch(r"sk-sb-[A-Za-z0-9]{40}", secret)
     shoot(page, "user-key-created")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gw.url)
+    page.get_by_role("button", name="Copy key").click()
+    page.get_by_role("button", name="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
 
     client = openai.OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0, timeout=30)
     wait_until(lambda: _accepted(client))  # the relay has the new key within seconds
