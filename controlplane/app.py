@@ -54,10 +54,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from controlplane import auth, filters
     from controlplane.admin import register as register_admin
+    from controlplane.console import register as register_console
 
     auth.init_app(app)
     filters.init_app(app)
     register_admin(app)
+    register_console(app)
 
     @app.get("/healthz")
     def healthz():

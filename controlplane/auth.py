@@ -15,6 +15,7 @@ from wtforms.validators import DataRequired, Length
 from controlplane.extensions import db, login_manager
 from controlplane.models import Role, User, utcnow
 from controlplane.runtime import runtime
+from controlplane.services import sessions
 
 bp = Blueprint("auth", __name__)
 
@@ -48,6 +49,8 @@ def load_user(session_id: str):
         return None
     user = db.session.get(User, int(user_id))
     if user is None or user.session_version != int(version) or not user.is_active:
+        return None
+    if not sessions.is_live(user):  # ended from the session list (services/sessions.py)
         return None
     return user
 
@@ -120,9 +123,10 @@ def login():
             return render_template("auth/login.html", form=form), 401
         session.clear()  # a fresh session at sign-in: nothing from before survives
         login_user(user)
+        sessions.start(user)
         user.last_login_at = utcnow()
         db.session.commit()
-        default = url_for("admin.home") if user.is_operator else url_for("auth.home")
+        default = url_for("admin.home") if user.is_operator else url_for("console.home")
         return redirect(_safe_next(request.args.get("next")) or default)
     return render_template("auth/login.html", form=form)
 
@@ -130,18 +134,10 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
+    sessions.end_current()
     logout_user()
     session.clear()
     flash("You are signed out.")
-    return redirect(url_for("auth.login"))
-
-
-@bp.get("/")
-def home():
-    if current_user.is_authenticated and current_user.is_operator:
-        return redirect(url_for("admin.home"))
-    if current_user.is_authenticated:
-        return render_template("auth/home.html")
     return redirect(url_for("auth.login"))
 
 

@@ -41,6 +41,7 @@ class Settings:
     login_attempts_per_minute: int = 10
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     webhook_secret: str = ""  # signs outgoing webhooks (X-Switchboard-Signature)
+    signup: str = "open"  # user console (issue 6): who may create an account — open | invite | closed
     relay: RelaySettings | None = field(default=None)
 
     @classmethod
@@ -70,8 +71,11 @@ class Settings:
                 starttls=env_bool("SWITCHBOARD_SMTP_STARTTLS", True, env),
             ),
             webhook_secret=env.get("SWITCHBOARD_WEBHOOK_SECRET", ""),
+            signup=env.get("SWITCHBOARD_SIGNUP", "open").strip().lower() or "open",
         )
         values.update(overrides)
+        if values["signup"] not in ("open", "invite", "closed"):
+            raise ValueError(f"SWITCHBOARD_SIGNUP must be open, invite or closed, got {values['signup']!r}")
         settings = cls(**values)
         relay = RelaySettings.from_env(env, redis_url=settings.redis_url, encryption_key=settings.encryption_key, instance_dir=instance_dir)
         return replace(settings, relay=relay)

@@ -9,7 +9,8 @@ from datetime import datetime
 from sqlalchemy import or_, select
 
 from controlplane.extensions import db
-from controlplane.models import ApiKey, Ban, Channel, Group, KeyStatus, ModelPrice, User, UserStatus, utcnow
+from controlplane.models import (Account, AccountKind, ApiKey, Ban, Channel, Group, KeyStatus, Membership, ModelPrice, User,
+                                 UserStatus, utcnow)
 from controlplane.runtime import runtime
 from relay import config_store
 from relay.pricing import Price
@@ -48,6 +49,16 @@ def current_and_upcoming(prices: list[Price], now: float) -> list[Price]:
     return kept
 
 
+def _organisation_members() -> dict[int, dict[int, Membership]]:
+    """Organisation account id → user id → membership (issue 6: allowances, removed members)."""
+    found: dict[int, dict[int, Membership]] = {
+        account_id: {} for account_id in db.session.scalars(select(Account.id).where(Account.kind == AccountKind.ORGANISATION.value))
+    }
+    for m in db.session.scalars(select(Membership)):
+        found.setdefault(m.account_id, {})[m.user_id] = m
+    return found
+
+
 def build(version: int) -> Snapshot:
     """Read everything the relay needs. Channel secrets stay encrypted; the relay decrypts them."""
     now = utcnow()
@@ -58,19 +69,28 @@ def build(version: int) -> Snapshot:
     group_by_id = {g.id: g.name for g in groups.values()}
 
     keys = {}
+    members = _organisation_members()
     for k in db.session.scalars(select(ApiKey).where(ApiKey.status != KeyStatus.DELETED.value)):
         owner = users.get(k.user_id) if k.user_id is not None else None
+        status, allowance = k.status, None
+        if k.account_id in members:  # an organisation's key: its user must still be a member
+            membership = members[k.account_id].get(k.user_id)
+            status = status if membership is not None else KeyStatus.DISABLED.value
+            allowance = membership.monthly_allowance if membership is not None else None
         keys[k.key_hash] = KeyView(
             id=k.id,
             account_id=k.account_id,
             user_id=k.user_id,
             group=group_by_id.get(owner.group_id, default_group) if owner else default_group,
             prefix=k.prefix,
-            status=k.status,
+            status=status,
             expires_at=_epoch(k.expires_at),
             models=frozenset(k.models or ()),
             ip_allow=tuple(ipaddress.ip_network(n, strict=False) for n in (k.ip_allow or ())),
             credit_limit=k.credit_limit,
+            daily_budget=k.daily_budget,
+            monthly_budget=k.monthly_budget,
+            member_allowance=allowance,
         )
 
     channels = tuple(
@@ -153,3 +173,6 @@ def seed_live_money(snap: Snapshot) -> None:
     for key_id, value in spent.items():
         pipe.hsetnx(api_key_key(key_id), "spent", value)
     pipe.execute()
+    from controlplane.budgets import seed_windows
+
+    seed_windows(snap)

@@ -10,13 +10,13 @@ import time
 
 import orjson
 
-from relay import pricing
+from relay import playground, pricing
 from relay.billing import Settlement
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import Endpoint
 from relay.errors import RelayError
-from relay.quota import HoldRefused, Quota
+from relay.quota import Budgets, HoldRefused, Quota
 from relay.routing import Router
 from relay.selector import Selector
 from relay.settings import RelaySettings
@@ -39,6 +39,19 @@ def key_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_REFUSALS = {
+    "key_limit": ("key_credit_limit_reached", "This API key has reached its credit limit."),
+    "key_daily_budget": ("key_daily_budget_reached", "This API key has reached its daily budget; it resets at 00:00 UTC."),
+    "key_monthly_budget": ("key_monthly_budget_reached", "This API key has reached its monthly budget; it resets on the 1st (UTC)."),
+    "member_allowance": ("member_allowance_reached", "You have used your monthly allowance in this organisation; ask an admin to raise it."),
+}
+
+
+def hold_refusal(reason: str) -> RelayError:
+    code, message = _REFUSALS.get(reason, ("insufficient_quota", "Your credit balance is too low for this request. Top up your account and try again."))
+    return RelayError(403, code, message)
+
+
 class Pipeline:
     def __init__(self, settings: RelaySettings, holder: SnapshotHolder, quota: Quota, client: UpstreamClient, selector: Selector | None = None):
         self.settings = settings
@@ -46,13 +59,19 @@ class Pipeline:
         self.quota = quota
         self.client = client
         self.router = Router(selector or Selector(), settings.max_attempts, settings.timeouts.total)
+        # No encryption key, no playground tokens (an empty key would make them forgeable).
+        self.playground_key = playground.signing_key(settings.encryption_key) if settings.encryption_key else None
 
     # --- who is calling, and may they ---------------------------------------------------------
     def authenticate(self, ctx: RequestContext, environ, snap: Snapshot, now: float) -> KeyView:
         secret = api_key_from(environ)
         if secret is None:
             raise RelayError(401, "missing_api_key", "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")
-        key = snap.keys.get(key_hash(secret))
+        if secret.startswith(playground.PREFIX):  # the console's playground (relay/playground.py)
+            key_id = playground.verify(self.playground_key, secret, now) if self.playground_key else None
+            key = snap.key_by_id(key_id) if key_id is not None else None
+        else:
+            key = snap.keys.get(key_hash(secret))
         if key is None:
             raise RelayError(401, "invalid_api_key", "Incorrect API key provided.")
         if key.status != Status.ENABLED:
@@ -106,11 +125,11 @@ class Pipeline:
         estimate = endpoint.estimate(request, price, self.settings)
         amount = pricing.hold_amount(estimate.prompt_tokens, estimate.max_output_tokens, price, group.multiplier_bp)
         try:
-            hold = self.quota.hold(ctx.request_id, key.account_id, key.id, amount, key.credit_limit, now + self.settings.hold_ttl_seconds)
+            budgets = Budgets(key.daily_budget, key.monthly_budget, key.member_allowance)
+            hold = self.quota.hold(ctx.request_id, key.account_id, key.id, amount, key.credit_limit, now + self.settings.hold_ttl_seconds,
+                                   budgets, key.user_id, now)
         except HoldRefused as refused:
-            if refused.reason == "key_limit":
-                raise RelayError(403, "key_credit_limit_reached", "This API key has reached its credit limit.") from None
-            raise RelayError(403, "insufficient_quota", "Your credit balance is too low for this request. Top up your account and try again.") from None
+            raise hold_refusal(refused.reason) from None
         ctx.held = True
 
         settlement = Settlement(self.quota, hold, ctx, price, group.multiplier_bp, estimate.local_prompt_tokens)

@@ -6,11 +6,15 @@ SQL keeps the durable ledger; the usage stream carries each settled charge from 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from relay.usage import USAGE_STREAM
 
 HOLDS_ZSET = "sb:holds"
+# Spend windows outlive their period by a margin so late settles and the console still find them.
+DAY_TTL_SECONDS = 3 * 86_400
+MONTH_TTL_SECONDS = 40 * 86_400
 
 
 def account_key(account_id: int) -> str:
@@ -23,6 +27,44 @@ def api_key_key(key_id: int) -> str:
 
 def hold_key(request_id: str) -> str:
     return f"sb:hold:{request_id}"
+
+
+# --- spend windows (issue 6): named by the UTC day / month the request started in -------------------
+def day_of(now: float) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+def month_of(now: float) -> str:
+    return time.strftime("%Y%m", time.gmtime(now))
+
+
+def key_day_key(key_id: int, now: float) -> str:
+    return f"sb:akey:{key_id}:d:{day_of(now)}"
+
+
+def key_month_key(key_id: int, now: float) -> str:
+    return f"sb:akey:{key_id}:m:{month_of(now)}"
+
+
+def member_month_key(account_id: int, user_id: int | None, now: float) -> str:
+    return f"sb:member:{account_id}:{user_id or 0}:m:{month_of(now)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """A key's spend windows (µ$, None: no limit); `allowance` is its user's in an organisation."""
+
+    daily: int | None = None
+    monthly: int | None = None
+    allowance: int | None = None
+
+    @property
+    def limits(self) -> tuple[int | None, int | None, int | None]:
+        return self.daily, self.monthly, self.allowance
+
+
+NO_BUDGETS = Budgets()
+WINDOW_REFUSALS = {-2: "key_daily_budget", -3: "key_monthly_budget", -4: "member_allowance"}
 
 
 _HOLD = """
@@ -40,10 +82,33 @@ if limit >= 0 then
     return {-1, limit - spent - kheld}
   end
 end
+-- >>> spend windows (issue 6) -- check ------------------------------------------------------
+-- KEYS[5] key/day, KEYS[6] key/month, KEYS[7] member/month: hashes of 'spent' and 'held'.
+-- ARGV[5..7] their limits in µ$ (-1: no limit, nothing reserved); ARGV[8] day TTL, ARGV[9] month TTL.
+for i = 0, 2 do
+  local wlimit = tonumber(ARGV[5 + i])
+  if wlimit >= 0 then
+    local wspent = tonumber(redis.call('HGET', KEYS[5 + i], 'spent') or '0')
+    local wheld = tonumber(redis.call('HGET', KEYS[5 + i], 'held') or '0')
+    if wspent + wheld + amt > wlimit then
+      return {-2 - i, wlimit - wspent - wheld}
+    end
+  end
+end
+-- <<< spend windows -- check ------------------------------------------------------------------
 redis.call('HINCRBY', KEYS[1], 'held', amt)
 redis.call('HINCRBY', KEYS[2], 'held', amt)
 redis.call('HSET', KEYS[3], 'amt', amt, 'acct', KEYS[1], 'akey', KEYS[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+-- >>> spend windows (issue 6) -- reserve; the hold record names each window for the sweeper ----
+for i = 0, 2 do
+  if tonumber(ARGV[5 + i]) >= 0 then
+    redis.call('HINCRBY', KEYS[5 + i], 'held', amt)
+    redis.call('EXPIRE', KEYS[5 + i], (i == 0) and ARGV[8] or ARGV[9])
+    redis.call('HSET', KEYS[3], 'w' .. (i + 1), KEYS[5 + i])
+  end
+end
+-- <<< spend windows -- reserve ----------------------------------------------------------------
 return {1, bal - held - amt}
 """
 
@@ -61,6 +126,18 @@ if cost ~= 0 then
   redis.call('HINCRBY', KEYS[4], 'bal', -cost)
   redis.call('HINCRBY', KEYS[5], 'spent', cost)
 end
+-- >>> spend windows (issue 6): KEYS[6..8] as in the hold. Every window counts what is spent (so a
+-- budget set later starts from the truth); ARGV[4..6] '1' where the hold also reserved.
+for i = 0, 2 do
+  if ARGV[4 + i] == '1' then
+    redis.call('HINCRBY', KEYS[6 + i], 'held', -amt)
+  end
+  if cost ~= 0 then
+    redis.call('HINCRBY', KEYS[6 + i], 'spent', cost)
+    redis.call('EXPIRE', KEYS[6 + i], (i == 0) and ARGV[7] or ARGV[8])
+  end
+end
+-- <<< spend windows
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
 return 1
 """
@@ -75,6 +152,11 @@ local acct = redis.call('HGET', KEYS[1], 'acct')
 local akey = redis.call('HGET', KEYS[1], 'akey')
 redis.call('HINCRBY', acct, 'held', -tonumber(amt))
 redis.call('HINCRBY', akey, 'held', -tonumber(amt))
+-- spend windows (issue 6): the hold record names the windows it reserved
+for i = 1, 3 do
+  local w = redis.call('HGET', KEYS[1], 'w' .. i)
+  if w then redis.call('HINCRBY', w, 'held', -tonumber(amt)) end
+end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return tonumber(amt)
@@ -94,7 +176,7 @@ return tonumber(ARGV[2])
 class HoldRefused(Exception):
     def __init__(self, reason: str, available: int):
         super().__init__(reason)
-        self.reason = reason  # "balance" | "key_limit"
+        self.reason = reason  # "balance" | "key_limit" | one of WINDOW_REFUSALS' values
         self.available = available
 
 
@@ -104,6 +186,8 @@ class Hold:
     account_id: int
     key_id: int
     amount: int
+    windows: tuple[str, str, str] = ("", "", "")  # key/day, key/month, member/month (issue 6)
+    reserved: tuple[bool, bool, bool] = (False, False, False)  # which windows the hold counted in
 
 
 class Quota:
@@ -116,20 +200,27 @@ class Quota:
         self._release = redis.register_script(_RELEASE_EXPIRED)
         self._credit = redis.register_script(_CREDIT)
 
-    def hold(self, request_id: str, account_id: int, key_id: int, amount: int, key_limit: int | None, expires_at: float) -> Hold:
+    def hold(self, request_id: str, account_id: int, key_id: int, amount: int, key_limit: int | None, expires_at: float,
+             budgets: Budgets = NO_BUDGETS, user_id: int | None = None, now: float | None = None) -> Hold:
+        """Reserve `amount` or refuse. `now` (the request's start) names the spend windows."""
+        now = time.time() if now is None else now
+        windows = (key_day_key(key_id, now), key_month_key(key_id, now), member_month_key(account_id, user_id, now))
+        limits = budgets.limits
         ok, available = self._hold(
-            keys=[account_key(account_id), api_key_key(key_id), hold_key(request_id), HOLDS_ZSET],
-            args=[amount, -1 if key_limit is None else key_limit, int(expires_at), request_id],
+            keys=[account_key(account_id), api_key_key(key_id), hold_key(request_id), HOLDS_ZSET, *windows],
+            args=[amount, -1 if key_limit is None else key_limit, int(expires_at), request_id,
+                  *(-1 if v is None else v for v in limits), DAY_TTL_SECONDS, MONTH_TTL_SECONDS],
         )
         if ok == 1:
-            return Hold(request_id, account_id, key_id, amount)
-        raise HoldRefused("balance" if ok == 0 else "key_limit", int(available))
+            return Hold(request_id, account_id, key_id, amount, windows, tuple(v is not None for v in limits))
+        reason = {0: "balance", -1: "key_limit"}.get(ok) or WINDOW_REFUSALS[ok]
+        raise HoldRefused(reason, int(available))
 
     def settle(self, hold: Hold, cost: int, event: bytes) -> bool:
         """Release the hold, charge `cost`, queue the usage event. False if already settled."""
         done = self._settle(
-            keys=[hold_key(hold.request_id), HOLDS_ZSET, USAGE_STREAM, account_key(hold.account_id), api_key_key(hold.key_id)],
-            args=[hold.request_id, cost, event],
+            keys=[hold_key(hold.request_id), HOLDS_ZSET, USAGE_STREAM, account_key(hold.account_id), api_key_key(hold.key_id), *hold.windows],
+            args=[hold.request_id, cost, event, *("1" if r else "0" for r in hold.reserved), DAY_TTL_SECONDS, MONTH_TTL_SECONDS],
         )
         return done == 1
 
@@ -163,6 +254,22 @@ class Quota:
     def key_spent(self, key_id: int) -> tuple[int, int]:
         spent, held = self.redis.hmget(api_key_key(key_id), "spent", "held")
         return int(spent or 0), int(held or 0)
+
+    # --- spend windows (issue 6): what the consoles show, and seeding after a Redis loss --------------
+    def window(self, name: str) -> tuple[int, int]:
+        """(spent, held) in one spend window."""
+        spent, held = self.redis.hmget(name, "spent", "held")
+        return int(spent or 0), int(held or 0)
+
+    def seed_windows(self, spent_by_window: dict[str, int]) -> None:
+        """Set each window's spent from SQL where Redis has none; never overwrites."""
+        if not spent_by_window:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for name, spent in spent_by_window.items():
+            pipe.hsetnx(name, "spent", spent)
+            pipe.expire(name, DAY_TTL_SECONDS if ":d:" in name else MONTH_TTL_SECONDS)
+        pipe.execute()
 
     def open_holds(self) -> int:
         return int(self.redis.zcard(HOLDS_ZSET))

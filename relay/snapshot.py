@@ -51,6 +51,10 @@ class KeyView:
     models: frozenset[str] = frozenset()  # empty: whatever the group allows
     ip_allow: tuple[IPNetwork, ...] = ()
     credit_limit: int | None = None  # µ$; None is unlimited
+    # --- spend windows (issue 6), µ$, None is unlimited; enforced by the hold in relay/quota.py ---
+    daily_budget: int | None = None  # this key, per UTC calendar day
+    monthly_budget: int | None = None  # this key, per UTC calendar month
+    member_allowance: int | None = None  # this key's user within an organisation account, per UTC month
 
     def allows_model(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -147,6 +151,14 @@ class Snapshot:
         index = bisect.bisect_right([p.effective_from for p in history], when) - 1
         return history[index] if index >= 0 else None
 
+    def key_by_id(self, key_id: int) -> KeyView | None:
+        """A key by its id (playground tokens name keys by id); indexed once per snapshot."""
+        index = self._routes.get("__keys_by_id__")
+        if index is None:
+            index = {k.id: k for k in self.keys.values()}
+            self._routes["__keys_by_id__"] = index
+        return index.get(key_id)
+
     def served_models(self) -> set[str]:
         return {m for c in self.channels if c.status == Status.ENABLED for m in c.public_models}
 
@@ -201,6 +213,9 @@ class Snapshot:
                     "models": sorted(k.models),
                     "ip_allow": [str(n) for n in k.ip_allow],
                     "credit_limit": k.credit_limit,
+                    "daily_budget": k.daily_budget,
+                    "monthly_budget": k.monthly_budget,
+                    "member_allowance": k.member_allowance,
                 }
                 for h, k in self.keys.items()
             ],
@@ -268,6 +283,9 @@ class Snapshot:
                 models=frozenset(k["models"]),
                 ip_allow=tuple(ipaddress.ip_network(n, strict=False) for n in k["ip_allow"]),
                 credit_limit=k["credit_limit"],
+                daily_budget=k.get("daily_budget"),
+                monthly_budget=k.get("monthly_budget"),
+                member_allowance=k.get("member_allowance"),
             )
             for k in payload["keys"]
         }

@@ -23,6 +23,7 @@ def register(app) -> None:
 
 # Areas attach to the parent once, at import, so several apps (tests) can register the parent.
 from controlplane.admin import channels, prices, users  # noqa: E402
+from controlplane.admin import redemption  # noqa: E402  (user console, issue 6)
 
-for _child in (channels.bp, prices.bp, users.bp):
+for _child in (channels.bp, prices.bp, users.bp, redemption.bp):
     bp.register_blueprint(_child)

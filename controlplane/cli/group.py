@@ -27,6 +27,7 @@ COMMANDS = {
     "key": "controlplane.cli.manage:key",
     "channel": "controlplane.cli.manage:channel",
     "price": "controlplane.cli.manage:price",
+    "invite": "controlplane.cli.invites:invite",
     "up": "controlplane.cli.processes:up_command",
     "relay": "controlplane.cli.relay:relay_command",
     "web": "controlplane.cli.processes:web_command",

@@ -8,9 +8,15 @@ from controlplane.models.logs import AuditEntry, RequestLog
 from controlplane.models.prices import ModelPrice
 from controlplane.models.rollups import UsageRollup
 from controlplane.models.types import utcnow
+from controlplane.models.alerts import AlertSetting
+from controlplane.models.organisations import Invitation, MemberRole, Membership
+from controlplane.models.redemption import RedemptionBatch, RedemptionCode
+from controlplane.models.sessions import UserSession
 
 __all__ = [
     "Account", "AccountKind", "ApiKey", "AuditEntry", "Ban", "BanKind", "Channel", "ChannelEvent",
     "ChannelKey", "ChannelStatus", "EntryKind", "Group", "KeyStatus", "LedgerEntry", "ModelPrice",
     "OPERATOR_ROLES", "Refund", "RefundKind", "RequestLog", "Role", "UsageRollup", "User", "UserStatus", "utcnow",
+    # user console (issue 6)
+    "AlertSetting", "Invitation", "MemberRole", "Membership", "RedemptionBatch", "RedemptionCode", "UserSession",
 ]

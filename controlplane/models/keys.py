@@ -26,6 +26,9 @@ class ApiKey(db.Model):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     credit_limit: Mapped[int | None] = mapped_column(Money, nullable=True)  # µ$
+    # Spend caps per UTC calendar day / month, µ$; enforced by the relay's hold (relay/quota.py).
+    daily_budget: Mapped[int | None] = mapped_column(Money, nullable=True)
+    monthly_budget: Mapped[int | None] = mapped_column(Money, nullable=True)
     spent: Mapped[int] = mapped_column(Money, default=0)  # µ$, ingested charges
     models: Mapped[list] = mapped_column(JsonType, default=list)  # [] = whatever the group allows
     ip_allow: Mapped[list] = mapped_column(JsonType, default=list)  # addresses / CIDR ranges

@@ -32,6 +32,8 @@ def describe(key: ApiKey) -> dict:
         "account_id": key.account_id,
         "user_id": key.user_id,
         "credit_limit_micro_usd": key.credit_limit,
+        "daily_budget_micro_usd": key.daily_budget,
+        "monthly_budget_micro_usd": key.monthly_budget,
         "models": list(key.models or []),
         "ip_allow": list(key.ip_allow or []),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
@@ -39,17 +41,41 @@ def describe(key: ApiKey) -> dict:
     }
 
 
-def create_key(actor: Actor, user: User, name: str = "", credit_limit_usd: str | None = None, models: list[str] | None = None,
-               ip_allow: list[str] | None = None, expires_at: datetime | None = None, account_id: int | None = None) -> tuple[ApiKey, str]:
-    """Returns the key row and its secret; the secret is never retrievable again."""
+def _limit(value, field: str) -> int | None:
+    return None if value in (None, "") else validation.usd(value, field)
+
+
+def _limits(credit_limit_usd, daily_budget_usd, monthly_budget_usd) -> dict:
+    return {"credit_limit": _limit(credit_limit_usd, "credit_limit"), "daily_budget": _limit(daily_budget_usd, "daily_budget"),
+            "monthly_budget": _limit(monthly_budget_usd, "monthly_budget")}
+
+
+def _models(models: list[str] | None, allowed: set[str] | None) -> list[str]:
+    """The allow-list, refused when it names a model outside `allowed` (what the group may use)."""
+    chosen = list(dict.fromkeys(m.strip() for m in (models or []) if m.strip()))
+    if allowed is not None:
+        outside = [m for m in chosen if m not in allowed]
+        if outside:
+            raise ServiceError(f"Your group cannot use {', '.join(outside)}.", "models")
+    return chosen
+
+
+def _check_name_and_expiry(name: str, expires_at: datetime | None, now: datetime | None = None) -> str:
     name = (name or "").strip()
     if len(name) > 100:
         raise ServiceError("A key name is at most 100 characters.", "name")
-    limit = None
-    if credit_limit_usd not in (None, ""):
-        limit = validation.usd(credit_limit_usd, "credit_limit")
-    if expires_at is not None and expires_at <= datetime.now(expires_at.tzinfo):
+    if expires_at is not None and expires_at <= (now or datetime.now(expires_at.tzinfo)):
         raise ServiceError("The expiry must be in the future.", "expires_at")
+    return name
+
+
+def create_key(actor: Actor, user: User, name: str = "", credit_limit_usd: str | None = None, models: list[str] | None = None,
+               ip_allow: list[str] | None = None, expires_at: datetime | None = None, account_id: int | None = None,
+               daily_budget_usd: str | None = None, monthly_budget_usd: str | None = None,
+               allowed_models: set[str] | None = None) -> tuple[ApiKey, str]:
+    """Returns the key row and its secret; the secret is never retrievable again."""
+    name = _check_name_and_expiry(name, expires_at)
+    limits = _limits(credit_limit_usd, daily_budget_usd, monthly_budget_usd)
     secret = new_secret()
     key = ApiKey(
         account_id=account_id or user.account_id,
@@ -57,17 +83,39 @@ def create_key(actor: Actor, user: User, name: str = "", credit_limit_usd: str |
         name=name,
         key_hash=hash_secret(secret),
         prefix=secret[:PREFIX_SHOWN],
-        credit_limit=limit,
-        models=[m.strip() for m in (models or []) if m.strip()],
+        models=_models(models, allowed_models),
         ip_allow=validation.networks(ip_allow, "ip_allow"),
         expires_at=expires_at,
         status=KeyStatus.ENABLED.value,
+        **limits,
     )
     db.session.add(key)
     db.session.flush()
     audit(actor, "key.create", "api_key", key.id, after=describe(key))
     commit()
     return key, secret
+
+
+def update_key(actor: Actor, key: ApiKey, *, name: str = "", credit_limit_usd: str | None = None, daily_budget_usd: str | None = None,
+               monthly_budget_usd: str | None = None, models: list[str] | None = None, ip_allow: list[str] | None = None,
+               expires_at: datetime | None = None, allowed_models: set[str] | None = None) -> ApiKey:
+    """Change a key's settings (never its secret); the relay has them at the next snapshot."""
+    if key.status == KeyStatus.DELETED.value:
+        raise ServiceError("A deleted key cannot be changed.", status=409)
+    before = describe(key)
+    fields = dict(name=_check_name_and_expiry(name, expires_at), models=_models(models, allowed_models),
+                  ip_allow=validation.networks(ip_allow, "ip_allow"), expires_at=expires_at,
+                  **_limits(credit_limit_usd, daily_budget_usd, monthly_budget_usd))
+    for field, value in fields.items():
+        setattr(key, field, value)
+    audit(actor, "key.update", "api_key", key.id, before=before, after=describe(key))
+    commit()
+    return key
+
+
+def delete_key(actor: Actor, key: ApiKey) -> ApiKey:
+    """Deleted keys stay as rows (their request logs name them) but never reach the relay again."""
+    return set_key_status(actor, key, KeyStatus.DELETED)
 
 
 def set_key_status(actor: Actor, key: ApiKey, status: KeyStatus) -> ApiKey:

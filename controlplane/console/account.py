@@ -1,0 +1,133 @@
+"""A person's own account: sign-up, email and password, and the sessions they are signed in with."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+
+from controlplane import throttle
+from controlplane.admin.forms import attach_error
+from controlplane.console.access import actor, console_view
+from controlplane.console.forms import EmailForm, PasswordForm, SignupForm
+from controlplane.extensions import db
+from controlplane.services import ServiceError, accounts, organisations, sessions
+from controlplane.services.accounts import SignupMode
+
+bp = Blueprint("account", __name__)
+SIGNUPS_PER_HOUR = 5  # per address: enough for a team behind one NAT, too few for a script
+
+
+def signup_mode() -> SignupMode:
+    return SignupMode(current_app.config["SWITCHBOARD"].signup)
+
+
+def _invitation(token: str | None):
+    if not token:
+        return None
+    try:
+        return organisations.open_invitation(token)
+    except ServiceError:
+        return None
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def signup():
+    if current_user.is_authenticated:
+        return redirect(url_for("console.home"))
+    form = SignupForm()
+    token = request.args.get("invite") or form.invite.data
+    form.invite.data = token
+    invitation, mode = _invitation(token), signup_mode()
+    allowed = mode == SignupMode.OPEN or (mode == SignupMode.INVITE and invitation is not None)
+    if not allowed:
+        return render_template("console/account/signup.html", form=None, mode=mode, invitation=invitation), 403
+    if request.method == "GET" and invitation is not None and invitation.email:
+        form.email.data = invitation.email
+    status = 200
+    if form.validate_on_submit():
+        if throttle.exceeded("signup", [request.remote_addr or "-"], SIGNUPS_PER_HOUR, 3600):
+            form.email.errors.append("Too many sign-ups from your address. Try again in an hour.")
+            return render_template("console/account/signup.html", form=form, mode=mode, invitation=invitation), 429
+        try:
+            user = accounts.sign_up(form.email.data, form.password.data, mode, token, request.remote_addr)
+        except ServiceError as error:
+            attach_error(form, error)
+            status = error.status if error.status in (403, 409) else 400
+        else:
+            throttle.count("signup", [request.remote_addr or "-"], 3600)
+            session.clear()
+            login_user(user)
+            sessions.start(user)
+            db.session.commit()
+            flash("Welcome to Switchboard. Create an API key to start.")
+            return redirect(url_for("console.home"))
+    elif request.method == "POST":
+        status = 400
+    return render_template("console/account/signup.html", form=form, mode=mode, invitation=invitation), status
+
+
+def _page(email_form=None, password_form=None, status=200):
+    email_form = email_form or EmailForm(formdata=None, email=current_user.email)
+    current = sessions.current(current_user.id)
+    return render_template("console/account/index.html", email_form=email_form, password_form=password_form or PasswordForm(formdata=None),
+                           sessions=sessions.active(current_user), current_id=current.id if current else None, device=sessions.device), status
+
+
+@bp.get("/account")
+@console_view
+def index():
+    return _page()
+
+
+@bp.post("/account/email")
+@console_view
+def email():
+    form = EmailForm()
+    if not form.validate_on_submit():
+        return _page(email_form=form, status=400)
+    try:
+        accounts.change_email(actor(), current_user, form.email.data, form.password.data)
+    except ServiceError as error:
+        attach_error(form, error)
+        return _page(email_form=form, status=400)
+    flash("Your email address is changed.")
+    return redirect(url_for(".index"))
+
+
+@bp.post("/account/password")
+@console_view
+def password():
+    form = PasswordForm()
+    if not form.validate_on_submit():
+        return _page(password_form=form, status=400)
+    user = current_user._get_current_object()
+    try:
+        accounts.change_password(actor(), user, form.current_password.data, form.new_password.data)
+    except ServiceError as error:
+        attach_error(form, error)
+        return _page(password_form=form, status=400)
+    login_user(user)  # the session version moved on: keep this session, every other one has ended
+    flash("Your password is changed, and every other session is signed out.")
+    return redirect(url_for(".index"))
+
+
+@bp.post("/account/sessions/<int:session_id>/end")
+@console_view
+def end_session(session_id: int):
+    try:
+        sessions.revoke(actor(), current_user, session_id)
+    except ServiceError:
+        from flask import abort
+
+        abort(404)
+    flash("That session is signed out.")
+    return redirect(url_for(".index"))
+
+
+@bp.post("/account/sessions/end-all")
+@console_view
+def end_all():
+    sessions.revoke_all(actor(), current_user._get_current_object())
+    logout_user()
+    session.clear()
+    flash("You are signed out everywhere, including here.")
+    return redirect(url_for("auth.login"))

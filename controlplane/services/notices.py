@@ -1,0 +1,34 @@
+"""Queueing the messages workers send (receipts, invitations): jobs by name, ids as arguments.
+
+Nothing is queued when SMTP is not configured: there would be nobody to send them.
+"""
+from __future__ import annotations
+
+import logging
+
+from rq import Queue, Retry
+
+from controlplane.runtime import runtime
+
+log = logging.getLogger(__name__)
+QUEUE = "default"  # workers/queues.py DEFAULT; by name, so the control plane needs no worker code
+TIMEOUT = 60
+
+
+def _enqueue(job: str, *args) -> None:
+    rt = runtime()
+    if not rt.settings.smtp.configured:
+        return
+    try:
+        Queue(QUEUE, connection=rt.redis).enqueue(job, *args, job_timeout=TIMEOUT, retry=Retry(max=3, interval=[10, 60, 300]))
+    except Exception:
+        # The money moved and is committed; a lost email must not turn that into an error page.
+        log.exception("could not queue %s%r", job, args)
+
+
+def receipt(entry_id: int) -> None:
+    _enqueue("workers.mail.send_receipt", entry_id)
+
+
+def invitation(invitation_id: int, link: str) -> None:
+    _enqueue("workers.mail.send_invitation", invitation_id, link)
