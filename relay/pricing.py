@@ -126,12 +126,17 @@ def round_half_up(numerator: int, denominator: int) -> int:
     return (2 * numerator + denominator) // (2 * denominator)
 
 
-def cost(usage: Usage, price: Price, multiplier_bp: int = BP_ONE) -> int:
-    """The charge in µ$ for one request: Σ countᵢ × priceᵢ, plus the per-request price, × multiplier.
+SCALE = TOKENS_PER_PRICE_UNIT * SECONDS_PER_MINUTE * BP_ONE  # what `_scaled` amounts are in units of
 
-    Every part is scaled to µ$ × 1M × 60 so that per-token, per-character and per-second-of-a-
-    per-minute-price amounts add up exactly before the one rounding.
-    """
+
+def cost(usage: Usage, price: Price, multiplier_bp: int = BP_ONE) -> int:
+    """The charge in µ$ for one request: Σ countᵢ × priceᵢ, plus the per-request price, × multiplier."""
+    return round_half_up(_scaled(usage, price, multiplier_bp), SCALE)
+
+
+def _scaled(usage: Usage, price: Price, multiplier_bp: int) -> int:
+    """The exact charge in µ$ × SCALE. Every part is scaled to µ$ × 1M × 60 so that per-token,
+    per-character and per-second-of-a-per-minute-price amounts add up exactly before rounding."""
     token_part = (
         usage.input * price.input
         + usage.cache_read * price.cache_read_rate
@@ -141,18 +146,18 @@ def cost(usage: Usage, price: Price, multiplier_bp: int = BP_ONE) -> int:
     )
     char_part = usage.characters * (price.per_1m_chars or 0)  # µ$ × 1M (characters per price unit)
     whole = price.per_request + (usage.images * price.image_rate(usage.image_tier) if usage.images else 0)
-    scaled = (
+    return (
         (token_part + char_part + whole * TOKENS_PER_PRICE_UNIT) * SECONDS_PER_MINUTE
         + usage.audio_seconds * (price.per_minute_audio or 0) * TOKENS_PER_PRICE_UNIT
     ) * multiplier_bp
-    return round_half_up(scaled, TOKENS_PER_PRICE_UNIT * SECONDS_PER_MINUTE * BP_ONE)
 
 
 def hold_amount(prompt_tokens: int, max_output_tokens: int, price: Price, multiplier_bp: int = BP_ONE,
                 units: Usage | None = None) -> int:
     """The most a request can cost: every prompt token at the dearest input rate, every completion
     token at the dearest output rate, plus the non-token `units` (images, characters, seconds) it
-    asks for. Never less than any settle within those counts."""
+    asks for, rounded up to a whole µ$. Never less than any settle within those counts, and never
+    zero for a request that can cost anything."""
     worst_in = max(price.input, price.cache_read_rate, price.cache_write_rate)
     worst_out = max(price.output, price.reasoning_rate)
     worst = Price(model=price.model, input=worst_in, output=worst_out, per_request=price.per_request,
@@ -161,7 +166,7 @@ def hold_amount(prompt_tokens: int, max_output_tokens: int, price: Price, multip
     units = units or Usage()
     usage = Usage(input=prompt_tokens, output=max_output_tokens, images=units.images, image_tier=units.image_tier,
                   characters=units.characters, audio_seconds=units.audio_seconds)
-    return cost(usage, worst, multiplier_bp)
+    return -(-_scaled(usage, worst, multiplier_bp) // SCALE)
 
 
 def usd_to_micro(text: str) -> int:

@@ -74,16 +74,19 @@ class RelayApp:
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
         ctx = RequestContext(request_id=request_id, endpoint=path, client_ip=environ.get("REMOTE_ADDR"))
+        error_format = error_format_for(method, path, environ)
         try:
             response = self.dispatch(ctx, environ, method, path)
         except RelayError as error:
-            response = error_response(error, request_id, error_format_for(method, path, environ))
+            response = error_response(error, request_id, error_format)
             self._log_refusal(ctx, error)
         except Exception:
             log.exception("unhandled error in %s %s (%s)", method, path, request_id)
-            failure = RelayError(500, "internal_error", "The gateway failed to handle this request.")
-            response = error_response(failure, request_id, error_format_for(method, path, environ))
-        start_response(_status_line(response.status), response.headers + [("X-Request-Id", request_id)])
+            response = error_response(RelayError(500, "internal_error", "The gateway failed to handle this request."), request_id, error_format)
+        ids = [("X-Request-Id", request_id)]
+        if error_format == ANTHROPIC:
+            ids.append(("request-id", request_id))  # where the Anthropic SDK looks for it (`_request_id`)
+        start_response(_status_line(response.status), response.headers + ids)
         return response.body
 
     def dispatch(self, ctx: RequestContext, environ, method: str, path: str) -> Response:

@@ -7,27 +7,22 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e import clients
-from tests.e2e.conformance import (
+from tests.e2e.api import clients
+from tests.e2e.api.conftest import customer
+from tests.e2e.api.conformance import (
     CHANNELS,
-    PRICE,
     PUBLIC_MODEL,
     TEXT,
     TIME,
     UPSTREAM_MODEL,
     WEATHER,
-    Fakes,
     charge,
     expected_usage,
     reply,
     sent_image,
     upstream_requests,
 )
-from tests.e2e.logs import request_log
-from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.azure_server import FakeAzure
-from tests.fakes.gemini_server import FakeGemini
-from tests.fakes.openai_server import FakeOpenAI
+from tests.e2e.api.logs import request_log
 
 pytestmark = pytest.mark.e2e
 
@@ -39,28 +34,8 @@ ANSWERED: list[tuple[str, str]] = []
 
 
 @pytest.fixture(scope="module")
-def fakes():
-    made = Fakes(FakeOpenAI(), FakeAzure(), FakeAnthropic(), FakeGemini())
-    yield made
-    made.close()
-
-
-@pytest.fixture(scope="module")
-def key(gateway, fakes) -> str:
-    for channel in CHANNELS:
-        gateway.cli("channel", "add", "--name", f"conf-{channel}", "--type", channel, "--base-url", fakes.of(channel).url,
-                    "--keys", f"sk-{channel}-upstream", "--models", "",
-                    "--model-map", f"{PUBLIC_MODEL[channel]}={UPSTREAM_MODEL[channel]}")
-        gateway.cli("price", "set", PUBLIC_MODEL[channel], "--input", PRICE[0], "--output", PRICE[1], "--cache-read", PRICE[2],
-                    "--cache-write", PRICE[3], "--now")
-    gateway.cli("user", "create", "--email", EMAIL)
-    gateway.cli("topup", "--user", EMAIL, "--usd", "50", "--reason", "conformance funds")
-    return gateway.cli("key", "create", "--user", EMAIL, "--name", "matrix")["key"]
-
-
-@pytest.fixture(autouse=True)
-def fresh(fakes):
-    fakes.reset()
+def key(gateway, channels) -> str:
+    return customer(gateway, EMAIL, "50")
 
 
 def run(client: str, gateway, key: str, model: str, messages: list, stream: bool, options: dict) -> clients.Answer:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import anthropic
 import openai
 
-from tests.e2e.conformance import PIXEL
+from tests.e2e.api.conformance import PIXEL
 
 
 @dataclass
