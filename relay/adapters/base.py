@@ -13,7 +13,7 @@ from typing import Protocol
 from relay.errors import UpstreamError
 from relay.pricing import Usage
 from relay.snapshot import ChannelKeyView, ChannelView
-from relay.sse import StreamDecoder, StreamEvent  # noqa: F401  (part of the adapter interface)
+from relay.sse import StreamDecoder, StreamEvent  # part of the adapter interface
 from relay.upstream import HttpRequest
 
 
@@ -105,3 +105,7 @@ class Adapter(Protocol):
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest: ...
 
     def models_response(self, body: bytes) -> list[str]: ...
+
+
+__all__ = ["DEFAULT_ANTHROPIC_VERSION", "Adapter", "AdapterInfo", "ChatRequest", "ChatResult", "MessagesRequest", "Operation",
+           "StreamDecoder", "StreamEvent", "Target"]
