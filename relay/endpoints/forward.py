@@ -14,6 +14,7 @@ from relay.context import RequestContext, Response
 from relay.endpoints import calls
 from relay.endpoints.parsing import json_object, model_of
 from relay.errors import OPENAI, RelayError, UpstreamError
+from relay.multipart import Form
 from relay.pricing import Usage
 from relay.settings import RelaySettings
 from relay.upstream import HttpRequest, UpstreamClient
@@ -25,7 +26,7 @@ class Forwarded:
     payload: dict
     stream: bool = False
     wants_usage: bool = False
-    upload: object | None = None  # a parsed multipart form (transcriptions)
+    upload: Form | None = None  # a parsed multipart form (transcriptions)
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from relay.sse import SSEBuffer, StreamEvent, event_data
 from relay.tokens import text_tokens
 
 MALFORMED = UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "malformed stream event")
+PREAMBLE = ("message_start", "ping")
 
 
 def _delta_text(delta: dict) -> str:
@@ -23,11 +24,18 @@ def _delta_text(delta: dict) -> str:
 
 
 class AnthropicEvents:
-    """Splits and decodes the upstream's SSE; subclasses say what each event becomes."""
+    """Splits and decodes the upstream's SSE; subclasses say what each event becomes.
+
+    What comes before the first content block (message_start, pings) is held back and sent with
+    it: Anthropic often reports overload right after message_start, and until something has
+    reached the caller that failure can still be retried elsewhere, and is not billed.
+    """
 
     def __init__(self):
         self.sse = SSEBuffer()
         self.usage_fields: dict = {}
+        self.opened = False  # the first content has been let through
+        self.held = b""
 
     def feed(self, data: bytes) -> Iterator[StreamEvent]:
         for event in self.sse.feed(data):
@@ -56,7 +64,15 @@ class AnthropicEvents:
         elif kind == "message_delta":
             # message_delta usage is cumulative; fields it omits keep their message_start value.
             self.usage_fields.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})
-        return self.convert(event, kind, obj)
+        out = self.convert(event, kind, obj)
+        if not self.opened and kind in PREAMBLE:
+            self.held += out.raw or b""
+            out.raw = None
+        else:
+            self.opened = True
+            if self.held and out.raw:
+                out.raw, self.held = self.held + out.raw, b""
+        return out
 
     def comment(self, event: bytes) -> StreamEvent:
         return StreamEvent(raw=None)

@@ -238,3 +238,18 @@ def test_an_anthropic_error_event_is_classified():
     error = b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
     (event,) = feed(AnthropicNativeStream(), error)
     assert event.error.kind.value == "overloaded" and event.raw is None
+
+
+@pytest.mark.parametrize("decoder", [AnthropicNativeStream, lambda: AnthropicChatStream(wants_usage=False)], ids=["native", "to-openai"])
+def test_an_overload_right_after_message_start_arrives_before_anything_was_sent(decoder):
+    start, ping = anthropic_events().split(b"\n\n")[:2]
+    error = b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
+    events = feed(decoder(), start + b"\n\n" + ping + b"\n\n" + error, 9)
+    assert [e.raw for e in events if e.raw] == []  # still retryable, and nothing to bill
+    assert events[-1].error.kind.value == "overloaded"
+
+
+def test_held_back_events_go_out_with_the_first_content():
+    data = anthropic_events()
+    events = feed(AnthropicNativeStream(), data, 5000)
+    assert events[0].raw is None and events[2].raw.startswith(b"event: message_start")

@@ -214,6 +214,15 @@ def test_a_failure_mid_stream_is_an_anthropic_error_event_and_bills_what_was_del
     assert logged.output > 0
 
 
+def test_an_overload_before_any_content_is_a_clean_retryable_failure_and_free(world, fakes):
+    fakes.anthropic.push(AnthropicReply(error_event_after=2))  # message_start, ping, then overloaded
+    with pytest.raises(anthropic.RateLimitError) as failed:
+        with world.claude.messages.stream(model="claude-x", max_tokens=100, messages=[{"role": "user", "content": "x"}]) as events:
+            list(events)
+    logged = request_log(world.gateway, failed.value.response.headers["x-request-id"])
+    assert (logged.status, logged.cost) == (429, 0)
+
+
 @pytest.mark.parametrize("reply,status,sdk_error", [
     (AnthropicReply(status=529, error={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}), 429, anthropic.RateLimitError),
     (AnthropicReply(status=400, error={"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long"}}), 400, anthropic.BadRequestError),
