@@ -45,11 +45,16 @@ def local_prompt_tokens(request: MessagesRequest) -> int:
     return tokens.prompt_tokens(chat["messages"], chat.get("tools"))
 
 
-def as_chat(request: MessagesRequest, target: Target) -> ChatRequest:
+def as_chat(request: MessagesRequest, target: Target, output_cap: int | None) -> ChatRequest:
+    """The request as OpenAI chat for a converting channel. Anthropic clients ask for large
+    max_tokens (Claude Code: 32k) that other models refuse outright; the price's output cap, when
+    the operator set one, bounds it."""
     field = str(target.channel.config.get("max_tokens_field") or "max_tokens")
     payload = messages_to_chat(request.payload, target.upstream_model, field)
+    if output_cap and payload.get(field, 0) > output_cap:
+        payload[field] = output_cap
     return ChatRequest(model=request.model, payload=payload, stream=request.stream, wants_usage=True,
-                       max_tokens=request.max_tokens, chunks_only=True)
+                       max_tokens=payload.get(field), chunks_only=True)
 
 
 class MessagesEndpoint:
@@ -75,7 +80,7 @@ class MessagesEndpoint:
                 request: MessagesRequest, settlement: Settlement) -> Response | UpstreamError:
         if adapter.info.messages_native:
             return self._native(client, settings, ctx, adapter, target, request, settlement)
-        chat = as_chat(request, target)
+        chat = as_chat(request, target, settlement.price.max_output_tokens)
         response = calls.send(client, settings, adapter, adapter.chat_request(target, chat))
         if isinstance(response, UpstreamError):
             return response

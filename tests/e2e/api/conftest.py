@@ -34,7 +34,7 @@ PRICES = [
     ("gpt-4o", "--input", "2.5", "--output", "10", "--cache-read", "1.25"),
     ("az-responses", "--input", "2.5", "--output", "10"),
     ("claude-x", "--input", "3", "--output", "15"),
-    ("gem-x", "--input", "3", "--output", "15"),
+    ("gem-x", "--input", "3", "--output", "15", "--max-output-tokens", "8192"),
 ]
 
 

@@ -77,7 +77,10 @@ def test_conformance(gateway, fakes, key, client, channel, stream, scenario):
     ANSWERED.append((answer.request_id, channel))
     if channel == "azure":
         assert fakes.azure.azure_requests[-1]["deployment"] == UPSTREAM_MODEL["azure"]
-    elif channel != "gemini":
+    elif channel == "gemini":
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        assert fakes.gemini.requests[0]["path"] == f"/v1beta/models/{UPSTREAM_MODEL['gemini']}:{method}"
+    else:
         assert sent[0]["model"] == UPSTREAM_MODEL[channel]
 
     if scenario == "tools":

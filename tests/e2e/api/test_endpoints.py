@@ -201,6 +201,12 @@ def test_count_tokens_is_native_on_anthropic_and_local_elsewhere_and_free(world,
     assert fakes.gemini.requests == []
 
 
+def test_claude_code_sized_max_tokens_are_bounded_by_the_models_output_cap(world, fakes):
+    message = world.claude.messages.create(model="gem-x", max_tokens=32_000, messages=[{"role": "user", "content": "Hi"}])
+    assert message.content[0].text == "Hello from the fake upstream."
+    assert fakes.gemini.generate_requests()[-1]["body"]["generationConfig"]["maxOutputTokens"] == 8192
+
+
 def test_a_failure_mid_stream_is_an_anthropic_error_event_and_bills_what_was_delivered(world, fakes):
     fakes.anthropic.push(AnthropicReply(text="one two three four", error_event_after=5))
     with pytest.raises(anthropic.APIStatusError) as failed:
