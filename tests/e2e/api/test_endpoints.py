@@ -103,12 +103,14 @@ def test_speech_is_billed_per_character(world, fakes):
     assert world.cost(raw.headers["x-request-id"]) == (len(text) * 15_000_000 + 500_000) // 1_000_000  # 3 µ$
 
 
-@pytest.mark.parametrize("response_format", ["json", "text"])
-def test_transcription_is_billed_per_second_of_audio(world, fakes, response_format):
-    raw = world.oai.audio.transcriptions.with_raw_response.create(model="whisper-1", file=("clip.wav", wav(2.5), "audio/wav"),
-                                                                  response_format=response_format)
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK deprecates translations; the API serves them
+@pytest.mark.parametrize("kind,response_format", [("transcriptions", "json"), ("transcriptions", "text"), ("translations", "verbose_json")])
+def test_transcription_is_billed_per_second_of_audio(world, fakes, kind, response_format):
+    create = getattr(world.oai.audio, kind).with_raw_response.create
+    raw = create(model="whisper-1", file=("clip.wav", wav(2.5), "audio/wav"), response_format=response_format)
     text = raw.parse() if response_format == "text" else raw.parse().text
     assert text.strip() == "Hello from the fake transcriber."
+    assert fakes.openai.requests[-1]["path"] == f"/v1/audio/{kind}"
     assert fakes.openai.requests[-1]["body"]["fields"]["model"] == "whisper-1"
     assert world.cost(raw.headers["x-request-id"]) == 3 * 100  # 2.5 s bills as 3 s at $0.006/min
 
