@@ -13,7 +13,7 @@ from controlplane.models import (Account, AccountKind, ApiKey, Ban, Channel, Gro
                                  UserStatus, utcnow)
 from controlplane.runtime import runtime
 from relay import config_store
-from relay.pricing import Price
+from relay.pricing import Price, image_table
 from relay.snapshot import BanView, ChannelKeyView, ChannelView, GroupView, KeyView, Snapshot, group_prices, index_bans
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,10 @@ def price_view(row: ModelPrice) -> Price:
         per_request=row.per_request,
         effective_from=row.effective_from.timestamp(),
         max_output_tokens=row.max_output_tokens,
+        per_image=row.per_image,
+        image_prices=image_table(row.image_prices),
+        per_1m_chars=row.per_1m_chars,
+        per_minute_audio=row.per_minute_audio,
     )
 
 

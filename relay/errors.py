@@ -1,4 +1,5 @@
-"""Errors the relay answers with, in the caller's format (design.md §6).
+"""Errors the relay answers with, in the caller's format (design.md §6): OpenAI's, or Anthropic's
+on the Anthropic endpoints.
 
 A `RelayError` carries everything needed to render the response; `ErrorKind` is what an adapter
 concludes about an upstream failure, for routing and health to act on.
@@ -56,6 +57,24 @@ _TYPES = {
 }
 
 
+# Anthropic's error types by status (https://docs.anthropic.com/en/api/errors).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+
+
 class RelayError(Exception):
     """An error answered to the caller. `code` is the machine-readable reason (request logs keep it)."""
 
@@ -89,7 +108,21 @@ class RelayError(Exception):
             }
         )
 
-    def sse_event(self, request_id: str) -> bytes:
+    def anthropic_body(self, request_id: str) -> bytes:
+        return orjson.dumps(
+            {
+                "type": "error",
+                "error": {"type": _ANTHROPIC_TYPES.get(self.status, "api_error"), "message": f"{self.message} (request id: {request_id})"},
+                "request_id": request_id,
+            }
+        )
+
+    def body(self, request_id: str, error_format: str = OPENAI) -> bytes:
+        return self.anthropic_body(request_id) if error_format == ANTHROPIC else self.openai_body(request_id)
+
+    def sse_event(self, request_id: str, error_format: str = OPENAI) -> bytes:
+        if error_format == ANTHROPIC:
+            return b"event: error\ndata: " + self.anthropic_body(request_id) + b"\n\n"
         return b"data: " + self.openai_body(request_id) + b"\n\n"
 
 

@@ -104,11 +104,19 @@ class Pipeline:
 
     # --- endpoints -----------------------------------------------------------------------------
     def models(self, ctx: RequestContext, environ) -> Response:
+        """The models this key may use, in OpenAI's list format or, for a caller that sends
+        `anthropic-version`, Anthropic's."""
         snap = self.holder.current
         now = time.time()
         key = self.authenticate(ctx, environ, snap, now)
         created = int(snap.built_at or now)
-        data = [{"id": m, "object": "model", "created": created, "owned_by": "switchboard"} for m in snap.models_for_key(key, now)]
+        models = snap.models_for_key(key, now)
+        if environ.get("HTTP_ANTHROPIC_VERSION"):
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+            data = [{"type": "model", "id": m, "display_name": m, "created_at": stamp} for m in models]
+            body = {"data": data, "has_more": False, "first_id": models[0] if models else None, "last_id": models[-1] if models else None}
+            return json_response(200, orjson.dumps(body))
+        data = [{"id": m, "object": "model", "created": created, "owned_by": "switchboard"} for m in models]
         return json_response(200, orjson.dumps({"object": "list", "data": data}))
 
     def handle(self, endpoint: Endpoint, ctx: RequestContext, environ, body: bytes) -> Response:
@@ -121,9 +129,13 @@ class Pipeline:
         ctx.model = model
         ctx.stream = endpoint.is_stream(request)
         group, price = self.authorize_model(snap, key, model, now)
+        if not endpoint.billed:
+            # Free metadata calls (count_tokens): routed like the rest, never held or charged.
+            return self.router.run(ctx, snap.channels_for(key.group, model), model, endpoint.operation,
+                                   lambda adapter, target: endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, None))
 
         estimate = endpoint.estimate(request, price, self.settings)
-        amount = pricing.hold_amount(estimate.prompt_tokens, estimate.max_output_tokens, price, group.multiplier_bp)
+        amount = pricing.hold_amount(estimate.prompt_tokens, estimate.max_output_tokens, price, group.multiplier_bp, estimate.units)
         try:
             budgets = Budgets(key.daily_budget, key.monthly_budget, key.member_allowance)
             hold = self.quota.hold(ctx.request_id, key.account_id, key.id, amount, key.credit_limit, now + self.settings.hold_ttl_seconds,

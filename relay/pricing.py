@@ -1,7 +1,10 @@
-"""Integer money arithmetic: token counts × prices → micro-dollars. Pure; no I/O, no floats.
+"""Integer money arithmetic: token counts and other units × prices → micro-dollars. Pure; no I/O,
+no floats.
 
-Prices are µ$ per 1M tokens; group multipliers are basis points (10,000 = 1.0×). A request is
-rounded once, half up, after everything is summed (design.md §2).
+Token prices are µ$ per 1M tokens; images are µ$ per image (by size/quality), speech input µ$ per 1M
+characters, transcription µ$ per minute of audio billed by the whole second. Group multipliers are
+basis points (10,000 = 1.0×). A request is rounded once, half up, after everything is summed
+(design.md §2).
 """
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ from dataclasses import dataclass
 
 MICRO_PER_USD = 1_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000
+CHARS_PER_PRICE_UNIT = 1_000_000
+SECONDS_PER_MINUTE = 60
 BP_ONE = 10_000
+ANY = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +27,11 @@ class Usage:
     cache_write: int = 0
     output: int = 0  # visible completion tokens, reasoning excluded
     reasoning: int = 0
+    # Units that are not tokens (images, speech, transcription); zero for chat.
+    images: int = 0
+    image_tier: str = ""  # "SIZE/QUALITY" as the request asked, e.g. "1024x1024/hd"
+    characters: int = 0
+    audio_seconds: int = 0
 
     @property
     def total(self) -> int:
@@ -48,6 +59,10 @@ class Price:
     per_request: int = 0  # µ$ per request
     effective_from: float = 0.0
     max_output_tokens: int | None = None  # caps the hold when a request names no max_tokens
+    per_image: int | None = None  # µ$ per image when no image tier matches
+    image_prices: tuple[tuple[str, int], ...] = ()  # ("SIZE/QUALITY", µ$ per image); "*" matches any
+    per_1m_chars: int | None = None  # µ$ per 1M characters of speech input
+    per_minute_audio: int | None = None  # µ$ per minute of transcribed audio
 
     @property
     def cache_read_rate(self) -> int:
@@ -61,6 +76,48 @@ class Price:
     def reasoning_rate(self) -> int:
         return self.output if self.reasoning is None else self.reasoning
 
+    @property
+    def prices_images(self) -> bool:
+        return self.per_image is not None or bool(self.image_prices)
+
+    def image_rate(self, tier: str) -> int:
+        """µ$ per image of `tier` ("SIZE/QUALITY"): exact, then SIZE/*, */QUALITY, */*, then per_image."""
+        size, _, quality = tier.partition("/")
+        table = dict(self.image_prices)
+        for candidate in (f"{size}/{quality}", f"{size}/{ANY}", f"{ANY}/{quality}", f"{ANY}/{ANY}"):
+            if candidate in table:
+                return table[candidate]
+        return self.per_image or 0
+
+    def to_dict(self) -> dict:
+        """The snapshot payload form (JSON-friendly)."""
+        return {
+            "model": self.model,
+            "input": self.input,
+            "output": self.output,
+            "cache_read": self.cache_read,
+            "cache_write": self.cache_write,
+            "reasoning": self.reasoning,
+            "per_request": self.per_request,
+            "effective_from": self.effective_from,
+            "max_output_tokens": self.max_output_tokens,
+            "per_image": self.per_image,
+            "image_prices": dict(self.image_prices),
+            "per_1m_chars": self.per_1m_chars,
+            "per_minute_audio": self.per_minute_audio,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Price":
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["image_prices"] = image_table(fields.get("image_prices"))
+        return cls(**fields)
+
+
+def image_table(prices) -> tuple[tuple[str, int], ...]:
+    """A per-image price table in its canonical, hashable form, sorted by tier."""
+    return tuple(sorted((str(k), int(v)) for k, v in dict(prices or {}).items()))
+
 
 def round_half_up(numerator: int, denominator: int) -> int:
     """Integer division rounded half away from zero, for non-negative numerators."""
@@ -69,8 +126,17 @@ def round_half_up(numerator: int, denominator: int) -> int:
     return (2 * numerator + denominator) // (2 * denominator)
 
 
+SCALE = TOKENS_PER_PRICE_UNIT * SECONDS_PER_MINUTE * BP_ONE  # what `_scaled` amounts are in units of
+
+
 def cost(usage: Usage, price: Price, multiplier_bp: int = BP_ONE) -> int:
     """The charge in µ$ for one request: Σ countᵢ × priceᵢ, plus the per-request price, × multiplier."""
+    return round_half_up(_scaled(usage, price, multiplier_bp), SCALE)
+
+
+def _scaled(usage: Usage, price: Price, multiplier_bp: int) -> int:
+    """The exact charge in µ$ × SCALE. Every part is scaled to µ$ × 1M × 60 so that per-token,
+    per-character and per-second-of-a-per-minute-price amounts add up exactly before rounding."""
     token_part = (
         usage.input * price.input
         + usage.cache_read * price.cache_read_rate
@@ -78,17 +144,29 @@ def cost(usage: Usage, price: Price, multiplier_bp: int = BP_ONE) -> int:
         + usage.output * price.output
         + usage.reasoning * price.reasoning_rate
     )
-    scaled = (token_part + price.per_request * TOKENS_PER_PRICE_UNIT) * multiplier_bp
-    return round_half_up(scaled, TOKENS_PER_PRICE_UNIT * BP_ONE)
+    char_part = usage.characters * (price.per_1m_chars or 0)  # µ$ × 1M (characters per price unit)
+    whole = price.per_request + (usage.images * price.image_rate(usage.image_tier) if usage.images else 0)
+    return (
+        (token_part + char_part + whole * TOKENS_PER_PRICE_UNIT) * SECONDS_PER_MINUTE
+        + usage.audio_seconds * (price.per_minute_audio or 0) * TOKENS_PER_PRICE_UNIT
+    ) * multiplier_bp
 
 
-def hold_amount(prompt_tokens: int, max_output_tokens: int, price: Price, multiplier_bp: int = BP_ONE) -> int:
-    """The most a request can cost: every prompt token at the dearest input rate and every
-    completion token at the dearest output rate. Never less than any settle within those counts."""
+def hold_amount(prompt_tokens: int, max_output_tokens: int, price: Price, multiplier_bp: int = BP_ONE,
+                units: Usage | None = None) -> int:
+    """The most a request can cost: every prompt token at the dearest input rate, every completion
+    token at the dearest output rate, plus the non-token `units` (images, characters, seconds) it
+    asks for, rounded up to a whole µ$. Never less than any settle within those counts, and never
+    zero for a request that can cost anything."""
     worst_in = max(price.input, price.cache_read_rate, price.cache_write_rate)
     worst_out = max(price.output, price.reasoning_rate)
-    worst = Price(model=price.model, input=worst_in, output=worst_out, per_request=price.per_request)
-    return cost(Usage(input=prompt_tokens, output=max_output_tokens), worst, multiplier_bp)
+    worst = Price(model=price.model, input=worst_in, output=worst_out, per_request=price.per_request,
+                  per_image=price.per_image, image_prices=price.image_prices, per_1m_chars=price.per_1m_chars,
+                  per_minute_audio=price.per_minute_audio)
+    units = units or Usage()
+    usage = Usage(input=prompt_tokens, output=max_output_tokens, images=units.images, image_tier=units.image_tier,
+                  characters=units.characters, audio_seconds=units.audio_seconds)
+    return -(-_scaled(usage, worst, multiplier_bp) // SCALE)
 
 
 def usd_to_micro(text: str) -> int:

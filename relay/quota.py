@@ -120,8 +120,8 @@ amt = tonumber(amt)
 local cost = tonumber(ARGV[2])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'held', -amt)
-redis.call('HINCRBY', KEYS[5], 'held', -amt)
+redis.call('HINCRBY', KEYS[4], 'held', 0 - amt)
+redis.call('HINCRBY', KEYS[5], 'held', 0 - amt)
 if cost ~= 0 then
   redis.call('HINCRBY', KEYS[4], 'bal', -cost)
   redis.call('HINCRBY', KEYS[5], 'spent', cost)
@@ -130,7 +130,7 @@ end
 -- budget set later starts from the truth); ARGV[4..6] '1' where the hold also reserved.
 for i = 0, 2 do
   if ARGV[4 + i] == '1' then
-    redis.call('HINCRBY', KEYS[6 + i], 'held', -amt)
+    redis.call('HINCRBY', KEYS[6 + i], 'held', 0 - amt)
   end
   if cost ~= 0 then
     redis.call('HINCRBY', KEYS[6 + i], 'spent', cost)
@@ -150,12 +150,12 @@ if not amt then
 end
 local acct = redis.call('HGET', KEYS[1], 'acct')
 local akey = redis.call('HGET', KEYS[1], 'akey')
-redis.call('HINCRBY', acct, 'held', -tonumber(amt))
-redis.call('HINCRBY', akey, 'held', -tonumber(amt))
+redis.call('HINCRBY', acct, 'held', 0 - tonumber(amt))
+redis.call('HINCRBY', akey, 'held', 0 - tonumber(amt))
 -- spend windows (issue 6): the hold record names the windows it reserved
 for i = 1, 3 do
   local w = redis.call('HGET', KEYS[1], 'w' .. i)
-  if w then redis.call('HINCRBY', w, 'held', -tonumber(amt)) end
+  if w then redis.call('HINCRBY', w, 'held', 0 - tonumber(amt)) end
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])

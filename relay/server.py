@@ -14,9 +14,9 @@ import orjson
 from relay.billing import usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
-from relay.context import RequestContext, Response, error_response, json_response, new_request_id
+from relay.context import RequestContext, Response, json_response, new_request_id
 from relay.endpoints import ENDPOINTS
-from relay.errors import RelayError
+from relay.errors import ANTHROPIC, OPENAI, RelayError
 from relay.metrics import COUNTERS, counting_redis
 from relay.pipeline import Pipeline
 from relay.quota import Quota
@@ -44,6 +44,22 @@ def read_body(environ, limit: int) -> bytes:
     return body
 
 
+def error_format_for(method: str, path: str, environ) -> str:
+    """The format the caller understands: its endpoint's, and Anthropic's for a model listing
+    asked for with `anthropic-version` (the Anthropic SDK sends it on every call)."""
+    endpoint = ENDPOINTS.get((method, path)) or next((e for (_, p), e in ENDPOINTS.items() if p == path), None)
+    if endpoint is not None:
+        return endpoint.error_format
+    if environ.get("HTTP_ANTHROPIC_VERSION"):
+        return ANTHROPIC
+    return OPENAI
+
+
+def error_response(error: RelayError, request_id: str, error_format: str) -> Response:
+    extra = [("Retry-After", str(max(1, int(round(error.retry_after)))))] if error.retry_after else None
+    return json_response(error.status, error.body(request_id, error_format), extra)
+
+
 class RelayApp:
     """The WSGI callable for /v1/* (and /healthz when the relay runs on its own)."""
 
@@ -60,15 +76,19 @@ class RelayApp:
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
         ctx = RequestContext(request_id=request_id, endpoint=path, client_ip=environ.get("REMOTE_ADDR"))
+        error_format = error_format_for(method, path, environ)
         try:
             response = self.dispatch(ctx, environ, method, path)
         except RelayError as error:
-            response = error_response(error, request_id)
+            response = error_response(error, request_id, error_format)
             self._log_refusal(ctx, error)
         except Exception:
             log.exception("unhandled error in %s %s (%s)", method, path, request_id)
-            response = error_response(RelayError(500, "internal_error", "The gateway failed to handle this request."), request_id)
-        start_response(_status_line(response.status), response.headers + [("X-Request-Id", request_id)])
+            response = error_response(RelayError(500, "internal_error", "The gateway failed to handle this request."), request_id, error_format)
+        ids = [("X-Request-Id", request_id)]
+        if error_format == ANTHROPIC:
+            ids.append(("request-id", request_id))  # where the Anthropic SDK looks for it (`_request_id`)
+        start_response(_status_line(response.status), response.headers + ids)
         return response.body
 
     def dispatch(self, ctx: RequestContext, environ, method: str, path: str) -> Response:

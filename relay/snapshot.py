@@ -230,21 +230,7 @@ class Snapshot:
                 }
                 for g in self.groups.values()
             ],
-            "prices": [
-                {
-                    "model": p.model,
-                    "input": p.input,
-                    "output": p.output,
-                    "cache_read": p.cache_read,
-                    "cache_write": p.cache_write,
-                    "reasoning": p.reasoning,
-                    "per_request": p.per_request,
-                    "effective_from": p.effective_from,
-                    "max_output_tokens": p.max_output_tokens,
-                }
-                for history in self.prices.values()
-                for p in history
-            ],
+            "prices": [p.to_dict() for history in self.prices.values() for p in history],
             "channels": [
                 {
                     "id": c.id,
@@ -305,7 +291,7 @@ class Snapshot:
             built_at=payload.get("built_at", 0.0),
             keys=keys,
             groups=groups,
-            prices=group_prices(Price(**p) for p in payload["prices"]),
+            prices=group_prices(Price.from_dict(p) for p in payload["prices"]),
             channels=tuple(
                 ChannelView(
                     id=c["id"],

@@ -1,5 +1,34 @@
-"""Server-sent events: splitting a byte stream into events without copying more than needed."""
+"""Server-sent events: splitting a byte stream into events without copying more than needed, and
+`StreamEvent`, what a stream decoder makes of one upstream event."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+from relay.errors import UpstreamError
+from relay.pricing import Usage
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """One SSE event from the upstream, decoded.
+
+    `raw` is what goes to the caller (None: send nothing); `chunk` is the decoded
+    chat.completion.chunk for whoever needs to look inside (never re-encoded unless changed).
+    """
+
+    raw: bytes | None
+    chunk: dict | None = None
+    usage: Usage | None = None
+    output_tokens: int = 0  # local count of the text this event delivers
+    done: bool = False
+    error: UpstreamError | None = None
+
+
+class StreamDecoder(Protocol):
+    def feed(self, data: bytes) -> Iterator[StreamEvent]: ...
+
+    def finish(self) -> Iterator[StreamEvent]: ...
 
 
 class SSEBuffer:

@@ -9,7 +9,7 @@ import time
 
 from relay.billing import Settlement
 from relay.context import SSE_HEADERS, RequestContext
-from relay.errors import ErrorKind, RelayError, UpstreamError
+from relay.errors import OPENAI, ErrorKind, RelayError, UpstreamError
 from relay.settings import Timeouts
 from relay.upstream import UpstreamCallFailed, UpstreamResponse
 
@@ -19,8 +19,10 @@ def stream_error(error: UpstreamError) -> RelayError:
 
 
 class StreamBody:
-    def __init__(self, ctx: RequestContext, decoder, response: UpstreamResponse, settlement: Settlement, timeouts: Timeouts):
+    def __init__(self, ctx: RequestContext, decoder, response: UpstreamResponse, settlement: Settlement, timeouts: Timeouts,
+                 error_format: str = OPENAI):
         self.ctx = ctx
+        self.error_format = error_format  # a failure mid-stream is told in the caller's own event format
         self.decoder = decoder
         self.response = response
         self.settlement = settlement
@@ -101,7 +103,7 @@ class StreamBody:
         relay_error = stream_error(error)
         self.ctx.note(step="stream", result="upstream failed mid-stream", kind=error.kind.value, error=error.message[:200])
         self.settlement.partial(self.delivered, 502, relay_error.code)
-        yield relay_error.sse_event(self.ctx.request_id)
+        yield relay_error.sse_event(self.ctx.request_id, self.error_format)
 
     def close(self) -> None:
         """Called by the server at the end, and when the caller disconnects mid-stream."""

@@ -156,25 +156,31 @@ def price():
 
 @price.command("set")
 @click.argument("model")
-@click.option("--input", "input_", required=True, help="USD per 1M input tokens")
-@click.option("--output", required=True, help="USD per 1M output tokens")
+@click.option("--input", "input_", default=None, help="USD per 1M input tokens (required unless priced per unit)")
+@click.option("--output", default=None, help="USD per 1M output tokens (required unless priced per unit)")
 @click.option("--cache-read", default=None)
 @click.option("--cache-write", default=None)
 @click.option("--reasoning", default=None)
 @click.option("--per-request", default=None, help="USD per request")
 @click.option("--max-output-tokens", default=None, type=int, help="Output tokens held when a request sets no max_tokens")
+@click.option("--per-image", default=None, help="USD per generated image (when no --image-prices tier matches)")
+@click.option("--image-prices", default=None, help='USD per image by size/quality, JSON: {"1024x1024/hd": "0.08", "*/*": "0.04"}')
+@click.option("--per-1m-chars", default=None, help="USD per 1M characters of speech input (/v1/audio/speech)")
+@click.option("--per-minute-audio", default=None, help="USD per minute of transcribed audio, billed per second")
 @click.option("--now", "now_", is_flag=True, help="Take effect immediately.")
 @click.option("--effective", default=None, help="ISO 8601 start time.")
 @click.option("--reason", default=None)
 @json_option
 @with_appcontext
-def price_set(model, input_, output, cache_read, cache_write, reasoning, per_request, max_output_tokens, now_, effective, reason, as_json):
+def price_set(model, input_, output, cache_read, cache_write, reasoning, per_request, max_output_tokens, per_image, image_prices,
+              per_1m_chars, per_minute_audio, now_, effective, reason, as_json):
     if now_ == bool(effective):
         raise click.UsageError("give exactly one of --now or --effective")
     when = timestamp(effective, "effective") if effective else None
     row = prices.set_price(
         Actor.cli(), model, input=input_, output=output, cache_read=cache_read, cache_write=cache_write,
-        reasoning=reasoning, per_request=per_request, max_output_tokens=max_output_tokens, effective_from=when,
+        reasoning=reasoning, per_request=per_request, max_output_tokens=max_output_tokens, per_image=per_image,
+        image_prices=image_prices, per_1m_chars=per_1m_chars, per_minute_audio=per_minute_audio, effective_from=when,
         reason=reason or ("set from the CLI with --now" if now_ else None), enforce_notice=not now_,
     )
     emit(as_json, prices.describe(row), f"price for {row.model} from {row.effective_from.isoformat()}")

@@ -1,4 +1,5 @@
-"""Model prices, effective-dated: integer µ$ per 1M tokens, per-request µ$."""
+"""Model prices, effective-dated: integer µ$ per 1M tokens, per request, per image (by size and
+quality), per 1M characters of speech input and per minute of transcribed audio."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -7,7 +8,7 @@ from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.extensions import db
-from controlplane.models.types import Money, UTCDateTime, utcnow
+from controlplane.models.types import JsonType, Money, UTCDateTime, utcnow
 
 
 class ModelPrice(db.Model):
@@ -23,6 +24,10 @@ class ModelPrice(db.Model):
     reasoning: Mapped[int | None] = mapped_column(Money, nullable=True)
     per_request: Mapped[int] = mapped_column(Money, default=0)
     max_output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    per_image: Mapped[int | None] = mapped_column(Money, nullable=True)
+    image_prices: Mapped[dict | None] = mapped_column(JsonType, nullable=True)  # {"SIZE/QUALITY": µ$}
+    per_1m_chars: Mapped[int | None] = mapped_column(Money, nullable=True)
+    per_minute_audio: Mapped[int | None] = mapped_column(Money, nullable=True)
     effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)

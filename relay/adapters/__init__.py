@@ -5,12 +5,15 @@ A leaf package: adapters import only relay's pure modules, so the control plane 
 """
 from __future__ import annotations
 
-from relay.adapters.base import Adapter, AdapterInfo, ChatRequest, ChatResult, Operation, StreamEvent, Target
+from relay.adapters.anthropic import AnthropicAdapter
+from relay.adapters.azure import AzureAdapter
+from relay.adapters.base import Adapter, AdapterInfo, ChatRequest, ChatResult, MessagesRequest, Operation, StreamEvent, Target
+from relay.adapters.gemini import GeminiAdapter
 from relay.adapters.openai import OpenAIAdapter
 
 REGISTRY: dict[str, Adapter] = {
     adapter.info.type: adapter
-    for adapter in (OpenAIAdapter(),)
+    for adapter in (OpenAIAdapter(), AzureAdapter(), AnthropicAdapter(), GeminiAdapter())
 }
 
 CHANNEL_TYPES: tuple[str, ...] = tuple(REGISTRY)
@@ -29,6 +32,7 @@ __all__ = [
     "CHANNEL_TYPES",
     "ChatRequest",
     "ChatResult",
+    "MessagesRequest",
     "Operation",
     "REGISTRY",
     "StreamEvent",

@@ -8,17 +8,32 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Protocol
 
 from relay.errors import UpstreamError
 from relay.pricing import Usage
 from relay.snapshot import ChannelKeyView, ChannelView
+from relay.sse import StreamDecoder, StreamEvent  # part of the adapter interface
 from relay.upstream import HttpRequest
 
 
 class Operation(str, enum.Enum):
+    """What an adapter can do; the router answers 501 for an operation a channel type lacks."""
+
     CHAT = "chat"  # /v1/chat/completions
+    MESSAGES = "messages"  # /v1/messages (Anthropic format; natively or converted through CHAT)
+    COUNT_TOKENS = "count_tokens"  # /v1/messages/count_tokens
+    COMPLETIONS = "completions"  # /v1/completions (legacy)
+    EMBEDDINGS = "embeddings"
+    IMAGES = "images"  # /v1/images/generations
+    SPEECH = "speech"  # /v1/audio/speech
+    TRANSCRIPTION = "transcription"  # /v1/audio/transcriptions and /v1/audio/translations
+    MODERATIONS = "moderations"
+    RESPONSES = "responses"  # /v1/responses
     MODELS = "models"  # listing upstream models (operator's "fetch models")
+
+
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 
 @dataclass(slots=True)
@@ -30,6 +45,21 @@ class ChatRequest:
     stream: bool = False
     wants_usage: bool = False  # the caller asked for stream_options.include_usage
     max_tokens: int | None = None
+    # Another converter consumes the decoded chunks (an Anthropic-format caller): stream decoders
+    # need not encode OpenAI bytes for the caller.
+    chunks_only: bool = False
+
+
+@dataclass(slots=True)
+class MessagesRequest:
+    """A /v1/messages (or count_tokens) request in Anthropic format, as the caller sent it."""
+
+    model: str
+    payload: dict
+    stream: bool = False
+    max_tokens: int | None = None
+    version: str = DEFAULT_ANTHROPIC_VERSION  # the caller's anthropic-version, forwarded
+    beta: str | None = None  # the caller's anthropic-beta, forwarded to Anthropic upstreams
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,36 +78,20 @@ class ChatResult:
     output_text_tokens: int = 0  # local count of the visible output, for when usage is None
 
 
-@dataclass(slots=True)
-class StreamEvent:
-    """One SSE event from the upstream, decoded.
-
-    `raw` is what goes to an OpenAI-format caller (None: send nothing); `chunk` is the decoded
-    chat.completion.chunk for whoever needs to look inside (never re-encoded unless changed).
-    """
-
-    raw: bytes | None
-    chunk: dict | None = None
-    usage: Usage | None = None
-    output_tokens: int = 0  # local count of the text this event delivers
-    done: bool = False
-    error: UpstreamError | None = None
-
-
-class StreamDecoder(Protocol):
-    def feed(self, data: bytes) -> Iterator[StreamEvent]: ...
-
-    def finish(self) -> Iterator[StreamEvent]: ...
-
-
 @dataclass(frozen=True)
 class AdapterInfo:
     type: str
     label: str
     capabilities: frozenset[Operation] = field(default_factory=frozenset)
+    # Speaks Anthropic's Messages API itself: /v1/messages passes through without conversion.
+    messages_native: bool = False
 
 
 class Adapter(Protocol):
+    """Every adapter has these. Operation-specific methods exist where the capability is declared:
+    `forward_request` (OpenAI-shaped endpoints), `messages_*` and `count_tokens_request` (native
+    Anthropic)."""
+
     info: AdapterInfo
 
     def chat_request(self, target: Target, request: ChatRequest) -> HttpRequest: ...
@@ -91,3 +105,7 @@ class Adapter(Protocol):
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest: ...
 
     def models_response(self, body: bytes) -> list[str]: ...
+
+
+__all__ = ["DEFAULT_ANTHROPIC_VERSION", "Adapter", "AdapterInfo", "ChatRequest", "ChatResult", "MessagesRequest", "Operation",
+           "StreamDecoder", "StreamEvent", "Target"]

@@ -1,7 +1,9 @@
 """OpenAI and every OpenAI-compatible server (DeepSeek, Qwen, Mistral, Groq, vLLM, Ollama, …).
 
 Chat requests pass through with only the model name and stream usage option changed; responses pass
-through byte for byte. This adapter is the base the other OpenAI-shaped providers specialise.
+through byte for byte. The other OpenAI endpoints (completions, embeddings, images, audio,
+moderations, responses) are forwarded with the body the endpoint prepared. This adapter is the
+base the other OpenAI-shaped providers (Azure) specialise.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from relay.adapters.base import (
     Target,
 )
 from relay.errors import ErrorKind, UpstreamError
+from relay.formats.common import retry_after
 from relay.pricing import Usage
 from relay.snapshot import ChannelKeyView, ChannelView
 from relay.sse import SSEBuffer, event_data
@@ -74,17 +77,6 @@ def message_of(body: bytes) -> tuple[str, str | None, str | None]:
     return str(data)[:MAX_MESSAGE], None, None
 
 
-def retry_after(headers) -> float | None:
-    raw = headers.get("retry-after") if headers is not None else None
-    if raw is None:
-        ms = headers.get("retry-after-ms") if headers is not None else None
-        return float(ms) / 1000 if ms and ms.replace(".", "", 1).isdigit() else None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        return None
-
-
 _QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active", "quota_exceeded"}
 _AUTH_CODES = {"invalid_api_key", "account_deactivated", "invalid_organization", "organization_deactivated"}
 _POLICY_CODES = {"content_policy_violation", "content_filter", "moderation_blocked"}
@@ -118,6 +110,8 @@ def output_tokens_of_delta(choices) -> int:
     tokens = 0
     for choice in choices or ():
         delta = choice.get("delta") or choice.get("message") or {}
+        if isinstance(choice.get("text"), str):  # legacy completions
+            tokens += text_tokens(choice["text"])
         content = delta.get("content")
         if isinstance(content, str):
             tokens += text_tokens(content)
@@ -179,18 +173,43 @@ class OpenAIStreamDecoder:
         return StreamEvent(raw=raw, chunk=chunk, usage=usage, output_tokens=output_tokens_of_delta(choices))
 
 
+# Where each forwarded operation goes, under the API base.
+PATHS = {
+    Operation.CHAT: "/chat/completions",
+    Operation.COMPLETIONS: "/completions",
+    Operation.EMBEDDINGS: "/embeddings",
+    Operation.IMAGES: "/images/generations",
+    Operation.SPEECH: "/audio/speech",
+    Operation.TRANSCRIPTION: "/audio/transcriptions",
+    Operation.MODERATIONS: "/moderations",
+    Operation.RESPONSES: "/responses",
+}
+
+
 class OpenAIAdapter:
     info = AdapterInfo(
         type="openai",
         label="OpenAI-compatible",
-        capabilities=frozenset({Operation.CHAT, Operation.MODELS}),
+        capabilities=frozenset({
+            Operation.CHAT, Operation.MESSAGES, Operation.COUNT_TOKENS, Operation.COMPLETIONS, Operation.EMBEDDINGS,
+            Operation.IMAGES, Operation.SPEECH, Operation.TRANSCRIPTION, Operation.MODERATIONS, Operation.RESPONSES,
+            Operation.MODELS,
+        }),
     )
 
-    def headers(self, key: ChannelKeyView) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key.secret}", "Content-Type": "application/json", "Accept-Encoding": "identity"}
+    def headers(self, key: ChannelKeyView, content_type: str = "application/json") -> dict[str, str]:
+        return {"Authorization": f"Bearer {key.secret}", "Content-Type": content_type, "Accept-Encoding": "identity"}
 
     def url(self, channel: ChannelView, path: str) -> str:
         return api_base(channel.base_url) + path
+
+    def operation_url(self, target: Target, operation: Operation, path: str | None = None) -> str:
+        return self.url(target.channel, path or PATHS[operation])
+
+    def forward_request(self, target: Target, operation: Operation, body: bytes, content_type: str = "application/json",
+                        path: str | None = None) -> HttpRequest:
+        """One of the OpenAI endpoints the relay forwards as they are (the endpoint set the model)."""
+        return HttpRequest("POST", self.operation_url(target, operation, path), self.headers(target.key, content_type), body)
 
     def chat_payload(self, target: Target, request: ChatRequest) -> dict:
         payload = dict(request.payload)
@@ -203,12 +222,7 @@ class OpenAIAdapter:
         return payload
 
     def chat_request(self, target: Target, request: ChatRequest) -> HttpRequest:
-        return HttpRequest(
-            "POST",
-            self.url(target.channel, "/chat/completions"),
-            self.headers(target.key),
-            orjson.dumps(self.chat_payload(target, request)),
-        )
+        return self.forward_request(target, Operation.CHAT, orjson.dumps(self.chat_payload(target, request)))
 
     def chat_response(self, target: Target, request: ChatRequest, body: bytes) -> ChatResult:
         data = orjson.loads(body)  # the pipeline turns a decode error into a 502

@@ -12,7 +12,7 @@ from relay.adapters.base import Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response
 from relay.errors import UpstreamError
-from relay.pricing import Price
+from relay.pricing import Price, Usage
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
 
@@ -22,11 +22,13 @@ class HoldEstimate:
     prompt_tokens: int  # generous estimate for the hold
     max_output_tokens: int
     local_prompt_tokens: int  # best estimate, billed when the upstream reports no usage
+    units: Usage | None = None  # non-token units at most (images, characters, audio seconds)
 
 
 class Endpoint(Protocol):
     operation: Operation
     error_format: str  # "openai" | "anthropic"
+    billed: bool  # False: no hold and no charge (attempt gets settlement=None)
 
     def parse(self, body: bytes, environ) -> object: ...
 
@@ -37,4 +39,4 @@ class Endpoint(Protocol):
     def estimate(self, request, price: Price, settings: RelaySettings) -> HoldEstimate: ...
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
-                request, settlement: Settlement) -> Response | UpstreamError: ...
+                request, settlement: Settlement | None) -> Response | UpstreamError: ...

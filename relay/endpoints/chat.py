@@ -8,11 +8,11 @@ from relay.adapters.base import ChatRequest, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints.base import HoldEstimate
-from relay.errors import ErrorKind, UpstreamError, bad_request
+from relay.endpoints import calls
+from relay.errors import OPENAI, UpstreamError, bad_request
 from relay.pricing import Price
 from relay.settings import RelaySettings
-from relay.streaming import StreamBody
-from relay.upstream import UpstreamCallFailed, UpstreamClient
+from relay.upstream import UpstreamClient
 
 
 def parse_chat(body: bytes) -> ChatRequest:
@@ -39,7 +39,8 @@ def parse_chat(body: bytes) -> ChatRequest:
 
 class ChatEndpoint:
     operation = Operation.CHAT
-    error_format = "openai"
+    error_format = OPENAI
+    billed = True
 
     def parse(self, body: bytes, environ) -> ChatRequest:
         return parse_chat(body)
@@ -61,32 +62,17 @@ class ChatEndpoint:
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:
-        timeouts = settings.timeouts
-        try:
-            response = client.send(adapter.chat_request(target, request), timeouts)
-        except UpstreamCallFailed as failed:
-            return failed.error
-        if response.status != 200:
-            try:
-                body = response.read_all()
-            except UpstreamCallFailed as failed:
-                return failed.error
-            return adapter.classify_error(response.status, body, response.headers)
-
+        response = calls.send(client, settings, adapter, adapter.chat_request(target, request))
+        if isinstance(response, UpstreamError):
+            return response
         if request.stream:
-            stream = StreamBody(ctx, adapter.chat_stream(target, request), response, settlement, timeouts)
-            error = stream.prime()
-            if error is not None:
-                return error
-            return Response(200, stream.headers(), stream)
-
-        try:
-            body = response.read_all()
-        except UpstreamCallFailed as failed:
-            return failed.error
+            return calls.stream(ctx, settings, adapter.chat_stream(target, request), response, settlement)
+        body = calls.read(response)
+        if isinstance(body, UpstreamError):
+            return body
         try:
             result = adapter.chat_response(target, request, body)
-        except (ValueError, KeyError, TypeError):
-            return UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "the upstream's response is not a chat completion")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return calls.invalid("a chat completion")
         settlement.succeed(result.usage, result.output_text_tokens, status=200)
         return json_response(200, result.body)

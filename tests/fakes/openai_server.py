@@ -10,6 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from tests.fakes import openai_endpoints
 from tests.fakes.http import FakeServer, Handler
 
 
@@ -62,6 +63,8 @@ class OpenAIHandler(Handler):
         self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
     def do_POST(self):
+        if self.headers.get("Content-Type", "").startswith("multipart/form-data"):  # audio uploads
+            return openai_endpoints.transcription(self, self.fake.next_behaviour())
         body = self.read_json()
         self.fake.record(path=self.path, headers=dict(self.headers), body=body)
         behaviour = self.fake.next_behaviour()
@@ -74,7 +77,9 @@ class OpenAIHandler(Handler):
             error = behaviour.error or {"error": {"message": f"fake failure {behaviour.status}", "type": "server_error", "code": None}}
             self.send_json(behaviour.status, error, behaviour.headers)
             return
-        if not self.path.endswith("/chat/completions"):
+        if not self.path.split("?")[0].endswith("/chat/completions"):
+            if openai_endpoints.handle(self, body, behaviour):
+                return
             self.send_json(404, {"error": {"message": "unknown path", "type": "invalid_request_error"}})
             return
         model = (body or {}).get("model", "unknown")

@@ -1,0 +1,45 @@
+"""The steps one upstream attempt shares across endpoints: send, read, turn failures into
+`UpstreamError`s the router can judge, and hand a stream to `StreamBody`."""
+from __future__ import annotations
+
+from relay.billing import Settlement
+from relay.context import RequestContext, Response
+from relay.errors import OPENAI, ErrorKind, UpstreamError
+from relay.settings import RelaySettings
+from relay.streaming import StreamBody
+from relay.upstream import HttpRequest, UpstreamCallFailed, UpstreamClient, UpstreamResponse
+
+
+def send(client: UpstreamClient, settings: RelaySettings, adapter, request: HttpRequest) -> UpstreamResponse | UpstreamError:
+    """The upstream's 200 response with its body unread, or what went wrong, classified by the adapter."""
+    try:
+        response = client.send(request, settings.timeouts)
+    except UpstreamCallFailed as failed:
+        return failed.error
+    if response.status == 200:
+        return response
+    body = read(response)
+    if isinstance(body, UpstreamError):
+        return body
+    return adapter.classify_error(response.status, body, response.headers)
+
+
+def read(response: UpstreamResponse) -> bytes | UpstreamError:
+    try:
+        return response.read_all()
+    except UpstreamCallFailed as failed:
+        return failed.error
+
+
+def invalid(what: str) -> UpstreamError:
+    return UpstreamError(ErrorKind.INVALID_RESPONSE, 200, f"the upstream's response is not {what}")
+
+
+def stream(ctx: RequestContext, settings: RelaySettings, decoder, response: UpstreamResponse, settlement: Settlement,
+           error_format: str = OPENAI) -> Response | UpstreamError:
+    """Start relaying an SSE stream; a failure before the first event is still retryable."""
+    body = StreamBody(ctx, decoder, response, settlement, settings.timeouts, error_format)
+    error = body.prime()
+    if error is not None:
+        return error
+    return Response(200, body.headers(), body)

@@ -1,0 +1,93 @@
+"""The OpenAI endpoints the relay forwards as they are to OpenAI-shaped channels (completions,
+embeddings, images, audio, moderations, responses): the request body goes up with the model name
+mapped, the answer comes back untouched, and each endpoint says how to size the hold and what
+the answer's usage is."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from relay.adapters.base import Operation, Target
+from relay.billing import Settlement
+from relay.context import RequestContext, Response
+from relay.endpoints import calls
+from relay.endpoints.parsing import json_object, model_of
+from relay.errors import OPENAI, RelayError, UpstreamError
+from relay.multipart import Form
+from relay.pricing import Usage
+from relay.settings import RelaySettings
+from relay.upstream import HttpRequest, UpstreamClient
+
+
+@dataclass(slots=True)
+class Forwarded:
+    model: str
+    payload: dict
+    stream: bool = False
+    wants_usage: bool = False
+    upload: Form | None = None  # a parsed multipart form (transcriptions)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What an answer is billed for."""
+
+    usage: Usage | None
+    output_tokens: int = 0  # local count, for when usage is None
+
+
+class ForwardedEndpoint:
+    operation: Operation
+    error_format = OPENAI
+    billed = True
+    what = "an answer"  # for the 502 when the upstream's answer cannot be read
+    default_model: str | None = None
+    path: str | None = None  # overrides the adapter's path for the operation
+    streams = False  # the endpoint has a streamed form the relay relays
+
+    def parse(self, body: bytes, environ) -> Forwarded:
+        payload = json_object(body)
+        request = Forwarded(model=model_of(payload, self.default_model), payload=payload, stream=payload.get("stream") is True)
+        if request.stream and not self.streams:
+            raise RelayError(501, "stream_not_supported", "This endpoint is not available streamed through this gateway; "
+                             "send the request without 'stream'.", param="stream")
+        self.validate(request)
+        return request
+
+    def validate(self, request: Forwarded) -> None:
+        """Endpoint-specific checks; raise a 400 for a request that cannot be right."""
+
+    def model_of(self, request: Forwarded) -> str:
+        return request.model
+
+    def is_stream(self, request: Forwarded) -> bool:
+        return request.stream
+
+    def upstream_request(self, adapter, target: Target, request: Forwarded) -> HttpRequest:
+        payload = dict(request.payload, model=target.upstream_model)
+        return adapter.forward_request(target, self.operation, orjson.dumps(payload), "application/json", self.path)
+
+    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+        raise NotImplementedError
+
+    def decoder(self, request: Forwarded):
+        raise NotImplementedError
+
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+                request: Forwarded, settlement: Settlement) -> Response | UpstreamError:
+        response = calls.send(client, settings, adapter, self.upstream_request(adapter, target, request))
+        if isinstance(response, UpstreamError):
+            return response
+        if request.stream:
+            return calls.stream(ctx, settings, self.decoder(request), response, settlement)
+        body = calls.read(response)
+        if isinstance(body, UpstreamError):
+            return body
+        try:
+            outcome = self.outcome(request, body, settlement)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return calls.invalid(self.what)
+        settlement.succeed(outcome.usage, outcome.output_tokens, status=200)
+        content_type = response.headers.get("content-type") or "application/json"
+        return Response(200, [("Content-Type", content_type), ("Content-Length", str(len(body)))], [body])

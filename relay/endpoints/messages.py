@@ -1,0 +1,151 @@
+"""POST /v1/messages and /v1/messages/count_tokens in Anthropic format.
+
+Anthropic channels serve them natively. Every other chat-capable channel serves /v1/messages by
+conversion: the request becomes OpenAI chat, the adapter does what it does with chat, and the
+answer (or stream) is turned back into Anthropic's shape. Errors are Anthropic-format.
+"""
+from __future__ import annotations
+
+import orjson
+
+from relay import tokens
+from relay.adapters.base import DEFAULT_ANTHROPIC_VERSION, ChatRequest, MessagesRequest, Operation, Target
+from relay.billing import Settlement
+from relay.context import RequestContext, Response, json_response
+from relay.endpoints import calls
+from relay.endpoints.base import HoldEstimate
+from relay.endpoints.parsing import json_object, model_of, positive_int
+from relay.errors import ANTHROPIC, UpstreamError, bad_request
+from relay.formats.messages_request import messages_to_chat
+from relay.formats.messages_response import MessagesStream, completion_to_message
+from relay.pricing import Price
+from relay.settings import RelaySettings
+from relay.upstream import UpstreamClient
+
+
+def parse_messages(body: bytes, environ, need_max_tokens: bool) -> MessagesRequest:
+    payload = json_object(body)
+    model = model_of(payload)
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("messages: at least one message is required.", param="messages", code="missing_required_parameter")
+    max_tokens = positive_int(payload, "max_tokens", required=need_max_tokens)
+    return MessagesRequest(
+        model=model,
+        payload=payload,
+        stream=payload.get("stream") is True,
+        max_tokens=max_tokens,
+        version=environ.get("HTTP_ANTHROPIC_VERSION") or DEFAULT_ANTHROPIC_VERSION,
+        beta=environ.get("HTTP_ANTHROPIC_BETA") or None,
+    )
+
+
+def local_prompt_tokens(request: MessagesRequest) -> int:
+    chat = messages_to_chat(request.payload, request.model)
+    return tokens.prompt_tokens(chat["messages"], chat.get("tools"))
+
+
+def as_chat(request: MessagesRequest, target: Target, output_cap: int | None) -> ChatRequest:
+    """The request as OpenAI chat for a converting channel. Anthropic clients ask for large
+    max_tokens (Claude Code: 32k) that other models refuse outright; the price's output cap, when
+    the operator set one, bounds it."""
+    field = str(target.channel.config.get("max_tokens_field") or "max_tokens")
+    payload = messages_to_chat(request.payload, target.upstream_model, field)
+    if output_cap and payload.get(field, 0) > output_cap:
+        payload[field] = output_cap
+    return ChatRequest(model=request.model, payload=payload, stream=request.stream, wants_usage=True,
+                       max_tokens=payload.get(field), chunks_only=True)
+
+
+class MessagesEndpoint:
+    operation = Operation.MESSAGES
+    error_format = ANTHROPIC
+    billed = True
+
+    def parse(self, body: bytes, environ) -> MessagesRequest:
+        return parse_messages(body, environ, need_max_tokens=True)
+
+    def model_of(self, request: MessagesRequest) -> str:
+        return request.model
+
+    def is_stream(self, request: MessagesRequest) -> bool:
+        return request.stream
+
+    def estimate(self, request: MessagesRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
+        local = local_prompt_tokens(request)
+        return HoldEstimate(prompt_tokens=2 * local, max_output_tokens=request.max_tokens or settings.default_hold_output_tokens,
+                            local_prompt_tokens=local)
+
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+                request: MessagesRequest, settlement: Settlement) -> Response | UpstreamError:
+        if adapter.info.messages_native:
+            return self._native(client, settings, ctx, adapter, target, request, settlement)
+        chat = as_chat(request, target, settlement.price.max_output_tokens)
+        response = calls.send(client, settings, adapter, adapter.chat_request(target, chat))
+        if isinstance(response, UpstreamError):
+            return response
+        if request.stream:
+            decoder = MessagesStream(adapter.chat_stream(target, chat), target.upstream_model, settlement.prompt_estimate)
+            return calls.stream(ctx, settings, decoder, response, settlement, ANTHROPIC)
+        body = calls.read(response)
+        if isinstance(body, UpstreamError):
+            return body
+        try:
+            result = adapter.chat_response(target, chat, body)
+            message = completion_to_message(orjson.loads(result.body), result.usage)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return calls.invalid("a chat completion")
+        settlement.succeed(result.usage, result.output_text_tokens, status=200)
+        return json_response(200, orjson.dumps(message))
+
+    def _native(self, client, settings, ctx, adapter, target, request: MessagesRequest, settlement: Settlement):
+        response = calls.send(client, settings, adapter, adapter.messages_request(target, request))
+        if isinstance(response, UpstreamError):
+            return response
+        if request.stream:
+            return calls.stream(ctx, settings, adapter.messages_stream(target, request), response, settlement, ANTHROPIC)
+        body = calls.read(response)
+        if isinstance(body, UpstreamError):
+            return body
+        try:
+            result = adapter.messages_response(target, request, body)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return calls.invalid("an Anthropic message")
+        settlement.succeed(result.usage, result.output_text_tokens, status=200)
+        return json_response(200, result.body)
+
+
+class CountTokensEndpoint:
+    """Free: Anthropic channels count upstream; others answer the relay's local estimate."""
+
+    operation = Operation.COUNT_TOKENS
+    error_format = ANTHROPIC
+    billed = False
+
+    def parse(self, body: bytes, environ) -> MessagesRequest:
+        return parse_messages(body, environ, need_max_tokens=False)
+
+    def model_of(self, request: MessagesRequest) -> str:
+        return request.model
+
+    def is_stream(self, request: MessagesRequest) -> bool:
+        return False
+
+    def estimate(self, request: MessagesRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
+        return HoldEstimate(0, 0, 0)
+
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+                request: MessagesRequest, settlement: Settlement | None) -> Response | UpstreamError:
+        if not adapter.info.messages_native:
+            return json_response(200, orjson.dumps({"input_tokens": local_prompt_tokens(request)}))
+        response = calls.send(client, settings, adapter, adapter.count_tokens_request(target, request))
+        if isinstance(response, UpstreamError):
+            return response
+        body = calls.read(response)
+        if isinstance(body, UpstreamError):
+            return body
+        try:
+            count = orjson.loads(body)["input_tokens"]
+        except (ValueError, KeyError, TypeError):
+            return calls.invalid("a token count")
+        return json_response(200, orjson.dumps({"input_tokens": int(count)}))

@@ -1,0 +1,119 @@
+"""POST /v1/responses (OpenAI's Responses API), forwarded to OpenAI-shaped channels, streamed or
+not, billed from the usage of the finished response.
+
+A streamed response is a sequence of named events (response.created … response.output_text.delta
+… response.completed); they pass through byte for byte, and the usage is read from the terminal
+event (completed or incomplete). response.failed and error events end the stream as failures.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import orjson
+
+from relay import tokens
+from relay.adapters.base import Operation
+from relay.adapters.openai import usage_from_openai
+from relay.billing import Settlement
+from relay.endpoints.base import HoldEstimate
+from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
+from relay.endpoints.parsing import positive_int
+from relay.errors import ErrorKind, UpstreamError, bad_request
+from relay.pricing import Price
+from relay.settings import RelaySettings
+from relay.sse import SSEBuffer, StreamEvent, event_data
+
+TERMINAL = {"response.completed", "response.incomplete"}
+DELTAS = {"response.output_text.delta", "response.reasoning_summary_text.delta", "response.function_call_arguments.delta",
+          "response.refusal.delta", "response.reasoning_text.delta"}
+
+
+def input_tokens(value) -> int:
+    """The text of a Responses input: a string, or items whose content is a string or parts."""
+    if isinstance(value, str):
+        return tokens.text_tokens(value)
+    total = 0
+    for item in value if isinstance(value, list) else ():
+        if not isinstance(item, dict):
+            continue
+        content = item.get("content", item.get("output"))
+        if isinstance(content, str):
+            total += tokens.text_tokens(content)
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict):
+                total += tokens.IMAGE_TOKENS if part.get("type") == "input_image" else tokens.text_tokens(part.get("text") or "")
+        total += tokens.text_tokens(item.get("arguments") or "")
+    return total
+
+
+def output_tokens(response: dict) -> int:
+    total = 0
+    for item in response.get("output") or ():
+        for part in item.get("content") or () if isinstance(item, dict) else ():
+            total += tokens.text_tokens(part.get("text") or "") if isinstance(part, dict) else 0
+        total += tokens.text_tokens(item.get("arguments") or "") if isinstance(item, dict) else 0
+    return total
+
+
+class ResponsesStreamDecoder:
+    def __init__(self):
+        self.sse = SSEBuffer()
+
+    def feed(self, data: bytes) -> Iterator[StreamEvent]:
+        for event in self.sse.feed(data):
+            yield self._decode(event)
+
+    def finish(self) -> Iterator[StreamEvent]:
+        rest = self.sse.rest()
+        if rest:
+            yield self._decode(rest)
+
+    def _decode(self, event: bytes) -> StreamEvent:
+        data = event_data(event)
+        if data is None:
+            return StreamEvent(raw=event + b"\n\n")
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return StreamEvent(raw=None, error=UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "malformed stream event"))
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        out = StreamEvent(raw=event + b"\n\n")
+        if kind in DELTAS:
+            out.output_tokens = tokens.text_tokens(obj.get("delta") or "")
+        elif kind in TERMINAL:
+            out.usage = usage_from_openai((obj.get("response") or {}).get("usage"))
+            out.done = True
+        elif kind in ("response.failed", "error"):
+            error = (obj.get("response") or {}).get("error") or obj.get("error") or obj
+            message = error.get("message") if isinstance(error, dict) else None
+            return StreamEvent(raw=None, error=UpstreamError(ErrorKind.TRANSIENT, 200, str(message or "the response failed")))
+        return out
+
+
+class ResponsesEndpoint(ForwardedEndpoint):
+    operation = Operation.RESPONSES
+    what = "a response"
+    streams = True
+
+    def validate(self, request: Forwarded) -> None:
+        payload = request.payload
+        if payload.get("input") in (None, "", []) and not payload.get("previous_response_id") and not payload.get("prompt"):
+            raise bad_request("You must provide 'input'.", param="input", code="missing_required_parameter")
+        positive_int(payload, "max_output_tokens")
+
+    def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
+        payload = request.payload
+        prompt = input_tokens(payload.get("input")) + tokens.text_tokens(payload.get("instructions") or "")
+        if payload.get("tools"):
+            prompt += tokens.text_tokens(orjson.dumps(payload["tools"]).decode())
+        out = payload.get("max_output_tokens") or price.max_output_tokens or settings.default_hold_output_tokens
+        return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=out, local_prompt_tokens=prompt)
+
+    def decoder(self, request: Forwarded) -> ResponsesStreamDecoder:
+        return ResponsesStreamDecoder()
+
+    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+        data = orjson.loads(body)
+        if data.get("object") != "response":
+            raise ValueError("not a response")
+        return Outcome(usage_from_openai(data.get("usage")), output_tokens(data))

@@ -1,0 +1,104 @@
+"""Gemini streamGenerateContent (alt=sse) → OpenAI chat.completion.chunk events.
+
+Each SSE event is a whole GenerateContentResponse holding the next parts of each candidate; the
+one carrying finishReason also carries the final usageMetadata. There is no [DONE]: the relay
+adds it after the finishing event, so a stream cut before that is recognised as cut.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import orjson
+
+from relay.errors import ErrorKind, UpstreamError
+from relay.formats.common import DONE, ChunkMaker, new_id, sse
+from relay.formats.gemini_wire import classify_error_body, finish_reason, tool_call, usage_from_gemini
+from relay.sse import SSEBuffer, StreamEvent, event_data
+from relay.tokens import text_tokens
+
+MALFORMED = UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "malformed stream event")
+
+
+class GeminiChatStream:
+    def __init__(self, model: str, wants_usage: bool, chunks_only: bool = False):
+        self.sse = SSEBuffer()
+        self.model = model
+        self.wants_usage = wants_usage
+        self.chunks_only = chunks_only
+        self.maker: ChunkMaker | None = None
+        self.calls: dict[int, int] = {}  # candidate index → tool calls sent so far
+        self.open: set[int] = set()  # candidates seen and not finished
+
+    def feed(self, data: bytes) -> Iterator[StreamEvent]:
+        for event in self.sse.feed(data):
+            yield self._decode(event)
+
+    def finish(self) -> Iterator[StreamEvent]:
+        rest = self.sse.rest()
+        if rest:
+            yield self._decode(rest)
+
+    def _decode(self, event: bytes) -> StreamEvent:
+        data = event_data(event)
+        if data is None:
+            return StreamEvent(raw=None)
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return StreamEvent(raw=None, error=MALFORMED)
+        if not isinstance(obj, dict):
+            return StreamEvent(raw=None, error=MALFORMED)
+        if "error" in obj:
+            return StreamEvent(raw=None, error=classify_error_body(200, obj))
+        first = self.maker is None
+        if first:
+            self.maker = ChunkMaker(obj.get("responseId") or new_id("chatcmpl-"), obj.get("modelVersion") or self.model)
+        choices, tokens = [], 0
+        for candidate in obj.get("candidates") or ():
+            choice, count = self._choice(candidate, first)
+            choices.append(choice)
+            tokens += count
+        blocked = not obj.get("candidates") and (obj.get("promptFeedback") or {}).get("blockReason")
+        if blocked:
+            delta = {"role": "assistant", "content": ""} if first else {}
+            choices.append({"index": 0, "delta": delta, "logprobs": None, "finish_reason": "content_filter"})
+        done = bool(blocked) or (bool(choices) and not self.open)
+        return self._event(choices, tokens, done, obj.get("usageMetadata"))
+
+    def _choice(self, candidate: dict, first: bool) -> tuple[dict, int]:
+        index = int(candidate.get("index") or 0)
+        self.open.add(index)
+        delta: dict = {"role": "assistant"} if first else {}
+        texts, thoughts, calls = [], [], []
+        for part in (candidate.get("content") or {}).get("parts") or ():
+            if "functionCall" in part:
+                position = self.calls.get(index, 0)
+                calls.append(tool_call(part, position))
+                self.calls[index] = position + 1
+            elif isinstance(part.get("text"), str):
+                (thoughts if part.get("thought") else texts).append(part["text"])
+        if texts or first:
+            delta["content"] = "".join(texts)
+        if thoughts:
+            delta["reasoning_content"] = "".join(thoughts)
+        if calls:
+            delta["tool_calls"] = calls
+        reason = finish_reason(candidate, bool(self.calls.get(index)))
+        if reason:
+            self.open.discard(index)
+        tokens = sum(text_tokens(t) for t in (*texts, *thoughts)) + sum(text_tokens(c["function"]["arguments"]) for c in calls)
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}, tokens
+
+    def _event(self, choices: list[dict], tokens: int, done: bool, meta) -> StreamEvent:
+        chunk = dict(self.maker.chunk({}), choices=choices) if choices else None
+        out = StreamEvent(raw=None, chunk=chunk, output_tokens=tokens, done=done)
+        raw = sse(chunk) if chunk is not None and not self.chunks_only else b""
+        if done:
+            # Usage counts only once the stream finished: a cut stream must not look complete.
+            out.usage = usage_from_gemini(meta)
+            if not self.chunks_only:
+                if self.wants_usage and out.usage is not None:
+                    raw += sse(self.maker.usage_chunk(out.usage))
+                raw += DONE
+        out.raw = raw or None
+        return out
