@@ -1,7 +1,7 @@
 """unit prices: per image (by size/quality), per 1M characters, per minute of audio
 
 Revision ID: 0003a
-Revises: 0002
+Revises: 0003u
 Create Date: 2026-11-23 14:17:53.803535
 
 """
@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision = '0003a'
-down_revision = '0002'
+down_revision = '0003u'
 branch_labels = None
 depends_on = None
 
