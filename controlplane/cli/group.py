@@ -49,3 +49,4 @@ def cli():
 
 
 from controlplane.cli import manage, processes  # noqa: E402,F401  (registers the commands)
+from controlplane.cli import demo  # noqa: E402,F401  (demo data for trying the console)
