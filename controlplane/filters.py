@@ -61,7 +61,7 @@ def bp_pct(value: int | None) -> str:
     if value is None:
         return "—"
     whole, rest = divmod(value, 100)
-    return f"{whole}.{rest:02d}%".replace(".00%", "%")
+    return f"{whole}.{rest:02d}".rstrip("0").rstrip(".") + "%"
 
 
 def multiplier(value: int | None) -> str:

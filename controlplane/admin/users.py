@@ -40,11 +40,14 @@ def index():
 @require_roles(*WRITERS)
 def create():
     form = CreateUserForm()
-    form.group.choices = choices(group_choices() or [("", "default")])
+    existing = group_choices()
+    # With no group yet, "default" is offered and created with the first user.
+    form.group.choices = choices(existing or [("default", "default")])
     status = 200
     if form.validate_on_submit():
+        group = form.group.data if (form.group.data, form.group.data) in existing else None
         try:
-            user = user_service.create_user(actor(), form.email.data, form.password.data or None, form.group.data or None)
+            user = user_service.create_user(actor(), form.email.data, form.password.data or None, group)
         except ServiceError as error:
             db.session.rollback()
             status = failed(form, error)

@@ -109,7 +109,9 @@ def http_error(exc: HTTPException):
 
 
 def register(app) -> None:
-    from controlplane.api import channels, money, people, prices, reads, spec  # noqa: F401  (declare the routes)
-
     csrf.exempt(bp)
     app.register_blueprint(bp)
+
+
+# The resource modules declare their routes on `bp` at import, once, before any app registers it.
+from controlplane.api import channels, money, people, prices, reads, spec  # noqa: E402,F401

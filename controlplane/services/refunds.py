@@ -7,6 +7,7 @@ applied to the live balance in Redis. The user sees the entry and its reason in 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -37,9 +38,12 @@ def _reason(reason: str | None) -> str:
     return reason
 
 
-def _record(actor: Actor, account_id: int, kind: RefundKind, entry: LedgerEntry, amount: int, reason: str, **refs) -> Refund:
-    """Add the refund row, audit, commit (a duplicate is refused by the database), apply live."""
+def _record(actor: Actor, account_id: int, kind: RefundKind, post_entry: Callable[[], LedgerEntry], amount: int, reason: str,
+            **refs) -> Refund:
+    """Post the entry and the refund row, audit, commit — a duplicate is refused by the database's
+    unique constraints even when two operators pass the checks at once — then apply it live."""
     try:
+        entry = post_entry()
         db.session.flush()
         row = Refund(kind=str(kind), account_id=account_id, ledger_entry_id=entry.id, amount=amount, reason=reason, operator_id=actor.id, **refs)
         db.session.add(row)
@@ -88,9 +92,12 @@ def refund_request(actor: Actor, request_id: str, amount: str | None, reason: st
     if micro > plan.charged:
         raise ServiceError(f"At most what was charged: {micro_to_usd(plan.charged)}.", "amount")
     reason = _reason(reason)
-    entry = ledger.post(plan.charge.account_id, EntryKind.REFUND, micro, request_id=plan.log.request_id, operator_id=actor.id,
-                        api_key_id=plan.charge.api_key_id, reference_id=plan.charge.id, reason=reason)
-    return _record(actor, plan.charge.account_id, RefundKind.REQUEST, entry, micro, reason, request_id=plan.log.request_id)
+
+    def post_entry():
+        return ledger.post(plan.charge.account_id, EntryKind.REFUND, micro, request_id=plan.log.request_id, operator_id=actor.id,
+                           api_key_id=plan.charge.api_key_id, reference_id=plan.charge.id, reason=reason)
+
+    return _record(actor, plan.charge.account_id, RefundKind.REQUEST, post_entry, micro, reason, request_id=plan.log.request_id)
 
 
 @dataclass(frozen=True)
@@ -140,13 +147,15 @@ def refund_topup(actor: Actor, entry_id: int, reason: str, override: bool = Fals
         raise ServiceError("This top-up is older than 14 days. The terms refund it only when an admin overrides, with a reason.", "override", status=403)
     if plan.unused <= 0:
         raise ServiceError("Nothing of this top-up is unused, so there is nothing to refund.", status=409)
-    entry = ledger.post(plan.entry.account_id, EntryKind.REFUND, -plan.unused, operator_id=actor.id, reference_id=plan.entry.id, reason=reason)
-    return _record(actor, plan.entry.account_id, RefundKind.TOPUP, entry, plan.unused, reason, topup_entry_id=plan.entry.id)
+    return _record(actor, plan.entry.account_id, RefundKind.TOPUP,
+                   lambda: ledger.post(plan.entry.account_id, EntryKind.REFUND, -plan.unused, operator_id=actor.id, reference_id=plan.entry.id,
+                                       reason=reason),
+                   plan.unused, reason, topup_entry_id=plan.entry.id)
 
 
 def goodwill(actor: Actor, account: Account, usd: str, reason: str) -> Refund:
     """Credit given as a courtesy (a service disruption, a misunderstanding)."""
     micro = validation.usd(usd, "amount", allow_zero=False)
     reason = _reason(reason)
-    entry = ledger.post(account.id, EntryKind.GOODWILL, micro, operator_id=actor.id, reason=reason)
-    return _record(actor, account.id, RefundKind.GOODWILL, entry, micro, reason)
+    return _record(actor, account.id, RefundKind.GOODWILL,
+                   lambda: ledger.post(account.id, EntryKind.GOODWILL, micro, operator_id=actor.id, reason=reason), micro, reason)
