@@ -76,6 +76,13 @@ def utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
+def scoped(form, prefix: str):
+    """Give a form's fields ids of their own when several forms share a page (labels point at ids)."""
+    for field in form:
+        field.id = field.label.field_id = f"{prefix}-{field.name}"
+    return form
+
+
 def attach_error(form, error: ServiceError) -> None:
     """Show a service refusal next to the field it names (or at the top of the form)."""
     field = getattr(form, error.field, None) if error.field else None

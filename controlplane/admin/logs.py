@@ -48,6 +48,14 @@ def detail(request_id: str):
     key = db.session.get(ApiKey, log.api_key_id) if log.api_key_id else None
     channel = db.session.get(Channel, log.channel_id) if log.channel_id else None
     refund = db.session.scalar(select(Refund).where(Refund.request_id == log.request_id))
-    channel_names = dict(db.session.execute(select(Channel.id, Channel.name).where(
-        Channel.id.in_({step.get("channel") for step in log.trace or [] if isinstance(step, dict) and step.get("channel")}))).all())
+    channel_names = dict(db.session.execute(select(Channel.id, Channel.name).where(Channel.id.in_(_trace_channels(log.trace)))).all())
     return render_template("admin/logs/detail.html", log=log, user=user, key=key, channel=channel, refund=refund, channel_names=channel_names)
+
+
+def _trace_channels(trace) -> set[int]:
+    """Every channel id a decision trace mentions (candidates and attempts)."""
+    ids = set()
+    for step in trace or []:
+        if isinstance(step, dict):
+            ids.update(c for c in [step.get("channel"), *(step.get("channels") or [])] if isinstance(c, int))
+    return ids

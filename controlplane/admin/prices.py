@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from controlplane.admin import OPERATORS, WRITERS
 from controlplane.admin.common import actor, confirm, confirmed, failed
-from controlplane.admin.forms import utc
+from controlplane.admin.forms import scoped, utc
 from controlplane.auth import require_roles
 from controlplane.extensions import db
 from controlplane.models import ModelPrice, utcnow
@@ -62,6 +62,8 @@ def _page(q: str) -> Page:
 def _render(form=None, import_form=None, status=200):
     form = form or PriceForm(formdata=None, model=request.args.get("model", ""), effective_from=_default_when())
     import_form = import_form or ImportForm(formdata=None, effective_from=_default_when())
+    scoped(form, "price")
+    scoped(import_form, "import")
     q = (request.args.get("q") or "").strip()
     return render_template("admin/prices/list.html", page=_page(q), q=q, form=form, import_form=import_form, fields=PRICE_FIELDS,
                            unpriced=price_admin.unpriced_models(), now=utcnow()), status

@@ -10,6 +10,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from controlplane.admin import OPERATORS, REFUNDERS, WRITERS
 from controlplane.admin.common import actor, confirm, confirmed, failed, is_admin
+from controlplane.admin.forms import scoped
 from controlplane.auth import require_roles
 from controlplane.extensions import db
 from controlplane.models import Refund, RefundKind, User
@@ -71,6 +72,8 @@ def _render(status=200, **forms):
                 "topup_form": TopupRefundForm(formdata=None, topup=request.args.get("topup", type=int)),
                 "goodwill_form": GoodwillForm(formdata=None, user=request.args.get("user", ""))}
     defaults.update(forms)
+    for name, form in defaults.items():
+        scoped(form, name)
     return render_template("admin/refunds/list.html", page=page, kind=kind, emails=emails, previews=_previews(), **defaults), status
 
 

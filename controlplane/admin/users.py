@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from controlplane.admin import OPERATORS, WRITERS
 from controlplane.admin.common import actor, failed, found
-from controlplane.admin.forms import choices
+from controlplane.admin.forms import choices, scoped
 from controlplane.admin.user_forms import AdjustForm, BanForm, CreateUserForm, GroupChangeForm, RoleForm, TopupForm
 from controlplane.auth import require_roles
 from controlplane.extensions import db
@@ -76,6 +76,8 @@ def render_detail(user: User, status: int = 200, **forms):
                 "group": GroupChangeForm(formdata=None, group=user.group.name), "role": RoleForm(formdata=None, role=user.role)}
     defaults.update(forms)
     defaults["group"].group.choices = choices(groups)
+    for name, form in defaults.items():
+        scoped(form, name)
     live, held = billing.live_balance(user.account_id)
     entries = paginate(select(LedgerEntry).where(LedgerEntry.account_id == user.account_id).order_by(LedgerEntry.id.desc()),
                        page_number(request.args), 25)

@@ -36,13 +36,13 @@ def _spread(rng: random.Random, typical: int) -> int:
     return max(1, int(rng.lognormvariate(math.log(typical), 0.6)))
 
 
-def _event(rng, started: float, customer: Customer, model: str, routes: dict, prices: dict, serial: int) -> UsageEvent:
+def _event(rng, started: float, customer: Customer, model: str, routes: dict, prices: dict) -> UsageEvent:
     channel_id, key_id = rng.choice(routes[model])
     prompt, output, latency, ttft = PROFILES.get(model, (1000, 300, 1500, 300))
     stream = rng.random() < 0.55
     failure = rng.choice(FAILURES) if rng.random() < 0.035 else None
     trace = [{"step": "candidates", "channels": sorted({c for c, _ in routes[model]})}]
-    event = UsageEvent(request_id=f"req_demo{serial:010d}{rng.randrange(16**6):06x}", started_at=started, finished_at=started,
+    event = UsageEvent(request_id=f"req_{rng.randrange(16**24):024x}", started_at=started, finished_at=started,
                        endpoint="/v1/chat/completions", status=200, api_key_id=rng.choice(customer.key_ids), account_id=customer.account_id,
                        user_id=customer.user_id, model=model, upstream_model=model, channel_id=channel_id, channel_key_id=key_id,
                        stream=stream, client_ip=f"203.0.113.{customer.user_id % 250 + 1}", trace=trace)
@@ -71,7 +71,6 @@ def _event(rng, started: float, customer: Customer, model: str, routes: dict, pr
 
 def generate(rng: random.Random, now: float, days: int, per_hour: int, customers: list[Customer], routes: dict, prices: dict):
     """Yield events hour by hour with a daily rhythm (busy afternoons UTC, quiet nights)."""
-    serial = 0
     weights = [c.weight for c in customers]
     for hours_ago in range(days * 24, -1, -1):
         hour_start = now - hours_ago * 3600 - (now % 3600)
@@ -83,8 +82,7 @@ def generate(rng: random.Random, now: float, days: int, per_hour: int, customers
                 continue
             customer = rng.choices(customers, weights)[0]
             model = rng.choice(customer.models)
-            serial += 1
-            yield _event(rng, started, customer, model, routes, prices, serial)
+            yield _event(rng, started, customer, model, routes, prices)
 
 
 def ingest(events, batch: int = 500) -> tuple[dict[int, int], int]:

@@ -15,6 +15,7 @@ class RequestLog(db.Model):
     __table_args__ = (
         Index("ix_request_logs_account_started", "account_id", "started_at"),
         Index("ix_request_logs_key_started", "api_key_id", "started_at"),
+        Index("ix_request_logs_user_started", "user_id", "started_at"),  # support looks people up by user
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -10,7 +10,7 @@ import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from controlplane.extensions import db
 from controlplane.models import ApiKey, Channel, RequestLog, User, utcnow
@@ -101,9 +101,14 @@ class LogFilters:
 
 
 def page(filters: LogFilters, before: int | None, size: int = 50) -> CursorPage:
-    query = filters.apply(select(RequestLog)).order_by(RequestLog.id.desc())
+    """Newest first by start time; `before` is the id of the last row seen (a keyset cursor on
+    (started_at, id), so page 20,000 costs what page 1 does)."""
+    L = RequestLog
+    query = filters.apply(select(L)).order_by(L.started_at.desc(), L.id.desc())
     if before:
-        query = query.where(RequestLog.id < before)
+        started = db.session.scalar(select(L.started_at).where(L.id == before))
+        if started is not None:
+            query = query.where(or_(L.started_at < started, and_(L.started_at == started, L.id < before)))
     rows = list(db.session.scalars(query.limit(size + 1)))
     more = len(rows) > size
     rows = rows[:size]
@@ -146,7 +151,7 @@ def csv_chunks(filters: LogFilters, chunk_bytes: int = 64 * 1024):
                L.endpoint, L.stream, L.status, L.error_code, L.input_tokens, L.cache_read_tokens, L.cache_write_tokens, L.output_tokens,
                L.reasoning_tokens, L.cost, L.latency_ms, L.ttft_ms, L.client_ip)
         .outerjoin(User, User.id == L.user_id).outerjoin(Channel, Channel.id == L.channel_id)
-    ).order_by(L.id.desc())
+    ).order_by(L.started_at.desc(), L.id.desc())
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)

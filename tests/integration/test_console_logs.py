@@ -33,7 +33,7 @@ def event(request_id: str, user, key_id=None, **fields) -> UsageEvent:
 
 
 def ids_on(page: str) -> set[str]:
-    return {rid for rid in ("req_a", "req_b", "req_c", "req_d") if f'title="{rid}"' in page}
+    return {rid for rid in ("req_a", "req_b", "req_c", "req_d") if f'<code class="rid">{rid}</code>' in page}
 
 
 def test_filters_narrow_the_log(as_operator):

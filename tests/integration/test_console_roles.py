@@ -143,3 +143,12 @@ def test_api_route_for_every_role(sqlite_app, world, operation):
 def test_a_signed_in_browser_session_cannot_call_the_api(sqlite_app, world):
     client = sign_in(sqlite_app.test_client(), world["people"]["admin"])
     assert client.get("/admin/api/v1/channels").status_code == 401
+
+
+def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(sqlite_app, world):
+    client = sign_in(sqlite_app.test_client(), world["people"]["admin"])
+    url = console_url(sqlite_app, "admin.bans.create", world["ids"])
+    response = client.post(url, data={"kind": "ip", "subject": "192.0.2.9", "reason": "x", "confirmed": "yes"})
+    assert response.status_code == 400
+    with sqlite_app.app_context():
+        assert bans.active_for("ip", "192.0.2.9/32") == []

@@ -2,7 +2,7 @@
 
 Revision ID: 0003c
 Revises: 0002
-Create Date: 2026-11-23 14:29:29.681694
+Create Date: 2026-11-23 14:44:44.361651
 
 """
 from alembic import op
@@ -66,10 +66,16 @@ def upgrade():
     with op.batch_alter_table('refunds', schema=None) as batch_op:
         batch_op.create_unique_constraint('uq_refunds_topup_entry', ['topup_entry_id'])
 
+    with op.batch_alter_table('request_logs', schema=None) as batch_op:
+        batch_op.create_index('ix_request_logs_user_started', ['user_id', 'started_at'], unique=False)
+
 
 
 
 def downgrade():
+
+    with op.batch_alter_table('request_logs', schema=None) as batch_op:
+        batch_op.drop_index('ix_request_logs_user_started')
 
     with op.batch_alter_table('refunds', schema=None) as batch_op:
         batch_op.drop_constraint('uq_refunds_topup_entry', type_='unique')
