@@ -63,8 +63,11 @@ def detail(channel_id: int):
                       page_number(request.args), 20)
     last_by = db.session.scalar(select(ChannelEvent.actor).where(ChannelEvent.channel_id == channel.id, ChannelEvent.channel_key_id.is_(None))
                                 .order_by(ChannelEvent.id.desc()).limit(1))
-    key_names = {k.id: k.masked for k in channel.keys}
-    return render_template("admin/channels/detail.html", channel=channel, keys_form=KeysForm(), events=events,
+    keys = paginate(select(ChannelKey).where(ChannelKey.channel_id == channel.id).order_by(ChannelKey.id),
+                    page_number({"page": request.args.get("keys_page")}), 50)
+    key_names = dict(db.session.execute(select(ChannelKey.id, ChannelKey.last4).where(ChannelKey.channel_id == channel.id)).all())
+    key_names = {kid: "••••" + last4 for kid, last4 in key_names.items()}
+    return render_template("admin/channels/detail.html", channel=channel, keys_form=KeysForm(), events=events, keys=keys,
                            last_by=last_by if channel.status != "enabled" else None, key_names=key_names)
 
 

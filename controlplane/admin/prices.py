@@ -7,8 +7,8 @@ import json
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import DateTimeLocalField, StringField, SubmitField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms import DateTimeLocalField, IntegerField, StringField, SubmitField, TextAreaField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from controlplane.admin import OPERATORS, WRITERS
 from controlplane.admin.common import actor, confirm, confirmed, failed
@@ -28,6 +28,8 @@ class PriceForm(FlaskForm):
     model = StringField("Model", validators=[DataRequired(message="Name the model."), Length(max=200)])
     effective_from = DateTimeLocalField("Effective from (UTC)", format="%Y-%m-%dT%H:%M", validators=[Optional()],
                                         description="Defaults to 7 days from now, the notice the terms promise")
+    max_output_tokens = IntegerField("Max output tokens", validators=[Optional(), NumberRange(min=1, message="At least 1, or leave empty.")],
+                                     description="Held when a request names no max_tokens; empty: the gateway default")
     reason = StringField("Reason", validators=[Optional(), Length(max=500)], description="Needed for a change with less than 7 days' notice")
     submit = SubmitField("Save price")
 
@@ -59,8 +61,18 @@ def _page(q: str) -> Page:
     return Page(items=rows[(number - 1) * PER_PAGE:number * PER_PAGE], page=number, per_page=PER_PAGE, total=len(rows))
 
 
+def _prefilled() -> PriceForm:
+    """A blank form, or one holding a model's current price when the operator clicked "Change"."""
+    model = (request.args.get("model") or "").strip()
+    current = price_service.current_price(model) if model else None
+    values = {f.name: price_admin.usd_text(getattr(current, f.name)) for f in PRICE_FIELDS} if current else {}
+    if current is not None:
+        values["max_output_tokens"] = current.max_output_tokens
+    return PriceForm(formdata=None, model=model, effective_from=_default_when(), **values)
+
+
 def _render(form=None, import_form=None, status=200):
-    form = form or PriceForm(formdata=None, model=request.args.get("model", ""), effective_from=_default_when())
+    form = form or _prefilled()
     import_form = import_form or ImportForm(formdata=None, effective_from=_default_when())
     scoped(form, "price")
     scoped(import_form, "import")
@@ -83,6 +95,7 @@ def set_price():
         return _render(form=form, status=400)
     try:
         row = price_service.set_price(actor(), form.model.data, effective_from=utc(form.effective_from.data), reason=form.reason.data,
+                                      max_output_tokens=form.max_output_tokens.data,
                                       **{f.name: getattr(form, f.name).data for f in PRICE_FIELDS})
     except ServiceError as error:
         db.session.rollback()

@@ -27,12 +27,13 @@ from relay.pricing import usd_to_micro
 SEEDER = Actor(name="demo seed")
 # name, preferred type, base URL, models, tag, priority, weight, cost %, keys, state (+ reason)
 CHANNELS = [
-    ("OpenAI primary", "openai", "https://api.openai.com/v1", ["gpt-4o", "gpt-4o-mini", "o3-mini"], "prod", 10, 5, 85, 3, None),
-    ("Anthropic", "anthropic", "https://api.anthropic.com", ["claude-sonnet-4", "claude-haiku-3.5"], "prod", 10, 3, 90, 2, None),
-    ("DeepSeek", "deepseek", "https://api.deepseek.com/v1", ["deepseek-chat", "deepseek-reasoner"], "budget", 5, 1, 70, 2, None),
-    ("Groq Llama", "openai", "https://api.groq.com/openai/v1", ["llama-3.3-70b"], "budget", 5, 1, 60, 1,
-     ("auto_disabled", "5 failed probes in a row — upstream said: upstream timed out")),
-    ("Azure OpenAI EU", "azure", "https://contoso-eu.openai.azure.com", ["gpt-4o"], "prod", 8, 2, 80, 2, ("disabled", "Quota review with Microsoft")),
+    ("OpenAI primary", "openai", "https://api.openai.com/v1", ["gpt-4o", "gpt-4o-mini", "o3-mini"], "prod", 10, 5, 72, 3, None),
+    ("Anthropic", "anthropic", "https://api.anthropic.com", ["claude-sonnet-4", "claude-haiku-3.5"], "prod", 10, 3, 78, 2, None),
+    ("DeepSeek", "deepseek", "https://api.deepseek.com/v1", ["deepseek-chat", "deepseek-reasoner"], "budget", 5, 1, 55, 2, None),
+    ("Groq Llama", "openai", "https://api.groq.com/openai/v1", ["llama-3.3-70b"], "budget", 5, 1, 50, 1,
+     ("auto_disabled", "5 failed probes in a row — upstream said: upstream timed out", 3)),
+    ("Azure OpenAI EU", "azure", "https://contoso-eu.openai.azure.com", ["gpt-4o"], "prod", 8, 2, 65, 2,
+     ("disabled", "Quota review with Microsoft", 50)),
     ("Lab vLLM", "openai", "http://127.0.0.1:8100/v1", ["qwen2.5-72b"], "lab", 0, 1, None, 1, None),
 ]
 # model → USD per 1M tokens: input, cached input, output
@@ -60,17 +61,18 @@ def _channels(rng) -> tuple[dict, list]:
         for model in models:
             routes.setdefault(model, []).extend((channel.id, k.id) for k in channel.keys)
     openai = made[0][0]
-    dead = openai.keys[-1]
+    dead, when = openai.keys[-1], utcnow() - timedelta(hours=5)
     db.session.add(ChannelEvent(channel_id=openai.id, channel_key_id=dead.id, from_status="enabled", to_status="auto_disabled",
-                                reason="upstream said: Incorrect API key provided", actor="relay"))
-    dead.status, dead.status_reason = ChannelStatus.AUTO_DISABLED.value, "upstream said: Incorrect API key provided"
+                                reason="upstream said: Incorrect API key provided", actor="relay", created_at=when))
+    dead.status, dead.status_reason, dead.status_since = ChannelStatus.AUTO_DISABLED.value, "upstream said: Incorrect API key provided", when
     for channel, state in made:
         if state is None:
             continue
-        status, reason = state
+        status, reason, hours_ago = state
+        when = utcnow() - timedelta(hours=hours_ago)
         actor = "health" if status == "auto_disabled" else "ops@switchboard.local"
-        db.session.add(ChannelEvent(channel_id=channel.id, from_status="enabled", to_status=status, reason=reason, actor=actor))
-        channel.status, channel.status_reason = status, reason
+        db.session.add(ChannelEvent(channel_id=channel.id, from_status="enabled", to_status=status, reason=reason, actor=actor, created_at=when))
+        channel.status, channel.status_reason, channel.status_since = status, reason, when
     commit()
     return routes, made
 

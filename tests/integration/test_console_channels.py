@@ -186,3 +186,11 @@ def test_support_sees_channels_without_the_buttons_that_change_them(as_support):
     channel = factories.channel("https://a.example.com/v1")
     page = text(as_support.get(f"/admin/channels/{channel.id}"))
     assert "••••" in page and ">Disable<" not in page and "Add keys" not in page and "Test now" not in page
+
+
+def test_a_big_key_pool_pages(as_operator):
+    channel = factories.channel("https://a.example.com/v1", keys_=[f"sk-pool-{n:04d}" for n in range(120)])
+    first = text(as_operator.get(f"/admin/channels/{channel.id}"))
+    assert "••••0000" in first and "••••0049" in first and "••••0050" not in first and "120 in all" in first
+    second = text(as_operator.get(f"/admin/channels/{channel.id}?keys_page=2"))
+    assert "••••0050" in second and "••••0099" in second and "••••0000" not in second

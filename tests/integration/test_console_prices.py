@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -27,11 +28,12 @@ def test_the_form_defaults_to_seven_days_notice(as_operator):
 
 def test_a_new_model_can_be_priced_at_once_with_every_component(as_operator):
     response = post(as_operator, "/admin/prices/", {"model": "gpt-4o", "input": "2.50", "cache_read": "1.25", "cache_write": "3.125",
-                                                    "output": "10", "reasoning": "12", "per_request": "0.001", "effective_from": ""})
+                                                    "output": "10", "reasoning": "12", "per_request": "0.001", "max_output_tokens": "16384",
+                                                    "effective_from": ""})
     assert response.status_code == 302
     row = db.session.scalar(select(ModelPrice))
-    assert (row.input, row.cache_read, row.cache_write, row.output, row.reasoning, row.per_request) == (
-        2_500_000, 1_250_000, 3_125_000, 10_000_000, 12_000_000, 1_000)
+    assert (row.input, row.cache_read, row.cache_write, row.output, row.reasoning, row.per_request, row.max_output_tokens) == (
+        2_500_000, 1_250_000, 3_125_000, 10_000_000, 12_000_000, 1_000, 16_384)
     page = text(as_operator.get("/admin/prices/"))
     assert "$2.50" in page and "$3.125" in page and "$0.001000" in page
 
@@ -98,3 +100,9 @@ def test_served_models_without_a_price_are_flagged(as_operator):
     factories.price("gpt-4o")
     page = text(as_operator.get("/admin/prices/"))
     assert "not routable" in page and ">mystery-model</a>" in page and ">alias</a>" in page and ">gpt-4o</a>" not in page
+
+
+def test_change_starts_from_the_current_price(as_operator):
+    factories.price("gpt-4o", input="2.5", output="10", cache_read="1.25")
+    page = text(as_operator.get("/admin/prices/?model=gpt-4o"))
+    assert re.search(r'name="input"[^>]*value="2.5"', page) and re.search(r'name="cache_read"[^>]*value="1.25"', page)
