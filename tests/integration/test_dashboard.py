@@ -12,7 +12,7 @@ from controlplane.models import ChannelRollup, UsageRollup
 from controlplane.queries import dashboard
 from relay.usage import UsageEvent
 from tests import factories
-from tests.console import as_support, person, sign_in, support, text  # noqa: F401
+from tests.console import person, sign_in, text
 from workers.usage import write_batch
 
 
