@@ -20,9 +20,14 @@ REFUNDERS = OPERATORS  # support may refund requests
 @bp.app_context_processor
 def _permissions() -> dict:
     """Templates hide buttons a role may not use (the views refuse them regardless)."""
+    from flask import current_app
+
     from controlplane.admin.common import can_write, is_admin
 
-    return {"can_write": can_write(), "is_admin": is_admin()}
+    def has_endpoint(name: str) -> bool:  # areas other branches add (e.g. redemption codes) join the nav
+        return name in current_app.view_functions
+
+    return {"can_write": can_write(), "is_admin": is_admin(), "has_endpoint": has_endpoint}
 
 
 @bp.get("/")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.browser
 MODEL = "fake-chat-1"
 CUSTOMER = "ana@customer.example"
 AREAS = [  # (screenshot, path, a heading the page must show)
-    ("dashboard", "/admin/dashboard/?range=7d", "Dashboard"),
+    ("dashboard", "/admin/dashboard/?range=7d", "Dashboard"),  # saved as docs/screenshots/admin-<area>.png
     ("channels", "/admin/channels/", "Channels"),
     ("prices", "/admin/prices/", "Model prices"),
     ("groups", "/admin/groups/", "Groups"),
@@ -46,19 +46,19 @@ def test_every_area_on_a_seeded_week(page, live):
         expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
         if area == "dashboard":
             page.wait_for_function("() => window.Chart && Object.keys(window.Chart.instances).length >= 4")
-        shoot(page, area)
+        shoot(page, f"admin-{area}")
     page.goto(live.url + "/admin/channels/")
     page.get_by_role("link", name="OpenAI primary", exact=True).click()
     expect(page.get_by_role("cell", name="upstream said: Incorrect API key provided", exact=True)).to_be_visible()
-    shoot(page, "channel")
+    shoot(page, "admin-channel")
     page.goto(live.url + "/admin/users/")
     page.get_by_role("link", name="ana@acme.dev", exact=True).click()
     expect(page.get_by_role("heading", name="Ledger")).to_be_visible()
-    shoot(page, "user")
+    shoot(page, "admin-user")
     page.goto(live.url + "/admin/logs/?status=errors")
     page.get_by_role("link", name=re.compile("^req_")).first.click()
     expect(page.get_by_role("heading", name="Decision trace")).to_be_visible()
-    shoot(page, "request")
+    shoot(page, "admin-request")
 
 
 def sdk(live, key: str) -> openai.OpenAI:
@@ -142,7 +142,7 @@ def test_an_operators_day_from_channel_to_ban(page, live, upstream):
     refund.get_by_label("Reason").fill("answer did not help")
     refund.get_by_role("button", name="Refund request", exact=True).click()
     expect(page.get_by_text(re.compile(rf"Refund \$0\.\d+ of request {request_id} to {CUSTOMER}\?"))).to_be_visible()
-    shoot(page, "refund-confirm")
+    shoot(page, "admin-refund-confirm")
     page.get_by_role("button", name=re.compile(r"^Refund \$")).click()
     expect(page.get_by_text(f"of {request_id} to {CUSTOMER}.")).to_be_visible()
     page.goto(user_page)
