@@ -54,12 +54,14 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from controlplane import auth, filters
     from controlplane.admin import register as register_admin
+    from controlplane.api import register as register_api
     from controlplane.console import register as register_console
 
     auth.init_app(app)
     filters.init_app(app)
     register_admin(app)
     register_console(app)
+    register_api(app)
 
     @app.get("/healthz")
     def healthz():
@@ -86,6 +88,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         from flask import render_template
 
         return render_template("errors/404.html"), 404
+
+    @app.errorhandler(403)
+    def forbidden(error):
+        if request.accept_mimetypes.best == "application/json" or request.path.startswith("/admin/api"):
+            return jsonify(error={"message": "Your role does not allow this.", "code": "forbidden"}), 403
+        from flask import render_template
+
+        return render_template("errors/403.html"), 403
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     return app

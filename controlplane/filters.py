@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from markupsafe import Markup, escape
+
 from relay.pricing import micro_to_usd
 
 
@@ -26,7 +28,65 @@ def when(value: datetime | None) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _relative(value: datetime, now: datetime) -> str:
+    seconds = int((now - value).total_seconds())
+    future = seconds < 0
+    seconds = abs(seconds)
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "min")):
+        if seconds >= size:
+            n = seconds // size
+            text = f"{n} {unit}{'s' if n != 1 and unit != 'min' else ''}"
+            return f"in {text}" if future else f"{text} ago"
+    return "just now"
+
+
+def ago(value: datetime | None) -> Markup:
+    """A relative time ("3 hours ago") with the exact time on hover."""
+    if value is None:
+        return Markup("—")
+    exact = when(value)
+    return Markup(f'<time datetime="{escape(value.isoformat())}" title="{escape(exact)}">{escape(_relative(value, datetime.now(timezone.utc)))}</time>')
+
+
+def ms(value: int | None) -> str:
+    return "—" if value is None else f"{value:,} ms"
+
+
+def pct(value: float | None, places: int = 1) -> str:
+    return "—" if value is None else f"{value * 100:.{places}f}%"
+
+
+def bp_pct(value: int | None) -> str:
+    """Basis points as a percentage: 6000 → 60%."""
+    if value is None:
+        return "—"
+    whole, rest = divmod(value, 100)
+    return f"{whole}.{rest:02d}".rstrip("0").rstrip(".") + "%"
+
+
+def multiplier(value: int | None) -> str:
+    """Basis points as a multiplier: 12500 → 1.25×."""
+    if value is None:
+        return "—"
+    text = f"{value / 10_000:.4f}".rstrip("0").rstrip(".")
+    return f"{text}×"
+
+
+def short(value: int | None) -> str:
+    """Counts for summaries: 1234 → 1.2k, 2500000 → 2.5M (details show exact counts)."""
+    if value is None:
+        return "—"
+    for size, suffix in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.1f}".rstrip("0").rstrip(".") + suffix
+    return str(value)
+
+
+def combine(a: dict, b: dict) -> dict:
+    return {**(a or {}), **(b or {})}
+
+
 def init_app(app) -> None:
-    app.add_template_filter(money, "money")
-    app.add_template_filter(per_million, "per_million")
-    app.add_template_filter(when, "when")
+    for name, fn in (("money", money), ("per_million", per_million), ("when", when), ("ago", ago), ("ms", ms), ("pct", pct),
+                     ("bp_pct", bp_pct), ("multiplier", multiplier), ("short", short), ("combine", combine)):
+        app.add_template_filter(fn, name)

@@ -1,20 +1,26 @@
-"""Latency histograms and rollup upserts (pure arithmetic + one SQL write path for ingestion)."""
+"""Latency histograms and rollup upserts (pure arithmetic + one SQL write path for ingestion).
+
+Each ingested batch is folded twice: into `usage_rollups` (per account and key, for usage pages)
+and into `channel_rollups` (per model and channel only, for the operator dashboard).
+"""
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
 from datetime import datetime, timezone
 
 from sqlalchemy import and_, or_, select
 
 from controlplane.extensions import db
-from controlplane.models.rollups import UsageRollup
+from controlplane.models.rollups import ChannelRollup, UsageRollup
 
 # Upper bounds (ms) of the histogram buckets; the last bucket is everything above.
 BOUNDS_MS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000,
              7_500, 10_000, 15_000, 20_000, 30_000, 60_000, 120_000, 300_000)
 BUCKETS = len(BOUNDS_MS) + 1
 TOKEN_FIELDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+SUM_FIELDS = ("requests", "errors", "cost", "upstream_cost", *TOKEN_FIELDS)
+USAGE_DIMS = ("bucket", "account_id", "api_key_id", "model", "channel_id")
+CHANNEL_DIMS = ("bucket", "model", "channel_id")
 
 
 def bucket_index(ms: int) -> int:
@@ -51,21 +57,33 @@ def hour_of(ts: float) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def dims_of(event) -> tuple:
-    return (hour_of(event.started_at), event.account_id or 0, event.api_key_id or 0, event.model or "", event.channel_id or 0)
+def dims_of(event, dims: tuple[str, ...] = USAGE_DIMS) -> tuple:
+    values = {"bucket": hour_of(event.started_at), "account_id": event.account_id or 0, "api_key_id": event.api_key_id or 0,
+              "model": event.model or "", "channel_id": event.channel_id or 0}
+    return tuple(values[d] for d in dims)
 
 
-def accumulate(events) -> dict[tuple, dict]:
-    """Sum a batch of usage events per rollup row."""
-    rows: dict[tuple, dict] = defaultdict(lambda: {"requests": 0, "errors": 0, "cost": 0, "upstream_cost": 0, "user_id": 0,
-                                                   "latency_hist": empty_hist(), "ttft_hist": empty_hist(), **{f: 0 for f in TOKEN_FIELDS}})
+def _blank(with_user: bool) -> dict:
+    row = {f: 0 for f in SUM_FIELDS}
+    row.update(latency_hist=empty_hist(), ttft_hist=empty_hist())
+    if with_user:
+        row["user_id"] = 0
+    return row
+
+
+def accumulate(events, upstream: dict[str, int] | None = None, dims: tuple[str, ...] = USAGE_DIMS) -> dict[tuple, dict]:
+    """Sum a batch of usage events per rollup row; `upstream` maps request ids to upstream cost."""
+    upstream = upstream or {}
+    with_user = "account_id" in dims
+    rows: dict[tuple, dict] = {}
     for e in events:
-        row = rows[dims_of(e)]
-        row["user_id"] = e.user_id or row["user_id"]
+        row = rows.setdefault(dims_of(e, dims), _blank(with_user))
+        if with_user:
+            row["user_id"] = e.user_id or row["user_id"]
         row["requests"] += 1
         row["errors"] += 1 if e.status >= 400 else 0
         row["cost"] += e.cost
-        row["upstream_cost"] += getattr(e, "upstream_cost", 0) or 0
+        row["upstream_cost"] += upstream.get(e.request_id, 0)
         for f in TOKEN_FIELDS:
             row[f] += getattr(e, f)
         if e.latency_ms is not None:
@@ -75,31 +93,33 @@ def accumulate(events) -> dict[tuple, dict]:
     return rows
 
 
-def upsert(events) -> None:
-    """Fold a batch into the rollups inside the caller's transaction (rows locked on PostgreSQL)."""
-    totals = accumulate(events)
+def _fold(model, dims: tuple[str, ...], totals: dict[tuple, dict]) -> None:
+    """Add `totals` to the rows of `model` (rows locked on PostgreSQL), creating missing ones."""
     if not totals:
         return
     keys = list(totals)
-    clauses = [and_(UsageRollup.bucket == b, UsageRollup.account_id == a, UsageRollup.api_key_id == k,
-                    UsageRollup.model == m, UsageRollup.channel_id == c) for b, a, k, m, c in keys]
+    clauses = [and_(*(getattr(model, d) == v for d, v in zip(dims, key))) for key in keys]
     existing = {}
     for i in range(0, len(clauses), 200):
-        query = select(UsageRollup).where(or_(*clauses[i:i + 200])).with_for_update()
-        for row in db.session.scalars(query):
-            existing[(row.bucket, row.account_id, row.api_key_id, row.model, row.channel_id)] = row
-    for dims, add in totals.items():
-        row = existing.get(dims)
+        for row in db.session.scalars(select(model).where(or_(*clauses[i:i + 200])).with_for_update()):
+            existing[tuple(getattr(row, d) for d in dims)] = row
+    for key, add in totals.items():
+        row = existing.get(key)
         if row is None:
-            bucket, account_id, api_key_id, model, channel_id = dims
-            db.session.add(UsageRollup(bucket=bucket, account_id=account_id, api_key_id=api_key_id, model=model,
-                                       channel_id=channel_id, **add))
+            db.session.add(model(**dict(zip(dims, key)), **add))
             continue
-        row.requests += add["requests"]
-        row.errors += add["errors"]
-        row.cost += add["cost"]
-        row.upstream_cost += add["upstream_cost"]
-        for f in TOKEN_FIELDS:
+        for f in SUM_FIELDS:
             setattr(row, f, getattr(row, f) + add[f])
         row.latency_hist = add_hist(row.latency_hist, add["latency_hist"])
         row.ttft_hist = add_hist(row.ttft_hist, add["ttft_hist"])
+
+
+def upsert(events) -> None:
+    """Fold a batch into both rollups inside the caller's transaction."""
+    if not events:
+        return
+    from controlplane.costs import upstream_costs
+
+    upstream = upstream_costs(events)
+    _fold(UsageRollup, USAGE_DIMS, accumulate(events, upstream, USAGE_DIMS))
+    _fold(ChannelRollup, CHANNEL_DIMS, accumulate(events, upstream, CHANNEL_DIMS))

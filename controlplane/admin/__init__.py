@@ -1,4 +1,8 @@
-"""The operator console under /admin: one blueprint per area, nested under `admin`."""
+"""The operator console under /admin: one blueprint per area, nested under `admin`.
+
+Roles (design.md §8): admin does everything, operator everything but operator management, support
+reads everything and may refund requests. Every view names the roles it allows.
+"""
 from __future__ import annotations
 
 from flask import Blueprint, redirect, url_for
@@ -7,14 +11,29 @@ from controlplane.auth import require_roles
 from controlplane.models import Role
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-OPERATORS = (Role.ADMIN, Role.OPERATOR, Role.SUPPORT)
-WRITERS = (Role.ADMIN, Role.OPERATOR)
+OPERATORS = (Role.ADMIN, Role.OPERATOR, Role.SUPPORT)  # may read
+WRITERS = (Role.ADMIN, Role.OPERATOR)  # may change things
+ADMINS = (Role.ADMIN,)  # may manage operators
+REFUNDERS = OPERATORS  # support may refund requests
+
+
+@bp.app_context_processor
+def _permissions() -> dict:
+    """Templates hide buttons a role may not use (the views refuse them regardless)."""
+    from flask import current_app
+
+    from controlplane.admin.common import can_write, is_admin
+
+    def has_endpoint(name: str) -> bool:  # areas other branches add (e.g. redemption codes) join the nav
+        return name in current_app.view_functions
+
+    return {"can_write": can_write(), "is_admin": is_admin(), "has_endpoint": has_endpoint}
 
 
 @bp.get("/")
 @require_roles(*OPERATORS)
 def home():
-    return redirect(url_for("admin.channels.index"))
+    return redirect(url_for("admin.dashboard.index"))
 
 
 def register(app) -> None:
@@ -22,8 +41,10 @@ def register(app) -> None:
 
 
 # Areas attach to the parent once, at import, so several apps (tests) can register the parent.
-from controlplane.admin import channels, prices, users  # noqa: E402
-from controlplane.admin import redemption  # noqa: E402  (user console, issue 6)
+from controlplane.admin import (  # noqa: E402
+    audit, bans, channel_keys, channels, dashboard, groups, logs, operators, prices, redemption, refunds, tokens, user_actions, users,
+)
 
-for _child in (channels.bp, prices.bp, users.bp, redemption.bp):
+for _child in (dashboard.bp, channels.bp, prices.bp, groups.bp, users.bp, bans.bp, refunds.bp, logs.bp, audit.bp, operators.bp, tokens.bp, redemption.bp):
     bp.register_blueprint(_child)
+_ = (channel_keys, user_actions)  # these add routes to the channels and users blueprints

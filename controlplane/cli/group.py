@@ -28,6 +28,7 @@ COMMANDS = {
     "channel": "controlplane.cli.manage:channel",
     "price": "controlplane.cli.manage:price",
     "invite": "controlplane.cli.invites:invite",
+    "demo": "controlplane.cli.demo:demo",
     "up": "controlplane.cli.processes:up_command",
     "relay": "controlplane.cli.relay:relay_command",
     "web": "controlplane.cli.processes:web_command",

@@ -1,12 +1,13 @@
 """The SQL data model, one module per aggregate. Rows never leave the control plane and workers."""
 from controlplane.models.accounts import Account, AccountKind, Group, Role, User, UserStatus, OPERATOR_ROLES
+from controlplane.models.api_tokens import ApiToken
 from controlplane.models.bans import Ban, BanKind
 from controlplane.models.channels import Channel, ChannelEvent, ChannelKey, ChannelStatus
 from controlplane.models.keys import ApiKey, KeyStatus
 from controlplane.models.ledger import EntryKind, LedgerEntry, Refund, RefundKind
 from controlplane.models.logs import AuditEntry, RequestLog
 from controlplane.models.prices import ModelPrice
-from controlplane.models.rollups import UsageRollup
+from controlplane.models.rollups import ChannelRollup, UsageRollup
 from controlplane.models.types import utcnow
 from controlplane.models.alerts import AlertSetting
 from controlplane.models.organisations import Invitation, MemberRole, Membership
@@ -14,8 +15,8 @@ from controlplane.models.redemption import RedemptionBatch, RedemptionCode
 from controlplane.models.sessions import UserSession
 
 __all__ = [
-    "Account", "AccountKind", "ApiKey", "AuditEntry", "Ban", "BanKind", "Channel", "ChannelEvent",
-    "ChannelKey", "ChannelStatus", "EntryKind", "Group", "KeyStatus", "LedgerEntry", "ModelPrice",
+    "Account", "AccountKind", "ApiKey", "ApiToken", "AuditEntry", "Ban", "BanKind", "Channel", "ChannelEvent",
+    "ChannelKey", "ChannelRollup", "ChannelStatus", "EntryKind", "Group", "KeyStatus", "LedgerEntry", "ModelPrice",
     "OPERATOR_ROLES", "Refund", "RefundKind", "RequestLog", "Role", "UsageRollup", "User", "UserStatus", "utcnow",
     # user console (issue 6)
     "AlertSetting", "Invitation", "MemberRole", "Membership", "RedemptionBatch", "RedemptionCode", "UserSession",

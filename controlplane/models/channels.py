@@ -30,6 +30,9 @@ class Channel(db.Model):
     weight: Mapped[int] = mapped_column(Integer, default=1)
     tag: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     config: Mapped[dict] = mapped_column(JsonType, default=dict)
+    # What the upstream charges us, as basis points of the model's list price before group
+    # multipliers (6,000 = we pay 60% of list). None: not configured, so no margin is shown.
+    cost_bp: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=ChannelStatus.ENABLED.value)
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     status_since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -44,6 +44,8 @@ class RefundKind(StrEnum):
 
 class Refund(db.Model):
     __tablename__ = "refunds"
+    # A top-up is refunded at most once (request refunds are unique through the ledger already).
+    __table_args__ = (UniqueConstraint("topup_entry_id", name="uq_refunds_topup_entry"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))

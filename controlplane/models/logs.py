@@ -15,6 +15,7 @@ class RequestLog(db.Model):
     __table_args__ = (
         Index("ix_request_logs_account_started", "account_id", "started_at"),
         Index("ix_request_logs_key_started", "api_key_id", "started_at"),
+        Index("ix_request_logs_user_started", "user_id", "started_at"),  # support looks people up by user
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -47,6 +48,7 @@ class RequestLog(db.Model):
 
 class AuditEntry(db.Model):
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)

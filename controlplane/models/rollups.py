@@ -41,3 +41,33 @@ class UsageRollup(db.Model):
     upstream_cost: Mapped[int] = mapped_column(Money, default=0)  # µ$ paid upstream, when known
     latency_hist: Mapped[list] = mapped_column(JsonType, default=list)
     ttft_hist: Mapped[list] = mapped_column(JsonType, default=list)
+
+
+class ChannelRollup(db.Model):
+    """Hourly totals per (model, channel) for the operator dashboard.
+
+    The same counts as `UsageRollup` without the account and key dimensions, so a 30-day dashboard
+    reads hundreds of rows instead of one per customer key.
+    """
+
+    __tablename__ = "channel_rollups"
+    __table_args__ = (
+        UniqueConstraint("bucket", "model", "channel_id", name="uq_channel_rollups_dims"),
+        Index("ix_channel_rollups_bucket", "bucket"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime)
+    model: Mapped[str] = mapped_column(String(200), default="")
+    channel_id: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(Money, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(Money, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(Money, default=0)
+    output_tokens: Mapped[int] = mapped_column(Money, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(Money, default=0)
+    cost: Mapped[int] = mapped_column(Money, default=0)
+    upstream_cost: Mapped[int] = mapped_column(Money, default=0)
+    latency_hist: Mapped[list] = mapped_column(JsonType, default=list)
+    ttft_hist: Mapped[list] = mapped_column(JsonType, default=list)

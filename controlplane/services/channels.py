@@ -23,8 +23,11 @@ def describe(channel: Channel) -> dict:
         "priority": channel.priority,
         "weight": channel.weight,
         "tag": channel.tag,
+        "cost_bp": channel.cost_bp,
+        "config": dict(channel.config or {}),
         "status": channel.status,
-        "keys": [{"id": k.id, "key": k.masked, "status": k.status} for k in channel.keys],
+        "status_reason": channel.status_reason,
+        "keys": [{"id": k.id, "key": k.masked, "status": k.status, "reason": k.status_reason} for k in channel.keys],
     }
 
 
@@ -44,6 +47,25 @@ def _key_row(secret: str) -> ChannelKey:
     if not secret:
         raise ServiceError("An upstream key cannot be empty.", "keys")
     return ChannelKey(secret_encrypted=runtime().cipher.encrypt(secret), last4=secret[-4:], status=ChannelStatus.ENABLED.value)
+
+
+def validate_extras(changes: dict) -> dict:
+    """The optional fields: tag, upstream cost share, type-specific settings."""
+    out = {}
+    if "tag" in changes:
+        tag = (changes["tag"] or "").strip() or None
+        if tag is not None and len(tag) > 64:
+            raise ServiceError("A tag is at most 64 characters.", "tag")
+        out["tag"] = tag
+    if "cost_bp" in changes:
+        cost = changes["cost_bp"]
+        out["cost_bp"] = None if cost in (None, "") else validation.non_negative_int(cost, "cost_bp")
+    if "config" in changes:
+        config = changes["config"] if changes["config"] is not None else {}
+        if not isinstance(config, dict):
+            raise ServiceError("Settings are a JSON object, like {\"api_version\": \"2024-06-01\"}.", "config")
+        out["config"] = dict(config)
+    return out
 
 
 def validate_fields(*, name: str, type: str, base_url: str, models, model_map: dict, groups, priority, weight) -> dict:
@@ -69,12 +91,14 @@ def validate_fields(*, name: str, type: str, base_url: str, models, model_map: d
 
 
 def add_channel(actor: Actor, *, name: str, type: str, base_url: str, keys: list[str], models: list[str], model_map: dict | None = None,
-                groups: list[str] | None = None, priority=0, weight=1, tag: str | None = None, config: dict | None = None) -> Channel:
+                groups: list[str] | None = None, priority=0, weight=1, tag: str | None = None, config: dict | None = None,
+                cost_bp: int | None = None) -> Channel:
     fields = validate_fields(name=name, type=type, base_url=base_url, models=models, model_map=model_map or {}, groups=groups, priority=priority, weight=weight)
+    extras = validate_extras({"tag": tag, "config": config, "cost_bp": cost_bp})
     secrets = [k for k in (keys or []) if k.strip()]
     if not secrets:
         raise ServiceError("Add at least one upstream key.", "keys")
-    channel = Channel(**fields, tag=(tag or "").strip() or None, config=dict(config or {}), status=ChannelStatus.ENABLED.value)
+    channel = Channel(**fields, **extras, status=ChannelStatus.ENABLED.value)
     channel.keys = [_key_row(s) for s in secrets]
     db.session.add(channel)
     db.session.flush()
@@ -87,12 +111,9 @@ def update_channel(actor: Actor, channel: Channel, **changes) -> Channel:
     before = describe(channel)
     merged = {f: changes.get(f, getattr(channel, f)) for f in ("name", "type", "base_url", "models", "model_map", "groups", "priority", "weight")}
     fields = validate_fields(**merged)
+    fields.update(validate_extras(changes))
     for field, value in fields.items():
         setattr(channel, field, value)
-    if "tag" in changes:
-        channel.tag = (changes["tag"] or "").strip() or None
-    if "config" in changes:
-        channel.config = dict(changes["config"] or {})
     audit(actor, "channel.update", "channel", channel.id, before=before, after=describe(channel))
     commit()
     return channel

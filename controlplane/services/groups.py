@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from controlplane import validation
 from controlplane.extensions import db
@@ -46,20 +46,87 @@ def describe(group: Group) -> dict:
     }
 
 
-def create_group(actor: Actor, name: str, multiplier: str = "1.0", model_patterns: list[str] | None = None, is_default: bool = False) -> Group:
+def _limit(value, field: str) -> int | None:
+    return None if value in (None, "") else validation.non_negative_int(value, field, minimum=1)
+
+
+def _limits(rpm, tpm, concurrency) -> dict:
+    return {"rpm": _limit(rpm, "rpm"), "tpm": _limit(tpm, "tpm"), "concurrency": _limit(concurrency, "concurrency")}
+
+
+def _patterns(model_patterns) -> list[str]:
+    patterns = list(dict.fromkeys(p.strip() for p in (model_patterns or []) if p and p.strip()))
+    if any(len(p) > 200 for p in patterns):
+        raise ServiceError("A model pattern is at most 200 characters.", "model_patterns")
+    return patterns
+
+
+def _make_default(group: Group) -> None:
+    for other in db.session.scalars(select(Group).where(Group.is_default.is_(True))):
+        other.is_default = other.id == group.id
+    group.is_default = True
+
+
+def create_group(actor: Actor, name: str, multiplier: str = "1.0", model_patterns: list[str] | None = None, is_default: bool = False,
+                 rpm=None, tpm=None, concurrency=None) -> Group:
     name = (name or "").strip()
     if not NAME.match(name):
         raise ServiceError("A group name is 1–64 letters, digits, '.', '_' or '-'.", "name")
     if db.session.scalar(select(Group.id).where(Group.name == name)) is not None:
         raise ServiceError(f"A group named {name} already exists.", "name", status=409)
     bp = validation.multiplier_bp(multiplier)
-    patterns = [p.strip() for p in (model_patterns or []) if p.strip()]
+    patterns = _patterns(model_patterns)
     if is_default:
         for other in db.session.scalars(select(Group).where(Group.is_default.is_(True))):
             other.is_default = False
-    group = Group(name=name, multiplier_bp=bp, model_patterns=patterns, is_default=is_default)
+    group = Group(name=name, multiplier_bp=bp, model_patterns=patterns, is_default=is_default, **_limits(rpm, tpm, concurrency))
     db.session.add(group)
     db.session.flush()
     audit(actor, "group.create", "group", group.id, after=describe(group))
     commit()
     return group
+
+
+def group_by_id(group_id: int) -> Group:
+    group = db.session.get(Group, group_id)
+    if group is None:
+        raise NotFound(f"group {group_id}")
+    return group
+
+
+def update_group(actor: Actor, group: Group, *, multiplier: str, model_patterns: list[str], rpm=None, tpm=None, concurrency=None,
+                 is_default: bool | None = None) -> Group:
+    """Change what a group pays and may use. The name stays: keys and channels refer to it."""
+    before = describe(group)
+    bp = validation.multiplier_bp(multiplier)
+    patterns = _patterns(model_patterns)
+    limits = _limits(rpm, tpm, concurrency)
+    group.multiplier_bp, group.model_patterns = bp, patterns
+    for field, value in limits.items():
+        setattr(group, field, value)
+    if is_default:
+        _make_default(group)
+    elif is_default is False and group.is_default:
+        raise ServiceError("Make another group the default instead; new users always need one.", "is_default")
+    audit(actor, "group.update", "group", group.id, before=before, after=describe(group))
+    commit()
+    return group
+
+
+def delete_group(actor: Actor, group: Group) -> None:
+    from controlplane.models import User
+
+    members = db.session.scalar(select(func.count()).select_from(User).where(User.group_id == group.id))
+    if members:
+        raise ServiceError(f"{members} user(s) are in {group.name}: move them to another group first.", status=409)
+    if group.is_default:
+        raise ServiceError("The default group cannot be deleted: make another group the default first.", status=409)
+    audit(actor, "group.delete", "group", group.id, before=describe(group))
+    db.session.delete(group)
+    commit()
+
+
+def member_counts() -> dict[int, int]:
+    from controlplane.models import User
+
+    return dict(db.session.execute(select(User.group_id, func.count()).group_by(User.group_id)).all())

@@ -70,7 +70,8 @@ def current_price(model: str, at: datetime | None = None) -> ModelPrice | None:
 def set_price(actor: Actor, model: str, *, input: str | None = None, output: str | None = None, cache_read: str | None = None,
               cache_write: str | None = None, reasoning: str | None = None, per_request: str | None = None, max_output_tokens=None,
               per_image: str | None = None, image_prices=None, per_1m_chars: str | None = None, per_minute_audio: str | None = None,
-              effective_from: datetime | None = None, reason: str | None = None, enforce_notice: bool = True) -> ModelPrice:
+              effective_from: datetime | None = None, reason: str | None = None, enforce_notice: bool = True,
+              commit_now: bool = True) -> ModelPrice:
     """Prices are given in USD per 1M tokens (per request and per image: USD; speech: USD per 1M
     characters; transcription: USD per minute). `effective_from=None` means now.
 
@@ -79,6 +80,7 @@ def set_price(actor: Actor, model: str, *, input: str | None = None, output: str
 
     A change to a model that already has a price takes effect no sooner than the notice period
     unless a reason is given (the CLI's `--now` is an explicit operator decision and records one).
+    `commit_now=False` leaves the commit to the caller (an import commits all its rows at once).
     """
     model = (model or "").strip()
     if not model or len(model) > 200:
@@ -119,5 +121,6 @@ def set_price(actor: Actor, model: str, *, input: str | None = None, output: str
     db.session.add(row)
     db.session.flush()
     audit(actor, "price.set", "model_price", row.id, after=describe(row))
-    commit()
+    if commit_now:
+        commit()
     return row

@@ -72,3 +72,51 @@ def set_status(actor: Actor, user: User, status: UserStatus) -> User:
 
 def operators_exist() -> bool:
     return db.session.scalar(select(User.id).where(User.role.in_([r.value for r in (Role.ADMIN, Role.OPERATOR)])).limit(1)) is not None
+
+
+def user_by_id(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id}")
+    return user
+
+
+def set_group(actor: Actor, user: User, group: Group) -> User:
+    before = _describe(user)
+    user.group_id = group.id
+    user.group = group
+    audit(actor, "user.group", "user", user.id, before=before, after=_describe(user))
+    commit()
+    return user
+
+
+def _admins_left(excluding: int) -> int:
+    from sqlalchemy import func
+
+    return db.session.scalar(select(func.count()).select_from(User).where(
+        User.role == Role.ADMIN.value, User.status == UserStatus.ACTIVE.value, User.id != excluding))
+
+
+def set_role(actor: Actor, user: User, role: str) -> User:
+    """Change someone's role (admins only, checked by the caller). Never leaves no active admin."""
+    if role not in {r.value for r in Role}:
+        raise ServiceError("Choose a role: admin, operator, support or user.", "role")
+    if user.role == Role.ADMIN.value and role != Role.ADMIN.value and _admins_left(user.id) == 0:
+        raise ServiceError("This is the last admin: make someone else admin first.", "role", status=409)
+    if role != Role.USER.value and not user.password_hash:
+        raise ServiceError("Operators sign in with a password: this user has none.", "role")
+    before = _describe(user)
+    user.role = role
+    user.session_version += 1  # a new role starts with a new session
+    audit(actor, "user.role", "user", user.id, before=before, after=_describe(user))
+    commit()
+    return user
+
+
+def set_active(actor: Actor, user: User, active: bool) -> User:
+    """Enable or disable signing in (and, for customers, their keys on the relay)."""
+    if not active and user.role == Role.ADMIN.value and _admins_left(user.id) == 0:
+        raise ServiceError("This is the last admin: make someone else admin first.", "status", status=409)
+    if not active and actor.id == user.id:
+        raise ServiceError("You cannot disable yourself.", "status", status=409)
+    return set_status(actor, user, UserStatus.ACTIVE if active else UserStatus.DISABLED)

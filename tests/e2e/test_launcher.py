@@ -44,7 +44,7 @@ def test_up_starts_everything_and_a_signal_stops_everything(tmp_path, sig):
         page = session.get(gateway.url + "/login")
         token = page.text.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
         signed_in = session.post(gateway.url + "/login", data={"csrf_token": token, "email": "admin@switchboard.local", "password": password})
-        assert signed_in.url.endswith("/admin/channels/")
+        assert signed_in.url.endswith("/admin/dashboard/")
         children = subprocess.run(["pgrep", "-g", str(gateway.proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) >= 3  # up, worker, scheduler
         redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())

@@ -48,7 +48,7 @@ def test_wrong_password_is_refused_and_repeated_failures_are_throttled(client, o
 def test_create_a_channel_and_see_only_the_last_four_characters_of_its_keys(signed_in):
     response = post_form(signed_in, "/admin/channels/new", {
         "name": "Primary OpenAI", "type": "openai", "base_url": "https://api.openai.com/v1",
-        "models": "gpt-4o\ngpt-4o-mini", "model_map": "gpt-4=gpt-4-0613", "groups": "", "priority": "5", "weight": "3",
+        "models": "gpt-4o\ngpt-4o-mini", "model_map-0-public": "gpt-4", "model_map-0-upstream": "gpt-4-0613", "groups": "", "priority": "5", "weight": "3",
         "tag": "prod", "keys": "sk-live-secret-AAAA1111\nsk-live-secret-BBBB2222",
     })
     assert response.status_code == 302
@@ -78,7 +78,8 @@ def test_set_a_price_and_top_up_a_user(signed_in):
     row = db.session.scalar(select(ModelPrice))
     assert (row.input, row.output, row.cache_read, row.reasoning) == (2_500_000, 10_000_000, 1_250_000, None)
     customer = factories.user("buyer@example.com")
-    response = post_form(signed_in, f"/admin/users/{customer.id}", {"amount": "20", "reason": "wire transfer"})
+    response = post_form(signed_in, f"/admin/users/{customer.id}/topup", {"amount": "20", "reason": "wire transfer", "confirmed": "yes"},
+                         token_from=f"/admin/users/{customer.id}")
     assert response.status_code == 302
     entry = db.session.scalar(select(LedgerEntry))
     assert entry.amount == 20_000_000 and entry.operator_id is not None and entry.reason == "wire transfer"
@@ -98,7 +99,8 @@ def test_support_can_read_but_not_top_up(client, app):
     customer = factories.user("someone@example.com")
     login(client, "help@example.com", PASSWORD)
     assert client.get(f"/admin/users/{customer.id}").status_code == 200
-    assert post_form(client, f"/admin/users/{customer.id}", {"amount": "5", "reason": "x"}).status_code == 403
+    assert post_form(client, f"/admin/users/{customer.id}/topup", {"amount": "5", "reason": "x", "confirmed": "yes"},
+                     token_from=f"/admin/users/{customer.id}").status_code == 403
     assert db.session.scalar(select(LedgerEntry.id)) is None
 
 
