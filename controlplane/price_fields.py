@@ -21,7 +21,7 @@ class PriceField:
 
     @property
     def per_million(self) -> bool:
-        return self.unit == PER_MILLION
+        return self.unit.startswith("$/1M")
 
 
 PRICE_FIELDS: tuple[PriceField, ...] = (
@@ -31,4 +31,8 @@ PRICE_FIELDS: tuple[PriceField, ...] = (
     PriceField("output", "Output", PER_MILLION, required=True),
     PriceField("reasoning", "Reasoning", PER_MILLION, "Empty: billed as output"),
     PriceField("per_request", "Per request", PER_REQUEST, "Added to every request"),
+    # Unit prices (images, speech, transcription); size/quality image tables are set by CLI, API or import.
+    PriceField("per_image", "Per image", "$/image", "Images with no size/quality price"),
+    PriceField("per_1m_chars", "Speech", "$/1M chars", "Text-to-speech input"),
+    PriceField("per_minute_audio", "Transcription", "$/minute", "Billed per second of audio"),
 )

@@ -20,10 +20,22 @@ def person(role: str, email: str | None = None):
 
 
 def sign_in(client, user):
-    """What a successful sign-in leaves in the session, minus the scrypt check (tested elsewhere)."""
+    """What a successful sign-in leaves behind, minus the scrypt check (tested elsewhere): a recorded
+    server-side session (services/sessions.py) and its token in the cookie session."""
+    import hashlib
+    import secrets
+
+    from controlplane.extensions import db
+    from controlplane.models import UserSession, utcnow
+    from controlplane.services.sessions import SESSION_KEY
+
+    token = secrets.token_urlsafe(24)
+    db.session.add(UserSession(user_id=user.id, token_hash=hashlib.sha256(token.encode()).hexdigest(), created_at=utcnow(), last_seen_at=utcnow()))
+    db.session.commit()
     with client.session_transaction() as session:
         session["_user_id"] = user.get_id()
         session["_fresh"] = True
+        session[SESSION_KEY] = token
     return client
 
 

@@ -14,7 +14,7 @@ from flask import url_for
 
 from controlplane.api import OPERATIONS
 from controlplane.models import utcnow
-from controlplane.services import api_tokens, bans, billing, prices
+from controlplane.services import api_tokens, bans, billing, prices, redemption
 from tests import factories
 from tests.conftest import clean_tables
 from tests.console import csrf, person, sign_in
@@ -47,6 +47,8 @@ CONSOLE = {
     ("admin.operators.index", "GET"): A, ("admin.operators.create", "POST"): A,
     ("admin.tokens.index", "GET"): R, ("admin.tokens.create", "POST"): R,
     ("admin.tokens.revoke", "POST"): A,  # the sample token is the admin's: others may revoke only their own
+    ("admin.redemption.index", "GET"): R, ("admin.redemption.index", "POST"): W, ("admin.redemption.detail", "GET"): R,
+    ("admin.redemption.export", "GET"): W, ("admin.redemption.withdraw", "POST"): W,
 }
 MISSING = 999_999  # deletions in the API matrix target nothing, so allowed roles get 404 and nothing goes
 
@@ -67,7 +69,8 @@ def world(sqlite_app, redis_slot):
         token, _ = api_tokens.create_token(factories.ACTOR, people["admin"], "admin script")
         secrets = {role: api_tokens.create_token(factories.ACTOR, people[role], f"{role} script")[1] for role in R}
         topup = billing.topup(factories.ACTOR, customer.account, "1", "more")
-        ids = dict(channel_id=channel.id, key_id=channel.keys[0].id, group_id=customer.group_id, user_id=customer.id, api_key_id=key.id,
+        batch, _ = redemption.generate_batch(factories.ACTOR, "launch", "1", 1, None)
+        ids = dict(batch_id=batch.id, channel_id=channel.id, key_id=channel.keys[0].id, group_id=customer.group_id, user_id=customer.id, api_key_id=key.id,
                    ban_id=ban.id, price_id=scheduled.id, token_id=token.id, topup_id=topup.id, request_id="req_none")
         yield {"people": people, "ids": ids, "secrets": secrets}
     clean_tables(sqlite_app)
