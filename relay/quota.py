@@ -106,6 +106,25 @@ class Hold:
     amount: int
 
 
+def hold_call(request_id: str, account_id: int, key_id: int, amount: int, key_limit: int | None, expires_at: float) -> tuple[list, list]:
+    """KEYS and ARGV of the hold script (relay/admission.py runs the same script inside its own)."""
+    return ([account_key(account_id), api_key_key(key_id), hold_key(request_id), HOLDS_ZSET],
+            [amount, -1 if key_limit is None else key_limit, int(expires_at), request_id])
+
+
+def settle_call(hold: "Hold", cost: int, event: bytes) -> tuple[list, list]:
+    return ([hold_key(hold.request_id), HOLDS_ZSET, USAGE_STREAM, account_key(hold.account_id), api_key_key(hold.key_id)],
+            [hold.request_id, cost, event])
+
+
+def refusal(code: int, available: int) -> HoldRefused:
+    return HoldRefused("balance" if code == 0 else "key_limit", int(available))
+
+
+# The money scripts' text, for relay/admission.py to embed as Lua functions.
+HOLD_LUA, SETTLE_LUA = _HOLD, _SETTLE
+
+
 class Quota:
     """The relay's and the control plane's handle on live money in Redis."""
 
@@ -117,21 +136,16 @@ class Quota:
         self._credit = redis.register_script(_CREDIT)
 
     def hold(self, request_id: str, account_id: int, key_id: int, amount: int, key_limit: int | None, expires_at: float) -> Hold:
-        ok, available = self._hold(
-            keys=[account_key(account_id), api_key_key(key_id), hold_key(request_id), HOLDS_ZSET],
-            args=[amount, -1 if key_limit is None else key_limit, int(expires_at), request_id],
-        )
+        keys, args = hold_call(request_id, account_id, key_id, amount, key_limit, expires_at)
+        ok, available = self._hold(keys=keys, args=args)
         if ok == 1:
             return Hold(request_id, account_id, key_id, amount)
-        raise HoldRefused("balance" if ok == 0 else "key_limit", int(available))
+        raise refusal(ok, available)
 
     def settle(self, hold: Hold, cost: int, event: bytes) -> bool:
         """Release the hold, charge `cost`, queue the usage event. False if already settled."""
-        done = self._settle(
-            keys=[hold_key(hold.request_id), HOLDS_ZSET, USAGE_STREAM, account_key(hold.account_id), api_key_key(hold.key_id)],
-            args=[hold.request_id, cost, event],
-        )
-        return done == 1
+        keys, args = settle_call(hold, cost, event)
+        return self._settle(keys=keys, args=args) == 1
 
     def log_only(self, event: bytes) -> None:
         """Queue the usage event of a request that held nothing (refused before the hold)."""

@@ -61,7 +61,7 @@ class ChatEndpoint:
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:
-        timeouts = settings.timeouts
+        timeouts = ctx.timeouts or settings.timeouts  # the channel's own limits (relay/routing.py)
         try:
             response = client.send(adapter.chat_request(target, request), timeouts)
         except UpstreamCallFailed as failed:
