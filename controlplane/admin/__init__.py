@@ -22,7 +22,7 @@ def register(app) -> None:
 
 
 # Areas attach to the parent once, at import, so several apps (tests) can register the parent.
-from controlplane.admin import channels, prices, users  # noqa: E402
+from controlplane.admin import channel_probe, channels, prices, users  # noqa: E402
 
-for _child in (channels.bp, prices.bp, users.bp):
+for _child in (channels.bp, channel_probe.bp, prices.bp, users.bp):
     bp.register_blueprint(_child)

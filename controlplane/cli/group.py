@@ -48,4 +48,4 @@ def cli():
     """Switchboard: an LLM API gateway. Manage it, and start its processes."""
 
 
-from controlplane.cli import manage, processes  # noqa: E402,F401  (registers the commands)
+from controlplane.cli import manage, processes, routing  # noqa: E402,F401  (registers the commands)
