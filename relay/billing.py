@@ -51,6 +51,16 @@ def usage_event(ctx: RequestContext, status: int, error_code: str | None = None,
     )
 
 
+def close_open_attempt(ctx: RequestContext, status: int) -> None:
+    """An attempt noted but not finished when the request settles ended with this settlement."""
+    for entry in reversed(ctx.trace):
+        if entry.get("step") == "attempt":
+            if "status" not in entry:
+                entry["status"] = status
+                entry["ms"] = ctx.elapsed_ms()
+            return
+
+
 class Settlement:
     """Owns a request's admission until it is settled; every path through the pipeline ends here once.
 
@@ -105,6 +115,7 @@ class Settlement:
             return 0
         self.settled = True
         amount = pricing.cost(usage, self.price, self.multiplier_bp) if charge and usage is not None else 0
+        close_open_attempt(self.ctx, status)
         event = usage_event(self.ctx, status, error_code, usage, source, amount, self.hold.amount)
         tokens = usage.input + usage.cache_read + usage.cache_write + usage.output + usage.reasoning if usage is not None else 0
         try:

@@ -133,14 +133,17 @@ class Router:
         adapter = adapter_for(route.channel.type)
         ctx.channel_id, ctx.channel_key_id, ctx.upstream_model = route.channel.id, route.key.id, route.upstream_model
         ctx.timeouts = timeouts_for(route.channel, self.defaults).within(deadline - time.monotonic())
+        # Noted before the call: a non-streamed success settles (and logs) inside it, and the
+        # settlement fills in the status of an attempt still open (relay/billing.py).
+        entry = {"step": "attempt", "n": number, "channel": route.channel.id, "key": route.key.id}
+        ctx.note(**entry)
+        entry = ctx.trace[-1]
         started = time.monotonic()
         outcome = attempt(adapter, Target(route.channel, route.key, route.upstream_model))
-        elapsed = int((time.monotonic() - started) * 1000)
-        if isinstance(outcome, Response):
-            ctx.note(step="attempt", n=number, channel=route.channel.id, key=route.key.id, status=outcome.status, ms=elapsed)
-        else:
-            ctx.note(step="attempt", n=number, channel=route.channel.id, key=route.key.id, status=outcome.status, ms=elapsed,
-                     kind=outcome.kind.value, effect=effect_of(outcome.kind).value, error=outcome.message[:200])
+        entry["ms"] = int((time.monotonic() - started) * 1000)
+        entry["status"] = outcome.status
+        if not isinstance(outcome, Response):
+            entry.update(kind=outcome.kind.value, effect=effect_of(outcome.kind).value, error=outcome.message[:200])
         return outcome
 
     @staticmethod

@@ -221,3 +221,26 @@ class FakeOpenAI(FakeServer):
             self.by_key.clear()
             self.max_in_flight = self.in_flight
         self.default = Behaviour()
+
+
+# Upstream answers the relay must classify, as OpenAI sends them.
+def invalid_key() -> Behaviour:
+    return Behaviour(status=401, error={"error": {"message": "Incorrect API key provided: sk-dead. You can find your API key at "
+                                                          "https://platform.openai.com/account/api-keys.",
+                                                  "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+
+
+def out_of_quota() -> Behaviour:
+    return Behaviour(status=429, error={"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                                                  "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}})
+
+
+def rate_limited(retry_after: int) -> Behaviour:
+    return Behaviour(status=429, headers={"Retry-After": str(retry_after)},
+                     error={"error": {"message": "Rate limit reached for requests", "type": "requests", "param": None,
+                                      "code": "rate_limit_exceeded"}})
+
+
+def bad_request() -> Behaviour:
+    return Behaviour(status=400, error={"error": {"message": "Invalid value for 'temperature'", "type": "invalid_request_error",
+                                                  "param": "temperature", "code": None}})

@@ -11,7 +11,7 @@ from relay.quota import HoldRefused, Quota
 from relay.routing import remaining_routes
 from relay.selector import Plan, Route
 from relay.snapshot import ChannelKeyView, ChannelView, Limits
-from tests.integration.test_passive_health import Clock
+from tests.fakes.clock import Clock
 
 ACCOUNT, KEY = 1, 7
 

@@ -5,17 +5,7 @@ from __future__ import annotations
 import pytest
 
 from relay.health import REPORTS_STREAM, Effect, Health, HealthPolicy, Outcome
-
-
-class Clock:
-    def __init__(self, start: float = 1_700_000_000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakes.clock import Clock
 
 
 @pytest.fixture
