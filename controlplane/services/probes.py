@@ -158,9 +158,13 @@ def probe_channel(client: UpstreamClient, channel: ChannelView, keys: list[Chann
     stop_at = time.monotonic() + budget_seconds if budget_seconds else None
     results = []
     for key in keys:
-        if stop_at is not None and time.monotonic() + timeout > stop_at:
-            break
-        result = probe_key(client, channel, key, plan, timeout)
+        key_timeout = timeout
+        if stop_at is not None:  # each probe ends within the budget; at least one always runs
+            remaining = stop_at - time.monotonic()
+            if remaining < 1.0 and results:
+                break
+            key_timeout = max(min(timeout, remaining), 1.0)
+        result = probe_key(client, channel, key, plan, key_timeout)
         results.append(result)
         if result.verdict is Verdict.CHANNEL_FAIL:
             break

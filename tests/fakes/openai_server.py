@@ -73,6 +73,8 @@ class OpenAIHandler(Handler):
         self.fake.enter()
         try:
             self.answer(body)
+        except (BrokenPipeError, ConnectionResetError):  # the relay gave up on us (a timeout it enforced)
+            self.fake.record(path="client-gone", headers={}, body=None)
         finally:
             self.fake.leave()
 

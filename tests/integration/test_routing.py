@@ -299,3 +299,98 @@ def test_a_channel_at_capacity_is_skipped_without_using_an_attempt_and_all_full_
     assert (world.a.max_in_flight, world.b.max_in_flight) == (1, 1)
     assert (len(world.a.chat_requests()), len(world.b.chat_requests())) == (1, 1)
     assert_money_consistent(world.relay.redis)
+
+
+# The failure table (docs/failures.md), one channel so nothing hides behind a retry:
+# fault → status and code the caller sees → what it does to the channel/key → charge (always 0 here).
+FAULTS = [
+    ("5xx", Behaviour(status=500), 502, "upstream_error", "failure"),
+    ("overloaded-503", Behaviour(status=503), 429, "upstream_rate_limited", "failure"),
+    ("rate-limited-429", rate_limited(12), 429, "upstream_rate_limited", "cooldown"),
+    ("invalid-key-401", invalid_key(), 503, "no_channel_available", "dead"),
+    ("upstream-quota", out_of_quota(), 503, "no_channel_available", "dead"),
+    ("model-unknown-404", Behaviour(status=404), 503, "no_channel_available", "none"),
+    ("bad-request-400", bad_request(), 400, "upstream_rejected_request", "none"),
+    ("invalid-json", Behaviour(malformed=True), 502, "upstream_invalid_response", "failure"),
+    ("slow-first-byte", Behaviour(first_byte_delay=1.0), 504, "upstream_timeout", "failure"),
+]
+
+
+@pytest.mark.parametrize("fault, status, code, effect", [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
+def test_the_failure_table(world, fault, status, code, effect):
+    from relay.health import Health
+
+    ch = channel(world.a, config={"timeouts": {"first_byte": 0.3}})
+    world.a.push(fault)
+    reply = world.relay.chat(world.key)
+    assert (reply.status_code, reply.json["error"]["code"]) == (status, code)
+    assert "sk-up-1" not in reply.get_data(as_text=True) and "127.0.0.1" not in reply.get_data(as_text=True)
+    if status == 429:
+        assert int(reply.headers["Retry-After"]) >= 1
+    health = Health(world.relay.redis)
+    key, ch_health = health.key(ch.keys[0].id), health.channel(ch.id)
+    seen = {name for name, yes in (("failure", ch_health.failures == 1 and key.failures == 1),
+                                   ("cooldown", key.cooling_until > 0), ("dead", key.dead_since is not None)) if yes}
+    assert seen == ({effect} if effect != "none" else set())
+    assert request_log(reply.headers["X-Request-Id"]).cost == 0 and world.balance() == FUNDS
+
+
+def test_an_unreachable_channel_is_passed_over(world):
+    channel_view = factories.channel("http://127.0.0.1:9/v1", priority=10)
+    channel(world.b)
+    reply = world.relay.chat(world.key)
+    assert reply.status_code == 200
+    attempt = steps(request_log(reply.headers["X-Request-Id"]), "attempt")[0]
+    assert (attempt["channel"], attempt["kind"], attempt["status"]) == (channel_view.id, "connect", 0)
+
+
+def test_a_stream_that_stalls_longer_than_the_idle_gap_ends_with_an_error_event(world):
+    channel(world.a, config={"timeouts": {"idle": 0.3}})
+    world.a.push(Behaviour(content="slow drip of words", chunk_gap=0.6))
+    reply = world.relay.chat(world.key, stream=True)
+    events = events_of(reply.get_data())
+    assert events[0]["choices"][0]["delta"]["content"] == "" and events[-1]["error"]["code"] == "upstream_stream_interrupted"
+    assert "[DONE]" not in events
+    log = request_log(reply.headers["X-Request-Id"])
+    assert log.status == 502 and 0 < log.cost
+    assert_money_consistent(world.relay.redis)
+
+
+def test_a_stream_that_ends_without_done_or_usage_is_an_interrupted_stream(world):
+    channel(world.a)
+    world.a.push(Behaviour(send_done=False, send_usage=False))
+    events = events_of(world.relay.chat(world.key, stream=True).get_data())
+    assert events[-1]["error"]["code"] == "upstream_stream_interrupted" and "[DONE]" not in events
+
+
+def test_a_stream_that_breaks_before_its_first_event_is_retried_elsewhere(world):
+    channel(world.a, priority=10)
+    channel(world.b)
+    world.a.push(Behaviour(reset_after_chunks=0))
+    body = world.relay.chat(world.key, stream=True).get_data()
+    assert body.rstrip().endswith(b"data: [DONE]") and b"Hello" in body
+    assert len(world.b.chat_requests()) == 1
+
+
+def test_a_malformed_event_after_the_first_one_ends_the_stream_without_retry(world):
+    channel(world.a, priority=10)
+    channel(world.b)
+    world.a.push(Behaviour(malformed=True))  # the role chunk went out, then a broken event
+    events = events_of(world.relay.chat(world.key, stream=True).get_data())
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[-1]["error"]["code"] == "upstream_stream_interrupted" and "[DONE]" not in events
+    assert world.b.chat_requests() == []
+
+
+@pytest.mark.parametrize("scope", ["key", "user", "group"])
+def test_each_caller_scope_has_its_own_limit(world, scope):
+    from controlplane.models import Group, User
+
+    channel(world.a)
+    target = {"key": lambda: db.session.scalar(select(ApiKey)), "user": lambda: db.session.scalar(select(User).where(User.account_id == world.account_id)),
+              "group": lambda: db.session.scalar(select(Group))}[scope]()
+    limit_service.set_limits(factories.ACTOR, target, concurrency=1, rpm=1)
+    assert world.relay.chat(world.key).status_code == 200
+    refused = world.relay.chat(world.key)
+    label = {"key": "API key", "user": "account", "group": "group"}[scope]
+    assert refused.status_code == 429 and f"This {label} is over its limit" in refused.json["error"]["message"]
