@@ -109,7 +109,7 @@ def test_the_operators_dead_key_is_retried_then_disabled_by_the_worker(world, de
 
 
 def test_a_channel_whose_every_key_is_dead_is_disabled_too(world):
-    ch = channel(world.a, keys=("sk-dead",))
+    ch = channel(world.a, keys=("sk-dead",), priority=10)
     channel(world.b)
     world.a.by_key["sk-dead"] = invalid_key()
     for _ in range(2):
