@@ -87,6 +87,10 @@ def test_a_request_costs_two_redis_round_trips_and_a_retry_one_more(world):
     world.a.push(Behaviour(status=503))
     retried = world.relay.count_round_trips(lambda: world.relay.chat(world.key, refresh=False))
     assert retried == ["EVALSHA", "EVALSHA", "EVALSHA"]
+    limit_service.set_limits(factories.ACTOR, db.session.scalar(select(ApiKey)), rpm=1)
+    world.relay.chat(world.key)
+    refused = world.relay.count_round_trips(lambda: world.relay.chat(world.key, refresh=False))
+    assert refused == ["EVALSHA", "XADD"]  # refused at admission, then logged
 
 
 @pytest.mark.parametrize("dead", [invalid_key, out_of_quota], ids=["invalid-key", "upstream-quota-exhausted"])
