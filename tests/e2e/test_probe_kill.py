@@ -88,3 +88,17 @@ def test_the_cron_script_says_when_another_run_holds_the_lock(app, fake):
     assert result.returncode == 75 and "another probe run" in result.stderr
     assert fake.requests == []
     assert health_check(app, ch.id).returncode == 0
+
+
+def test_the_cron_script_applies_dead_key_reports(app, fake):
+    from controlplane.models import ChannelKey
+    from relay.health import Effect, Health, Outcome
+
+    ch = factories.channel(fake.url, keys_=("sk-a", "sk-b"))
+    key_id = ch.keys[0].id
+    Health(runtime().redis).record(Outcome(Effect.DEAD_KEY, ch.id, key_id, kind="auth", message="Incorrect API key provided"))
+    done = subprocess.run([sys.executable, "-m", "scripts.apply_health_reports"], cwd=ROOT, env=script_env(app),
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "1 state change(s)")
+    db.session.expire_all()
+    assert db.session.get(ChannelKey, key_id).status == "auto_disabled"
