@@ -101,16 +101,17 @@ def sdk(base_url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=30)
 
 
-def synced(gateway, second, inspector) -> None:
+def synced(inspector, *relays) -> None:
+    """Until every relay serves the configuration just written (a new key would otherwise be a 401)."""
     with inspector.app_context():
-        wait_for_snapshot(runtime().redis, gateway.url, second.url)
+        wait_for_snapshot(runtime().redis, *(relay.url for relay in relays))
 
 
 def test_a_keys_requests_per_minute_hold_across_two_relay_processes(gateway, second, inspector, fake):
     setup_model(inspector, fake, "rl-model")
     _, key, key_id = customer(inspector)
     gateway.cli("limits", "set", "--key", str(key_id), "--rpm", "4")  # the CLI, once
-    synced(gateway, second, inspector)
+    synced(inspector, gateway, second)
     outcomes = []
     for i in range(6):
         client = sdk(gateway.base_url if i % 2 == 0 else second.base_url, key)
@@ -128,7 +129,7 @@ def test_a_channels_capacity_holds_across_two_relay_processes(gateway, second, i
     channel_id = setup_model(inspector, fake, "cap-model")
     set_limits(inspector, Channel, channel_id, concurrency=2)
     _, key, _ = customer(inspector)
-    synced(gateway, second, inspector)
+    synced(inspector, gateway, second)
     fake.default = Behaviour(first_byte_delay=1.5)
     outcomes: list[str] = []
     barrier = threading.Barrier(5)
@@ -165,6 +166,7 @@ def read_events(sock: socket.socket, wanted: int) -> bytes:
 def test_a_caller_that_hangs_up_mid_stream_is_charged_input_and_what_it_was_sent_once(gateway, inspector, fake):
     setup_model(inspector, fake, "hangup-model")
     account_id, key, _ = customer(inspector)
+    synced(inspector, gateway)
     words = " ".join(f"w{i}" for i in range(40))
     fake.push(Behaviour(content=words, chunk_gap=0.05))
     body = json.dumps({"model": "hangup-model", "stream": True, "messages": [{"role": "user", "content": "Say hello"}]}).encode()
@@ -194,6 +196,7 @@ def test_a_caller_that_hangs_up_mid_stream_is_charged_input_and_what_it_was_sent
 def test_an_upstream_dying_mid_stream_ends_the_sdks_stream_with_an_error(gateway, inspector, fake):
     setup_model(inspector, fake, "midstream-model")
     account_id, key, _ = customer(inspector)
+    synced(inspector, gateway)
     fake.push(Behaviour(content="alpha beta gamma delta", reset_after_chunks=3))
     received = []
     with pytest.raises(openai.APIError) as failure:
@@ -212,6 +215,7 @@ def test_an_upstream_dying_mid_stream_ends_the_sdks_stream_with_an_error(gateway
 def test_a_dead_key_is_disabled_by_the_running_worker(gateway, inspector, fake):
     channel_id = setup_model(inspector, fake, "deadkey-model", keys=("sk-dead", "sk-alive"))
     _, key, _ = customer(inspector)
+    synced(inspector, gateway)
     fake.by_key["sk-dead"] = invalid_key()
     assert sdk(gateway.base_url, key).chat.completions.create(model="deadkey-model", messages=[{"role": "user", "content": "hi"}])
     assert fake.keys_seen() == ["sk-dead", "sk-alive"]
