@@ -26,6 +26,18 @@ def env_bool(name: str, default: bool, environ) -> bool:
 
 
 @dataclass(frozen=True)
+class ProbeSettings:
+    """Active health checks (workers/health.py, issue 7)."""
+
+    every_seconds: int = 300  # how often the scheduler probes every channel
+    disable_after: int = 3  # consecutive failing probes that auto-disable
+    enable_after: int = 2  # consecutive passing probes that re-enable an auto-disabled one
+    timeout_seconds: float = 30.0  # one probe request, end to end
+    lock_seconds: int = 300  # a crashed worker's hold on a channel lapses after this
+    parallel: int = 8  # channels probed at once
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     redis_url: str
@@ -42,6 +54,10 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     webhook_secret: str = ""  # signs outgoing webhooks (X-Switchboard-Signature)
     signup: str = "open"  # user console (issue 6): who may create an account — open | invite | closed
+    # issue 7: who hears about channel state changes, and the active health checks
+    alert_emails: tuple[str, ...] = ()
+    alert_webhook_url: str = ""
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
     relay: RelaySettings | None = field(default=None)
 
     @classmethod
@@ -72,6 +88,16 @@ class Settings:
             ),
             webhook_secret=env.get("SWITCHBOARD_WEBHOOK_SECRET", ""),
             signup=env.get("SWITCHBOARD_SIGNUP", "open").strip().lower() or "open",
+            alert_emails=tuple(e.strip() for e in env.get("SWITCHBOARD_ALERT_EMAILS", "").split(",") if e.strip()),
+            alert_webhook_url=env.get("SWITCHBOARD_ALERT_WEBHOOK_URL", ""),
+            probe=ProbeSettings(
+                every_seconds=env_int("SWITCHBOARD_PROBE_EVERY_SECONDS", 300, env),
+                disable_after=env_int("SWITCHBOARD_PROBE_DISABLE_AFTER", 3, env),
+                enable_after=env_int("SWITCHBOARD_PROBE_ENABLE_AFTER", 2, env),
+                timeout_seconds=float(env_int("SWITCHBOARD_PROBE_TIMEOUT_SECONDS", 30, env)),
+                lock_seconds=env_int("SWITCHBOARD_PROBE_LOCK_SECONDS", 300, env),
+                parallel=env_int("SWITCHBOARD_PROBE_PARALLEL", 8, env),
+            ),
         )
         values.update(overrides)
         if values["signup"] not in ("open", "invite", "closed"):

@@ -14,7 +14,7 @@ from controlplane.models import (Account, AccountKind, ApiKey, Ban, Channel, Gro
 from controlplane.runtime import runtime
 from relay import config_store
 from relay.pricing import Price, image_table
-from relay.snapshot import BanView, ChannelKeyView, ChannelView, GroupView, KeyView, Snapshot, group_prices, index_bans
+from relay.snapshot import BanView, ChannelKeyView, ChannelView, GroupView, KeyView, Limits, Snapshot, group_prices, index_bans
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ def build(version: int) -> Snapshot:
             daily_budget=k.daily_budget,
             monthly_budget=k.monthly_budget,
             member_allowance=allowance,
+            limits=Limits(k.rpm, k.tpm, k.concurrency),
         )
 
     channels = tuple(
@@ -110,7 +111,12 @@ def build(version: int) -> Snapshot:
             weight=c.weight,
             status=c.status,
             config=dict(c.config or {}),
-            keys=tuple(ChannelKeyView(id=k.id, secret=k.secret_encrypted, status=k.status) for k in c.keys),
+            limits=Limits(c.rpm, c.tpm, c.concurrency),
+            key_limits=Limits(c.key_rpm, c.key_tpm, c.key_concurrency),
+            keys=tuple(
+                ChannelKeyView(id=k.id, secret=k.secret_encrypted, status=k.status, since=_epoch(k.status_since) or 0.0)
+                for k in c.keys
+            ),
         )
         for c in db.session.scalars(select(Channel).order_by(Channel.id))
     )
@@ -146,6 +152,7 @@ def build(version: int) -> Snapshot:
         channels=channels,
         bans=index_bans(longest.values()),
         disabled_users=disabled,
+        user_limits={uid: lim for uid, u in users.items() if (lim := Limits(u.rpm, u.tpm, u.concurrency)).any},
     )
 
 

@@ -1,13 +1,17 @@
-"""Settling one request exactly once: price its usage, release its hold, queue its usage event."""
+"""Settling one request exactly once: price its usage, release its hold and limit slots, queue its
+usage event, and tell passive health how the final attempt went."""
 from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from relay import pricing
 from relay.context import RequestContext
+from relay.errors import UpstreamError
+from relay.health import Outcome, outcome_of
 from relay.pricing import Usage
-from relay.quota import Hold, Quota
+from relay.quota import Hold
 from relay.usage import UsageEvent
 
 log = logging.getLogger(__name__)
@@ -47,19 +51,44 @@ def usage_event(ctx: RequestContext, status: int, error_code: str | None = None,
     )
 
 
+def close_open_attempt(ctx: RequestContext, status: int) -> None:
+    """An attempt noted but not finished when the request settles ended with this settlement."""
+    for entry in reversed(ctx.trace):
+        if entry.get("step") == "attempt":
+            if "status" not in entry:
+                entry["status"] = status
+                entry["ms"] = ctx.elapsed_ms()
+            return
+
+
 class Settlement:
-    """Owns a request's hold until it is settled; every path through the pipeline ends here once."""
+    """Owns a request's admission until it is settled; every path through the pipeline ends here once.
 
-    __slots__ = ("quota", "hold", "ctx", "price", "multiplier_bp", "prompt_estimate", "settled")
+    Settling is one Redis round trip (relay/admission.py): the charge, the caller's and the route's
+    limit slots, and what the final attempt did to the channel's health.
+    """
 
-    def __init__(self, quota: Quota, hold: Hold, ctx: RequestContext, price: pricing.Price, multiplier_bp: int, prompt_estimate: int):
-        self.quota = quota
-        self.hold = hold
+    __slots__ = ("gate", "admission", "ctx", "price", "multiplier_bp", "prompt_estimate", "settled", "pending", "on_settled")
+
+    def __init__(self, gate, admission, ctx: RequestContext, price: pricing.Price, multiplier_bp: int, prompt_estimate: int,
+                 on_settled: Callable[[], None] | None = None):
+        self.gate = gate
+        self.admission = admission
         self.ctx = ctx
         self.price = price
         self.multiplier_bp = multiplier_bp
         self.prompt_estimate = prompt_estimate
         self.settled = False
+        self.pending: Outcome | None = None  # a failed last attempt the router did not record
+        self.on_settled = on_settled
+
+    @property
+    def hold(self) -> Hold:
+        return self.admission.hold
+
+    def _route_outcome(self, error: UpstreamError | None) -> Outcome:
+        route = self.admission.route
+        return outcome_of(route.channel.id, route.key.id, route.key.since, error)
 
     def succeed(self, usage: Usage | None, local_output_tokens: int, status: int = 200, error_code: str | None = None) -> int:
         """Charge what the upstream reported, or what the relay counted when it reported nothing."""
@@ -67,26 +96,34 @@ class Settlement:
         if usage is None:
             usage = Usage(input=self.prompt_estimate, output=local_output_tokens)
             source = "local"
-        return self._settle(status, error_code, usage, source)
+        return self._settle(status, error_code, usage, source, outcome=self._route_outcome(None))
 
-    def partial(self, delivered_output_tokens: int, status: int, error_code: str) -> int:
-        """The stream ended early (client gone, upstream failed): input plus what was delivered."""
+    def partial(self, delivered_output_tokens: int, status: int, error_code: str, failure: UpstreamError | None = None) -> int:
+        """The stream ended early: input plus what was delivered. `failure` is the upstream's fault
+        (it counts against the channel); None is the caller going away (it counts against no one)."""
         usage = Usage(input=self.prompt_estimate, output=delivered_output_tokens)
-        return self._settle(status, error_code, usage, "local")
+        outcome = self._route_outcome(failure) if failure is not None else None
+        return self._settle(status, error_code, usage, "local", outcome=outcome)
 
     def fail(self, status: int, error_code: str) -> None:
         """Nothing reached the caller: charge nothing."""
-        self._settle(status, error_code, None, "upstream", charge=False)
+        self._settle(status, error_code, None, "upstream", charge=False, outcome=self.pending)
 
-    def _settle(self, status: int, error_code: str | None, usage: Usage | None, source: str, charge: bool = True) -> int:
+    def _settle(self, status: int, error_code: str | None, usage: Usage | None, source: str, charge: bool = True,
+                outcome: Outcome | None = None) -> int:
         if self.settled:
             return 0
         self.settled = True
         amount = pricing.cost(usage, self.price, self.multiplier_bp) if charge and usage is not None else 0
+        close_open_attempt(self.ctx, status)
         event = usage_event(self.ctx, status, error_code, usage, source, amount, self.hold.amount)
+        tokens = usage.input + usage.cache_read + usage.cache_write + usage.output + usage.reasoning if usage is not None else 0
         try:
-            self.quota.settle(self.hold, amount, event.encode())
+            self.gate.settle(self.admission, amount, event.encode(), tokens, outcome)
         except Exception:
             # The hold stays in Redis and the sweeper releases it; the request goes unbilled.
             log.exception("settle failed for %s", self.ctx.request_id)
+        finally:
+            if self.on_settled is not None:
+                self.on_settled()
         return amount

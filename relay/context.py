@@ -10,6 +10,7 @@ from typing import Iterable
 import orjson
 
 from relay.errors import RelayError
+from relay.settings import Timeouts
 from relay.snapshot import KeyView
 
 
@@ -62,6 +63,7 @@ class RequestContext:
     held: bool = False  # a hold exists: its settlement logs the request
     ttft_ms: int | None = None
     trace: list = field(default_factory=list)
+    timeouts: Timeouts | None = None  # the current attempt's upstream time limits (its channel's)
 
     def ip_address(self):
         try:

@@ -11,14 +11,16 @@ import time
 import orjson
 
 from relay import playground, pricing
+from relay.admission import Admission, Gate, LimitRefused, MoneyHold, NoRoute
 from relay.billing import Settlement
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import Endpoint
 from relay.errors import RelayError
+from relay.limits import SCOPE_LABELS, WHICH_LABELS, caller_scopes
 from relay.quota import Budgets, HoldRefused, Quota
-from relay.routing import Router
-from relay.selector import Selector
+from relay.routing import RetryBudget, Router, no_route_error, note_skips, supports
+from relay.selector import Plan, Selector
 from relay.settings import RelaySettings
 from relay.snapshot import GroupView, KeyView, Snapshot, Status
 from relay.upstream import UpstreamClient
@@ -58,7 +60,10 @@ class Pipeline:
         self.holder = holder
         self.quota = quota
         self.client = client
-        self.router = Router(selector or Selector(), settings.max_attempts, settings.timeouts.total)
+        self.selector = selector or Selector()
+        self.gate = Gate(quota.redis, settings.health, settings.lease_seconds)
+        self.budget = RetryBudget(settings.retry_budget_percent, settings.retry_budget_min)
+        self.router = Router(self.gate, settings.max_attempts, settings.timeouts, settings.timeouts.total, self.budget)
         # No encryption key, no playground tokens (an empty key would make them forgeable).
         self.playground_key = playground.signing_key(settings.encryption_key) if settings.encryption_key else None
 
@@ -130,28 +135,60 @@ class Pipeline:
         ctx.stream = endpoint.is_stream(request)
         group, price = self.authorize_model(snap, key, model, now)
         if not endpoint.billed:
-            # Free metadata calls (count_tokens): routed like the rest, never held or charged.
-            return self.router.run(ctx, snap.channels_for(key.group, model), model, endpoint.operation,
-                                   lambda adapter, target: endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, None))
+            # Free metadata calls (count_tokens): routed in the same order, never held, limited or charged.
+            plan = self.plan(ctx, snap, key, model, endpoint)
+            return self.router.run_unbilled(ctx, plan, lambda adapter, target: endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, None))
 
         estimate = endpoint.estimate(request, price, self.settings)
         amount = pricing.hold_amount(estimate.prompt_tokens, estimate.max_output_tokens, price, group.multiplier_bp, estimate.units)
+        plan = self.plan(ctx, snap, key, model, endpoint)
+        self.budget.begin_request()
         try:
-            budgets = Budgets(key.daily_budget, key.monthly_budget, key.member_allowance)
-            hold = self.quota.hold(ctx.request_id, key.account_id, key.id, amount, key.credit_limit, now + self.settings.hold_ttl_seconds,
-                                   budgets, key.user_id, now)
-        except HoldRefused as refused:
-            raise hold_refusal(refused.reason) from None
+            admission = self.admit(ctx, snap, key, group, plan, amount, now)
+        except BaseException:
+            self.budget.end_request()
+            raise
         ctx.held = True
 
-        settlement = Settlement(self.quota, hold, ctx, price, group.multiplier_bp, estimate.local_prompt_tokens)
+        settlement = Settlement(self.gate, admission, ctx, price, group.multiplier_bp, estimate.local_prompt_tokens,
+                                on_settled=self.budget.end_request)
         try:
             def attempt(adapter, target):
                 return endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, settlement)
 
-            return self.router.run(ctx, snap.channels_for(key.group, model), model, endpoint.operation, attempt)
+            return self.router.run(ctx, admission, settlement, attempt)
         except BaseException as exc:
             status = exc.status if isinstance(exc, RelayError) else 500
             code = exc.code if isinstance(exc, RelayError) else "internal_error"
             settlement.fail(status, code)
             raise
+
+    # --- routing and admission (issue 7) -------------------------------------------------------
+    def plan(self, ctx: RequestContext, snap: Snapshot, key: KeyView, model: str, endpoint: Endpoint) -> Plan:
+        channels = snap.channels_for(key.group, model)
+        plan = self.selector.plan(channels, model, supports(endpoint.operation))
+        ctx.note(step="candidates", channels=[c.id for c in channels], routes=len(plan.routes),
+                 skipped=[list(s) for s in plan.skipped] or None)
+        if not plan.routes:
+            if plan.skipped and all(why == "unsupported_endpoint" for _, why in plan.skipped):
+                raise RelayError(501, "not_implemented", "This model's channels do not support this endpoint.")
+            raise no_route_error(0)
+        return plan
+
+    def admit(self, ctx: RequestContext, snap: Snapshot, key: KeyView, group: GroupView, plan: Plan, amount: int, now: float) -> Admission:
+        """One round trip: the caller's limits, the first usable route, the credit hold."""
+        money = MoneyHold(ctx.request_id, key.account_id, key.id, amount, key.credit_limit, now + self.settings.hold_ttl_seconds,
+                          Budgets(key.daily_budget, key.monthly_budget, key.member_allowance), key.user_id, now)
+        try:
+            return self.gate.admit(money, caller_scopes(key, snap.user_limits, group), plan)
+        except LimitRefused as refused:
+            ctx.note(step="limit", scope=refused.scope, which=refused.which, retry_after=refused.retry_after)
+            who = SCOPE_LABELS.get(refused.scope.split(":", 1)[0], "key")
+            raise RelayError(429, f"rate_limit_{refused.which}", f"This {who} is over its limit of {WHICH_LABELS[refused.which]}; retry shortly.",
+                             retry_after=refused.retry_after, type="rate_limit_error") from None
+        except NoRoute as none:
+            note_skips(ctx, none.skips)
+            ctx.note(step="route", result="no usable route", panic=none.panic or None)
+            raise no_route_error(none.retry_after) from None
+        except HoldRefused as refused:
+            raise hold_refusal(refused.reason) from None

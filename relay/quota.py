@@ -186,8 +186,37 @@ class Hold:
     account_id: int
     key_id: int
     amount: int
-    windows: tuple[str, str, str] = ("", "", "")  # key/day, key/month, member/month (issue 6)
+    windows: tuple[str, str, str]  # key/day, key/month, member/month spend windows (issue 6)
     reserved: tuple[bool, bool, bool] = (False, False, False)  # which windows the hold counted in
+
+
+def hold_record(request_id: str, account_id: int, key_id: int, amount: int, budgets: Budgets = NO_BUDGETS,
+                user_id: int | None = None, now: float | None = None) -> Hold:
+    """The hold a request will own if the hold script accepts it, its spend windows named by `now`."""
+    now = time.time() if now is None else now
+    windows = (key_day_key(key_id, now), key_month_key(key_id, now), member_month_key(account_id, user_id, now))
+    return Hold(request_id, account_id, key_id, amount, windows, tuple(v is not None for v in budgets.limits))
+
+
+def hold_call(hold: Hold, key_limit: int | None, expires_at: float, budgets: Budgets = NO_BUDGETS) -> tuple[list, list]:
+    """KEYS and ARGV of the hold script (relay/admission.py runs the same script inside its own)."""
+    return ([account_key(hold.account_id), api_key_key(hold.key_id), hold_key(hold.request_id), HOLDS_ZSET, *hold.windows],
+            [hold.amount, -1 if key_limit is None else key_limit, int(expires_at), hold.request_id,
+             *(-1 if v is None else v for v in budgets.limits), DAY_TTL_SECONDS, MONTH_TTL_SECONDS])
+
+
+def settle_call(hold: Hold, cost: int, event: bytes) -> tuple[list, list]:
+    return ([hold_key(hold.request_id), HOLDS_ZSET, USAGE_STREAM, account_key(hold.account_id), api_key_key(hold.key_id), *hold.windows],
+            [hold.request_id, cost, event, *("1" if r else "0" for r in hold.reserved), DAY_TTL_SECONDS, MONTH_TTL_SECONDS])
+
+
+def refusal(code: int, available: int) -> HoldRefused:
+    reason = {0: "balance", -1: "key_limit"}.get(code) or WINDOW_REFUSALS[code]
+    return HoldRefused(reason, int(available))
+
+
+# The money scripts' text, for relay/admission.py to embed as Lua functions.
+HOLD_LUA, SETTLE_LUA = _HOLD, _SETTLE
 
 
 class Quota:
@@ -203,26 +232,17 @@ class Quota:
     def hold(self, request_id: str, account_id: int, key_id: int, amount: int, key_limit: int | None, expires_at: float,
              budgets: Budgets = NO_BUDGETS, user_id: int | None = None, now: float | None = None) -> Hold:
         """Reserve `amount` or refuse. `now` (the request's start) names the spend windows."""
-        now = time.time() if now is None else now
-        windows = (key_day_key(key_id, now), key_month_key(key_id, now), member_month_key(account_id, user_id, now))
-        limits = budgets.limits
-        ok, available = self._hold(
-            keys=[account_key(account_id), api_key_key(key_id), hold_key(request_id), HOLDS_ZSET, *windows],
-            args=[amount, -1 if key_limit is None else key_limit, int(expires_at), request_id,
-                  *(-1 if v is None else v for v in limits), DAY_TTL_SECONDS, MONTH_TTL_SECONDS],
-        )
+        hold = hold_record(request_id, account_id, key_id, amount, budgets, user_id, now)
+        keys, args = hold_call(hold, key_limit, expires_at, budgets)
+        ok, available = self._hold(keys=keys, args=args)
         if ok == 1:
-            return Hold(request_id, account_id, key_id, amount, windows, tuple(v is not None for v in limits))
-        reason = {0: "balance", -1: "key_limit"}.get(ok) or WINDOW_REFUSALS[ok]
-        raise HoldRefused(reason, int(available))
+            return hold
+        raise refusal(ok, available)
 
     def settle(self, hold: Hold, cost: int, event: bytes) -> bool:
         """Release the hold, charge `cost`, queue the usage event. False if already settled."""
-        done = self._settle(
-            keys=[hold_key(hold.request_id), HOLDS_ZSET, USAGE_STREAM, account_key(hold.account_id), api_key_key(hold.key_id), *hold.windows],
-            args=[hold.request_id, cost, event, *("1" if r else "0" for r in hold.reserved), DAY_TTL_SECONDS, MONTH_TTL_SECONDS],
-        )
-        return done == 1
+        keys, args = settle_call(hold, cost, event)
+        return self._settle(keys=keys, args=args) == 1
 
     def log_only(self, event: bytes) -> None:
         """Queue the usage event of a request that held nothing (refused before the hold)."""

@@ -1,7 +1,10 @@
-"""Trying routes for one request: pick a channel/key not tried yet, attempt, record, maybe retry.
+"""Trying routes for one request: attempt, classify, fail over or stop, and explain it all.
 
-The endpoint supplies `attempt(target) -> Response | UpstreamError`; this loop owns which target
-comes next, when to stop, and the decision trace.
+The hold script has already chosen the first usable route (relay/admission.py). This loop runs
+the endpoint's `attempt(adapter, target)`; on a failure before the first byte it decides, with
+`relay.health.effect_of`, whether another channel/key may be tried — within the attempt cap, the
+request's deadline and the process's retry budget — and asks the gate for the next usable route.
+Every step goes into the request's decision trace (`ctx.note`), which ends up in its request log.
 """
 from __future__ import annotations
 
@@ -10,46 +13,168 @@ from typing import Callable
 
 from relay.adapters import Target, adapter_for
 from relay.adapters.base import Operation
+from relay.admission import Admission, Gate
 from relay.context import RequestContext, Response
 from relay.errors import RelayError, UpstreamError, upstream_failure
-from relay.selector import Selector
+from relay.health import Effect, Outcome, effect_of, outcome_of, retryable
+from relay.selector import Plan, Route
+from relay.settings import Timeouts
 from relay.snapshot import ChannelView
+from relay.upstream import timeouts_for
 
 Attempt = Callable[[object, Target], "Response | UpstreamError"]
 
 
-class Router:
-    def __init__(self, selector: Selector, max_attempts: int, total_timeout: float):
-        self.selector = selector
-        self.max_attempts = max_attempts
-        self.total_timeout = total_timeout
+class RetryBudget:
+    """Envoy's retry budget, per process: retries in flight ≤ max(minimum, percent% of requests in flight).
 
-    def run(self, ctx: RequestContext, channels: tuple[ChannelView, ...], model: str, operation: Operation, attempt: Attempt) -> Response:
-        tried: set[tuple[int, int]] = set()
-        last_error: UpstreamError | None = None
-        deadline = ctx.started_mono + self.total_timeout
-        ctx.note(step="candidates", channels=[c.id for c in channels])
-        for _ in range(self.max_attempts):
-            route = self.selector.pick(channels, model, tried)
-            if route is None or time.monotonic() >= deadline:
-                break
-            tried.add((route.channel.id, route.key.id))
-            adapter = adapter_for(route.channel.type)
-            if operation not in adapter.info.capabilities:
-                raise RelayError(501, "not_implemented", f"This model's channel type '{route.channel.type}' does not support this endpoint.")
-            ctx.channel_id, ctx.channel_key_id, ctx.upstream_model = route.channel.id, route.key.id, route.upstream_model
-            started = time.monotonic()
-            outcome = attempt(adapter, Target(route.channel, route.key, route.upstream_model))
-            elapsed = int((time.monotonic() - started) * 1000)
+    A burst of failures then costs at most a fifth more upstream calls instead of multiplying them
+    by the attempt cap, which is what turns an upstream's bad minute into an outage.
+    """
+
+    def __init__(self, percent: float = 20.0, minimum: int = 3):
+        self.percent = percent
+        self.minimum = minimum
+        self.requests = 0
+        self.retries = 0
+
+    def begin_request(self) -> None:
+        self.requests += 1
+
+    def end_request(self) -> None:
+        self.requests = max(0, self.requests - 1)
+
+    def try_retry(self) -> bool:
+        if self.retries >= max(self.minimum, self.requests * self.percent / 100):
+            return False
+        self.retries += 1
+        return True
+
+    def end_retry(self) -> None:
+        self.retries = max(0, self.retries - 1)
+
+
+def supports(operation: Operation) -> Callable[[ChannelView], bool]:
+    def check(channel: ChannelView) -> bool:
+        try:
+            return operation in adapter_for(channel.type).info.capabilities
+        except LookupError:
+            return False
+
+    return check
+
+
+def note_skips(ctx: RequestContext, skips) -> None:
+    for route, why in skips:
+        ctx.note(step="skip", channel=route.channel.id, key=route.key.id, why=why)
+
+
+def remaining_routes(plan: Plan, tried: list, failed_channels: set[int]) -> list[Route]:
+    """Routes not tried yet; those on a channel that just failed as a whole go last."""
+    untried = [r for r in plan.routes if r.ids not in tried]
+    return [r for r in untried if r.channel.id not in failed_channels] + [r for r in untried if r.channel.id in failed_channels]
+
+
+class Router:
+    def __init__(self, gate: Gate, max_attempts: int, defaults: Timeouts, deadline_seconds: float, budget: RetryBudget):
+        self.gate = gate
+        self.max_attempts = max_attempts
+        self.defaults = defaults
+        self.deadline_seconds = deadline_seconds
+        self.budget = budget
+
+    def run(self, ctx: RequestContext, admission: Admission, settlement, attempt: Attempt) -> Response:
+        """Attempts until a response, or raises the caller-facing error (nothing is sent yet)."""
+        deadline = ctx.started_mono + self.deadline_seconds
+        failed_channels: set[int] = set()
+        retrying = False  # a retry counts against the budget until its attempt is over
+        note_skips(ctx, admission.skips)
+        try:
+            while True:
+                route = admission.route
+                ctx.note(step="pick", channel=route.channel.id, key=route.key.id, panic=admission.panic or None)
+                outcome = self._attempt(ctx, route, attempt, deadline, len(admission.tried))
+                if retrying:
+                    self.budget.end_retry()
+                    retrying = False
+                if isinstance(outcome, Response):
+                    return outcome
+                failed = outcome_of(route.channel.id, route.key.id, route.key.since, outcome)
+                stop = self._stop_reason(failed.effect, len(admission.tried), deadline)
+                if stop is None and not self.budget.try_retry():
+                    stop = "retry budget exhausted"
+                if stop is not None:
+                    ctx.note(step="stop", why=stop)
+                    settlement.pending = failed  # recorded in health by the settle script
+                    raise upstream_failure(outcome)
+                retrying = True
+                if failed.effect in (Effect.FAILURE, Effect.MISROUTE):
+                    failed_channels.add(route.channel.id)
+                nxt, _, record = self.gate.failover(admission, failed, remaining_routes(admission.plan, admission.tried, failed_channels))
+                self._note_record(ctx, failed, record)
+                note_skips(ctx, admission.skips)
+                if nxt is None:
+                    ctx.note(step="stop", why="no other usable route")
+                    raise upstream_failure(outcome)
+        finally:
+            if retrying:
+                self.budget.end_retry()
+
+    def run_unbilled(self, ctx: RequestContext, plan: Plan, attempt: Attempt) -> Response:
+        """A free metadata call (count_tokens): the plan's routes in order, no hold, limits or health."""
+        deadline = ctx.started_mono + self.deadline_seconds
+        outcome: UpstreamError | None = None
+        for number, route in enumerate(plan.routes[: self.max_attempts], start=1):
+            outcome = self._attempt(ctx, route, attempt, deadline, number)
             if isinstance(outcome, Response):
-                ctx.note(step="attempt", channel=route.channel.id, key=route.key.id, status=outcome.status, ms=elapsed)
                 return outcome
-            last_error = outcome
-            ctx.note(step="attempt", channel=route.channel.id, key=route.key.id, status=outcome.status,
-                     kind=outcome.kind.value, ms=elapsed, error=outcome.message[:200])
-            if not outcome.retryable:
+            if not retryable(effect_of(outcome.kind)) or time.monotonic() >= deadline:
                 break
-        if last_error is None:
-            ctx.note(step="route", result="no channel with a usable key")
-            raise RelayError(503, "no_channel_available", "No upstream channel is available for this model right now.")
-        raise upstream_failure(last_error)
+        if outcome is None:
+            raise no_route_error(0)
+        raise upstream_failure(outcome)
+
+    def _stop_reason(self, effect: Effect, attempts: int, deadline: float) -> str | None:
+        if not retryable(effect):
+            return "not retryable"
+        if attempts >= self.max_attempts:
+            return "attempt cap reached"
+        if time.monotonic() >= deadline:
+            return "deadline passed"
+        return None
+
+    def _attempt(self, ctx: RequestContext, route: Route, attempt: Attempt, deadline: float, number: int):
+        adapter = adapter_for(route.channel.type)
+        ctx.channel_id, ctx.channel_key_id, ctx.upstream_model = route.channel.id, route.key.id, route.upstream_model
+        ctx.timeouts = timeouts_for(route.channel, self.defaults).within(deadline - time.monotonic())
+        # Noted before the call: a non-streamed success settles (and logs) inside it, and the
+        # settlement fills in the status of an attempt still open (relay/billing.py).
+        entry = {"step": "attempt", "n": number, "channel": route.channel.id, "key": route.key.id}
+        ctx.note(**entry)
+        entry = ctx.trace[-1]
+        started = time.monotonic()
+        outcome = attempt(adapter, Target(route.channel, route.key, route.upstream_model))
+        entry["ms"] = int((time.monotonic() - started) * 1000)
+        entry["status"] = outcome.status
+        if not isinstance(outcome, Response):
+            entry.update(kind=outcome.kind.value, effect=effect_of(outcome.kind).value, error=outcome.message[:200])
+        return outcome
+
+    @staticmethod
+    def _note_record(ctx: RequestContext, failed: Outcome, record: list) -> None:
+        what = record[0] if record else "none"
+        entry = {"step": "health", "channel": failed.channel_id, "key": failed.key_id, "result": what}
+        if what == "failure" and record[1]:
+            entry["key_ejected_until"] = record[1]
+        if what == "failure" and record[2]:
+            entry["channel_ejected_until"] = record[2]
+        if what == "cooldown":
+            entry["cooling_until"] = record[1]
+        ctx.note(**entry)
+
+
+def no_route_error(retry_after: int) -> RelayError:
+    if retry_after > 0:
+        return RelayError(429, "upstream_capacity_reached", "Every upstream channel for this model is at capacity; retry shortly.",
+                          retry_after=retry_after)
+    return RelayError(503, "no_channel_available", "No upstream channel is available for this model right now.")

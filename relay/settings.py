@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relay.health import HealthPolicy
+
 DEFAULT_INSTANCE = "instance"
 
 
@@ -48,6 +50,11 @@ class Timeouts:
     idle: float = 120.0  # longest gap between two streamed chunks
     total: float = 900.0
 
+    def within(self, remaining: float) -> "Timeouts":
+        """These limits, none longer than the `remaining` seconds of the request's deadline."""
+        remaining = max(remaining, 0.001)
+        return Timeouts(min(self.connect, remaining), min(self.first_byte, remaining), min(self.idle, remaining), min(self.total, remaining))
+
 
 @dataclass(frozen=True)
 class RelaySettings:
@@ -66,6 +73,15 @@ class RelaySettings:
     upstream_pool_size: int = 256
     redis_pool_size: int = 64
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # issue 7: passive health (Envoy outlier detection) and Envoy's retry budget
+    health: HealthPolicy = field(default_factory=HealthPolicy)
+    retry_budget_percent: float = 20.0
+    retry_budget_min: int = 3
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a concurrency slot outlives a relay that died holding it."""
+        return self.timeouts.total + 60
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "RelaySettings":
@@ -90,6 +106,14 @@ class RelaySettings:
                 idle=env_float("SWITCHBOARD_UPSTREAM_IDLE_TIMEOUT", 120.0, env),
                 total=env_float("SWITCHBOARD_UPSTREAM_TOTAL_TIMEOUT", 900.0, env),
             ),
+            health=HealthPolicy(
+                failures=env_int("SWITCHBOARD_EJECT_AFTER_FAILURES", 5, env),
+                base_seconds=env_float("SWITCHBOARD_EJECT_BASE_SECONDS", 30.0, env),
+                max_seconds=env_float("SWITCHBOARD_EJECT_MAX_SECONDS", 300.0, env),
+                cooldown_seconds=env_float("SWITCHBOARD_COOLDOWN_SECONDS", 5.0, env),
+            ),
+            retry_budget_percent=env_float("SWITCHBOARD_RETRY_BUDGET_PERCENT", 20.0, env),
+            retry_budget_min=env_int("SWITCHBOARD_RETRY_BUDGET_MIN", 3, env),
         )
         values.update(overrides)
         return cls(**values)

@@ -25,6 +25,29 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Requests per minute, tokens per minute, concurrent requests (issue 7); None is unlimited."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.rpm or self.tpm or self.concurrency)
+
+    def to_payload(self) -> list:
+        return [self.rpm, self.tpm, self.concurrency]
+
+    @classmethod
+    def from_payload(cls, raw) -> "Limits":
+        return cls(*raw) if raw else NO_LIMITS
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
 class GroupView:
     name: str
     multiplier_bp: int = 10_000
@@ -35,6 +58,10 @@ class GroupView:
 
     def allows(self, model: str) -> bool:
         return not self.model_patterns or any(fnmatch.fnmatchcase(model, p) for p in self.model_patterns)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.rpm, self.tpm, self.concurrency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +82,7 @@ class KeyView:
     daily_budget: int | None = None  # this key, per UTC calendar day
     monthly_budget: int | None = None  # this key, per UTC calendar month
     member_allowance: int | None = None  # this key's user within an organisation account, per UTC month
+    limits: Limits = NO_LIMITS
 
     def allows_model(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -70,6 +98,8 @@ class ChannelKeyView:
     id: int
     secret: str
     status: str = Status.ENABLED
+    # When the status last changed (epoch): a relay's "dead key" mark older than this is stale.
+    since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +116,8 @@ class ChannelView:
     weight: int = 1
     status: str = Status.ENABLED
     config: dict = field(default_factory=dict)  # type-specific settings (api_version, timeouts, …)
+    limits: Limits = NO_LIMITS  # upstream capacity of the whole channel
+    key_limits: Limits = NO_LIMITS  # upstream capacity of each of its keys
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.model_map
@@ -140,6 +172,7 @@ class Snapshot:
     bans: Bans
     disabled_users: frozenset[int] = frozenset()
     built_at: float = 0.0
+    user_limits: dict[int, Limits] = field(default_factory=dict)  # only users that have limits
     _routes: dict = field(default_factory=dict, repr=False)
 
     # --- lookups -------------------------------------------------------------------------------
@@ -216,6 +249,7 @@ class Snapshot:
                     "daily_budget": k.daily_budget,
                     "monthly_budget": k.monthly_budget,
                     "member_allowance": k.member_allowance,
+                    "limits": k.limits.to_payload(),
                 }
                 for h, k in self.keys.items()
             ],
@@ -244,7 +278,9 @@ class Snapshot:
                     "weight": c.weight,
                     "status": c.status,
                     "config": c.config,
-                    "keys": [{"id": k.id, "secret": encrypt(k.secret), "status": k.status} for k in c.keys],
+                    "limits": c.limits.to_payload(),
+                    "key_limits": c.key_limits.to_payload(),
+                    "keys": [{"id": k.id, "secret": encrypt(k.secret), "status": k.status, "since": k.since} for k in c.keys],
                 }
                 for c in self.channels
             ],
@@ -253,6 +289,7 @@ class Snapshot:
                 for b in (*self.bans.users.values(), *self.bans.keys.values(), *(b for _, b in self.bans.networks))
             ],
             "disabled_users": sorted(self.disabled_users),
+            "user_limits": [[uid, lim.to_payload()] for uid, lim in self.user_limits.items()],
         }
 
     @classmethod
@@ -272,6 +309,7 @@ class Snapshot:
                 daily_budget=k.get("daily_budget"),
                 monthly_budget=k.get("monthly_budget"),
                 member_allowance=k.get("member_allowance"),
+                limits=Limits.from_payload(k.get("limits")),
             )
             for k in payload["keys"]
         }
@@ -305,8 +343,10 @@ class Snapshot:
                     weight=c["weight"],
                     status=c["status"],
                     config=dict(c["config"]),
+                    limits=Limits.from_payload(c.get("limits")),
+                    key_limits=Limits.from_payload(c.get("key_limits")),
                     keys=tuple(
-                        ChannelKeyView(id=k["id"], secret=decrypt(k["secret"]), status=k["status"])
+                        ChannelKeyView(id=k["id"], secret=decrypt(k["secret"]), status=k["status"], since=k.get("since", 0.0))
                         for k in c["keys"]
                     ),
                 )
@@ -314,6 +354,7 @@ class Snapshot:
             ),
             bans=index_bans(BanView(**b) for b in payload["bans"]),
             disabled_users=frozenset(payload.get("disabled_users", ())),
+            user_limits={uid: Limits.from_payload(raw) for uid, raw in payload.get("user_limits", ())},
         )
 
 

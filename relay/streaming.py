@@ -26,8 +26,9 @@ class StreamBody:
         self.decoder = decoder
         self.response = response
         self.settlement = settlement
-        self.deadline = ctx.started_mono + timeouts.total
-        self.chunks = response.iter_chunks(timeouts.idle)
+        # The attempt's limits are already cut to what is left of the request's deadline.
+        self.deadline = time.monotonic() + timeouts.total
+        self.chunks = response.iter_chunks(timeouts.first_byte, timeouts.idle, self.deadline)
         self.pending: list[tuple[bytes, int]] = []
         self.usage = None
         self.done = False
@@ -102,7 +103,8 @@ class StreamBody:
         self.response.abort()
         relay_error = stream_error(error)
         self.ctx.note(step="stream", result="upstream failed mid-stream", kind=error.kind.value, error=error.message[:200])
-        self.settlement.partial(self.delivered, 502, relay_error.code)
+        # Charged for the input and the output the caller received; the error text is free.
+        self.settlement.partial(self.delivered, 502, relay_error.code, failure=error)
         yield relay_error.sse_event(self.ctx.request_id, self.error_format)
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import urllib3
 from urllib3.exceptions import (
@@ -15,6 +16,22 @@ from urllib3.exceptions import (
 
 from relay.errors import ErrorKind, UpstreamError
 from relay.settings import Timeouts
+from relay.snapshot import ChannelView
+
+_TIMEOUT_FIELDS = ("connect", "first_byte", "idle", "total")
+
+
+def timeouts_for(channel: ChannelView, defaults: Timeouts) -> Timeouts:
+    """The channel's own time limits (`config.timeouts`, seconds) over the relay's defaults."""
+    own = channel.config.get("timeouts") if isinstance(channel.config, dict) else None
+    if not isinstance(own, dict):
+        return defaults
+    given = {}
+    for name in _TIMEOUT_FIELDS:
+        value = own.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            given[name] = float(value)
+    return replace(defaults, **given) if given else defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,22 +81,27 @@ class UpstreamResponse:
         self._raw.release_conn()
         return data
 
-    def iter_chunks(self, idle_timeout: float):
-        """Yield body bytes as they arrive; a gap longer than `idle_timeout` raises a timeout."""
+    def iter_chunks(self, first_timeout: float, idle_timeout: float, deadline: float | None = None):
+        """Yield body bytes as they arrive. The first chunk may take `first_timeout`; after it, a gap
+        longer than `idle_timeout` — or passing the monotonic `deadline` — raises a timeout."""
         raw = self._raw
-        conn = raw.connection
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            sock.settimeout(idle_timeout)
+        sock = getattr(raw.connection, "sock", None)
+
+        def wait_at_most(seconds: float) -> None:
+            if sock is not None:
+                if deadline is not None:
+                    seconds = min(seconds, max(deadline - time.monotonic(), 0.001))
+                sock.settimeout(seconds)
+
+        wait_at_most(first_timeout)
         try:
             if raw.chunked and raw.supports_chunked_reads():
-                yield from raw.read_chunked(decode_content=True)
+                pieces = raw.read_chunked(decode_content=True)
             else:
-                while True:
-                    data = raw.read1(65536)
-                    if not data:
-                        break
-                    yield data
+                pieces = iter(lambda: raw.read1(65536), b"")
+            for data in pieces:
+                yield data
+                wait_at_most(idle_timeout)
         except (HTTPError, OSError) as exc:
             self.abort()
             raise _failure(exc) from None
@@ -111,7 +133,7 @@ class UpstreamClient:
                 preload_content=False,
                 redirect=False,
                 retries=False,
-                timeout=urllib3.Timeout(connect=timeouts.connect, read=timeouts.first_byte),
+                timeout=urllib3.Timeout(connect=timeouts.connect, read=min(timeouts.first_byte, timeouts.total)),
             )
         except (HTTPError, OSError) as exc:
             raise _failure(exc) from None

@@ -1,17 +1,16 @@
-"""What every cron entry point shares: the repository on sys.path, a Redis lock, exit codes.
+"""What every cron entry point shares: a Redis lock and the exit codes.
 
-Exit codes: 0 done (nothing wrong), 1 done but something needed attention, 2 failed, 3 another run
-holds the lock (overlapping cron runs are safe: the second one steps aside).
+Run them from the repository root as modules (`.venv/bin/python -m scripts.reconcile`). Exit codes,
+the same for every script: 0 done, nothing wrong; 1 the run itself failed; 2 bad arguments
+(argparse); 3 done, and something needs attention (the output says what); 75 another run holds the
+lock and nothing was done (EX_TEMPFAIL: overlapping cron runs are safe, the second steps aside).
 """
 from __future__ import annotations
 
 import contextlib
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-OK, ATTENTION, FAILED, BUSY = 0, 1, 2, 3
+OK, FAILED, ATTENTION, BUSY = 0, 1, 3, 75
 
 
 @contextlib.contextmanager

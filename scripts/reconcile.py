@@ -1,15 +1,14 @@
-#!/usr/bin/env python3
 """Cron: check that ledger sums, SQL balances and live Redis balances agree; `--fix` repairs.
 
-    scripts/reconcile.py [--fix] [--json]
-Exit 0 when everything agrees, 1 when something did not (fixed with --fix), 2 on error, 3 if busy.
+    .venv/bin/python -m scripts.reconcile [--fix] [--json]
+Exit 0 when everything agrees, 3 when something did not (fixed with --fix); see scripts/_common.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
 
-from _common import ATTENTION, OK, locked, run
+from scripts._common import ATTENTION, OK, locked, run
 
 
 def main() -> int:

@@ -1,12 +1,11 @@
-#!/usr/bin/env python3
 """Cron: release holds left open by a relay that died mid-request (older than the hold TTL).
 
-    scripts/sweep_holds.py
-Exit 0 (prints how many were released), 2 on error, 3 if another run is in progress.
+    .venv/bin/python -m scripts.sweep_holds
+Exit 0 (prints how many were released); see scripts/_common.py.
 """
 from __future__ import annotations
 
-from _common import OK, locked, run
+from scripts._common import OK, locked, run
 
 
 def main() -> int:

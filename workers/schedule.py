@@ -1,16 +1,26 @@
 """What the scheduler runs, and how often (RQ's cron scheduler)."""
 from __future__ import annotations
 
-from workers import alerts, maintenance, queues, usage
+from workers import alerts, health, maintenance, queues, usage
 
 INGEST_EVERY = 1  # seconds: a finished request's charge shows in SQL within a few seconds
 SWEEP_EVERY = 60
 REPUBLISH_EVERY = 300
 ALERTS_EVERY = 60  # low-balance alerts (issue 6): a crossing is noticed within a minute
+REPORTS_EVERY = 2  # a key a relay found dead is disabled in SQL within seconds
 
 
-def register(scheduler) -> None:
+def register(scheduler, probe_every: int | None = None) -> None:
+    """`probe_every` defaults to the settings' SWITCHBOARD_PROBE_EVERY_SECONDS (needs an app context)."""
+    if probe_every is None:
+        from controlplane.runtime import runtime
+
+        probe_every = runtime().settings.probe.every_seconds
     scheduler.register(usage.ingest, queues.USAGE, interval=INGEST_EVERY, job_timeout=queues.INGEST_TIMEOUT, result_ttl=0, ttl=30)
     scheduler.register(maintenance.sweep_holds, queues.DEFAULT, interval=SWEEP_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(maintenance.republish_snapshot, queues.DEFAULT, interval=REPUBLISH_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(alerts.check_low_balances, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
+    scheduler.register(health.apply_reports, queues.HEALTH, interval=REPORTS_EVERY, job_timeout=queues.HEALTH_TIMEOUT, result_ttl=0, ttl=30)
+    if probe_every > 0:
+        scheduler.register(health.scheduled_probe, queues.PROBE, interval=probe_every, job_timeout=queues.PROBE_TIMEOUT,
+                           result_ttl=3600, ttl=probe_every)

@@ -25,7 +25,8 @@ COMMANDS = {
     "topup": "controlplane.cli.manage:topup",
     "balance": "controlplane.cli.manage:balance",
     "key": "controlplane.cli.manage:key",
-    "channel": "controlplane.cli.manage:channel",
+    "channel": "controlplane.cli.routing:channel",  # manage's group, plus `channel test`
+    "limits": "controlplane.cli.routing:limits",
     "price": "controlplane.cli.manage:price",
     "invite": "controlplane.cli.invites:invite",
     "demo": "controlplane.cli.demo:demo",

@@ -35,9 +35,10 @@ def web_command(host, port):
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Run the queued jobs, then exit.")
+@click.option("--queue", "queue_names", multiple=True, help="Only these queues (repeatable); default all.")
 @with_appcontext
-def worker_command(burst):
-    """Run an RQ worker on every Switchboard queue."""
+def worker_command(burst, queue_names):
+    """Run an RQ worker on Switchboard's queues."""
     _logging()
     from rq import Queue, SimpleWorker
 
@@ -47,7 +48,8 @@ def worker_command(burst):
     logging.getLogger("rq").setLevel(logging.WARNING)
     redis = runtime().redis
     # SimpleWorker runs jobs in this process, inside this app context: no fork and app per job.
-    worker = SimpleWorker([Queue(name, connection=redis) for name in queues.ALL], connection=redis)
+    names = queue_names or (*queues.ALL, queues.PROBE)
+    worker = SimpleWorker([Queue(name, connection=redis) for name in names], connection=redis)
     worker.work(burst=burst, logging_level=os.environ.get("SWITCHBOARD_LOG_LEVEL", "WARNING"))
 
 
@@ -103,9 +105,13 @@ def up_command():
     created = _first_operator()
     publish()
 
+    from workers import queues
+
+    # Channel probes get a worker of their own: a slow probe run never delays usage ingestion.
+    main_worker = ["worker", *(arg for name in queues.ALL for arg in ("--queue", name))]
     children = [
-        subprocess.Popen([sys.executable, "-m", "controlplane", name], env=os.environ.copy())
-        for name in ("worker", "scheduler")
+        subprocess.Popen([sys.executable, "-m", "controlplane", *args], env=os.environ.copy())
+        for args in (main_worker, ["worker", "--queue", queues.PROBE], ["scheduler"])
     ]
     relay_app = build_relay(settings.relay_settings())
     start_follower(relay_app)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from controlplane.extensions import db
@@ -29,6 +29,10 @@ class ApiKey(db.Model):
     # Spend caps per UTC calendar day / month, µ$; enforced by the relay's hold (relay/quota.py).
     daily_budget: Mapped[int | None] = mapped_column(Money, nullable=True)
     monthly_budget: Mapped[int | None] = mapped_column(Money, nullable=True)
+    # issue 7: rate limits of this key (None: unlimited)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
     spent: Mapped[int] = mapped_column(Money, default=0)  # µ$, ingested charges
     models: Mapped[list] = mapped_column(JsonType, default=list)  # [] = whatever the group allows
     ip_allow: Mapped[list] = mapped_column(JsonType, default=list)  # addresses / CIDR ranges

@@ -10,10 +10,13 @@ from relay.streaming import StreamBody
 from relay.upstream import HttpRequest, UpstreamCallFailed, UpstreamClient, UpstreamResponse
 
 
-def send(client: UpstreamClient, settings: RelaySettings, adapter, request: HttpRequest) -> UpstreamResponse | UpstreamError:
-    """The upstream's 200 response with its body unread, or what went wrong, classified by the adapter."""
+def send(client: UpstreamClient, ctx: RequestContext, settings: RelaySettings, adapter, request: HttpRequest) -> UpstreamResponse | UpstreamError:
+    """The upstream's 200 response with its body unread, or what went wrong, classified by the adapter.
+
+    Time limits are the attempt's channel's (set by the router on `ctx`), else the relay's defaults.
+    """
     try:
-        response = client.send(request, settings.timeouts)
+        response = client.send(request, ctx.timeouts or settings.timeouts)
     except UpstreamCallFailed as failed:
         return failed.error
     if response.status == 200:
@@ -38,7 +41,7 @@ def invalid(what: str) -> UpstreamError:
 def stream(ctx: RequestContext, settings: RelaySettings, decoder, response: UpstreamResponse, settlement: Settlement,
            error_format: str = OPENAI) -> Response | UpstreamError:
     """Start relaying an SSE stream; a failure before the first event is still retryable."""
-    body = StreamBody(ctx, decoder, response, settlement, settings.timeouts, error_format)
+    body = StreamBody(ctx, decoder, response, settlement, ctx.timeouts or settings.timeouts, error_format)
     error = body.prime()
     if error is not None:
         return error

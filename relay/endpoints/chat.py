@@ -62,7 +62,7 @@ class ChatEndpoint:
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:
-        response = calls.send(client, settings, adapter, adapter.chat_request(target, request))
+        response = calls.send(client, ctx, settings, adapter, adapter.chat_request(target, request))
         if isinstance(response, UpstreamError):
             return response
         if request.stream:

@@ -76,7 +76,7 @@ class ForwardedEndpoint:
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: Forwarded, settlement: Settlement) -> Response | UpstreamError:
-        response = calls.send(client, settings, adapter, self.upstream_request(adapter, target, request))
+        response = calls.send(client, ctx, settings, adapter, self.upstream_request(adapter, target, request))
         if isinstance(response, UpstreamError):
             return response
         if request.stream:

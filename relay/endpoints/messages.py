@@ -81,7 +81,7 @@ class MessagesEndpoint:
         if adapter.info.messages_native:
             return self._native(client, settings, ctx, adapter, target, request, settlement)
         chat = as_chat(request, target, settlement.price.max_output_tokens)
-        response = calls.send(client, settings, adapter, adapter.chat_request(target, chat))
+        response = calls.send(client, ctx, settings, adapter, adapter.chat_request(target, chat))
         if isinstance(response, UpstreamError):
             return response
         if request.stream:
@@ -99,7 +99,7 @@ class MessagesEndpoint:
         return json_response(200, orjson.dumps(message))
 
     def _native(self, client, settings, ctx, adapter, target, request: MessagesRequest, settlement: Settlement):
-        response = calls.send(client, settings, adapter, adapter.messages_request(target, request))
+        response = calls.send(client, ctx, settings, adapter, adapter.messages_request(target, request))
         if isinstance(response, UpstreamError):
             return response
         if request.stream:
@@ -138,7 +138,7 @@ class CountTokensEndpoint:
                 request: MessagesRequest, settlement: Settlement | None) -> Response | UpstreamError:
         if not adapter.info.messages_native:
             return json_response(200, orjson.dumps({"input_tokens": local_prompt_tokens(request)}))
-        response = calls.send(client, settings, adapter, adapter.count_tokens_request(target, request))
+        response = calls.send(client, ctx, settings, adapter, adapter.count_tokens_request(target, request))
         if isinstance(response, UpstreamError):
             return response
         body = calls.read(response)

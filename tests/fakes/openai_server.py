@@ -1,7 +1,12 @@
-"""A fake OpenAI-compatible upstream: /v1/chat/completions (JSON and SSE) and /v1/models.
+"""A fake OpenAI-compatible upstream: /v1/chat/completions (JSON and SSE), /v1/embeddings and
+/v1/models.
 
-Scripted: push `Behaviour`s and each request takes the next one (or the default). Usage fields and
-chunk shapes follow the real API, including `stream_options.include_usage`.
+Scripted: push `Behaviour`s and each request takes the next one (or the default); a key listed in
+`by_key` always gets its own behaviour (a dead key, a rate-limited key). Faults: any status code with
+any error body and headers (429 + Retry-After), a delay before the response (`first_byte_delay`) or
+after the headers before the first event (`stream_pause`), a slow drip (`chunk_gap`), a reset after N
+chunks, malformed JSON, missing usage, no [DONE]. Usage fields and chunk shapes follow the real API,
+including `stream_options.include_usage`.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class Behaviour:
     tool_calls: list | None = None  # [{"name":..., "arguments":...}]
     finish_reason: str | None = None
     send_done: bool = True
+    stream_pause: float = 0.0  # stream: seconds between the headers and the first event
 
     def pieces(self) -> list[str]:
         words = self.content.split(" ")
@@ -67,7 +73,16 @@ class OpenAIHandler(Handler):
             return openai_endpoints.transcription(self, self.fake.next_behaviour())
         body = self.read_json()
         self.fake.record(path=self.path, headers=dict(self.headers), body=body)
-        behaviour = self.fake.next_behaviour()
+        self.fake.enter()
+        try:
+            self.answer(body)
+        except (BrokenPipeError, ConnectionResetError):  # the relay gave up on us (a timeout it enforced)
+            self.fake.record(path="client-gone", headers={}, body=None)
+        finally:
+            self.fake.leave()
+
+    def answer(self, body):
+        behaviour = self.fake.next_behaviour(self.headers.get("Authorization", "")[len("Bearer "):])
         if behaviour.first_byte_delay:
             time.sleep(behaviour.first_byte_delay)
         if not self.headers.get("Authorization", "").startswith("Bearer "):
@@ -136,6 +151,8 @@ class OpenAIHandler(Handler):
             events.insert(1, b"data: {broken\n\n")
 
         self.start_stream(b.headers)
+        if b.stream_pause:
+            time.sleep(b.stream_pause)
         for n, event in enumerate(events):
             if b.reset_after_chunks is not None and n >= b.reset_after_chunks:
                 self.reset()
@@ -157,7 +174,10 @@ class FakeOpenAI(FakeServer):
         super().__init__()
         self.default = Behaviour()
         self.queue: deque[Behaviour] = deque()
+        self.by_key: dict[str, Behaviour] = {}
         self.models = models or ["gpt-4o-mini", "gpt-4o"]
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     @property
     def url(self) -> str:
@@ -167,9 +187,28 @@ class FakeOpenAI(FakeServer):
         with self.lock:
             self.queue.extend(behaviours)
 
-    def next_behaviour(self) -> Behaviour:
+    def next_behaviour(self, key: str = "") -> Behaviour:
         with self.lock:
+            if key in self.by_key:
+                return self.by_key[key]
             return self.queue.popleft() if self.queue else self.default
+
+    def enter(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+    def keys_seen(self) -> list[str]:
+        """The upstream key of each chat request, in order."""
+        return [r["headers"].get("Authorization", "")[len("Bearer "):] for r in self.chat_requests()]
+
+    def gone(self) -> list[dict]:
+        """Streams the caller stopped reading: the relay closed the connection."""
+        return [r for r in self.requests if r["path"] == "client-gone"]
 
     def chat_requests(self) -> list[dict]:
         return [r for r in self.requests if r["path"].endswith("/chat/completions")]
@@ -178,4 +217,29 @@ class FakeOpenAI(FakeServer):
         with self.lock:
             self.requests.clear()
             self.queue.clear()
+            self.by_key.clear()
+            self.max_in_flight = self.in_flight
         self.default = Behaviour()
+
+
+# Upstream answers the relay must classify, as OpenAI sends them.
+def invalid_key() -> Behaviour:
+    return Behaviour(status=401, error={"error": {"message": "Incorrect API key provided: sk-dead. You can find your API key at "
+                                                          "https://platform.openai.com/account/api-keys.",
+                                                  "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+
+
+def out_of_quota() -> Behaviour:
+    return Behaviour(status=429, error={"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                                                  "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}})
+
+
+def rate_limited(retry_after: int) -> Behaviour:
+    return Behaviour(status=429, headers={"Retry-After": str(retry_after)},
+                     error={"error": {"message": "Rate limit reached for requests", "type": "requests", "param": None,
+                                      "code": "rate_limit_exceeded"}})
+
+
+def bad_request() -> Behaviour:
+    return Behaviour(status=400, error={"error": {"message": "Invalid value for 'temperature'", "type": "invalid_request_error",
+                                                  "param": "temperature", "code": None}})

@@ -64,7 +64,8 @@ def script_env(app, redis_slot, tmp_path):
 
 
 def run_script(name: str, env, *args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", f"scripts.{name.removesuffix('.py')}", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_reconcile_script_exit_codes(app, script_env, redis_client):
@@ -73,11 +74,11 @@ def test_reconcile_script_exit_codes(app, script_env, redis_client):
     db.session.execute(update(Account).where(Account.id == user.account_id).values(balance=7))
     db.session.commit()
     found = run_script("reconcile.py", script_env, "--fix")
-    assert found.returncode == 1 and "account_balance" in found.stdout and "(fixed)" in found.stdout
+    assert found.returncode == 3 and "account_balance" in found.stdout and "(fixed)" in found.stdout
     assert run_script("reconcile.py", script_env).returncode == 0
     redis_client.set("sb:cron:reconcile", "someone else")
     busy = run_script("reconcile.py", script_env)
-    assert busy.returncode == 3 and "in progress" in busy.stderr
+    assert busy.returncode == 75 and "in progress" in busy.stderr
 
 
 def test_sweep_script_releases_abandoned_holds(app, script_env, redis_client):

@@ -1,0 +1,276 @@
+"""A request's two Redis round trips (issue 5's budget): admit, and settle. Plus one per retry.
+
+- `admit` (one Lua script): the caller's rate and concurrency limits, then the first route in the
+  selector's order that is not ejected, cooling down, proven dead or at capacity, then the credit
+  hold; only when all of that passes does it write anything (counters, leases, the hold, the route's
+  capacity slot). A refusal leaves Redis as it was.
+- `failover` (one script, only when an attempt failed before the first byte): record that failure in
+  passive health, give back the failed route's capacity slot, take the next usable route's.
+- `settle` (one script): the money settle (release the hold, charge, queue the usage event) and,
+  only if that settle was the first, the leases given back, tokens counted, and the final attempt's
+  outcome recorded in passive health — so a request is charged, counted and recorded exactly once.
+
+The money parts are relay/quota.py's own scripts, embedded as Lua functions.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from relay import quota
+from relay.health import ARG_READER_LUA, HEALTH_LUA, NO_OUTCOME_ARGS, HealthPolicy, Outcome
+from relay.limits import LIMITS_LUA, Scope
+from relay.quota import Hold
+from relay.selector import Plan, Route
+
+_ROUTES_LUA = r"""
+local function read_channels()
+  local cs = {}
+  for i = 1, num() do
+    cs[i] = {id = nxt(), rpm = num(), tpm = num(), conc = num(), krpm = num(), ktpm = num(), kconc = num()}
+  end
+  return cs
+end
+
+local function read_routes()
+  local rs = {}
+  for i = 1, num() do rs[i] = {ci = num(), key = nxt(), since = num()} end
+  return rs
+end
+
+-- The first route that can serve now: {index or 0, panic, skips {index, why, ...}, seconds to wait}.
+-- More than half of the model's channels ejected is a panic: ejections are ignored (Envoy's panic).
+local function pick_route(cs, rs, now)
+  local ejected, n_ej = {}, 0
+  for i, c in ipairs(cs) do
+    if h_channel_ejected(c.id, now) then ejected[i] = true n_ej = n_ej + 1 end
+  end
+  local panic = n_ej * 2 > #cs
+  local skips, wait, blocked = {}, 0, {}
+  local function skip(j, why, w)
+    if #skips < 64 then skips[#skips + 1] = j skips[#skips + 1] = why end
+    if w > 0 and (wait == 0 or w < wait) then wait = w end
+  end
+  for j, r in ipairs(rs) do
+    local c = cs[r.ci]
+    if blocked[r.ci] then
+      -- the whole channel is out; it is in the trace once
+    elseif ejected[r.ci] and not panic then
+      blocked[r.ci] = true
+      skip(j, 'channel_ejected', 0)
+    else
+      local why, untill = h_key_unusable(r.key, r.since, now, panic)
+      if why then
+        skip(j, why, untill > 0 and math.ceil(untill - now) or 0)
+      else
+        local cwhy, cwait = l_check('c:' .. c.id, c.rpm, c.tpm, c.conc, now)
+        if cwhy then
+          blocked[r.ci] = true
+          skip(j, 'channel_' .. cwhy, cwait)
+        else
+          local kwhy, kwait = l_check('ck:' .. r.key, c.krpm, c.ktpm, c.kconc, now)
+          if not kwhy then return j, panic, skips, 0 end
+          skip(j, 'key_' .. kwhy, kwait)
+        end
+      end
+    end
+  end
+  return 0, panic, skips, wait
+end
+
+local function take_route(c, r, rid, lease, now)
+  l_take('c:' .. c.id, c.rpm, c.conc, rid, lease, now)
+  l_take('ck:' .. r.key, c.krpm, c.kconc, rid, lease, now)
+end
+
+local function read_list()
+  local out = {}
+  for i = 1, num() do out[i] = nxt() end
+  return out
+end
+"""
+
+_PRELUDE = ARG_READER_LUA + HEALTH_LUA + LIMITS_LUA + _ROUTES_LUA
+
+
+def _function(name: str, body: str) -> str:
+    return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
+
+
+_ADMIT = _PRELUDE + _function("money_hold", quota.HOLD_LUA) + r"""
+local now, rid, lease = num(), nxt(), num()
+local scopes = {}
+for i = 1, num() do scopes[i] = l_scope() end
+local cs, rs = read_channels(), read_routes()
+local margs = read_list()
+for _, s in ipairs(scopes) do
+  local which, wait = l_check(s.name, s.rpm, s.tpm, s.conc, now)
+  if which then return {'limit', s.name, which, wait} end
+end
+local pick, panic, skips, wait = pick_route(cs, rs, now)
+if pick == 0 then return {'route', wait, panic and 1 or 0, unpack(skips)} end
+local m = money_hold(KEYS, margs)
+if m[1] ~= 1 then return {'money', m[1], m[2]} end
+for _, s in ipairs(scopes) do l_take(s.name, s.rpm, s.conc, rid, lease, now) end
+take_route(cs[rs[pick].ci], rs[pick], rid, lease, now)
+return {'ok', m[2], pick, panic and 1 or 0, unpack(skips)}
+"""
+
+_FAILOVER = _PRELUDE + r"""
+local now, rid, lease = num(), nxt(), num()
+local P = h_policy()
+local rec = h_record(P, now, h_outcome())
+for i = 1, num() do
+  local s = l_scope()
+  l_finish(s.name, s.tpm, s.conc, rid, 0, now)
+end
+local cs, rs = read_channels(), read_routes()
+local pick, panic, skips, wait = pick_route(cs, rs, now)
+if pick > 0 then take_route(cs[rs[pick].ci], rs[pick], rid, lease, now) end
+return {pick, panic and 1 or 0, wait, rec[1], rec[2], rec[3], unpack(skips)}
+"""
+
+_SETTLE = _PRELUDE + _function("money_settle", quota.SETTLE_LUA) + r"""
+local margs = read_list()
+if money_settle(KEYS, margs) ~= 1 then return {0} end
+local now, rid, tokens = num(), nxt(), num()
+for i = 1, num() do
+  local s = l_scope()
+  l_finish(s.name, s.tpm, s.conc, rid, tokens, now)
+end
+local P = h_policy()
+local rec = h_record(P, now, h_outcome())
+return {1, rec[1], rec[2], rec[3]}
+"""
+
+
+class LimitRefused(Exception):
+    def __init__(self, scope: str, which: str, retry_after: int):
+        super().__init__(f"{scope} over its {which} limit")
+        self.scope, self.which, self.retry_after = scope, which, retry_after
+
+
+class NoRoute(Exception):
+    """No route can serve now: at capacity or cooling down (retry_after > 0), or none at all."""
+
+    def __init__(self, retry_after: int, skips: list, panic: bool):
+        super().__init__("no usable route")
+        self.retry_after, self.skips, self.panic = retry_after, skips, panic
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyHold:
+    request_id: str
+    account_id: int
+    key_id: int
+    amount: int
+    key_limit: int | None
+    expires_at: float
+    budgets: quota.Budgets = quota.NO_BUDGETS  # spend windows (issue 6)
+    user_id: int | None = None
+    started_at: float | None = None  # names the spend windows
+
+
+@dataclass(slots=True)
+class Admission:
+    """What a request holds in Redis: money, the caller's slots, and the current route's slot."""
+
+    hold: Hold
+    scopes: tuple[Scope, ...]
+    plan: Plan
+    route: Route
+    panic: bool = False
+    skips: list = field(default_factory=list)  # [(route, why)] from the latest pick
+    tried: list = field(default_factory=list)  # [(channel id, key id)] in attempt order
+
+    def route_scopes(self) -> tuple[Scope, ...]:
+        channel = self.route.channel
+        found = (Scope(f"c:{channel.id}", channel.limits), Scope(f"ck:{self.route.key.id}", channel.key_limits))
+        return tuple(s for s in found if s.limits.any)
+
+
+def _text(values) -> list:
+    return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+
+def _plan_args(channels, routes: list[Route]) -> list:
+    index = {c.id: i + 1 for i, c in enumerate(channels)}
+    args: list = [len(channels)]
+    for c in channels:
+        lim, key = c.limits, c.key_limits
+        args += [c.id, lim.rpm or 0, lim.tpm or 0, lim.concurrency or 0, key.rpm or 0, key.tpm or 0, key.concurrency or 0]
+    args.append(len(routes))
+    for r in routes:
+        args += [index[r.channel.id], r.key.id, r.key.since]
+    return args
+
+
+def _scope_args(scopes) -> list:
+    args: list = [len(scopes)]
+    for s in scopes:
+        args += s.args()
+    return args
+
+
+def _skips(routes: list[Route], flat: list) -> list[tuple[Route, str]]:
+    return [(routes[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
+
+
+class Gate:
+    """The relay's Redis side of a request: admit, fail over, settle."""
+
+    def __init__(self, redis, policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time):
+        self.redis = redis
+        self.policy = policy
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self._admit = redis.register_script(_ADMIT)
+        self._failover = redis.register_script(_FAILOVER)
+        self._settle = redis.register_script(_SETTLE)
+
+    def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan) -> Admission:
+        now = self.clock()
+        routes = list(plan.routes)
+        hold = quota.hold_record(money.request_id, money.account_id, money.key_id, money.amount, money.budgets, money.user_id, money.started_at)
+        keys, margs = quota.hold_call(hold, money.key_limit, money.expires_at, money.budgets)
+        args = [now, money.request_id, now + self.lease_seconds, *_scope_args(scopes), *_plan_args(plan.channels, routes), len(margs), *margs]
+        reply = _text(self._admit(keys=keys, args=args))
+        tag = reply[0]
+        if tag == "limit":
+            raise LimitRefused(reply[1], reply[2], int(reply[3]))
+        if tag == "route":
+            raise NoRoute(int(reply[1]), _skips(routes, reply[3:]), reply[2] == 1)
+        if tag == "money":
+            raise quota.refusal(int(reply[1]), int(reply[2]))
+        route = routes[int(reply[2]) - 1]
+        return Admission(hold, scopes, plan, route, reply[3] == 1, _skips(routes, reply[4:]), [route.ids])
+
+    def failover(self, admission: Admission, failed: Outcome, remaining: list[Route]) -> tuple[Route | None, int, list]:
+        """Record the failed attempt and move to the first usable route of `remaining`.
+
+        Returns (the new route or None, seconds to wait when only capacity stood in the way, the
+        health record of the failure).
+        """
+        now = self.clock()
+        rid = admission.hold.request_id
+        args = [now, rid, now + self.lease_seconds, *self.policy.args(), *failed.args(), *_scope_args(admission.route_scopes()),
+                *_plan_args(admission.plan.channels, remaining)]
+        reply = _text(self._failover(args=args))
+        pick, panic, wait, record = int(reply[0]), reply[1] == 1, int(reply[2]), reply[3:6]
+        admission.skips = _skips(remaining, reply[6:])
+        admission.panic = panic
+        if pick == 0:
+            return None, wait, record
+        admission.route = remaining[pick - 1]
+        admission.tried.append(admission.route.ids)
+        return admission.route, wait, record
+
+    def settle(self, admission: Admission, cost: int, event: bytes, tokens: int, outcome: Outcome | None) -> tuple[bool, list]:
+        """Settle once: money, leases, tokens, health. (False, []) when it was already settled."""
+        keys, margs = quota.settle_call(admission.hold, cost, event)
+        scopes = admission.scopes + admission.route_scopes()
+        args = [len(margs), *margs, self.clock(), admission.hold.request_id, tokens, *_scope_args(scopes),
+                *self.policy.args(), *(outcome.args() if outcome is not None else NO_OUTCOME_ARGS)]
+        reply = _text(self._settle(keys=keys, args=args))
+        return reply[0] == 1, reply[1:]

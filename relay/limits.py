@@ -1,0 +1,118 @@
+"""Rate and capacity limits in Redis, shared by every relay process (issue 7).
+
+Limits apply to scopes: the caller's API key (`k:<id>`), user (`u:<id>`) and group (`g:<name>`),
+and the upstream's channel (`c:<id>`) and channel key (`ck:<id>`). Each scope may limit requests
+per minute, tokens per minute and concurrent requests.
+
+- Per-minute limits are sliding-window counters (the previous minute's count weighted by how much
+  of it is still inside the last 60 s, plus the current minute's): cheap, and a burst that straddles
+  a minute boundary cannot double the limit the way fixed windows allow.
+- Tokens are counted when a request settles (its real usage); a scope is refused while its window is
+  full, so one large request may overshoot a tokens-per-minute limit once, never repeatedly.
+- Concurrency is a sorted set of request ids scored by a lease expiry, so a relay that dies holding
+  slots frees them when the lease runs out instead of leaking them forever.
+
+The Lua here is folded into the relay's hold and settle scripts (relay/admission.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.snapshot import GroupView, KeyView, Limits
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    name: str  # k:<id> | u:<id> | g:<name> | c:<id> | ck:<id>
+    limits: Limits
+
+    def args(self) -> list:
+        return [self.name, self.limits.rpm or 0, self.limits.tpm or 0, self.limits.concurrency or 0]
+
+
+# What the caller sees when a scope is over a limit.
+SCOPE_LABELS = {"k": "API key", "u": "account", "g": "group"}
+WHICH_LABELS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "concurrent requests"}
+
+
+def caller_scopes(key: KeyView, user_limits: dict[int, Limits], group: GroupView) -> tuple[Scope, ...]:
+    """The caller's limited scopes, most specific first (the first one over its limit is reported)."""
+    scopes = [Scope(f"k:{key.id}", key.limits)]
+    if key.user_id is not None and key.user_id in user_limits:
+        scopes.append(Scope(f"u:{key.user_id}", user_limits[key.user_id]))
+    scopes.append(Scope(f"g:{group.name}", group.limits))
+    return tuple(s for s in scopes if s.limits.any)
+
+
+def window_key(scope: str, kind: str, now: float) -> str:
+    return f"sb:lim:{scope}:{kind}:{int(now // 60)}"
+
+
+def lease_key(scope: str) -> str:
+    return f"sb:lim:{scope}:cc"
+
+
+LIMITS_LUA = r"""
+-- Seconds until one more unit fits under `limit` in the sliding window (0: it fits now).
+local function l_wait(scope, kind, limit, now)
+  local w = math.floor(now / 60)
+  local frac = now / 60 - w
+  local base = 'sb:lim:' .. scope .. ':' .. kind .. ':'
+  local prev = tonumber(redis.call('GET', base .. (w - 1)) or '0')
+  local curr = tonumber(redis.call('GET', base .. w) or '0')
+  local room = limit - 1
+  if math.floor(prev * (1 - frac) + 0.5) + curr <= room then return 0 end
+  local wait
+  if curr > room then
+    wait = 60 * (1 - frac) + 60 * math.max(0, 1 - (room + 0.5) / curr)
+  else
+    wait = 60 * math.max(0, 1 - (room - curr + 0.5) / prev - frac)
+  end
+  return math.max(1, math.ceil(wait))
+end
+
+local function l_add(scope, kind, n, now)
+  local key = 'sb:lim:' .. scope .. ':' .. kind .. ':' .. math.floor(now / 60)
+  redis.call('INCRBY', key, n)
+  redis.call('EXPIRE', key, 150)
+end
+
+local function l_busy(scope, limit, now)
+  local key = 'sb:lim:' .. scope .. ':cc'
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  return redis.call('ZCARD', key) >= limit
+end
+
+-- Which limit of a scope refuses one more request now (nil: none), and the seconds to wait.
+local function l_check(scope, rpm, tpm, conc, now)
+  if conc > 0 and l_busy(scope, conc, now) then return 'concurrency', 1 end
+  if rpm > 0 then
+    local w = l_wait(scope, 'r', rpm, now)
+    if w > 0 then return 'rpm', w end
+  end
+  if tpm > 0 then
+    local w = l_wait(scope, 't', tpm, now)
+    if w > 0 then return 'tpm', w end
+  end
+  return nil, 0
+end
+
+local function l_take(scope, rpm, conc, rid, lease_until, now)
+  if rpm > 0 then l_add(scope, 'r', 1, now) end
+  if conc > 0 then
+    local key = 'sb:lim:' .. scope .. ':cc'
+    redis.call('ZADD', key, lease_until, rid)
+    redis.call('EXPIRE', key, math.ceil(lease_until - now) + 60)
+  end
+end
+
+-- At the end of a request (or an attempt): give the slot back, count the tokens.
+local function l_finish(scope, tpm, conc, rid, tokens, now)
+  if conc > 0 then redis.call('ZREM', 'sb:lim:' .. scope .. ':cc', rid) end
+  if tpm > 0 and tokens > 0 then l_add(scope, 't', tokens, now) end
+end
+
+local function l_scope()
+  return {name = nxt(), rpm = num(), tpm = num(), conc = num()}
+end
+"""

@@ -1,0 +1,203 @@
+"""The relay's admission in Redis: caller limits, route choice (health, capacity, panic), the hold,
+failover and settle — each one script, all-or-nothing, settled once."""
+from __future__ import annotations
+
+import pytest
+
+from relay.admission import Gate, LimitRefused, MoneyHold, NoRoute
+from relay.health import Effect, Health, HealthPolicy, Outcome
+from relay.limits import Scope
+from relay.quota import HoldRefused, Quota
+from relay.routing import remaining_routes
+from relay.selector import Plan, Route
+from relay.snapshot import ChannelKeyView, ChannelView, Limits
+from tests.fakes.clock import Clock
+
+ACCOUNT, KEY = 1, 7
+
+
+def channel(cid: int, keys: int = 1, limits=Limits(), key_limits=Limits()) -> ChannelView:
+    views = tuple(ChannelKeyView(id=cid * 10 + i, secret="sk", since=0.0) for i in range(keys))
+    return ChannelView(id=cid, name=f"c{cid}", type="openai", base_url="http://x", models=("m",), keys=views,
+                       limits=limits, key_limits=key_limits)
+
+
+def plan_of(*channels: ChannelView) -> Plan:
+    return Plan(channels, tuple(Route(c, k, "m") for c in channels for k in c.keys))
+
+
+@pytest.fixture
+def clock():
+    return Clock(1_700_000_030.0)  # half-way through a minute
+
+
+@pytest.fixture
+def gate(redis_client, clock):
+    Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
+    return Gate(redis_client, HealthPolicy(), lease_seconds=600, clock=clock)
+
+
+@pytest.fixture
+def health(redis_client, clock):
+    return Health(redis_client, HealthPolicy(), clock)
+
+
+_ids = iter(range(1, 10_000))
+
+
+def admit(gate, plan, scopes=(), amount=100):
+    return gate.admit(MoneyHold(f"req_{next(_ids)}", ACCOUNT, KEY, amount, None, 2e9), tuple(scopes), plan)
+
+
+def settle(gate, admission, cost=0, tokens=0, outcome=None):
+    return gate.settle(admission, cost, b"{}", tokens, outcome)
+
+
+def eject_channel(health, cid):
+    for _ in range(5):
+        health.record(Outcome(Effect.FAILURE, cid, cid * 10))
+
+
+def test_the_first_route_in_order_is_taken_and_money_is_held(gate, redis_client):
+    admission = admit(gate, plan_of(channel(1), channel(2)))
+    assert admission.route.ids == (1, 10) and admission.skips == [] and not admission.panic
+    assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 100)
+    assert settle(gate, admission, cost=40)[0]
+    assert Quota(redis_client).account(ACCOUNT) == (999_960, 0)
+
+
+def test_an_ejected_channel_is_skipped_and_said_so(gate, health):
+    eject_channel(health, 1)
+    admission = admit(gate, plan_of(channel(1), channel(2), channel(3)))
+    assert admission.route.channel.id == 2
+    assert [(r.channel.id, why) for r, why in admission.skips] == [(1, "channel_ejected")]
+
+
+def test_more_than_half_ejected_is_panic_routing_over_all_of_them(gate, health):
+    for cid in (1, 2):
+        eject_channel(health, cid)
+    admission = admit(gate, plan_of(channel(1), channel(2), channel(3)))
+    assert admission.panic and admission.route.channel.id == 1  # ejections ignored: order decides
+    both = admit(gate, plan_of(channel(1), channel(2)))
+    assert both.panic and both.route.channel.id == 1  # never a blanket 503
+
+
+def test_half_ejected_is_not_panic(gate, health):
+    eject_channel(health, 1)
+    admission = admit(gate, plan_of(channel(1), channel(2)))
+    assert not admission.panic and admission.route.channel.id == 2
+
+
+def test_cooling_and_dead_keys_are_skipped_and_a_re_enabled_key_is_usable(gate, health, clock):
+    ch = channel(1, keys=3)
+    health.record(Outcome(Effect.COOLDOWN, 1, 10, retry_after=20))
+    health.record(Outcome(Effect.DEAD_KEY, 1, 11, key_since=0.0, kind="auth"))
+    admission = admit(gate, plan_of(ch))
+    assert admission.route.key.id == 12
+    assert [why for _, why in admission.skips] == ["key_cooling", "key_dead"]
+    # The operator re-enabled key 11 after the relay marked it: the snapshot's `since` is newer.
+    fresh = ChannelView(id=1, name="c1", type="openai", base_url="http://x", models=("m",),
+                        keys=(ChannelKeyView(id=11, secret="sk", since=clock.now + 1),))
+    assert admit(gate, plan_of(fresh)).route.key.id == 11
+
+
+def test_only_cooling_keys_left_is_a_429_with_the_wait(gate, health):
+    health.record(Outcome(Effect.COOLDOWN, 1, 10, retry_after=20))
+    with pytest.raises(NoRoute) as refused:
+        admit(gate, plan_of(channel(1)))
+    assert refused.value.retry_after == 20
+
+
+def test_a_channel_at_capacity_is_skipped_and_frees_up_at_settle(gate, redis_client):
+    plan = plan_of(channel(1, limits=Limits(concurrency=1)), channel(2, key_limits=Limits(concurrency=1)))
+    first = admit(gate, plan)
+    second = admit(gate, plan)
+    assert (first.route.channel.id, second.route.channel.id) == (1, 2)
+    assert [(r.channel.id, why) for r, why in second.skips] == [(1, "channel_concurrency")]
+    assert second.tried == [(2, 20)]  # skipping for capacity is not an attempt
+    with pytest.raises(NoRoute) as full:
+        admit(gate, plan)
+    assert full.value.retry_after >= 1
+    held_before = Quota(redis_client).account(ACCOUNT)[1]
+    assert held_before == 200  # the refused admission held nothing
+    settle(gate, first)
+    assert admit(gate, plan).route.channel.id == 1
+
+
+def test_requests_per_minute_of_a_key_refuse_with_retry_after_and_write_nothing(gate, redis_client):
+    scopes = [Scope(f"k:{KEY}", Limits(rpm=2))]
+    plan = plan_of(channel(1))
+    admit(gate, plan, scopes)
+    admit(gate, plan, scopes)
+    with pytest.raises(LimitRefused) as refused:
+        admit(gate, plan, scopes)
+    assert (refused.value.scope, refused.value.which) == ("k:7", "rpm")
+    assert 1 <= refused.value.retry_after <= 90
+    assert Quota(redis_client).account(ACCOUNT)[1] == 200
+
+
+def test_a_burst_across_a_minute_boundary_gets_the_limit_not_double(gate, clock):
+    scopes = [Scope("g:default", Limits(rpm=5))]
+    plan = plan_of(channel(1))
+    clock.now = 1_700_000_039.5  # 0.5 s before a minute starts (1_700_000_040 is a multiple of 60)
+    admitted = 0
+    for step in range(10):
+        clock.now += 0.1
+        try:
+            admit(gate, plan, scopes)
+            admitted += 1
+        except LimitRefused:
+            pass
+    assert admitted == 5
+
+
+def test_tokens_per_minute_count_real_usage_at_settle(gate):
+    scopes = [Scope("u:3", Limits(tpm=1000))]
+    plan = plan_of(channel(1))
+    first = admit(gate, plan, scopes)
+    settle(gate, first, tokens=1200)
+    with pytest.raises(LimitRefused) as refused:
+        admit(gate, plan, scopes)
+    assert refused.value.which == "tpm"
+
+
+def test_concurrency_of_a_user_frees_when_a_relay_dies_holding_it(gate, clock):
+    scopes = [Scope("u:3", Limits(concurrency=1))]
+    plan = plan_of(channel(1))
+    admit(gate, plan, scopes)  # never settled: its relay crashed
+    with pytest.raises(LimitRefused):
+        admit(gate, plan, scopes)
+    clock.advance(601)  # the lease ran out
+    admit(gate, plan, scopes)
+
+
+def test_a_money_refusal_takes_no_limit_slot(gate, redis_client):
+    scopes = [Scope(f"k:{KEY}", Limits(rpm=1, concurrency=1))]
+    with pytest.raises(HoldRefused):
+        admit(gate, plan_of(channel(1, limits=Limits(concurrency=1))), scopes, amount=5_000_000)
+    admitted = admit(gate, plan_of(channel(1, limits=Limits(concurrency=1))), scopes)
+    assert admitted.route.channel.id == 1
+
+
+def test_failover_records_the_failure_moves_the_capacity_slot_and_skips_tried_routes(gate, health):
+    plan = plan_of(channel(1, limits=Limits(concurrency=1)), channel(2))
+    admission = admit(gate, plan)
+    failed = Outcome(Effect.FAILURE, 1, 10, kind="transient", message="500")
+    route, _, record = gate.failover(admission, failed, remaining_routes(plan, admission.tried, {1}))
+    assert route.ids == (2, 20) and record[0] == "failure"
+    assert admission.tried == [(1, 10), (2, 20)]
+    assert health.channel(1).failures == 1
+    assert admit(gate, plan).route.channel.id == 1  # channel 1's slot was given back
+
+
+def test_settle_happens_once_with_everything_in_it(gate, health, redis_client):
+    scopes = [Scope("u:3", Limits(tpm=10_000, concurrency=5))]
+    admission = admit(gate, plan_of(channel(1)), scopes)
+    health.record(Outcome(Effect.FAILURE, 1, 10))
+    failure = Outcome(Effect.FAILURE, 1, 10)
+    assert settle(gate, admission, cost=30, tokens=500, outcome=failure) == (True, ["failure", 0, 0])
+    assert settle(gate, admission, cost=30, tokens=500, outcome=failure) == (False, [])
+    assert Quota(redis_client).account(ACCOUNT) == (999_970, 0)
+    assert health.channel(1).failures == 2  # not 3
+    window = [k for k in redis_client.keys("sb:lim:u:3:t:*")]
+    assert len(window) == 1 and int(redis_client.get(window[0])) == 500
