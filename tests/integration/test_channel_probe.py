@@ -38,7 +38,7 @@ def press_test_now(client, channel_id: int, **headers):
 def test_the_channel_page_has_a_test_now_button_wired_to_the_probe(signed_in, fake):
     ch = factories.channel(fake.url)
     page = signed_in.get(f"/admin/channels/{ch.id}").get_data(as_text=True)
-    form = re.search(r'<form method="post" action="([^"]+)"[^>]*>\s*<input[^>]*csrf_token[^>]*>\s*<button type="submit">Test now</button>', page)
+    form = re.search(r'<form method="post" action="([^"]+)"[^>]*>\s*<input[^>]*csrf_token[^>]*>\s*<button type="submit"[^>]*>Test now</button>', page)
     assert form and form.group(1) == f"/admin/channels/{ch.id}/test"
 
 

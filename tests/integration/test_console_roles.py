@@ -30,7 +30,7 @@ CONSOLE = {
     ("admin.channels.detail", "GET"): R, ("admin.channels.edit", "GET"): W, ("admin.channels.edit", "POST"): W,
     ("admin.channels.set_status", "POST"): W, ("admin.channels.delete", "POST"): W, ("admin.channels.bulk_status", "POST"): W,
     ("admin.channels.add_keys", "POST"): W, ("admin.channels.key_status", "POST"): W, ("admin.channels.delete_key", "POST"): W,
-    ("admin.channels.fetch_models", "POST"): W, ("admin.channels.set_models", "POST"): W,
+    ("admin.channels.fetch_models", "POST"): W, ("admin.channels.set_models", "POST"): W, ("admin.channel_probe.test_now", "POST"): W,
     ("admin.prices.index", "GET"): R, ("admin.prices.set_price", "POST"): W, ("admin.prices.cancel", "POST"): W,
     ("admin.prices.export", "GET"): R, ("admin.prices.import_prices", "POST"): W,
     ("admin.groups.index", "GET"): R, ("admin.groups.create", "GET"): W, ("admin.groups.create", "POST"): W,
