@@ -14,6 +14,7 @@ import orjson
 
 class ErrorKind(str, enum.Enum):
     AUTH = "auth"  # the operator's upstream key is invalid or deactivated
+    PERMISSION = "permission"  # the upstream refuses this key this model or region (403): the key may serve others
     QUOTA = "quota"  # the upstream account's billing quota is exhausted
     RATE_LIMIT = "rate_limit"
     OVERLOADED = "overloaded"
@@ -145,6 +146,6 @@ def upstream_failure(error: UpstreamError) -> RelayError:
         return RelayError(504, "upstream_timeout", "The upstream provider did not answer in time.")
     if kind is ErrorKind.INVALID_RESPONSE:
         return RelayError(502, "upstream_invalid_response", "The upstream provider returned an invalid response.")
-    if kind in (ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.NOT_FOUND):
+    if kind in (ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.NOT_FOUND, ErrorKind.PERMISSION):
         return RelayError(503, "no_channel_available", "No upstream channel is available for this model right now.")
     return RelayError(502, "upstream_error", "The upstream provider failed to answer.")

@@ -40,6 +40,7 @@ _EFFECTS: dict[ErrorKind, Effect] = {
     ErrorKind.BAD_REQUEST: Effect.CLIENT,
     ErrorKind.CONTENT_POLICY: Effect.CLIENT,
     ErrorKind.NOT_FOUND: Effect.MISROUTE,
+    ErrorKind.PERMISSION: Effect.MISROUTE,  # a 403 for one model must not disable a key that serves others
     ErrorKind.TRANSIENT: Effect.FAILURE,
     ErrorKind.TIMEOUT: Effect.FAILURE,
     ErrorKind.CONNECT: Effect.FAILURE,

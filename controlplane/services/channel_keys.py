@@ -35,6 +35,10 @@ def set_key_status(actor: Actor, key: ChannelKey, status: ChannelStatus, reason:
     key.status, key.status_reason, key.status_since = str(status), reason, utcnow()
     audit(actor, "channel.key_status", "channel", key.channel_id, before=before, after=_describe(key))
     commit()
+    if status == ChannelStatus.ENABLED:
+        from controlplane.services.channels import forget_passive_health
+
+        forget_passive_health(key_id=key.id)
     return key
 
 

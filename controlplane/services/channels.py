@@ -138,7 +138,23 @@ def set_status(actor: Actor, channel: Channel, status: ChannelStatus, reason: st
     db.session.add(ChannelEvent(channel_id=channel.id, from_status=before, to_status=str(status), reason=reason, actor=actor.name))
     audit(actor, "channel.status", "channel", channel.id, before={"status": before}, after={"status": str(status), "reason": reason})
     commit()
+    if status == ChannelStatus.ENABLED:
+        forget_passive_health(channel_id=channel.id)
     return channel
+
+
+def forget_passive_health(channel_id: int | None = None, key_id: int | None = None) -> None:
+    """An operator's enable starts afresh: drop the relays' ejection and dead-key marks (best effort)."""
+    from relay.health import Health
+
+    try:
+        health = Health(runtime().redis)
+        if channel_id is not None:
+            health.forget_channel(channel_id)
+        if key_id is not None:
+            health.forget_key(key_id)
+    except Exception:  # the marks lapse on their own within minutes; never fail the operator's action
+        pass
 
 
 def delete_channel(actor: Actor, channel: Channel) -> None:

@@ -87,8 +87,10 @@ def classify_openai(status: int, body: bytes, headers) -> UpstreamError:
     tags = {str(err_type or ""), str(code or "")}
     if tags & _QUOTA_CODES or status == 402:
         kind = ErrorKind.QUOTA
-    elif tags & _AUTH_CODES or status in (401, 403):
+    elif tags & _AUTH_CODES or status == 401:
         kind = ErrorKind.AUTH
+    elif status == 403:  # no access to this model, or from this region: not proof the key is dead
+        kind = ErrorKind.PERMISSION
     elif tags & _POLICY_CODES:
         kind = ErrorKind.CONTENT_POLICY
     elif status == 429:

@@ -22,7 +22,7 @@ STOP_TO_FINISH = {
 
 ERROR_KINDS = {
     "authentication_error": ErrorKind.AUTH,
-    "permission_error": ErrorKind.AUTH,
+    "permission_error": ErrorKind.PERMISSION,
     "billing_error": ErrorKind.QUOTA,
     "rate_limit_error": ErrorKind.RATE_LIMIT,
     "overloaded_error": ErrorKind.OVERLOADED,
@@ -33,7 +33,7 @@ ERROR_KINDS = {
     "request_too_large": ErrorKind.BAD_REQUEST,
 }
 
-STATUS_KINDS = {401: ErrorKind.AUTH, 402: ErrorKind.QUOTA, 403: ErrorKind.AUTH, 404: ErrorKind.NOT_FOUND, 408: ErrorKind.TIMEOUT,
+STATUS_KINDS = {401: ErrorKind.AUTH, 402: ErrorKind.QUOTA, 403: ErrorKind.PERMISSION, 404: ErrorKind.NOT_FOUND, 408: ErrorKind.TIMEOUT,
                 413: ErrorKind.BAD_REQUEST, 429: ErrorKind.RATE_LIMIT, 503: ErrorKind.OVERLOADED, 504: ErrorKind.TIMEOUT,
                 529: ErrorKind.OVERLOADED}
 

@@ -246,3 +246,24 @@ def test_a_snapshot_republish_keeps_the_probe_state_out_of_the_relay_contract(pr
     health_worker.probe_channels([ch.id])
     payload = control_snapshot.build(1).to_payload(lambda s: s)
     assert "probe_failures" not in json.dumps(payload)
+
+
+def test_an_operator_enabling_a_key_or_channel_clears_the_relays_marks(probes):
+    """Passive ejections and dead-key marks live in Redis; an operator's enable starts afresh."""
+    from controlplane.models import ChannelStatus
+    from controlplane.runtime import runtime
+    from controlplane.services import channel_keys, channels as channel_service
+    from tests import factories
+
+    channel = factories.channel("http://127.0.0.1:9/v1", keys_=("sk-a-1111", "sk-b-2222"))
+    key = channel.keys[0]
+    redis = runtime().redis
+    redis.set(f"sb:hdead:{key.id}", 1)
+    redis.hset(f"sb:hk:{key.id}", "f", 5)
+    redis.hset(f"sb:hc:{channel.id}", "f", 5)
+    channel_keys.set_key_status(factories.ACTOR, key, ChannelStatus.DISABLED, "rotating")
+    channel_keys.set_key_status(factories.ACTOR, key, ChannelStatus.ENABLED)
+    assert not redis.exists(f"sb:hdead:{key.id}") and not redis.exists(f"sb:hk:{key.id}")
+    channel_service.set_status(factories.ACTOR, channel, ChannelStatus.DISABLED, "maintenance")
+    channel_service.set_status(factories.ACTOR, channel, ChannelStatus.ENABLED)
+    assert not redis.exists(f"sb:hc:{channel.id}")

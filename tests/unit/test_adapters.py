@@ -84,7 +84,7 @@ def test_gemini_urls_for_json_and_sse_with_the_key_in_a_header():
 
 ANTHROPIC_ERRORS = [
     (401, "authentication_error", ErrorKind.AUTH),
-    (403, "permission_error", ErrorKind.AUTH),
+    (403, "permission_error", ErrorKind.PERMISSION),
     (402, "billing_error", ErrorKind.QUOTA),
     (429, "rate_limit_error", ErrorKind.RATE_LIMIT),
     (529, "overloaded_error", ErrorKind.OVERLOADED),
@@ -127,3 +127,18 @@ def test_gemini_error_kinds(status, code, reason, expected):
 def test_azure_content_filter_is_a_content_policy_error():
     body = orjson.dumps({"error": {"code": "content_filter", "message": "The response was filtered", "status": 400}})
     assert adapter_for("azure").classify_error(400, body, {}).kind == ErrorKind.CONTENT_POLICY
+
+
+@pytest.mark.parametrize("status,body,expected", [
+    (401, b'{"error":{"message":"Incorrect API key","type":"invalid_request_error","code":"invalid_api_key"}}', ErrorKind.AUTH),
+    (401, b'{"error":{"message":"deactivated","code":"account_deactivated"}}', ErrorKind.AUTH),
+    (403, b'{"error":{"message":"Project does not have access to model gpt-5","code":"model_not_found"}}', ErrorKind.PERMISSION),
+    (403, b'{"error":{"message":"Country, region, or territory not supported","code":"unsupported_country_region_territory"}}', ErrorKind.PERMISSION),
+    (429, b'{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}', ErrorKind.QUOTA),
+    (429, b'{"error":{"message":"Rate limit reached"}}', ErrorKind.RATE_LIMIT),
+])
+def test_openai_errors_prove_a_key_dead_only_when_they_say_so(status, body, expected):
+    """A 403 names a model or a region, not the key: classifying it as a dead key would disable a key
+    that still serves every other model."""
+    assert adapter_for("openai").classify_error(status, body, {}).kind is expected
+

@@ -18,6 +18,7 @@ TABLE = [
     (ErrorKind.CONNECT, Effect.FAILURE, True),
     (ErrorKind.INVALID_RESPONSE, Effect.FAILURE, True),
     (ErrorKind.NOT_FOUND, Effect.MISROUTE, True),
+    (ErrorKind.PERMISSION, Effect.MISROUTE, True),  # a 403 for one model: try elsewhere, keep the key
     (ErrorKind.BAD_REQUEST, Effect.CLIENT, False),  # the caller's fault: same answer anywhere
     (ErrorKind.CONTENT_POLICY, Effect.CLIENT, False),
 ]
