@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+READ_ONLY = {"balance"}  # CLI commands that publish nothing
 
 
 def free_port() -> int:
@@ -88,7 +89,22 @@ class Gateway:
         if result.returncode != 0:
             raise AssertionError(f"switchboard {' '.join(args)} failed: {result.stderr}")
         lines = result.stdout.strip().splitlines()
+        if args and args[0] not in READ_ONLY:
+            self.wait_for_relay()
         return json.loads(lines[-1])
+
+    def wait_for_relay(self, timeout: float = 15) -> None:
+        """Until the relay has loaded the latest published snapshot (what a CLI write just published)."""
+        import redis
+
+        published = redis.Redis(unix_socket_path=str(self.instance / "redis" / "redis.sock")).get("sb:cfg:version")
+        target = int(published or 0)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if requests.get(self.base_url + "/healthz", timeout=5).json().get("snapshot_version", 0) >= target:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the relay did not load snapshot v{target} within {timeout}s")
 
     def balance(self, email: str) -> dict:
         return self.cli("balance", "--user", email)
