@@ -220,14 +220,17 @@ def _skips(routes: list[Route], flat: list) -> list[tuple[Route, str]]:
 class Gate:
     """The relay's Redis side of a request: admit, fail over, settle."""
 
-    def __init__(self, redis, policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time):
+    def __init__(self, redis, policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time,
+                 register: Callable | None = None):
+        """`register(text)` makes a callable script; the relay passes relay/resp.py's lean one."""
         self.redis = redis
         self.policy = policy
         self.lease_seconds = lease_seconds
         self.clock = clock
-        self._admit = redis.register_script(_ADMIT)
-        self._failover = redis.register_script(_FAILOVER)
-        self._settle = redis.register_script(_SETTLE)
+        register = register or redis.register_script
+        self._admit = register(_ADMIT)
+        self._failover = register(_FAILOVER)
+        self._settle = register(_SETTLE)
 
     def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan) -> Admission:
         now = self.clock()

@@ -55,13 +55,14 @@ def hold_refusal(reason: str) -> RelayError:
 
 
 class Pipeline:
-    def __init__(self, settings: RelaySettings, holder: SnapshotHolder, quota: Quota, client: UpstreamClient, selector: Selector | None = None):
+    def __init__(self, settings: RelaySettings, holder: SnapshotHolder, quota: Quota, client: UpstreamClient, selector: Selector | None = None,
+                 register_script=None):
         self.settings = settings
         self.holder = holder
         self.quota = quota
         self.client = client
         self.selector = selector or Selector()
-        self.gate = Gate(quota.redis, settings.health, settings.lease_seconds)
+        self.gate = Gate(quota.redis, settings.health, settings.lease_seconds, register=register_script)
         self.budget = RetryBudget(settings.retry_budget_percent, settings.retry_budget_min)
         self.router = Router(self.gate, settings.max_attempts, settings.timeouts, settings.timeouts.total, self.budget)
         # No encryption key, no playground tokens (an empty key would make them forgeable).

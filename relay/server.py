@@ -20,6 +20,7 @@ from relay.errors import ANTHROPIC, OPENAI, RelayError
 from relay.metrics import COUNTERS, counting_redis
 from relay.pipeline import Pipeline
 from relay.quota import Quota
+from relay.resp import RespPool, Script
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
 
@@ -130,6 +131,7 @@ def _status_line(status: int) -> str:
 
 
 def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
+    given_redis = redis is not None
     if redis is None:
         redis = counting_redis(settings.redis_url, max_connections=settings.redis_pool_size, health_check_interval=30)
     if not settings.encryption_key:
@@ -137,7 +139,13 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
     cipher = Cipher(settings.encryption_key)
     holder = SnapshotHolder(redis, cipher.decrypt, settings.snapshot_poll_seconds)
     quota = Quota(redis)
-    pipeline = Pipeline(settings, holder, quota, UpstreamClient(settings.upstream_pool_size))
+    # The per-request scripts (admit, failover, settle) go through the lean RESP client, unless the
+    # caller brought its own Redis client (tests that watch every command).
+    register = None
+    if not given_redis:
+        scripts = RespPool(settings.redis_url, settings.redis_pool_size)
+        register = lambda text: Script(scripts, text)  # noqa: E731
+    pipeline = Pipeline(settings, holder, quota, UpstreamClient(settings.upstream_pool_size), register_script=register)
     return RelayApp(settings, holder, pipeline, quota)
 
 

@@ -33,6 +33,7 @@ class StreamBody:
         self.usage = None
         self.done = False
         self.delivered = 0  # output tokens the caller has received, counted locally
+        self.deferred: UpstreamError | None = None  # an error that came in the same read as the first output
 
     def headers(self) -> list[tuple[str, str]]:
         return list(SSE_HEADERS)
@@ -44,53 +45,66 @@ class StreamBody:
             self.done = True
 
     def prime(self) -> UpstreamError | None:
-        """Read until there is something for the caller. A failure before that may be retried."""
+        """Read until there is something for the caller. A failure before that may be retried.
+
+        An error that arrives together with output (one read can carry both) is kept for after that
+        output: the upstream did answer, so the caller gets what it produced and then the error.
+        """
         try:
             for data in self.chunks:
                 for event in self.decoder.feed(data):
                     if event.error is not None:
+                        if self.pending:
+                            self.deferred = event.error
+                            break
                         self.response.abort()
                         return event.error
-                    self._absorb(event)
-                    if event.raw:
-                        self.pending.append((event.raw, event.output_tokens))
+                    self._take(event, self.pending)
                 if self.pending:
                     self.ctx.ttft_ms = self.ctx.elapsed_ms()
                     return None
         except UpstreamCallFailed as failed:
             return failed.error
         for event in self.decoder.finish():
-            self._absorb(event)
-            if event.raw:
-                self.pending.append((event.raw, event.output_tokens))
+            self._take(event, self.pending)
         if self.pending:
             self.ctx.ttft_ms = self.ctx.elapsed_ms()
             return None
         return UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "the upstream stream ended without any output")
 
+    def _take(self, event, out: list) -> None:
+        self._absorb(event)
+        if event.raw:
+            out.append((event.raw, event.output_tokens))
+
+    def _send(self, batch: list):
+        """One write for everything one read brought: fewer syscalls when events come in bursts."""
+        if batch:
+            yield batch[0][0] if len(batch) == 1 else b"".join(raw for raw, _ in batch)
+            self.delivered += sum(tokens for _, tokens in batch)
+            batch.clear()
+
     def __iter__(self):
-        for raw, output_tokens in self.pending:
-            yield raw
-            self.delivered += output_tokens
-        self.pending = []
+        yield from self._send(self.pending)
+        if self.deferred is not None:
+            yield from self._fail(self.deferred)
+            return
+        batch: list = []
         try:
             for data in self.chunks:
                 for event in self.decoder.feed(data):
                     if event.error is not None:
+                        yield from self._send(batch)
                         yield from self._fail(event.error)
                         return
-                    self._absorb(event)
-                    if event.raw:
-                        yield event.raw
-                        self.delivered += event.output_tokens
+                    self._take(event, batch)
+                yield from self._send(batch)
                 if time.monotonic() > self.deadline:
                     yield from self._fail(UpstreamError(ErrorKind.TIMEOUT, 200, "the stream exceeded its total time limit"))
                     return
             for event in self.decoder.finish():
-                self._absorb(event)
-                if event.raw:
-                    yield event.raw
-                    self.delivered += event.output_tokens
+                self._take(event, batch)
+            yield from self._send(batch)
         except UpstreamCallFailed as failed:
             yield from self._fail(failed.error)
             return

@@ -1,22 +1,20 @@
-"""Pooled keep-alive HTTP to upstream providers (urllib3 over gevent's patched sockets)."""
+"""Upstream calls: the relay's HTTP requests, their time limits, and what a failure means.
+
+The transport is relay/http_client.py (pooled keep-alive sockets, a C response parser).
+"""
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass, field, replace
 
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
+from geventhttpclient.response import HTTPParseError
 
 from relay.errors import ErrorKind, UpstreamError
+from relay.http_client import ConnectFailed, ConnectionClosed, Exchange, HttpClient
 from relay.settings import Timeouts
 from relay.snapshot import ChannelView
+
+from zlib import error as zlib_error  # noqa: E402  (a corrupt compressed body)
 
 _TIMEOUT_FIELDS = ("connect", "first_byte", "idle", "total")
 
@@ -50,91 +48,56 @@ class UpstreamCallFailed(Exception):
         self.error = error
 
 
-def _failure(exc: Exception) -> UpstreamCallFailed:
-    if isinstance(exc, ConnectTimeoutError):
-        return UpstreamCallFailed(UpstreamError(ErrorKind.CONNECT, 0, "connect timeout"))
-    if isinstance(exc, NewConnectionError):
-        return UpstreamCallFailed(UpstreamError(ErrorKind.CONNECT, 0, "connection refused"))
-    if isinstance(exc, (ReadTimeoutError, socket.timeout, TimeoutError)):
+def _failure(exc: BaseException) -> UpstreamCallFailed:
+    if isinstance(exc, ConnectFailed):
+        return UpstreamCallFailed(UpstreamError(ErrorKind.CONNECT, 0, "cannot connect to the upstream"))
+    if isinstance(exc, (socket.timeout, TimeoutError)):
         return UpstreamCallFailed(UpstreamError(ErrorKind.TIMEOUT, 0, "upstream timed out"))
-    if isinstance(exc, ProtocolError):
+    if isinstance(exc, (ConnectionClosed, ConnectionResetError, BrokenPipeError)):
         return UpstreamCallFailed(UpstreamError(ErrorKind.TRANSIENT, 0, "connection reset by upstream"))
+    if isinstance(exc, HTTPParseError):
+        return UpstreamCallFailed(UpstreamError(ErrorKind.INVALID_RESPONSE, 0, "the upstream's answer is not valid HTTP"))
     return UpstreamCallFailed(UpstreamError(ErrorKind.TRANSIENT, 0, type(exc).__name__))
 
 
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet."""
 
-    __slots__ = ("_raw", "status", "headers")
+    __slots__ = ("_exchange", "_read_timeout", "status", "headers")
 
-    def __init__(self, raw: urllib3.BaseHTTPResponse):
-        self._raw = raw
-        self.status = raw.status
-        self.headers = raw.headers
+    def __init__(self, exchange: Exchange, read_timeout: float):
+        self._exchange = exchange
+        self._read_timeout = read_timeout
+        self.status = exchange.status
+        self.headers = exchange.headers
 
     def read_all(self) -> bytes:
         try:
-            data = self._raw.read()
-        except HTTPError as exc:
-            self.abort()
+            return self._exchange.read_all(self._read_timeout)
+        except (OSError, HTTPParseError, zlib_error) as exc:
             raise _failure(exc) from None
-        self._raw.release_conn()
-        return data
 
     def iter_chunks(self, first_timeout: float, idle_timeout: float, deadline: float | None = None):
         """Yield body bytes as they arrive. The first chunk may take `first_timeout`; after it, a gap
         longer than `idle_timeout` — or passing the monotonic `deadline` — raises a timeout."""
-        raw = self._raw
-        sock = getattr(raw.connection, "sock", None)
-
-        def wait_at_most(seconds: float) -> None:
-            if sock is not None:
-                if deadline is not None:
-                    seconds = min(seconds, max(deadline - time.monotonic(), 0.001))
-                sock.settimeout(seconds)
-
-        wait_at_most(first_timeout)
         try:
-            if raw.chunked and raw.supports_chunked_reads():
-                pieces = raw.read_chunked(decode_content=True)
-            else:
-                pieces = iter(lambda: raw.read1(65536), b"")
-            for data in pieces:
-                yield data
-                wait_at_most(idle_timeout)
-        except (HTTPError, OSError) as exc:
-            self.abort()
+            yield from self._exchange.iter_body(first_timeout, idle_timeout, deadline)
+        except (OSError, HTTPParseError, zlib_error) as exc:
             raise _failure(exc) from None
-        raw.release_conn()
 
     def abort(self) -> None:
         """Close the connection instead of returning it to the pool (the body is not finished)."""
-        try:
-            self._raw.close()
-        except Exception:
-            pass
-        try:
-            self._raw.release_conn()
-        except Exception:
-            pass
+        self._exchange.close()
 
 
 class UpstreamClient:
     def __init__(self, pool_size: int = 256):
-        self.pool = urllib3.PoolManager(num_pools=128, maxsize=pool_size, block=False, retries=False)
+        self.http = HttpClient(pool_size)
 
     def send(self, request: HttpRequest, timeouts: Timeouts) -> UpstreamResponse:
+        wait = min(timeouts.first_byte, timeouts.total)
         try:
-            raw = self.pool.urlopen(
-                request.method,
-                request.url,
-                body=request.body,
-                headers=request.headers,
-                preload_content=False,
-                redirect=False,
-                retries=False,
-                timeout=urllib3.Timeout(connect=timeouts.connect, read=min(timeouts.first_byte, timeouts.total)),
-            )
-        except (HTTPError, OSError) as exc:
+            exchange = self.http.request(request.method, request.url, request.headers, request.body, timeouts.connect, wait)
+        except (OSError, HTTPParseError) as exc:
             raise _failure(exc) from None
-        return UpstreamResponse(raw)
+        return UpstreamResponse(exchange, wait)

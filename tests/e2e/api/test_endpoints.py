@@ -216,7 +216,7 @@ def test_a_failure_mid_stream_is_an_anthropic_error_event_and_bills_what_was_del
             request_id = events.response.headers["x-request-id"]
             for _ in events:
                 pass
-    assert failed.value.body["error"]["type"] == "api_error"
+    assert failed.value.body["error"]["type"] == "api_error", failed.value.body
     logged = request_log(world.gateway, request_id)
     assert (logged.status, logged.error_code, logged.usage_source) == (502, "upstream_stream_interrupted", "local")
     assert logged.output > 0

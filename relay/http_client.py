@@ -1,0 +1,220 @@
+"""A small keep-alive HTTP/1.1 client for the relay's upstream calls.
+
+Pooled sockets per origin, the request written in one send, the response parsed by llhttp (the C
+parser geventhttpclient ships), and body bytes handed over exactly as they arrive — what SSE needs.
+Measured on this machine: ~60 µs of CPU per request where urllib3 spent ~200 µs (bench/README.md).
+Works on gevent's patched sockets in the relay and on plain sockets elsewhere (probes, tests).
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+import zlib
+from collections import deque
+from functools import lru_cache
+from typing import Iterator
+from urllib.parse import urlsplit
+
+from geventhttpclient.response import HTTPResponse
+
+
+class ConnectFailed(OSError):
+    """The TCP (or TLS) connection could not be made."""
+
+
+class ConnectionClosed(OSError):
+    """The upstream closed the connection before the response was complete."""
+
+
+class _Parser(HTTPResponse):
+    """llhttp's callbacks, keeping body bytes as a list of pieces in arrival order."""
+
+    def __init__(self, method: str):
+        super().__init__(method)
+        self.pieces: list[bytes] = []
+        self.fed = False
+
+    def _on_body(self, buf) -> None:
+        self.pieces.append(bytes(buf))
+
+    def take(self) -> bytes:
+        data = b"".join(self.pieces) if len(self.pieces) != 1 else self.pieces[0]
+        self.pieces.clear()
+        return data
+
+
+@lru_cache(maxsize=4096)
+def _target(url: str) -> tuple[tuple[str, str, int], str, str]:
+    """(origin, request target, Host header) of a URL, parsed once per distinct URL."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    host = parts.hostname or ""
+    default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+    host_header = (f"[{host}]" if ":" in host else host) + ("" if default else f":{port}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (scheme, host, port), path, host_header
+
+
+def _decoder(headers):
+    encoding = (headers.get("content-encoding") or "").lower()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    return None
+
+
+class Exchange:
+    """One response on a pooled connection: headers read, body not yet."""
+
+    __slots__ = ("client", "origin", "sock", "parser", "status", "headers", "_decode")
+
+    def __init__(self, client: "HttpClient", origin, sock, parser: _Parser):
+        self.client, self.origin, self.sock, self.parser = client, origin, sock, parser
+        self.status = parser.get_code()
+        self.headers = parser.info()  # case-insensitive
+        self._decode = _decoder(self.headers)
+
+    def _recv(self, timeout: float) -> bool:
+        """Read once; False when the message is complete."""
+        if self.parser.message_complete:
+            return False
+        self.sock.settimeout(max(timeout, 0.001))
+        data = self.sock.recv(65536)
+        self.parser.feed(data)  # an empty read is EOF: it completes a read-until-close body
+        if not data and not self.parser.message_complete:
+            raise ConnectionClosed("the upstream closed the connection mid-response")
+        return True
+
+    def _out(self, data: bytes) -> bytes:
+        return self._decode.decompress(data) if self._decode is not None and data else data
+
+    def read_all(self, timeout: float) -> bytes:
+        try:
+            while self._recv(timeout):
+                pass
+        except BaseException:
+            self.close()
+            raise
+        body = self._out(self.parser.take())
+        self.finish()
+        return body
+
+    def iter_body(self, first_timeout: float, idle_timeout: float, deadline: float | None = None) -> Iterator[bytes]:
+        """Body bytes as they arrive; the first may take `first_timeout`, later gaps `idle_timeout`."""
+        wait = first_timeout
+        try:
+            while True:
+                if self.parser.pieces:
+                    yield self._out(self.parser.take())
+                    wait = idle_timeout
+                if self.parser.message_complete:
+                    break
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        raise socket.timeout("the response exceeded its total time")
+                self._recv(wait)
+        except GeneratorExit:
+            self.close()  # the caller stopped reading: the connection is mid-message
+            raise
+        except BaseException:
+            self.close()
+            raise
+        self.finish()
+
+    def finish(self) -> None:
+        """Back to the pool when the message is complete and the connection may be kept."""
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            if self.parser.should_close():
+                _close(sock)
+            else:
+                self.client.release(self.origin, sock)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            _close(sock)
+
+
+def _close(sock) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+class HttpClient:
+    def __init__(self, pool_size: int = 256, ssl_context: ssl.SSLContext | None = None):
+        self.pool_size = pool_size
+        self.idle: dict[tuple, deque] = {}
+        self._ssl = ssl_context
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    def _connect(self, origin, timeout: float):
+        scheme, host, port = origin
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as error:
+            raise ConnectFailed(str(error)) from error
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if scheme == "https":
+            try:
+                sock = self._ssl_context().wrap_socket(sock, server_hostname=host)
+            except (OSError, ssl.SSLError) as error:
+                _close(sock)
+                raise ConnectFailed(f"TLS: {error}") from error
+        return sock
+
+    def release(self, origin, sock) -> None:
+        idle = self.idle.setdefault(origin, deque())
+        if len(idle) < self.pool_size:
+            idle.append(sock)
+        else:
+            _close(sock)
+
+    def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+                connect_timeout: float, first_byte_timeout: float) -> Exchange:
+        origin, target, host_header = _target(url)
+        lines = [f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n"]
+        lines += [f"{k}: {v}\r\n" for k, v in headers.items()]
+        lines.append(f"Content-Length: {len(body or b'')}\r\n\r\n")
+        payload = "".join(lines).encode("latin-1") + (body or b"")
+        idle = self.idle.get(origin)
+        # A kept-alive socket the upstream has closed meanwhile fails before any byte comes back:
+        # such a request is sent again, once, on a new connection.
+        while idle:
+            sock = idle.pop()
+            exchange = self._exchange(origin, sock, method, payload, first_byte_timeout, reused=True)
+            if exchange is not None:
+                return exchange
+        sock = self._connect(origin, connect_timeout)
+        return self._exchange(origin, sock, method, payload, first_byte_timeout, reused=False)
+
+    def _exchange(self, origin, sock, method: str, payload: bytes, timeout: float, reused: bool) -> Exchange | None:
+        parser = _Parser(method)
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(payload)
+            while not parser.headers_complete:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionClosed("the upstream closed the connection before answering")
+                parser.fed = True
+                parser.feed(data)
+        except (ConnectionClosed, ConnectionResetError, BrokenPipeError):
+            _close(sock)
+            if reused and not parser.fed:
+                return None
+            raise
+        except BaseException:
+            _close(sock)
+            raise
+        return Exchange(self, origin, sock, parser)

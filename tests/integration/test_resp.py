@@ -1,0 +1,46 @@
+"""The relay's lean Redis client against a real Redis: scripts load themselves, replies and errors
+arrive as redis-py's would, the database index and a lost connection are handled."""
+from __future__ import annotations
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from relay.metrics import COUNTERS
+from relay.resp import RespPool, Script, encode
+
+
+def test_encoding_is_resp():
+    assert encode("EVALSHA", b"ab", 2, "é") == b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n2\r\n$2\r\n\xc3\xa9\r\n"
+
+
+def test_a_script_loads_itself_once_then_runs_by_sha(redis_slot, redis_client):
+    redis_client.script_flush()
+    pool = RespPool(redis_slot.url, size=2)
+    script = Script(pool, "redis.call('SET', KEYS[1], ARGV[1]) return {1, ARGV[1], redis.call('GET', KEYS[1])}")
+    before = COUNTERS.redis_round_trips
+    assert script(keys=["k"], args=["v1"]) == [1, b"v1", b"v1"]  # NOSCRIPT, then EVAL: two round trips
+    assert script(keys=["k"], args=[42]) == [1, b"42", b"42"]  # EVALSHA: one
+    assert COUNTERS.redis_round_trips - before == 3
+    assert redis_client.get("k") == b"42"  # the same database index as the URL names
+
+
+def test_script_errors_are_response_errors(redis_slot):
+    script = Script(RespPool(redis_slot.url), "return redis.error_reply('boom')")
+    with pytest.raises(ResponseError, match="boom"):
+        script()
+
+
+def test_a_lost_connection_is_a_connection_error_and_the_next_call_reconnects(redis_slot, redis_client):
+    pool = RespPool(redis_slot.url, size=1)
+    script = Script(pool, "return 7")
+    assert script() == 7
+    redis_client.client_kill_filter(_type="normal", skipme=True)
+    with pytest.raises(RedisConnectionError):
+        script()
+    assert script() == 7
+
+
+def test_unreachable_redis_is_a_connection_error():
+    with pytest.raises(RedisConnectionError):
+        Script(RespPool("redis://127.0.0.1:1/0", timeout=1), "return 1")()
