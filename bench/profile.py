@@ -26,12 +26,14 @@ def record(pid: int, seconds: float, out: Path) -> None:
 
 
 def module_of(frame: str) -> str:
-    path = frame.rsplit("(", 1)[-1]
+    path = frame.rsplit("(", 1)[-1] if "(" in frame else frame
     if "site-packages/" in path:
         return path.split("site-packages/")[1].split("/")[0]
     if "/relay/" in path:
         return "relay/" + path.split("/relay/")[1].split(":")[0]
-    return "stdlib:" + path.rsplit("/", 1)[-1].split(":")[0]
+    if "/lib/python" in path:
+        return "stdlib:" + path.rsplit("/", 1)[-1].split(":")[0]
+    return path.rsplit("/", 1)[-1].split(":")[0] or "?"
 
 
 def summarise(raw: Path, top: int = 45) -> str:
