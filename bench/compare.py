@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bench.measure import ProcessSample, wait_http
-from bench.run import LOAD_CORES, RELAY_CORES, ROOT, Bench, pinned
+from bench.run import RELAY_CORES, ROOT, Bench, pinned
 
 VENV = ROOT / "bench" / ".venv-litellm"
 CONFIG = """model_list:

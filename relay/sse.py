@@ -72,3 +72,26 @@ def event_name(event: bytes) -> bytes | None:
         if line.startswith(b"event:"):
             return line[6:].strip()
     return None
+
+
+class EventDecoder:
+    """The base of every stream decoder: split the SSE byte stream, decode each event.
+
+    Subclasses implement `_decode(event) -> StreamEvent` (the event's bytes, blank line excluded).
+    """
+
+    def __init__(self):
+        self.sse = SSEBuffer()
+
+    def feed(self, data: bytes) -> Iterator[StreamEvent]:
+        for event in self.sse.feed(data):
+            yield self._decode(event)
+
+    def finish(self) -> Iterator[StreamEvent]:
+        rest = self.sse.rest()
+        if rest:
+            yield self._decode(rest)
+
+    def _decode(self, event: bytes) -> StreamEvent:
+        raise NotImplementedError
+

@@ -7,7 +7,6 @@ base the other OpenAI-shaped providers (Azure) specialise.
 """
 from __future__ import annotations
 
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import orjson
@@ -24,7 +23,7 @@ from relay.errors import ErrorKind, UpstreamError
 from relay.formats.common import retry_after
 from relay.pricing import Usage
 from relay.snapshot import ChannelKeyView, ChannelView
-from relay.sse import SSEBuffer, event_data
+from relay.sse import EventDecoder, event_data
 from relay.tokens import text_tokens
 from relay.upstream import HttpRequest
 
@@ -126,7 +125,7 @@ def output_tokens_of_delta(choices) -> int:
     return tokens
 
 
-class OpenAIStreamDecoder:
+class OpenAIStreamDecoder(EventDecoder):
     """Passes chat.completion.chunk events through as they came, reading usage on the way.
 
     When the relay asked for usage the caller did not, the usage-only chunk is dropped and the
@@ -135,16 +134,7 @@ class OpenAIStreamDecoder:
 
     def __init__(self, strip_usage: bool):
         self.strip_usage = strip_usage
-        self.sse = SSEBuffer()
-
-    def feed(self, data: bytes) -> Iterator[StreamEvent]:
-        for event in self.sse.feed(data):
-            yield self._decode(event)
-
-    def finish(self) -> Iterator[StreamEvent]:
-        rest = self.sse.rest()
-        if rest:
-            yield self._decode(rest)
+        super().__init__()
 
     def _decode(self, event: bytes) -> StreamEvent:
         data = event_data(event)

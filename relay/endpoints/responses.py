@@ -7,7 +7,6 @@ event (completed or incomplete). response.failed and error events end the stream
 """
 from __future__ import annotations
 
-from typing import Iterator
 
 import orjson
 
@@ -21,7 +20,7 @@ from relay.endpoints.parsing import positive_int
 from relay.errors import ErrorKind, UpstreamError, bad_request
 from relay.pricing import Price
 from relay.settings import RelaySettings
-from relay.sse import SSEBuffer, StreamEvent, event_data
+from relay.sse import EventDecoder, StreamEvent, event_data
 
 TERMINAL = {"response.completed", "response.incomplete"}
 DELTAS = {"response.output_text.delta", "response.reasoning_summary_text.delta", "response.function_call_arguments.delta",
@@ -55,18 +54,9 @@ def output_tokens(response: dict) -> int:
     return total
 
 
-class ResponsesStreamDecoder:
+class ResponsesStreamDecoder(EventDecoder):
     def __init__(self):
-        self.sse = SSEBuffer()
-
-    def feed(self, data: bytes) -> Iterator[StreamEvent]:
-        for event in self.sse.feed(data):
-            yield self._decode(event)
-
-    def finish(self) -> Iterator[StreamEvent]:
-        rest = self.sse.rest()
-        if rest:
-            yield self._decode(rest)
+        super().__init__()
 
     def _decode(self, event: bytes) -> StreamEvent:
         data = event_data(event)

@@ -5,14 +5,13 @@ _stop, then message_delta (stop reason, cumulative usage) and message_stop, with
 """
 from __future__ import annotations
 
-from typing import Iterator
 
 import orjson
 
 from relay.errors import ErrorKind, UpstreamError
 from relay.formats.anthropic_wire import STOP_TO_FINISH, stream_error, usage_from_anthropic
 from relay.formats.common import DONE, ChunkMaker, new_id, sse
-from relay.sse import SSEBuffer, StreamEvent, event_data
+from relay.sse import EventDecoder, StreamEvent, event_data
 from relay.tokens import text_tokens
 
 MALFORMED = UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "malformed stream event")
@@ -23,7 +22,7 @@ def _delta_text(delta: dict) -> str:
     return delta.get("text") or delta.get("thinking") or delta.get("partial_json") or ""
 
 
-class AnthropicEvents:
+class AnthropicEvents(EventDecoder):
     """Splits and decodes the upstream's SSE; subclasses say what each event becomes.
 
     What comes before the first content block (message_start, pings) is held back and sent with
@@ -32,19 +31,10 @@ class AnthropicEvents:
     """
 
     def __init__(self):
-        self.sse = SSEBuffer()
+        super().__init__()
         self.usage_fields: dict = {}
         self.opened = False  # the first content has been let through
         self.held = b""
-
-    def feed(self, data: bytes) -> Iterator[StreamEvent]:
-        for event in self.sse.feed(data):
-            yield self._decode(event)
-
-    def finish(self) -> Iterator[StreamEvent]:
-        rest = self.sse.rest()
-        if rest:
-            yield self._decode(rest)
 
     def _decode(self, event: bytes) -> StreamEvent:
         data = event_data(event)

@@ -6,37 +6,27 @@ adds it after the finishing event, so a stream cut before that is recognised as 
 """
 from __future__ import annotations
 
-from typing import Iterator
 
 import orjson
 
 from relay.errors import ErrorKind, UpstreamError
 from relay.formats.common import DONE, ChunkMaker, new_id, sse
 from relay.formats.gemini_wire import classify_error_body, finish_reason, tool_call, usage_from_gemini
-from relay.sse import SSEBuffer, StreamEvent, event_data
+from relay.sse import EventDecoder, StreamEvent, event_data
 from relay.tokens import text_tokens
 
 MALFORMED = UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "malformed stream event")
 
 
-class GeminiChatStream:
+class GeminiChatStream(EventDecoder):
     def __init__(self, model: str, wants_usage: bool, chunks_only: bool = False):
-        self.sse = SSEBuffer()
+        super().__init__()
         self.model = model
         self.wants_usage = wants_usage
         self.chunks_only = chunks_only
         self.maker: ChunkMaker | None = None
         self.calls: dict[int, int] = {}  # candidate index → tool calls sent so far
         self.open: set[int] = set()  # candidates seen and not finished
-
-    def feed(self, data: bytes) -> Iterator[StreamEvent]:
-        for event in self.sse.feed(data):
-            yield self._decode(event)
-
-    def finish(self) -> Iterator[StreamEvent]:
-        rest = self.sse.rest()
-        if rest:
-            yield self._decode(rest)
 
     def _decode(self, event: bytes) -> StreamEvent:
         data = event_data(event)

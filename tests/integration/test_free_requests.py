@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from relay.quota import Quota
 from relay.usage import USAGE_STREAM, UsageEvent
