@@ -1,6 +1,8 @@
 """Management commands. Their names and options are an interface: scripts call them."""
 from __future__ import annotations
 
+import json
+
 import click
 from flask.cli import with_appcontext
 
@@ -128,6 +130,18 @@ def parse_map(value: str) -> dict[str, str]:
     return result
 
 
+def parse_config(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ServiceError("--config must be a JSON object", "config") from None
+    if not isinstance(value, dict):
+        raise ServiceError("--config must be a JSON object", "config")
+    return value
+
+
 @channel.command("add")
 @click.option("--name", required=True)
 @click.option("--type", "type_", required=True)
@@ -139,12 +153,15 @@ def parse_map(value: str) -> dict[str, str]:
 @click.option("--groups", default="")
 @click.option("--model-map", default="", help="from=to pairs, comma-separated.")
 @click.option("--tag", default=None)
+@click.option("--config", "config_json", default=None,
+              help='Type-specific settings as JSON, e.g. \'{"api_version": "2024-10-21", "timeouts": {"first_byte": 60}}\'.')
 @json_option
 @with_appcontext
-def channel_add(name, type_, base_url, keys_, models, priority, weight, groups, model_map, tag, as_json):
+def channel_add(name, type_, base_url, keys_, models, priority, weight, groups, model_map, tag, config_json, as_json):
     created = channel_service.add_channel(
         Actor.cli(), name=name, type=type_, base_url=base_url, keys=split_list(keys_), models=split_list(models),
         model_map=parse_map(model_map), groups=split_list(groups), priority=priority, weight=weight, tag=tag,
+        config=parse_config(config_json),
     )
     emit(as_json, channel_service.describe(created), f"channel {created.name} added (id {created.id})")
 
