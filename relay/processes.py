@@ -27,7 +27,7 @@ def serve_processes(settings: RelaySettings, processes: int = 1) -> None:
 
         app = build_relay(settings)
         start_follower(app)
-        server = make_server(listener, app)
+        server = make_server(listener, app, settings.max_body_bytes)
         gevent.signal_handler(signal.SIGTERM, server.stop)
         gevent.signal_handler(signal.SIGINT, server.stop)
         server.serve_forever()

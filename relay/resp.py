@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
 from collections import deque
 from urllib.parse import unquote, urlsplit
 
@@ -40,6 +41,9 @@ class RespPool:
         self.size = size
         self.timeout = timeout
         self.idle: deque = deque()
+        # At most `size` connections in use: callers beyond that wait their turn instead of opening
+        # (and closing) a connection each (gevent makes this semaphore cooperative).
+        self.slots = threading.BoundedSemaphore(size)
         parts = urlsplit(url)
         self.unix = parts.path if parts.scheme == "unix" else None
         self.address = None if self.unix else (parts.hostname or "127.0.0.1", parts.port or 6379)
@@ -84,21 +88,19 @@ class RespPool:
 
     def execute(self, payload: bytes):
         """Send one encoded command and return its reply (a ReplyError is returned, not raised)."""
-        conn = self.idle.pop() if self.idle else self._connect()
-        COUNTERS.redis_round_trips += 1
-        try:
-            reply = self._round_trip(conn, payload)
-        except OSError as error:
+        with self.slots:
+            conn = self.idle.pop() if self.idle else self._connect()
+            COUNTERS.redis_round_trips += 1
             try:
-                conn[0].close()
-            except OSError:
-                pass
-            raise RedisConnectionError(f"Redis connection lost: {error}") from None
-        if len(self.idle) < self.size:
+                reply = self._round_trip(conn, payload)
+            except OSError as error:
+                try:
+                    conn[0].close()
+                except OSError:
+                    pass
+                raise RedisConnectionError(f"Redis connection lost: {error}") from None
             self.idle.append(conn)
-        else:
-            conn[0].close()
-        return reply
+            return reply
 
 
 class Script:

@@ -6,7 +6,6 @@ by the process entry point (the `switchboard relay` / `up` commands do it first 
 from __future__ import annotations
 
 import logging
-import socket
 import time
 
 import orjson
@@ -156,24 +155,16 @@ def start_follower(app: RelayApp):
     return gevent.spawn(app.holder.follow)
 
 
-def make_server(listener, wsgi_app, log_requests: bool = False):
-    """A pywsgi server whose sockets have Nagle off: headers and body go out at once."""
-    from gevent import pywsgi
+def make_server(listener, wsgi_app, max_body: int = 32 * 1024 * 1024):
+    """The relay's HTTP server (relay/http_server.py): headers and body go out together, Nagle off."""
+    from relay.http_server import HttpServer
 
-    class Handler(pywsgi.WSGIHandler):
-        def handle(self):
-            try:
-                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass  # unix sockets have no Nagle
-            return super().handle()
-
-    return pywsgi.WSGIServer(listener, wsgi_app, handler_class=Handler, log=None if not log_requests else "default", error_log="default")
+    return HttpServer(listener, wsgi_app, max_body=max_body)
 
 
 def serve(settings: RelaySettings) -> None:
     app = build_relay(settings)
     start_follower(app)
-    server = make_server((settings.host, settings.port), app)
+    server = make_server((settings.host, settings.port), app, settings.max_body_bytes)
     log.info("relay listening on %s:%s", settings.host, settings.port)
     server.serve_forever()

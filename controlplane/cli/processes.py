@@ -121,7 +121,7 @@ def up_command():
             return relay_app(environ, start_response)
         return app(environ, start_response)
 
-    server = make_server((settings.host, settings.port), dispatch)
+    server = make_server((settings.host, settings.port), dispatch, settings.relay_settings().max_body_bytes)
     server.init_socket()  # bind now so a busy port fails before we announce anything
 
     stopping = []
