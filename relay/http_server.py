@@ -4,7 +4,7 @@ out in as few writes as possible (headers with the first body piece, one write p
 Replaces gevent's pywsgi, whose per-request and per-chunk Python costs measured ~45 µs a request on
 this machine (bench/README.md). Limits: request head 64 KB, body as configured (a larger body still
 reaches the app — with its length and no bytes — so the app answers 413 in its own format, and the
-connection closes), 30 s to send a request, 75 s idle keep-alive.
+connection closes), 30 s between reads while a request is incomplete, 75 s idle keep-alive.
 """
 from __future__ import annotations
 
