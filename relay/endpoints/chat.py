@@ -1,14 +1,13 @@
 """POST /v1/chat/completions in OpenAI format, streaming or not."""
 from __future__ import annotations
 
-import orjson
 
 from relay import tokens
 from relay.adapters.base import ChatRequest, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints.base import HoldEstimate
-from relay.endpoints import calls
+from relay.endpoints import calls, parsing
 from relay.errors import OPENAI, UpstreamError, bad_request
 from relay.pricing import Price
 from relay.settings import RelaySettings
@@ -16,24 +15,15 @@ from relay.upstream import UpstreamClient
 
 
 def parse_chat(body: bytes) -> ChatRequest:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise bad_request("The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise bad_request("The request body must be a JSON object.")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("You must provide a model parameter.", param="model", code="missing_required_parameter")
+    payload = parsing.json_object(body)
+    model = parsing.model_of(payload)
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array.", param="messages", code="missing_required_parameter")
     stream = payload.get("stream") is True
     options = payload.get("stream_options")
     wants_usage = bool(stream and isinstance(options, dict) and options.get("include_usage") is True)
-    max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise bad_request("max_tokens must be a positive integer.", param="max_tokens")
+    max_tokens = parsing.positive_int(payload, "max_completion_tokens", "max_tokens")
     return ChatRequest(model=model, payload=payload, stream=stream, wants_usage=wants_usage, max_tokens=max_tokens)
 
 
