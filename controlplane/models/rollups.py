@@ -14,7 +14,23 @@ from controlplane.extensions import db
 from controlplane.models.types import BigId, JsonType, Money, UTCDateTime
 
 
-class UsageRollup(db.Model):
+class RollupCounts:
+    """The totals every rollup keeps for its hour and dimensions."""
+
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(Money, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(Money, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(Money, default=0)
+    output_tokens: Mapped[int] = mapped_column(Money, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(Money, default=0)
+    cost: Mapped[int] = mapped_column(Money, default=0)  # µ$ charged
+    upstream_cost: Mapped[int] = mapped_column(Money, default=0)  # µ$ paid upstream, when known
+    latency_hist: Mapped[list] = mapped_column(JsonType, default=list)
+    ttft_hist: Mapped[list] = mapped_column(JsonType, default=list)
+
+
+class UsageRollup(RollupCounts, db.Model):
     __tablename__ = "usage_rollups"
     __table_args__ = (
         UniqueConstraint("bucket", "account_id", "api_key_id", "model", "channel_id", name="uq_usage_rollups_dims"),
@@ -30,20 +46,9 @@ class UsageRollup(db.Model):
     api_key_id: Mapped[int] = mapped_column(Integer, default=0)
     model: Mapped[str] = mapped_column(String(200), default="")
     channel_id: Mapped[int] = mapped_column(Integer, default=0)
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    errors: Mapped[int] = mapped_column(Integer, default=0)
-    input_tokens: Mapped[int] = mapped_column(Money, default=0)
-    cache_read_tokens: Mapped[int] = mapped_column(Money, default=0)
-    cache_write_tokens: Mapped[int] = mapped_column(Money, default=0)
-    output_tokens: Mapped[int] = mapped_column(Money, default=0)
-    reasoning_tokens: Mapped[int] = mapped_column(Money, default=0)
-    cost: Mapped[int] = mapped_column(Money, default=0)  # µ$ charged
-    upstream_cost: Mapped[int] = mapped_column(Money, default=0)  # µ$ paid upstream, when known
-    latency_hist: Mapped[list] = mapped_column(JsonType, default=list)
-    ttft_hist: Mapped[list] = mapped_column(JsonType, default=list)
 
 
-class ChannelRollup(db.Model):
+class ChannelRollup(RollupCounts, db.Model):
     """Hourly totals per (model, channel) for the operator dashboard.
 
     The same counts as `UsageRollup` without the account and key dimensions, so a 30-day dashboard
@@ -60,14 +65,3 @@ class ChannelRollup(db.Model):
     bucket: Mapped[datetime] = mapped_column(UTCDateTime)
     model: Mapped[str] = mapped_column(String(200), default="")
     channel_id: Mapped[int] = mapped_column(Integer, default=0)
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    errors: Mapped[int] = mapped_column(Integer, default=0)
-    input_tokens: Mapped[int] = mapped_column(Money, default=0)
-    cache_read_tokens: Mapped[int] = mapped_column(Money, default=0)
-    cache_write_tokens: Mapped[int] = mapped_column(Money, default=0)
-    output_tokens: Mapped[int] = mapped_column(Money, default=0)
-    reasoning_tokens: Mapped[int] = mapped_column(Money, default=0)
-    cost: Mapped[int] = mapped_column(Money, default=0)
-    upstream_cost: Mapped[int] = mapped_column(Money, default=0)
-    latency_hist: Mapped[list] = mapped_column(JsonType, default=list)
-    ttft_hist: Mapped[list] = mapped_column(JsonType, default=list)

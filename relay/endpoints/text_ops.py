@@ -71,9 +71,8 @@ class CompletionsEndpoint(ForwardedEndpoint):
         return Outcome(usage_from_openai(data.get("usage")), output_tokens_of_delta(data["choices"]))
 
 
-class EmbeddingsEndpoint(ForwardedEndpoint):
-    operation = Operation.EMBEDDINGS
-    what = "an embedding list"
+class InputOnlyEndpoint(ForwardedEndpoint):
+    """Endpoints billed on their `input` alone (no output tokens)."""
 
     def validate(self, request: Forwarded) -> None:
         require(request, "input")
@@ -81,6 +80,11 @@ class EmbeddingsEndpoint(ForwardedEndpoint):
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         prompt = input_tokens(request.payload["input"])
         return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=0, local_prompt_tokens=prompt)
+
+
+class EmbeddingsEndpoint(InputOnlyEndpoint):
+    operation = Operation.EMBEDDINGS
+    what = "an embedding list"
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
@@ -90,19 +94,12 @@ class EmbeddingsEndpoint(ForwardedEndpoint):
         return Outcome(Usage(input=int(usage.get("prompt_tokens") or 0)) if isinstance(usage, dict) else None)
 
 
-class ModerationsEndpoint(ForwardedEndpoint):
+class ModerationsEndpoint(InputOnlyEndpoint):
     """OpenAI reports no usage for moderations: the input is billed from the local count."""
 
     operation = Operation.MODERATIONS
     what = "a moderation result"
     default_model = "omni-moderation-latest"
-
-    def validate(self, request: Forwarded) -> None:
-        require(request, "input")
-
-    def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
-        prompt = input_tokens(request.payload["input"])
-        return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=0, local_prompt_tokens=prompt)
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
