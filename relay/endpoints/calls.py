@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from relay.billing import Settlement
-from relay.context import RequestContext, Response
+from relay.context import RequestContext, Response, json_response
 from relay.errors import OPENAI, ErrorKind, UpstreamError
 from relay.settings import RelaySettings
 from relay.streaming import StreamBody
@@ -46,3 +46,27 @@ def stream(ctx: RequestContext, settings: RelaySettings, decoder, response: Upst
     if error is not None:
         return error
     return Response(200, body.headers(), body)
+
+
+PARSE_FAILURES = (ValueError, KeyError, TypeError, AttributeError)
+
+
+def answer(client: UpstreamClient, ctx: RequestContext, settings: RelaySettings, adapter, request: HttpRequest,
+           settlement: Settlement, *, decoder=None, parse, what: str, error_format: str = OPENAI) -> Response | UpstreamError:
+    """One upstream attempt end to end: send; then stream through `decoder` when given, else read the
+    body, `parse` it into (body for the caller, usage, locally counted output tokens) and settle."""
+    response = send(client, ctx, settings, adapter, request)
+    if isinstance(response, UpstreamError):
+        return response
+    if decoder is not None:
+        return stream(ctx, settings, decoder, response, settlement, error_format)
+    body = read(response)
+    if isinstance(body, UpstreamError):
+        return body
+    try:
+        out, usage, output_tokens = parse(body)
+    except PARSE_FAILURES:
+        return invalid(what)
+    settlement.succeed(usage, output_tokens, status=200)
+    return json_response(200, out)
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 from relay import tokens
 from relay.adapters.base import ChatRequest, Operation, Target
 from relay.billing import Settlement
-from relay.context import RequestContext, Response, json_response
+from relay.context import RequestContext, Response
 from relay.endpoints.base import HoldEstimate
 from relay.endpoints import calls, parsing
 from relay.errors import OPENAI, UpstreamError, bad_request
@@ -52,17 +52,10 @@ class ChatEndpoint:
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:
-        response = calls.send(client, ctx, settings, adapter, adapter.chat_request(target, request))
-        if isinstance(response, UpstreamError):
-            return response
-        if request.stream:
-            return calls.stream(ctx, settings, adapter.chat_stream(target, request), response, settlement)
-        body = calls.read(response)
-        if isinstance(body, UpstreamError):
-            return body
-        try:
+        def parse(body: bytes):
             result = adapter.chat_response(target, request, body)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return calls.invalid("a chat completion")
-        settlement.succeed(result.usage, result.output_text_tokens, status=200)
-        return json_response(200, result.body)
+            return result.body, result.usage, result.output_text_tokens
+
+        return calls.answer(client, ctx, settings, adapter, adapter.chat_request(target, request), settlement,
+                            decoder=adapter.chat_stream(target, request) if request.stream else None,
+                            parse=parse, what="a chat completion")

@@ -81,38 +81,23 @@ class MessagesEndpoint:
         if adapter.info.messages_native:
             return self._native(client, settings, ctx, adapter, target, request, settlement)
         chat = as_chat(request, target, settlement.price.max_output_tokens)
-        response = calls.send(client, ctx, settings, adapter, adapter.chat_request(target, chat))
-        if isinstance(response, UpstreamError):
-            return response
-        if request.stream:
-            decoder = MessagesStream(adapter.chat_stream(target, chat), target.upstream_model, settlement.prompt_estimate)
-            return calls.stream(ctx, settings, decoder, response, settlement, ANTHROPIC)
-        body = calls.read(response)
-        if isinstance(body, UpstreamError):
-            return body
-        try:
+
+        def parse(body: bytes):
             result = adapter.chat_response(target, chat, body)
-            message = completion_to_message(orjson.loads(result.body), result.usage)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return calls.invalid("a chat completion")
-        settlement.succeed(result.usage, result.output_text_tokens, status=200)
-        return json_response(200, orjson.dumps(message))
+            return orjson.dumps(completion_to_message(orjson.loads(result.body), result.usage)), result.usage, result.output_text_tokens
+
+        decoder = MessagesStream(adapter.chat_stream(target, chat), target.upstream_model, settlement.prompt_estimate) if request.stream else None
+        return calls.answer(client, ctx, settings, adapter, adapter.chat_request(target, chat), settlement,
+                            decoder=decoder, parse=parse, what="a chat completion", error_format=ANTHROPIC)
 
     def _native(self, client, settings, ctx, adapter, target, request: MessagesRequest, settlement: Settlement):
-        response = calls.send(client, ctx, settings, adapter, adapter.messages_request(target, request))
-        if isinstance(response, UpstreamError):
-            return response
-        if request.stream:
-            return calls.stream(ctx, settings, adapter.messages_stream(target, request), response, settlement, ANTHROPIC)
-        body = calls.read(response)
-        if isinstance(body, UpstreamError):
-            return body
-        try:
+        def parse(body: bytes):
             result = adapter.messages_response(target, request, body)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return calls.invalid("an Anthropic message")
-        settlement.succeed(result.usage, result.output_text_tokens, status=200)
-        return json_response(200, result.body)
+            return result.body, result.usage, result.output_text_tokens
+
+        return calls.answer(client, ctx, settings, adapter, adapter.messages_request(target, request), settlement,
+                            decoder=adapter.messages_stream(target, request) if request.stream else None,
+                            parse=parse, what="an Anthropic message", error_format=ANTHROPIC)
 
 
 class CountTokensEndpoint:
