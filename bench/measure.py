@@ -10,10 +10,15 @@ import requests
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, kernel) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 def rss_kb(pid: int) -> int:
@@ -28,10 +33,12 @@ def rss_kb(pid: int) -> int:
 class ProcessSample:
     cpu_seconds: float
     rss_kb: int
+    kernel_seconds: float = 0.0
 
     @classmethod
     def of(cls, pids: list[int]) -> "ProcessSample":
-        return cls(sum(cpu_seconds(p) for p in pids), sum(rss_kb(p) for p in pids))
+        times = [cpu_times(p) for p in pids]
+        return cls(sum(u + k for u, k in times), sum(rss_kb(p) for p in pids), sum(k for _, k in times))
 
 
 def sql_driver_loaded(pids: list[int]) -> bool:

@@ -19,10 +19,10 @@ from pathlib import Path
 from bench.run import Bench
 
 
-def record(pid: int, seconds: float, out: Path) -> None:
+def record(pid: int, seconds: float, out: Path, native: bool = False) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "1000", "--format", "raw",
-                    "--output", str(out), "--nonblocking"], capture_output=True, check=True)
+                    "--output", str(out), *(["--native"] if native else ["--nonblocking"])], capture_output=True, check=True)
 
 
 def module_of(frame: str) -> str:
@@ -37,7 +37,7 @@ def module_of(frame: str) -> str:
 
 
 def summarise(raw: Path, top: int = 45) -> str:
-    inclusive, by_module, total = Counter(), Counter(), 0
+    inclusive, by_module, by_function, total = Counter(), Counter(), Counter(), 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
@@ -46,8 +46,11 @@ def summarise(raw: Path, top: int = 45) -> str:
         for name in {f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")") for f in frames}:
             inclusive[name] += n
         by_module[module_of(frames[-1])] += n
+        by_function[frames[-1].split(" (")[0] + " " + frames[-1].rsplit("/", 1)[-1].rstrip(")")] += n
     lines = [f"{total} samples", "--- inclusive"]
     lines += [f"{100 * v / total:5.1f}% {k[:130]}" for k, v in inclusive.most_common(top)]
+    lines += ["--- self time by function"]
+    lines += [f"{100 * v / total:5.1f}% {k[:130]}" for k, v in by_function.most_common(top)]
     lines += ["--- self time by module"]
     lines += [f"{100 * v / total:5.1f}% {k}" for k, v in by_module.most_common(25)]
     return "\n".join(lines)
@@ -58,9 +61,11 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--raw", help="keep py-spy's raw stacks in this file")
+    parser.add_argument("--native", action="store_true", help="include C frames (extensions, the interpreter, libev)")
     args = parser.parse_args()
     bench = Bench(args.seconds + 2, 1)
-    out = Path(tempfile.mkdtemp()) / "profile.txt"
+    out = Path(args.raw) if args.raw else Path(tempfile.mkdtemp()) / "profile.txt"
     try:
         bench.start()
         bench.wrk(bench.relay_url, 32)
@@ -69,7 +74,7 @@ def main() -> None:
         runner = threading.Thread(target=lambda: result.update(load()))
         runner.start()
         time.sleep(1)
-        record(bench.relay.pid, args.seconds, out)
+        record(bench.relay.pid, args.seconds, out, args.native)
         runner.join()
     finally:
         bench.stop()

@@ -55,7 +55,8 @@ def one_stream(sock: socket.socket, payload: bytes) -> tuple[float, float]:
     return (first - started) * 1000, (time.perf_counter() - started) * 1000
 
 
-def worker(url, key, model, deadline, max_requests, results, errors):
+def worker(url, key, model, deadline, max_requests, results, errors, delay: float = 0.0):
+    gevent.sleep(delay)
     parts = urlsplit(url)
     payload = request_bytes(parts.netloc, parts.path, key, model)
     sock = None
@@ -77,12 +78,17 @@ def worker(url, key, model, deadline, max_requests, results, errors):
         sock.close()
 
 
-def run(url: str, key: str, concurrency: int, seconds: float, max_requests: int | None = None, model: str = "bench-model") -> dict:
+def run(url: str, key: str, concurrency: int, seconds: float, max_requests: int | None = None, model: str = "bench-model",
+        ramp: float = 0.0) -> dict:
+    """`ramp` spreads the clients' first requests evenly over that many seconds: clients that all
+    start at one instant stay in lockstep (every stream takes as long), and the measurement becomes
+    one of bursts of `concurrency` simultaneous arrivals rather than of that many streams in flight."""
     results: list[tuple[float, float]] = []
     errors: list[str] = []
     deadline = time.time() + seconds
     started = time.perf_counter()
-    gevent.joinall([gevent.spawn(worker, url, key, model, deadline, max_requests, results, errors) for _ in range(concurrency)],
+    gevent.joinall([gevent.spawn(worker, url, key, model, deadline, max_requests, results, errors, ramp * i / concurrency)
+                    for i in range(concurrency)],
                    timeout=seconds + 60)
     elapsed = time.perf_counter() - started
     ttfb = [r[0] for r in results]
@@ -100,5 +106,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--max-requests", type=int, default=None, help="per client")
     parser.add_argument("--model", default="bench-model")
+    parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which the clients' first requests are spread")
     args = parser.parse_args()
-    print(json.dumps(run(args.url, args.key, args.concurrency, args.seconds, args.max_requests, args.model)))
+    print(json.dumps(run(args.url, args.key, args.concurrency, args.seconds, args.max_requests, args.model, args.ramp)))

@@ -69,7 +69,7 @@ def _decoder(headers):
 class Exchange:
     """One response on a pooled connection: headers read, body not yet."""
 
-    __slots__ = ("client", "origin", "sock", "parser", "status", "headers", "_decode")
+    __slots__ = ("client", "origin", "sock", "parser", "status", "headers", "_decode", "_raw", "_pending")
 
     def __init__(self, client: "HttpClient", origin, sock, parser: _Parser):
         self.client, self.origin, self.sock, self.parser = client, origin, sock, parser
@@ -87,6 +87,39 @@ class Exchange:
         if not data and not self.parser.message_complete:
             raise ConnectionClosed("the upstream closed the connection mid-response")
         return True
+
+    @property
+    def complete(self) -> bool:
+        return self.parser.message_complete
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def start_nonblocking(self) -> bool:
+        """Reads from now on never wait (`read_nowait`). True when the socket is TLS, whose buffer
+        may already hold bytes the socket will not announce again."""
+        self.sock.settimeout(0.0)
+        self._pending = getattr(self.sock, "pending", None)  # TLS only
+        # A read that never waits needs nothing of gevent's socket wrapper: the OS socket under it
+        # (`_sock`, non-blocking) saves a Python layer per read. TLS reads go through the SSL object.
+        self._raw = self.sock if self._pending is not None else getattr(self.sock, "_sock", self.sock)
+        return self._pending is not None
+
+    def read_nowait(self) -> bytes | None:
+        """Body bytes from one read that does not wait (after `start_nonblocking`); None when
+        nothing has arrived. Raises like `_recv` when the upstream fails."""
+        try:
+            data = self._raw.recv(65536)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        parser = self.parser
+        parser.feed(data)
+        if not data and not parser.message_complete:
+            raise ConnectionClosed("the upstream closed the connection mid-response")
+        while data and self._pending is not None and self._pending():
+            data = self._raw.recv(65536)
+            parser.feed(data)
+        return self._out(parser.take()) if parser.pieces else b""
 
     def _out(self, data: bytes) -> bytes:
         return self._decode.decompress(data) if self._decode is not None and data else data

@@ -253,11 +253,37 @@ class HttpServer:
         return keep
 
     def _write(self, sock, request: _Request, state: dict, result, keep: bool) -> bool:
+        write_to = getattr(result, "write_to", None)
+        if write_to is not None and "status" in state:
+            # A body that writes itself (relay/streaming.py pumps an upstream stream from the loop).
+            head, frame, last, keep = self._head(request, state, keep)
+            if frame is None:
+                sock.sendall(head)
+            else:
+                write_to(sock, head, frame, last)
+            return keep
         pieces = iter(result)
         first = b""
         for first in pieces:  # start_response may come as late as the first non-empty piece
             if first:
                 break
+        head, frame, last, keep = self._head(request, state, keep)
+        if frame is None:
+            sock.sendall(head)
+            for _ in pieces:
+                pass
+            return keep
+        sock.sendall(head + frame(first) if first else head)
+        for data in pieces:
+            if data:
+                sock.sendall(frame(data))
+        if last:
+            sock.sendall(last)
+        return keep
+
+    def _head(self, request: _Request, state: dict, keep: bool):
+        """(status line and headers, how a body piece is framed — None for no body —, what ends the
+        body, whether the connection stays open)."""
         status, headers = state.get("status", "500 Internal Server Error"), state.get("headers", [])
         code = int(status[:3])
         has_length = any(k.lower() == "content-length" for k, _ in headers)
@@ -273,18 +299,18 @@ class HttpServer:
         if not keep:
             lines.append("Connection: close\r\n")
         lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
         state["sent"] = True
-        frame = (lambda data: b"%x\r\n%s\r\n" % (len(data), data)) if chunked else (lambda data: data)
+        head = "".join(lines).encode("latin-1")
         if bodiless:
-            sock.sendall(head)
-            for _ in pieces:
-                pass
-            return keep
-        sock.sendall(head + frame(first) if first else head)
-        for data in pieces:
-            if data:
-                sock.sendall(frame(data))
+            return head, None, b"", keep
         if chunked:
-            sock.sendall(b"0\r\n\r\n")
-        return keep
+            return head, _chunk, b"0\r\n\r\n", keep
+        return head, _as_is, b"", keep
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _as_is(data: bytes) -> bytes:
+    return data

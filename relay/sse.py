@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from relay.errors import UpstreamError
 from relay.pricing import Usage
@@ -26,9 +26,9 @@ class StreamEvent:
 
 
 class StreamDecoder(Protocol):
-    def feed(self, data: bytes) -> Iterator[StreamEvent]: ...
+    def feed(self, data: bytes) -> Iterable[StreamEvent]: ...
 
-    def finish(self) -> Iterator[StreamEvent]: ...
+    def finish(self) -> Iterable[StreamEvent]: ...
 
 
 class SSEBuffer:
@@ -39,19 +39,13 @@ class SSEBuffer:
     def __init__(self):
         self._buf = b""
 
-    def feed(self, data: bytes):
+    def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf + data if self._buf else data
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        start = 0
-        while True:
-            end = buf.find(b"\n\n", start)
-            if end < 0:
-                break
-            if end > start:
-                yield buf[start:end]
-            start = end + 2
-        self._buf = buf[start:]
+        events = buf.split(b"\n\n")
+        self._buf = events.pop()
+        return [event for event in events if event]
 
     def rest(self) -> bytes:
         """Whatever arrived after the last complete event (a stream cut mid-event)."""
@@ -83,9 +77,9 @@ class EventDecoder:
     def __init__(self):
         self.sse = SSEBuffer()
 
-    def feed(self, data: bytes) -> Iterator[StreamEvent]:
-        for event in self.sse.feed(data):
-            yield self._decode(event)
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        decode = self._decode
+        return [decode(event) for event in self.sse.feed(data)]
 
     def finish(self) -> Iterator[StreamEvent]:
         rest = self.sse.rest()

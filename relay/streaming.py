@@ -1,7 +1,9 @@
 """Passing an upstream SSE stream to the caller as it arrives, and settling when it ends.
 
-`StreamBody` is the WSGI response iterable. The server calls `close()` whether the stream finished
-or the caller went away; either way the request is settled exactly once, for what was delivered.
+`StreamBody` is the WSGI response iterable; the relay's own server asks it to `write_to` the caller's
+socket instead, which pumps the upstream from the event loop (relay/pump.py). The server calls
+`close()` whether the stream finished or the caller went away; either way the request is settled
+exactly once, for what was delivered.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 from relay.billing import Settlement
 from relay.context import SSE_HEADERS, RequestContext
 from relay.errors import OPENAI, ErrorKind, RelayError, UpstreamError
+from relay.pump import Pump
 from relay.settings import Timeouts
 from relay.upstream import UpstreamCallFailed, UpstreamResponse
 
@@ -28,6 +31,7 @@ class StreamBody:
         self.settlement = settlement
         # The attempt's limits are already cut to what is left of the request's deadline.
         self.deadline = time.monotonic() + timeouts.total
+        self.timeouts = timeouts
         self.chunks = response.iter_chunks(timeouts.first_byte, timeouts.idle, self.deadline)
         self.pending: list[tuple[bytes, int]] = []
         self.usage = None
@@ -77,49 +81,84 @@ class StreamBody:
         if event.raw:
             out.append((event.raw, event.output_tokens))
 
-    def _send(self, batch: list):
+    def _drain(self, batch: list) -> bytes:
         """One write for everything one read brought: fewer syscalls when events come in bursts."""
-        if batch:
-            yield batch[0][0] if len(batch) == 1 else b"".join(raw for raw, _ in batch)
-            self.delivered += sum(tokens for _, tokens in batch)
-            batch.clear()
+        if not batch:
+            return b""
+        data = batch[0][0] if len(batch) == 1 else b"".join(raw for raw, _ in batch)
+        self.delivered += sum(tokens for _, tokens in batch)
+        batch.clear()
+        return data
 
-    def __iter__(self):
-        yield from self._send(self.pending)
-        if self.deferred is not None:
-            yield from self._fail(self.deferred)
-            return
+    def _step(self, data: bytes) -> tuple[bytes, UpstreamError | None]:
+        """What one upstream read gives the caller, and the upstream's error that stopped it, if any."""
         batch: list = []
-        try:
-            for data in self.chunks:
-                for event in self.decoder.feed(data):
-                    if event.error is not None:
-                        yield from self._send(batch)
-                        yield from self._fail(event.error)
-                        return
-                    self._take(event, batch)
-                yield from self._send(batch)
-                if time.monotonic() > self.deadline:
-                    yield from self._fail(UpstreamError(ErrorKind.TIMEOUT, 200, "the stream exceeded its total time limit"))
-                    return
+        for event in self.decoder.feed(data):
+            if event.error is not None:
+                return self._drain(batch), event.error
+            self._take(event, batch)
+        return self._drain(batch), None
+
+    def _end(self, error: UpstreamError | None) -> bytes:
+        """The last bytes of the body, and the settlement: a clean end is charged as reported, a
+        failure (or a stream that stopped before its end) for what was delivered."""
+        if error is None:
+            batch: list = []
             for event in self.decoder.finish():
                 self._take(event, batch)
-            yield from self._send(batch)
-        except UpstreamCallFailed as failed:
-            yield from self._fail(failed.error)
-            return
-        if not self.done and self.usage is None:
-            yield from self._fail(UpstreamError(ErrorKind.TRANSIENT, 200, "the upstream closed the stream early"))
-            return
-        self.settlement.succeed(self.usage, self.delivered)
+            out = self._drain(batch)
+            if not self.done and self.usage is None:
+                return out + self._fail(UpstreamError(ErrorKind.TRANSIENT, 200, "the upstream closed the stream early"))
+            self.settlement.succeed(self.usage, self.delivered)
+            return out
+        return self._fail(error)
 
-    def _fail(self, error: UpstreamError):
+    def __iter__(self):
+        """The body for any WSGI server: a greenlet reads the upstream and yields what it brings."""
+        yield self._drain(self.pending)
+        if self.deferred is not None:
+            yield self._fail(self.deferred)
+            return
+        try:
+            for data in self.chunks:
+                out, error = self._step(data)
+                if error is None and time.monotonic() > self.deadline:
+                    error = UpstreamError(ErrorKind.TIMEOUT, 200, "the stream exceeded its total time limit")
+                if error is not None:
+                    yield out + self._end(error)
+                    return
+                if out:
+                    yield out
+        except UpstreamCallFailed as failed:
+            yield self._end(failed.error)
+            return
+        yield self._end(None)
+
+    def write_to(self, sock, head: bytes, frame, last: bytes) -> None:
+        """The whole response on the caller's socket, for relay/http_server.py: the head with the
+        first output in one write, then the upstream pumped by the event loop (relay/pump.py), then
+        the end of the body (`last`, the chunked terminator) with the final bytes. Raises OSError
+        when the caller goes away (the server then calls `close`)."""
+        first = self._drain(self.pending)
+        if self.deferred is not None:
+            sock.sendall(head + frame(first + self._fail(self.deferred)) + last)
+            return
+        sock.sendall(head + frame(first))
+        end = Pump(self.response, sock, frame, self._step, self.timeouts.idle, self.deadline).run()
+        if end.caller_gone:
+            raise ConnectionResetError("the caller went away mid-stream")
+        if end.error is None:
+            self.response.finish()
+        tail = end.tail + self._end(end.error)
+        sock.sendall((frame(tail) if tail else b"") + last)
+
+    def _fail(self, error: UpstreamError) -> bytes:
         self.response.abort()
         relay_error = stream_error(error)
         self.ctx.note(step="stream", result="upstream failed mid-stream", kind=error.kind.value, error=error.message[:200])
         # Charged for the input and the output the caller received; the error text is free.
         self.settlement.partial(self.delivered, 502, relay_error.code, failure=error)
-        yield relay_error.sse_event(self.ctx.request_id, self.error_format)
+        return relay_error.sse_event(self.ctx.request_id, self.error_format)
 
     def close(self) -> None:
         """Called by the server at the end, and when the caller disconnects mid-stream."""

@@ -85,6 +85,28 @@ class UpstreamResponse:
         except (OSError, HTTPParseError, zlib_error) as exc:
             raise _failure(exc) from None
 
+    # --- reading without waiting, for relay/pump.py ---
+    @property
+    def complete(self) -> bool:
+        return self._exchange.complete
+
+    def fileno(self) -> int:
+        return self._exchange.fileno()
+
+    def start_nonblocking(self) -> bool:
+        return self._exchange.start_nonblocking()
+
+    def read_nowait(self) -> bytes | None:
+        try:
+            return self._exchange.read_nowait()
+        except (OSError, HTTPParseError, zlib_error) as exc:
+            self._exchange.close()
+            raise _failure(exc) from None
+
+    def finish(self) -> None:
+        """The body has been read whole: the connection goes back to the pool."""
+        self._exchange.finish()
+
     def abort(self) -> None:
         """Close the connection instead of returning it to the pool (the body is not finished)."""
         self._exchange.close()

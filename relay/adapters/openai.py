@@ -157,7 +157,7 @@ class OpenAIStreamDecoder(EventDecoder):
         if self.strip_usage:
             if usage is not None and not choices:
                 raw = None
-            else:
+            elif b'"usage"' in raw:
                 for pattern in _USAGE_NULLS:
                     if pattern in raw:
                         raw = raw.replace(pattern, b"", 1)
