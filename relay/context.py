@@ -5,6 +5,7 @@ import ipaddress
 import os
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable
 
 import orjson
@@ -66,16 +67,22 @@ class RequestContext:
     timeouts: Timeouts | None = None  # the current attempt's upstream time limits (its channel's)
 
     def ip_address(self):
-        try:
-            return ipaddress.ip_address(self.client_ip) if self.client_ip else None
-        except ValueError:
-            return None
+        return _parse_ip(self.client_ip) if self.client_ip else None
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started_mono) * 1000)
 
     def note(self, **entry) -> None:
         self.trace.append(entry)
+
+
+@lru_cache(maxsize=4096)
+def _parse_ip(text: str):
+    """Parsed once per address: the same callers come back, and parsing costs more than the lookup."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def dumps(obj) -> bytes:

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from geventhttpclient.response import HTTPResponse
 
+from relay.sockets import raw_socket, send_all
+
 
 class ConnectFailed(OSError):
     """The TCP (or TLS) connection could not be made."""
@@ -100,9 +102,8 @@ class Exchange:
         may already hold bytes the socket will not announce again."""
         self.sock.settimeout(0.0)
         self._pending = getattr(self.sock, "pending", None)  # TLS only
-        # A read that never waits needs nothing of gevent's socket wrapper: the OS socket under it
-        # (`_sock`, non-blocking) saves a Python layer per read. TLS reads go through the SSL object.
-        self._raw = self.sock if self._pending is not None else getattr(self.sock, "_sock", self.sock)
+        # A read that never waits needs nothing of gevent's socket wrapper (relay/sockets.py).
+        self._raw = raw_socket(self.sock)
         return self._pending is not None
 
     def read_nowait(self) -> bytes | None:
@@ -235,7 +236,7 @@ class HttpClient:
         parser = _Parser(method)
         try:
             sock.settimeout(timeout)
-            sock.sendall(payload)
+            send_all(sock, payload)
             while not parser.headers_complete:
                 data = sock.recv(65536)
                 if not data:

@@ -19,6 +19,8 @@ from wsgiref.handlers import format_date_time
 
 import httptools
 
+from relay.sockets import send_all
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024
@@ -273,12 +275,12 @@ class HttpServer:
             for _ in pieces:
                 pass
             return keep
-        sock.sendall(head + frame(first) if first else head)
+        send_all(sock, head + frame(first) if first else head)
         for data in pieces:
             if data:
-                sock.sendall(frame(data))
+                send_all(sock, frame(data))
         if last:
-            sock.sendall(last)
+            send_all(sock, last)
         return keep
 
     def _head(self, request: _Request, state: dict, keep: bool):

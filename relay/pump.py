@@ -19,6 +19,7 @@ from typing import Callable, Protocol
 from gevent.hub import Waiter, get_hub
 
 from relay.errors import ErrorKind, UpstreamError
+from relay.sockets import raw_socket
 from relay.upstream import UpstreamCallFailed
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,7 @@ class Pump:
                  idle: float, deadline: float):
         loop = get_hub().loop
         self.source, self.sock, self.frame, self.step = source, sock, frame, step
-        # Sends that never wait need nothing of gevent's socket wrapper: the OS socket under it
-        # (`_sock`, always non-blocking under gevent) saves a Python layer per event.
-        self.out = getattr(sock, "_sock", sock)
+        self.out = raw_socket(sock)  # sends that never wait skip gevent's layer (relay/sockets.py)
         self.idle, self.deadline = idle, deadline
         self.reader = loop.io(source.fileno(), READ)
         self.writer = loop.io(sock.fileno(), WRITE)

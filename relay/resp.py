@@ -17,18 +17,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from relay.metrics import COUNTERS
+from relay.sockets import send_all
 
 
 def encode(*parts) -> bytes:
     """A command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
-        if isinstance(part, bytes):
-            data = part
-        elif isinstance(part, str):
-            data = part.encode()
-        else:
-            data = str(part).encode()
+        kind = type(part)
+        data = part if kind is bytes else part.encode() if kind is str else str(part).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
 
@@ -77,7 +74,7 @@ class RespPool:
 
     def _round_trip(self, conn, payload: bytes):
         sock, reader = conn
-        sock.sendall(payload)
+        send_all(sock, payload)
         while True:
             reply = reader.gets()
             if reply is not False:

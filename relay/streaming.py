@@ -14,6 +14,7 @@ from relay.context import SSE_HEADERS, RequestContext
 from relay.errors import OPENAI, ErrorKind, RelayError, UpstreamError
 from relay.pump import Pump
 from relay.settings import Timeouts
+from relay.sockets import send_all
 from relay.upstream import UpstreamCallFailed, UpstreamResponse
 
 
@@ -141,16 +142,16 @@ class StreamBody:
         when the caller goes away (the server then calls `close`)."""
         first = self._drain(self.pending)
         if self.deferred is not None:
-            sock.sendall(head + frame(first + self._fail(self.deferred)) + last)
+            send_all(sock, head + frame(first + self._fail(self.deferred)) + last)
             return
-        sock.sendall(head + frame(first))
+        send_all(sock, head + frame(first))
         end = Pump(self.response, sock, frame, self._step, self.timeouts.idle, self.deadline).run()
         if end.caller_gone:
             raise ConnectionResetError("the caller went away mid-stream")
         if end.error is None:
             self.response.finish()
         tail = end.tail + self._end(end.error)
-        sock.sendall((frame(tail) if tail else b"") + last)
+        send_all(sock, (frame(tail) if tail else b"") + last)
 
     def _fail(self, error: UpstreamError) -> bytes:
         self.response.abort()
