@@ -1,6 +1,7 @@
 """Running N relay processes on one port: bind once, fork, every child serves the shared socket."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -27,6 +28,9 @@ def serve_processes(settings: RelaySettings, processes: int = 1) -> None:
 
         app = build_relay(settings)
         start_follower(app)
+        # Everything loaded so far (modules, the snapshot) lives as long as the process: keep it out
+        # of the collector's full passes, which otherwise walk it every time and stall every stream.
+        gc.freeze()
         server = make_server(listener, app, settings.max_body_bytes)
         gevent.signal_handler(signal.SIGTERM, server.stop)
         gevent.signal_handler(signal.SIGINT, server.stop)

@@ -137,9 +137,12 @@ class OpenAIStreamDecoder(EventDecoder):
         super().__init__()
 
     def _decode(self, event: bytes) -> StreamEvent:
-        data = event_data(event)
-        if data is None:  # a comment or keep-alive: pass it on, it keeps proxies from timing out
-            return StreamEvent(raw=event + b"\n\n")
+        if event.startswith(b"data: ") and b"\n" not in event:  # one data line: nearly every event
+            data = event[6:]
+        else:
+            data = event_data(event)
+            if data is None:  # a comment or keep-alive: pass it on, it keeps proxies from timing out
+                return StreamEvent(raw=event + b"\n\n")
         if data == b"[DONE]":
             return StreamEvent(raw=b"data: [DONE]\n\n", done=True)
         try:
@@ -152,7 +155,9 @@ class OpenAIStreamDecoder(EventDecoder):
             message, _, _ = message_of(data)
             return StreamEvent(raw=None, error=UpstreamError(ErrorKind.TRANSIENT, 200, message))
         choices = chunk.get("choices")
-        usage = usage_from_openai(chunk.get("usage"))
+        usage = chunk.get("usage")
+        if usage is not None:
+            usage = usage_from_openai(usage)
         raw = event + b"\n\n"
         if self.strip_usage:
             if usage is not None and not choices:
