@@ -34,8 +34,9 @@ def pinned(cores: str, *argv: str) -> list[str]:
 
 
 class Bench:
-    def __init__(self, seconds: float, relay_workers: int):
+    def __init__(self, seconds: float, relay_workers: int, ramp: float | None = None):
         self.seconds = seconds
+        self.ramp = CHUNKS * GAP_MS / 1000 if ramp is None else ramp
         self.relay_workers = relay_workers
         self.dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
         self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
@@ -121,7 +122,7 @@ class Bench:
     def streams(self, base: str, concurrency: int, seconds: float | None = None, max_requests=None) -> dict:
         argv = [PY, "-m", "bench.stream_client", base + "/v1/chat/completions", self.key, "--concurrency", str(concurrency),
                 "--seconds", str(seconds or self.seconds)]
-        argv += ["--ramp", str(CHUNKS * GAP_MS / 1000)]  # streams in flight, not bursts: see stream_client.run
+        argv += ["--ramp", str(self.ramp)]  # streams in flight, not bursts: see stream_client.run
         if max_requests:
             argv += ["--max-requests", str(max_requests)]
         out = subprocess.run(pinned(LOAD_CORES, *argv), cwd=ROOT, env=self.env, capture_output=True, text=True, check=True)
@@ -171,8 +172,8 @@ class Bench:
         return {"left": self.usage_backlog(), "seconds": round(time.time() - started, 1)}
 
 
-def run(seconds: float, concurrencies: list[int], relay_workers: int, hold_streams: int) -> dict:
-    bench = Bench(seconds, relay_workers)
+def run(seconds: float, concurrencies: list[int], relay_workers: int, hold_streams: int, ramp: float | None = None) -> dict:
+    bench = Bench(seconds, relay_workers, ramp)
     rows = []
     try:
         bench.start()
@@ -195,7 +196,7 @@ def run(seconds: float, concurrencies: list[int], relay_workers: int, hold_strea
     finally:
         bench.stop()
     return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds_per_run": seconds, "relay_processes": relay_workers,
-            "cpu": os.cpu_count(), "rows": rows, "held_streams": held, "sql_driver_loaded": sql_loaded, "usage_drain": drained}
+            "cpu": os.cpu_count(), "stream_ramp_s": bench.ramp, "rows": rows, "held_streams": held, "sql_driver_loaded": sql_loaded, "usage_drain": drained}
 
 
 def hold_open(bench: Bench, count: int) -> dict:
@@ -263,11 +264,13 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,32,256")
     parser.add_argument("--relay-workers", type=int, default=1)
     parser.add_argument("--hold-streams", type=int, default=2000, help="slow streams to hold open at once (0 to skip)")
+    parser.add_argument("--stream-ramp", type=float, default=None,
+                        help="seconds over which stream clients start (default: one stream's length; 0: all at once, in lockstep)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench: wrk is not installed (apt-get install wrk)")
-    report = run(args.seconds, [int(c) for c in args.concurrency.split(",")], args.relay_workers, args.hold_streams)
+    report = run(args.seconds, [int(c) for c in args.concurrency.split(",")], args.relay_workers, args.hold_streams, args.stream_ramp)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     path = Path(args.out) / f"{report['when'].replace(':', '')}.json"
     path.write_text(json.dumps(report, indent=2))

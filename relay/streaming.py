@@ -12,7 +12,7 @@ import time
 from relay.billing import Settlement
 from relay.context import SSE_HEADERS, RequestContext
 from relay.errors import OPENAI, ErrorKind, RelayError, UpstreamError
-from relay.pump import Pump
+from relay.pump import Pump, PumpEnd
 from relay.settings import Timeouts
 from relay.sockets import send_all
 from relay.upstream import UpstreamCallFailed, UpstreamResponse
@@ -145,7 +145,10 @@ class StreamBody:
             send_all(sock, head + frame(first + self._fail(self.deferred)) + last)
             return
         send_all(sock, head + frame(first))
-        end = Pump(self.response, sock, frame, self._step, self.timeouts.idle, self.deadline).run()
+        if self.response.complete:  # the whole body came with the first read
+            end = PumpEnd()
+        else:
+            end = Pump(self.response, sock, frame, self._step, self.timeouts.idle, self.deadline).run()
         if end.caller_gone:
             raise ConnectionResetError("the caller went away mid-stream")
         if end.error is None:

@@ -3,6 +3,8 @@ Redis, following the snapshot the control plane publishes, called as the WSGI ap
 to run every routing and failure case against fake upstreams on real sockets."""
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import replace
 
 import orjson
@@ -46,6 +48,35 @@ class Relay:
         if stream:
             body["stream"] = True
         return self.client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, buffered=buffered)
+
+    @contextmanager
+    def served(self):
+        """The relay behind its own HTTP server (relay/http_server.py) on a real socket, in a thread
+        with its own gevent hub: streams take the server's pumped path (relay/pump.py) rather than
+        the WSGI iteration the in-process client drives. Yields the server's address."""
+        from gevent import get_hub
+
+        from relay.http_server import HttpServer
+
+        box: dict = {}
+        ready = threading.Event()
+
+        def run():
+            server = HttpServer(("127.0.0.1", 0), self.app)
+            server.init_socket()
+            box["server"], box["loop"] = server, get_hub().loop
+            ready.set()
+            server.serve_forever()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert ready.wait(10), "the relay's server did not start"
+        self.app.holder.refresh()
+        try:
+            yield box["server"].address
+        finally:
+            box["loop"].run_callback_threadsafe(lambda: box["server"].stop(timeout=1))
+            thread.join(5)
 
     def count_round_trips(self, call) -> list[str]:
         """The Redis commands `call` sent (after a warm-up call has loaded the scripts)."""
