@@ -66,10 +66,15 @@ class Handler(BaseHTTPRequestHandler):
 class FakeServer:
     handler_class = Handler
 
-    def __init__(self):
+    def __init__(self, tls: bool = False):
         handler = type("BoundHandler", (self.handler_class,), {"fake": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
+        self.tls = tls
+        if tls:  # HTTPS with tests/fakes/tls.py's certificate (clients trust it through SSL_CERT_FILE)
+            from tests.fakes.tls import server_context
+
+            self.httpd.socket = server_context().wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         self.lock = threading.Lock()
@@ -81,7 +86,7 @@ class FakeServer:
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def record(self, **entry):
         with self.lock:

@@ -11,6 +11,7 @@ including `stream_options.include_usage`.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -159,7 +160,7 @@ class OpenAIHandler(Handler):
                 return
             try:
                 self.send_chunk(event)
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 self.fake.record(path="client-gone", headers={}, body={"after": n})
                 return
             if b.chunk_gap:
@@ -170,8 +171,8 @@ class OpenAIHandler(Handler):
 class FakeOpenAI(FakeServer):
     handler_class = OpenAIHandler
 
-    def __init__(self, models: list[str] | None = None):
-        super().__init__()
+    def __init__(self, models: list[str] | None = None, tls: bool = False):
+        super().__init__(tls)
         self.default = Behaviour()
         self.queue: deque[Behaviour] = deque()
         self.by_key: dict[str, Behaviour] = {}

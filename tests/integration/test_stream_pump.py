@@ -13,21 +13,26 @@ from relay import pricing, tokens
 from relay.settings import Timeouts
 from tests import factories
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.fakes.tls import certificate
 from tests.relay_harness import Relay, assert_money_consistent, events_of, request_log
 
 PRICE = pricing.Price("gpt-4o-mini", 3_000_000, 15_000_000)
 PROMPT = tokens.prompt_tokens([{"role": "user", "content": "Say hello"}], None)
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI()
+@pytest.fixture(scope="module", params=["http", "https"])
+def upstream(request):
+    """Every case over plain HTTP and over TLS (what real providers speak: reads go through the SSL
+    object, which may hold decrypted bytes no readiness event announces)."""
+    fake = FakeOpenAI(tls=request.param == "https")
     yield fake
     fake.close()
 
 
 @pytest.fixture
-def world(app, upstream):
+def world(app, upstream, monkeypatch):
+    if upstream.tls:
+        monkeypatch.setenv("SSL_CERT_FILE", certificate()[0])
     upstream.reset_log()
     factories.price("gpt-4o-mini", input="3", output="15")
     user = factories.funded_user("10")
