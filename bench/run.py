@@ -143,6 +143,8 @@ class Bench:
         # /healthz answers from one relay process: its own round trips over its own requests.
         served = max(counters_after["requests"] - counters_before["requests"] - 1, 1)
         result["redis_rt_per_req"] = round((counters_after["redis_round_trips"] - counters_before["redis_round_trips"]) / served, 2)
+        if self.relay_workers > 1:  # the two /healthz reads may come from different processes: not comparable
+            result["redis_rt_per_req"] = None
         result["usage_backlog"] = self.usage_backlog()
         return result
 

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 READ, WRITE = 1, 2
 TICK_SECONDS = 1.0
+STREAM_PRIORITY = -1  # libev's default is 0
 
 
 class Source(Protocol):
@@ -57,8 +58,10 @@ class Pump:
         self.source, self.sock, self.frame, self.step = source, sock, frame, step
         self.out = raw_socket(sock)  # sends that never wait skip gevent's layer (relay/sockets.py)
         self.idle, self.deadline = idle, deadline
-        self.reader = loop.io(source.fileno(), READ)
-        self.writer = loop.io(sock.fileno(), WRITE)
+        # Below the default priority: in each turn of the loop, requests on their way to a first
+        # token (new requests, Redis replies, upstream heads) go before the events of running streams.
+        self.reader = loop.io(source.fileno(), READ, priority=STREAM_PRIORITY)
+        self.writer = loop.io(sock.fileno(), WRITE, priority=STREAM_PRIORITY)
         tick = min(TICK_SECONDS, idle)
         self.timer = loop.timer(tick, tick)
         self.loop = loop
