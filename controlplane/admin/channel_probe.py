@@ -23,7 +23,8 @@ FRAGMENT = """
       <span class="state state-{{ 'enabled' if r.ok else 'auto_disabled' }}">{{ 'passed' if r.ok else r.verdict.value | replace('_', ' ') }}</span>
       {% if r.key_id %}key {{ keys.get(r.key_id, r.key_id) }}{% endif %}
       {% if r.operation %}· {{ r.operation }} {{ r.model }}{% endif %}
-      {% if r.latency_ms %}· <span class="num">{{ r.latency_ms }} ms</span>{% endif %}
+      {# a probe that passed was timed: under a millisecond shows as such, not as nothing #}
+      {% if r.ok or r.latency_ms %}· <span class="num">{{ r.latency_ms or '<1' }} ms</span>{% endif %}
       {% if not r.ok %}— {{ r.message }}{% endif %}
     </li>
   {% endfor %}
