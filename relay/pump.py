@@ -8,10 +8,12 @@ the kernel's; bench/README.md). The request's greenlet sleeps until the body end
 
 Idle and total time limits are checked by one repeating timer per stream, not re-armed per read.
 A caller that reads slowly gets backpressure: the upstream is not read while bytes wait to go out.
+A caller that hangs up is noticed when it does, not at the next send.
 """
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -62,6 +64,10 @@ class Pump:
         # token (new requests, Redis replies, upstream heads) go before the events of running streams.
         self.reader = loop.io(source.fileno(), READ, priority=STREAM_PRIORITY)
         self.writer = loop.io(sock.fileno(), WRITE, priority=STREAM_PRIORITY)
+        # The caller's side turns readable only when it hangs up (or sends its next request early):
+        # a hang-up ends the stream at once, not at the next event the upstream sends, which may be
+        # a minute away while a reasoning model thinks — and is paid for meanwhile.
+        self.hangup = loop.io(sock.fileno(), READ, priority=STREAM_PRIORITY)
         tick = min(TICK_SECONDS, idle)
         self.timer = loop.timer(tick, tick)
         self.loop = loop
@@ -79,11 +85,12 @@ class Pump:
                 # TLS may hold decrypted bytes that no readiness event will announce: look once now.
                 self.loop.run_callback(self._readable)
             self.reader.start(self._readable)
+            self.hangup.start(self._caller_readable)
             self.timer.start(self._tick)
             return self.waiter.get()
         finally:
             self.ended = True
-            for watcher in (self.reader, self.writer, self.timer):
+            for watcher in (self.reader, self.writer, self.hangup, self.timer):
                 watcher.stop()
                 watcher.close()
             self.sock.settimeout(saved)
@@ -135,6 +142,21 @@ class Pump:
             self.writer.stop()
             self.reader.start(self._readable)
 
+    def _caller_readable(self) -> None:
+        if self.ended:
+            return
+        try:
+            early = self.out.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._end(PumpEnd(caller_gone=True))
+            return
+        if not early:  # end of stream: the caller closed its side
+            self._end(PumpEnd(caller_gone=True))
+        else:  # a pipelined next request: the server reads it after this body
+            self.hangup.stop()
+
     def _tick(self) -> None:
         if self.ended:
             return
@@ -153,5 +175,6 @@ class Pump:
         self.ended = True
         self.reader.stop()
         self.writer.stop()
+        self.hangup.stop()
         self.timer.stop()
         self.waiter.switch(end)

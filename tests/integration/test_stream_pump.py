@@ -202,3 +202,35 @@ def test_a_caller_reading_slowly_gets_every_byte_in_order(world, upstream):
     assert (log.status, log.output_tokens) == (200, 3000)
     sock.close()
     assert_money_consistent(relay.redis)
+
+
+def test_a_hang_up_while_the_upstream_is_thinking_is_noticed_at_once(app, upstream, monkeypatch):
+    """The caller leaves during a long gap between upstream events: the stream ends (and is settled)
+    then, not when the upstream next sends — which a reasoning model may not do for a minute."""
+    if upstream.tls:
+        monkeypatch.setenv("SSL_CERT_FILE", certificate()[0])
+    upstream.reset_log()
+    factories.price("gpt-4o-mini", input="3", output="15")
+    user = factories.funded_user("10")
+    _, key = factories.api_key(user)
+    factories.channel(upstream.url, keys_=("sk-up-1",))
+    relay = Relay(app, timeouts=Timeouts(connect=1.0, first_byte=3.0, idle=30.0, total=60.0))
+    upstream.push(Behaviour(content="think deeply now", chunk_gap=3.0))
+    with relay.served() as address:
+        sock = connect(address)
+        sock.sendall(request(key))
+        reply = Reply(sock)
+        reply.read_chunk()  # the role chunk; the next event is three seconds away
+        request_id = reply.headers["x-request-id"]
+        sock.close()
+        left = time.monotonic()
+        log = None
+        while log is None and time.monotonic() - left < 2.0:
+            time.sleep(0.1)
+            try:
+                log = request_log(request_id)
+            except AssertionError:
+                log = None
+        assert log is not None, "the hang-up was not noticed before the upstream's next event"
+        assert (log.status, log.error_code) == (499, "client_disconnected")
+        assert_money_consistent(relay.redis)
