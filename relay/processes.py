@@ -11,6 +11,8 @@ from relay.settings import RelaySettings
 
 log = logging.getLogger(__name__)
 
+GC_THRESHOLDS = (20_000, 20, 20)
+
 
 def serve_processes(settings: RelaySettings, processes: int = 1) -> None:
     from gevent import socket as gsocket
@@ -31,6 +33,10 @@ def serve_processes(settings: RelaySettings, processes: int = 1) -> None:
         # Everything loaded so far (modules, the snapshot) lives as long as the process: keep it out
         # of the collector's full passes, which otherwise walk it every time and stall every stream.
         gc.freeze()
+        # The default young-generation pass every 700 allocations re-walks every in-flight request's
+        # objects many times over; every 20,000 cost ~6% less relay CPU per stream on average over
+        # five alternating bench runs. Garbage in cycles waits a little longer; nothing else changes.
+        gc.set_threshold(*GC_THRESHOLDS)
         server = make_server(listener, app, settings.max_body_bytes)
         gevent.signal_handler(signal.SIGTERM, server.stop)
         gevent.signal_handler(signal.SIGINT, server.stop)
