@@ -29,8 +29,8 @@ def upstream(request):
     fake.close()
 
 
-@pytest.fixture
-def world(app, upstream, monkeypatch):
+def customer_and_relay(app, upstream, monkeypatch, idle: float) -> tuple[Relay, str]:
+    """A funded key, a channel to `upstream` and a relay whose streams time out after `idle` quiet seconds."""
     if upstream.tls:
         monkeypatch.setenv("SSL_CERT_FILE", certificate()[0])
     upstream.reset_log()
@@ -38,7 +38,12 @@ def world(app, upstream, monkeypatch):
     user = factories.funded_user("10")
     _, secret = factories.api_key(user)
     factories.channel(upstream.url, keys_=("sk-up-1",))
-    relay = Relay(app, timeouts=Timeouts(connect=1.0, first_byte=3.0, idle=0.5, total=8.0))
+    return Relay(app, timeouts=Timeouts(connect=1.0, first_byte=3.0, idle=idle, total=max(8.0, 2 * idle))), secret
+
+
+@pytest.fixture
+def world(app, upstream, monkeypatch):
+    relay, secret = customer_and_relay(app, upstream, monkeypatch, idle=0.5)
     with relay.served() as address:
         yield relay, address, secret
 
@@ -207,14 +212,7 @@ def test_a_caller_reading_slowly_gets_every_byte_in_order(world, upstream):
 def test_a_hang_up_while_the_upstream_is_thinking_is_noticed_at_once(app, upstream, monkeypatch):
     """The caller leaves during a long gap between upstream events: the stream ends (and is settled)
     then, not when the upstream next sends — which a reasoning model may not do for a minute."""
-    if upstream.tls:
-        monkeypatch.setenv("SSL_CERT_FILE", certificate()[0])
-    upstream.reset_log()
-    factories.price("gpt-4o-mini", input="3", output="15")
-    user = factories.funded_user("10")
-    _, key = factories.api_key(user)
-    factories.channel(upstream.url, keys_=("sk-up-1",))
-    relay = Relay(app, timeouts=Timeouts(connect=1.0, first_byte=3.0, idle=30.0, total=60.0))
+    relay, key = customer_and_relay(app, upstream, monkeypatch, idle=30.0)
     upstream.push(Behaviour(content="think deeply now", chunk_gap=3.0))
     with relay.served() as address:
         sock = connect(address)
