@@ -166,7 +166,13 @@ class StreamBody:
 
     def close(self) -> None:
         """Called by the server at the end, and when the caller disconnects mid-stream."""
-        if not self.settlement.settled:
-            self.response.abort()
-            self.ctx.note(step="stream", result="client disconnected")
-            self.settlement.partial(self.delivered, 499, "client_disconnected")
+        if self.settlement.settled:
+            return
+        self.response.abort()
+        if self.done:
+            # The caller had the final event and left before the upstream's last bytes (an SDK
+            # stops reading at [DONE]): the answer was delivered whole and is charged as reported.
+            self.settlement.succeed(self.usage, self.delivered)
+            return
+        self.ctx.note(step="stream", result="client disconnected")
+        self.settlement.partial(self.delivered, 499, "client_disconnected")

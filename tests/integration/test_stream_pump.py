@@ -232,3 +232,22 @@ def test_a_hang_up_while_the_upstream_is_thinking_is_noticed_at_once(app, upstre
         assert log is not None, "the hang-up was not noticed before the upstream's next event"
         assert (log.status, log.error_code) == (499, "client_disconnected")
         assert_money_consistent(relay.redis)
+
+
+def test_a_caller_leaving_right_after_the_final_event_is_charged_as_a_whole_answer(world, upstream):
+    """SDKs stop reading at [DONE] and may close before the upstream has ended its body: that
+    caller got everything, so it is billed the upstream's usage, not treated as a hang-up."""
+    relay, address, key = world
+    upstream.push(Behaviour(content="all of it", chunk_gap=0.3))  # 0.3 s after [DONE], then the body's end
+    sock = connect(address)
+    sock.sendall(request(key))
+    reply = Reply(sock)
+    while b"[DONE]" not in reply.body:
+        reply.read_chunk()
+    request_id = reply.headers["x-request-id"]
+    sock.close()
+    time.sleep(0.6)
+    log = request_log(request_id)
+    assert (log.status, log.error_code, log.usage_source) == (200, None, "upstream")
+    assert log.cost == pricing.cost(pricing.Usage(input=12, output=3), PRICE, 10_000)
+    assert_money_consistent(relay.redis)
