@@ -154,16 +154,14 @@ class Bench:
 
         from relay.usage import USAGE_GROUP, USAGE_STREAM
 
-        client = redis.Redis.from_url(self.env["REDIS_URL"])
-        try:
-            groups = {g["name"].decode(): g for g in client.xinfo_groups(USAGE_STREAM)}
-        except redis.ResponseError:
-            return 0  # no usage yet
-        finally:
-            client.close()
-        group = groups.get(USAGE_GROUP)
-        if group is None:
-            return client.xlen(USAGE_STREAM)
+        with redis.Redis.from_url(self.env["REDIS_URL"]) as client:
+            try:
+                groups = {g["name"].decode(): g for g in client.xinfo_groups(USAGE_STREAM)}
+            except redis.ResponseError:
+                return 0  # no usage yet
+            group = groups.get(USAGE_GROUP)
+            if group is None:  # the worker has not started reading: everything is waiting
+                return client.xlen(USAGE_STREAM)
         return int(group.get("lag") or 0) + int(group.get("pending") or 0)
 
     def drain_usage(self, limit: float = 120.0) -> dict:

@@ -260,7 +260,7 @@ class HttpServer:
             # A body that writes itself (relay/streaming.py pumps an upstream stream from the loop).
             head, frame, last, keep = self._head(request, state, keep)
             if frame is None:
-                sock.sendall(head)
+                send_all(sock, head)
             else:
                 write_to(sock, head, frame, last)
             return keep
@@ -271,7 +271,7 @@ class HttpServer:
                 break
         head, frame, last, keep = self._head(request, state, keep)
         if frame is None:
-            sock.sendall(head)
+            send_all(sock, head)
             for _ in pieces:
                 pass
             return keep

@@ -16,31 +16,20 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 from gevent.hub import Waiter, get_hub
 
 from relay.errors import ErrorKind, UpstreamError
 from relay.sockets import raw_socket
-from relay.upstream import UpstreamCallFailed
+from relay.http_client import Exchange
+from relay.upstream import TRANSPORT_ERRORS, failure_of
 
 log = logging.getLogger(__name__)
 
 READ, WRITE = 1, 2
 TICK_SECONDS = 1.0
 STREAM_PRIORITY = -1  # libev's default is 0
-
-
-class Source(Protocol):
-    """The upstream side: a socket read without waiting (relay/upstream.py `UpstreamResponse`)."""
-
-    complete: bool
-
-    def fileno(self) -> int: ...
-
-    def start_nonblocking(self) -> bool: ...
-
-    def read_nowait(self) -> bytes | None: ...
 
 
 @dataclass(slots=True)
@@ -54,7 +43,7 @@ class PumpEnd:
 
 
 class Pump:
-    def __init__(self, source: Source, sock, frame: Callable[[bytes], bytes], step: Callable[[bytes], tuple[bytes, UpstreamError | None]],
+    def __init__(self, source: Exchange, sock, frame: Callable[[bytes], bytes], step: Callable[[bytes], tuple[bytes, UpstreamError | None]],
                  idle: float, deadline: float):
         loop = get_hub().loop
         self.source, self.sock, self.frame, self.step = source, sock, frame, step
@@ -105,8 +94,8 @@ class Pump:
                 return
             self.last = time.monotonic()
             out, error = self.step(data)
-        except UpstreamCallFailed as failed:
-            self._end(PumpEnd(error=failed.error))
+        except TRANSPORT_ERRORS as exc:
+            self._end(PumpEnd(error=failure_of(exc).error))
             return
         except Exception:  # a bug in a decoder fails this request, not the loop
             log.exception("stream pump step failed")
@@ -167,7 +156,7 @@ class Pump:
             if self.backlog is not None:  # the caller stopped reading
                 self._end(PumpEnd(caller_gone=True))
             else:
-                self._end(PumpEnd(error=UpstreamError(ErrorKind.TIMEOUT, 0, "upstream timed out")))
+                self._end(PumpEnd(error=failure_of(socket.timeout()).error))
 
     def _end(self, end: PumpEnd) -> None:
         if self.ended:

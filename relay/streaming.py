@@ -145,10 +145,10 @@ class StreamBody:
             send_all(sock, head + frame(first + self._fail(self.deferred)) + last)
             return
         send_all(sock, head + frame(first))
-        if self.response.complete:  # the whole body came with the first read
+        if self.response.exchange.complete:  # the whole body came with the first read
             end = PumpEnd()
         else:
-            end = Pump(self.response, sock, frame, self._step, self.timeouts.idle, self.deadline).run()
+            end = Pump(self.response.exchange, sock, frame, self._step, self.timeouts.idle, self.deadline).run()
         if end.caller_gone:
             raise ConnectionResetError("the caller went away mid-stream")
         if end.error is None:

@@ -48,7 +48,11 @@ class UpstreamCallFailed(Exception):
         self.error = error
 
 
-def _failure(exc: BaseException) -> UpstreamCallFailed:
+# What a transport failure looks like, whichever way the body is read.
+TRANSPORT_ERRORS = (OSError, HTTPParseError, zlib_error)
+
+
+def failure_of(exc: BaseException) -> UpstreamCallFailed:
     if isinstance(exc, ConnectFailed):
         return UpstreamCallFailed(UpstreamError(ErrorKind.CONNECT, 0, "cannot connect to the upstream"))
     if isinstance(exc, (socket.timeout, TimeoutError)):
@@ -74,34 +78,21 @@ class UpstreamResponse:
     def read_all(self) -> bytes:
         try:
             return self._exchange.read_all(self._read_timeout)
-        except (OSError, HTTPParseError, zlib_error) as exc:
-            raise _failure(exc) from None
+        except TRANSPORT_ERRORS as exc:
+            raise failure_of(exc) from None
 
     def iter_chunks(self, first_timeout: float, idle_timeout: float, deadline: float | None = None):
         """Yield body bytes as they arrive. The first chunk may take `first_timeout`; after it, a gap
         longer than `idle_timeout` — or passing the monotonic `deadline` — raises a timeout."""
         try:
             yield from self._exchange.iter_body(first_timeout, idle_timeout, deadline)
-        except (OSError, HTTPParseError, zlib_error) as exc:
-            raise _failure(exc) from None
+        except TRANSPORT_ERRORS as exc:
+            raise failure_of(exc) from None
 
-    # --- reading without waiting, for relay/pump.py ---
     @property
-    def complete(self) -> bool:
-        return self._exchange.complete
-
-    def fileno(self) -> int:
-        return self._exchange.fileno()
-
-    def start_nonblocking(self) -> bool:
-        return self._exchange.start_nonblocking()
-
-    def read_nowait(self) -> bytes | None:
-        try:
-            return self._exchange.read_nowait()
-        except (OSError, HTTPParseError, zlib_error) as exc:
-            self._exchange.close()
-            raise _failure(exc) from None
+    def exchange(self) -> Exchange:
+        """The connection itself, for reading without waiting (relay/pump.py)."""
+        return self._exchange
 
     def finish(self) -> None:
         """The body has been read whole: the connection goes back to the pool."""
@@ -120,6 +111,6 @@ class UpstreamClient:
         wait = min(timeouts.first_byte, timeouts.total)
         try:
             exchange = self.http.request(request.method, request.url, request.headers, request.body, timeouts.connect, wait)
-        except (OSError, HTTPParseError) as exc:
-            raise _failure(exc) from None
+        except TRANSPORT_ERRORS as exc:
+            raise failure_of(exc) from None
         return UpstreamResponse(exchange, wait)
