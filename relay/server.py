@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import orjson
 
 from relay.billing import usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
-from relay.context import RequestContext, Response, json_response, new_request_id
+from relay.context import ClientAddresses, RequestContext, Response, json_response, new_request_id
 from relay.endpoints import ENDPOINTS
 from relay.errors import ANTHROPIC, OPENAI, RelayError
 from relay.metrics import COUNTERS, counting_redis
@@ -28,7 +29,18 @@ log = logging.getLogger(__name__)
 
 
 def read_body(environ, limit: int) -> bytes:
-    """The request body, refused with 413 before reading when Content-Length is over the limit."""
+    """The request body, refused with 413 before reading when Content-Length is over the limit, with
+    408 when it arrives too slowly and 400 when it ends early or is malformed (the server's
+    `wsgi.input` raises TimeoutError or another OSError)."""
+    try:
+        return _read(environ, limit)
+    except TimeoutError as exc:
+        raise RelayError(408, "request_timeout", f"The request body did not arrive in time: {exc}.") from None
+    except OSError as exc:
+        raise RelayError(400, "incomplete_body", f"The request body could not be read: {exc}.") from None
+
+
+def _read(environ, limit: int) -> bytes:
     length = environ.get("CONTENT_LENGTH")
     if length:
         try:
@@ -55,6 +67,12 @@ def error_format_for(method: str, path: str, environ) -> str:
     return OPENAI
 
 
+def edge_error(status: int, code: str, message: str, path: str) -> bytes:
+    """The body of an answer the HTTP server gives by itself (a malformed or slow request, too many
+    connections), in the error format of the endpoint the request was for."""
+    return RelayError(status, code, message).body(new_request_id(), error_format_for("", path, {}))
+
+
 def error_response(error: RelayError, request_id: str, error_format: str) -> Response:
     extra = [("Retry-After", str(max(1, int(round(error.retry_after)))))] if error.retry_after else None
     return json_response(error.status, error.body(request_id, error_format), extra)
@@ -69,13 +87,14 @@ class RelayApp:
         self.pipeline = pipeline
         self.quota = quota
         self.started = time.time()
+        self.clients = ClientAddresses(settings.trusted_proxies)
 
     def __call__(self, environ, start_response):
         COUNTERS.requests += 1
         request_id = new_request_id()
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
-        ctx = RequestContext(request_id=request_id, endpoint=path, client_ip=environ.get("REMOTE_ADDR"))
+        ctx = RequestContext(request_id=request_id, endpoint=path, client_ip=self.clients.of(environ))
         error_format = error_format_for(method, path, environ)
         try:
             response = self.dispatch(ctx, environ, method, path)
@@ -94,8 +113,8 @@ class RelayApp:
     def dispatch(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
         endpoint = ENDPOINTS.get((method, path))
         if endpoint is not None:
-            body = read_body(environ, self.settings.max_body_bytes)
-            return self.pipeline.handle(endpoint, ctx, environ, body)
+            # The body is read only once the caller is known: an unauthenticated upload is never received.
+            return self.pipeline.handle(endpoint, ctx, environ, partial(read_body, environ, self.settings.max_body_bytes))
         if path == "/v1/models" and method == "GET":
             return self.pipeline.models(ctx, environ)
         if path in ("/healthz", "/v1/healthz"):
@@ -120,7 +139,7 @@ class RelayApp:
             log.exception("could not log refused request %s", ctx.request_id)
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
             413: "Payload Too Large", 429: "Too Many Requests", 499: "Client Closed Request", 500: "Internal Server Error",
             501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -155,16 +174,19 @@ def start_follower(app: RelayApp):
     return gevent.spawn(app.holder.follow)
 
 
-def make_server(listener, wsgi_app, max_body: int = 32 * 1024 * 1024):
-    """The relay's HTTP server (relay/http_server.py): headers and body go out together, Nagle off."""
+def make_server(listener, wsgi_app, settings: RelaySettings | None = None):
+    """The relay's HTTP server (relay/http_server.py) with the settings' limits: headers and body go
+    out together, Nagle off, its own refusals in the endpoints' error formats."""
     from relay.http_server import HttpServer
 
-    return HttpServer(listener, wsgi_app, max_body=max_body)
+    settings = settings or RelaySettings(redis_url="", encryption_key=None)
+    return HttpServer(listener, wsgi_app, max_body=settings.max_body_bytes, limits=settings.edge,
+                      trusted=settings.trusted_proxies, render_error=edge_error)
 
 
 def serve(settings: RelaySettings) -> None:
     app = build_relay(settings)
     start_follower(app)
-    server = make_server((settings.host, settings.port), app, settings.max_body_bytes)
+    server = make_server((settings.host, settings.port), app, settings)
     log.info("relay listening on %s:%s", settings.host, settings.port)
     server.serve_forever()

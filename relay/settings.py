@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relay.client_ip import Network, parse_networks
+from relay.edge import EdgeLimits
 from relay.health import HealthPolicy
 
 DEFAULT_INSTANCE = "instance"
@@ -39,6 +41,13 @@ def read_secret(name: str, env_var: str, instance_dir: Path, environ: dict | Non
     if path.exists():
         return path.read_text().strip()
     return None
+
+
+def _trusted_proxies(env) -> tuple[Network, ...]:
+    try:
+        return parse_networks(env.get("SWITCHBOARD_TRUSTED_PROXIES"))
+    except ValueError as error:
+        raise ValueError(f"SWITCHBOARD_TRUSTED_PROXIES: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,10 @@ class RelaySettings:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     retry_budget_percent: float = 20.0
     retry_budget_min: int = 3
+    # What the HTTP server allows a client (relay/edge.py), and the proxies whose forwarding
+    # headers name the client (relay/client_ip.py).
+    edge: EdgeLimits = field(default_factory=EdgeLimits)
+    trusted_proxies: tuple[Network, ...] = ()
 
     @property
     def lease_seconds(self) -> float:
@@ -114,6 +127,19 @@ class RelaySettings:
             ),
             retry_budget_percent=env_float("SWITCHBOARD_RETRY_BUDGET_PERCENT", 20.0, env),
             retry_budget_min=env_int("SWITCHBOARD_RETRY_BUDGET_MIN", 3, env),
+            edge=EdgeLimits(
+                header_timeout=env_float("SWITCHBOARD_HTTP_HEADER_TIMEOUT", 10.0, env),
+                idle_timeout=env_float("SWITCHBOARD_HTTP_IDLE_TIMEOUT", 75.0, env),
+                body_read_timeout=env_float("SWITCHBOARD_HTTP_BODY_READ_TIMEOUT", 30.0, env),
+                body_min_rate=env_int("SWITCHBOARD_HTTP_BODY_MIN_RATE", 4096, env),
+                body_rate_grace=env_float("SWITCHBOARD_HTTP_BODY_RATE_GRACE", 10.0, env),
+                max_header_bytes=env_int("SWITCHBOARD_HTTP_MAX_HEADER_BYTES", 64 * 1024, env),
+                max_headers=env_int("SWITCHBOARD_HTTP_MAX_HEADERS", 100, env),
+                buffer_body_bytes=env_int("SWITCHBOARD_HTTP_BUFFER_BODY_BYTES", 64 * 1024, env),
+                max_connections=env_int("SWITCHBOARD_HTTP_MAX_CONNECTIONS", 0, env),
+                max_connections_per_ip=env_int("SWITCHBOARD_HTTP_MAX_CONNECTIONS_PER_IP", 1000, env),
+            ),
+            trusted_proxies=_trusted_proxies(env),
         )
         values.update(overrides)
         return cls(**values)
