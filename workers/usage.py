@@ -141,7 +141,7 @@ def ingest(batch_size: int | None = None, max_seconds: float = 10.0) -> int:
             if raw is None:
                 continue
             try:
-                events.append(UsageEvent.decode(raw))
+                events.append(UsageEvent.from_stream(fields))
             except Exception:
                 log.exception("unreadable usage event %s dropped", entry_id)
         written += _commit_batch(events)
