@@ -42,6 +42,8 @@ class Behaviour:
     # Like a real model: at most max_completion_tokens / max_tokens words (one token each) per choice,
     # `n` choices billed; without this the fake writes `content` whatever the request says.
     follow_limit: bool = False
+    raw_stream: bytes | None = None  # stream: this body under a 200 text/event-stream, whatever it is
+    one_write: bool = False  # stream: every event in one write, as an upstream whose answer was ready
 
     def limited_by(self, request: dict) -> "Behaviour":
         limit = request.get("max_completion_tokens") or request.get("max_tokens")
@@ -164,6 +166,10 @@ class OpenAIHandler(Handler):
         if b.malformed:
             events.insert(1, b"data: {broken\n\n")
 
+        if b.raw_stream is not None:
+            events = [b.raw_stream]
+        elif b.one_write:
+            events = [b"".join(events)]
         self.start_stream(b.headers)
         if b.stream_pause:
             time.sleep(b.stream_pause)
