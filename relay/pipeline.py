@@ -193,7 +193,7 @@ class Pipeline:
     def admit(self, ctx: RequestContext, snap: Snapshot, key: KeyView, group: GroupView, plan: Plan, wanted: holds.HoldSize,
               now: float) -> Admission:
         """One round trip: the caller's limits, the first usable route, the credit hold."""
-        money = MoneyHold(ctx.request_id, key.account_id, key.id, wanted.amount, key.credit_limit, now + self.settings.hold_ttl_seconds,
+        money = MoneyHold(ctx.request_id, key.account_id, key.id, wanted.amount, key.credit_limit, now + self.settings.hold_seconds,
                           Budgets(key.daily_budget, key.monthly_budget, key.member_allowance), key.user_id, now, wanted.least)
         try:
             return self.gate.admit(money, caller_scopes(key, snap.user_limits, group), plan)

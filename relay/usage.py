@@ -38,6 +38,9 @@ class UsageEvent:
     cost: int = 0  # µ$ charged
     held: int = 0  # µ$ that was reserved
     uncharged: int = 0  # µ$ of the cost the account could not cover (set at ingestion)
+    # Replayed from a relay's settle journal after its hold was gone: the live balance was not
+    # debited, so ingestion debits it when (and only when) it writes the event (relay/journal.py).
+    unheld: bool = False
     latency_ms: int | None = None
     ttft_ms: int | None = None
     client_ip: str | None = None
@@ -58,6 +61,7 @@ class UsageEvent:
         less than the event's cost (no balance, key limit or budget may go below zero); the
         difference is kept on the event as `uncharged` and in its trace."""
         event = cls.decode(fields[b"e"])
+        event.unheld = b"unheld" in fields
         charged = fields.get(b"charged")
         if charged is not None and int(charged) != event.cost:
             event.uncharged = event.cost - int(charged)
