@@ -211,6 +211,14 @@ return tonumber(ARGV[2])
 """
 
 
+_REFUND_SPENT = """
+if redis.call('HEXISTS', KEYS[1], 'spent') == 1 then
+  return redis.call('HINCRBY', KEYS[1], 'spent', 0 - tonumber(ARGV[1]))
+end
+return 0
+"""
+
+
 class HoldRefused(Exception):
     def __init__(self, reason: str, available: int):
         super().__init__(reason)
@@ -270,6 +278,7 @@ class Quota:
         self._settle = redis.register_script(_SETTLE)
         self._release = redis.register_script(_RELEASE_EXPIRED)
         self._credit = redis.register_script(_CREDIT)
+        self._refund_spent = redis.register_script(_REFUND_SPENT)
 
     def hold(self, request_id: str, account_id: int, key_id: int, amount: int, key_limit: int | None, expires_at: float,
              budgets: Budgets = NO_BUDGETS, user_id: int | None = None, now: float | None = None) -> Hold:
@@ -303,6 +312,10 @@ class Quota:
 
     def credit(self, account_id: int, delta: int, sql_balance_after: int) -> int:
         return int(self._credit(keys=[account_key(account_id)], args=[delta, sql_balance_after]))
+
+    def refund_key_spent(self, key_id: int, amount: int) -> None:
+        """Lower a key's live spend by a refunded amount, where Redis has one."""
+        self._refund_spent(keys=[api_key_key(key_id)], args=[amount])
 
     def seed_account(self, account_id: int, sql_balance: int) -> bool:
         """Set the live balance of an account Redis does not know yet; never overwrites."""
