@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Callable
 
-from relay import pricing
+from relay import generation, pricing
 from relay.context import RequestContext
 from relay.errors import UpstreamError
 from relay.health import Outcome, outcome_of
@@ -68,7 +68,8 @@ class Settlement:
     limit slots, and what the final attempt did to the channel's health.
     """
 
-    __slots__ = ("gate", "admission", "ctx", "price", "multiplier_bp", "prompt_estimate", "settled", "pending", "on_settled")
+    __slots__ = ("gate", "admission", "ctx", "price", "multiplier_bp", "prompt_estimate", "settled", "pending", "on_settled", "status",
+                 "charged")
 
     def __init__(self, gate, admission, ctx: RequestContext, price: pricing.Price, multiplier_bp: int, prompt_estimate: int,
                  on_settled: Callable[[], None] | None = None):
@@ -81,6 +82,8 @@ class Settlement:
         self.settled = False
         self.pending: Outcome | None = None  # a failed last attempt the router did not record
         self.on_settled = on_settled
+        self.status: int | None = None  # how the request ended, once settled
+        self.charged = 0  # µ$, once settled
 
     @property
     def hold(self) -> Hold:
@@ -115,11 +118,13 @@ class Settlement:
             return 0
         self.settled = True
         amount = pricing.cost(usage, self.price, self.multiplier_bp) if charge and usage is not None else 0
+        self.status, self.charged = status, amount
         close_open_attempt(self.ctx, status)
         event = usage_event(self.ctx, status, error_code, usage, source, amount, self.hold.amount)
         tokens = usage.input + usage.cache_read + usage.cache_write + usage.output + usage.reasoning if usage is not None else 0
         try:
-            self.gate.settle(self.admission, amount, event.encode(), tokens, outcome)
+            self.gate.settle(self.admission, amount, event.encode(), tokens, outcome,
+                             record=generation.settle_args(event, self.gate.generation_ttl))
         except Exception:
             # The hold stays in Redis and the sweeper releases it; the request goes unbilled.
             log.exception("settle failed for %s", self.ctx.request_id)
