@@ -42,7 +42,8 @@ def _blank(match: re.Match) -> bytes:
 
 
 def _splice(body: bytes, micro: int) -> bytes | None:
-    """The fields added at the end of the top-level `usage` object, or None when there is none."""
+    """The fields added at the end of the top-level `usage` object, when it is the last `"usage"`
+    key of the body (as OpenAI, Anthropic and the Responses API place it); None otherwise."""
     at = body.rfind(b'"usage"')
     found = _USAGE.match(body, at) if at >= 0 else None
     if found is None:
@@ -68,17 +69,24 @@ def _splice(body: bytes, micro: int) -> bytes | None:
 def with_cost(body: bytes, micro: int) -> bytes:
     """A JSON answer with its cost in `usage`; unchanged when it has no `usage` object."""
     if len(body) <= REENCODE_LIMIT:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-        usage = data.get("usage") if isinstance(data, dict) else None
-        if not isinstance(usage, dict):
-            return body
-        usage["cost"] = usd(micro)
-        usage["cost_micro_usd"] = micro
-        return orjson.dumps(data)
-    return _splice(body, micro) or body
+        return _reencoded(body, micro)
+    spliced = _splice(body, micro)
+    if spliced is not None:
+        return spliced
+    return _reencoded(body, micro) if b'"usage"' in body else body
+
+
+def _reencoded(body: bytes, micro: int) -> bytes:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return body
+    usage["cost"] = usd(micro)
+    usage["cost_micro_usd"] = micro
+    return orjson.dumps(data)
 
 
 def charged_response(response: Response, micro: int) -> Response:

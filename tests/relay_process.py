@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -50,7 +51,7 @@ class RelayProcess:
                 self.proc.wait(5)
         self.proc.stderr.close()
 
-    def __enter__(self) -> RelayProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
