@@ -6,7 +6,7 @@ is looked at, and a new key is marked in progress in the same script only when t
 A request without the header pays nothing; with it, one more round trip at the end writes (or
 releases) the record.
 
-What is recorded (docs/idempotency.md):
+What is recorded (docs/api.md, "Idempotent retries"):
 - a 200 answer: status, headers and body; a stream's bytes as they went to the caller, up to
   `idempotency_max_bytes` — beyond that the record says so, and a replay is refused with 409
   rather than cut short (the request was still charged once);
