@@ -163,13 +163,13 @@ class Idempotency:
         if outcome.state == "reused":
             raise RelayError(409, "idempotency_key_reused", "This Idempotency-Key was already used for a different request "
                              "(another body or endpoint); use a new key for a new request.", type="idempotency_error")
-        if outcome.request_id:
-            ctx.request_id = outcome.request_id  # the caller sees the id of the request that was charged
         if outcome.state == TOO_LARGE:
             raise RelayError(409, "idempotency_replay_unavailable", f"The request with this Idempotency-Key finished and was "
                              f"charged once, but its response was larger than the {self.max_bytes}-byte replay limit, so it "
                              f"cannot be replayed; GET /v1/generation?id={outcome.request_id} reports its usage and cost.",
                              type="idempotency_error")
+        if outcome.request_id:
+            ctx.request_id = outcome.request_id  # the caller sees the id of the request that was charged
         return Response(outcome.status, [*outcome.headers, REPLAYED], [outcome.body])
 
     # --- a new key, once its request has an outcome ------------------------------------------------
