@@ -99,7 +99,10 @@ class CustomerApi:
     def handle(self, ctx: RequestContext, environ, path: str, snap: Snapshot) -> Response:
         now = time.time()
         key = self.authenticate(ctx, environ, snap, now)
-        query = parse_qs(environ.get("QUERY_STRING") or "", max_num_fields=8)
+        try:
+            query = parse_qs(environ.get("QUERY_STRING") or "", max_num_fields=8)
+        except ValueError:
+            raise bad_request("Too many query parameters.") from None
         if path == GENERATION:
             body = self.generation(key, query)
         elif path == SUBSCRIPTION:

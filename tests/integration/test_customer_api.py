@@ -104,6 +104,7 @@ def test_a_request_is_described_to_the_key_that_made_it_only(world):
     assert theirs.status_code == unknown.status_code == 404
     assert theirs.json()["error"]["code"] == unknown.json()["error"]["code"] == "generation_not_found"
     assert world.call("GET", "/v1/generation").status_code == 400
+    assert world.call("GET", "/v1/generation", **{f"p{i}": "x" for i in range(20)}).status_code == 400
     assert world.call("GET", "/v1/generation", key="sk-wrong", id=rid).status_code == 401
 
 
