@@ -9,7 +9,7 @@ from typing import Callable
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relay import pricing
+from relay import generation, pricing
 from relay.context import RequestContext
 from relay.errors import UpstreamError
 from relay.health import Outcome, outcome_of
@@ -73,7 +73,8 @@ class Settlement:
     limit slots, and what the final attempt did to the channel's health.
     """
 
-    __slots__ = ("gate", "admission", "ctx", "price", "multiplier_bp", "prompt_estimate", "settled", "pending", "on_settled", "journal")
+    __slots__ = ("gate", "admission", "ctx", "price", "multiplier_bp", "prompt_estimate", "settled", "pending", "on_settled", "status",
+                 "charged", "journal")
 
     def __init__(self, gate, admission, ctx: RequestContext, price: pricing.Price, multiplier_bp: int, prompt_estimate: int,
                  on_settled: Callable[[], None] | None = None, journal: SettleJournal | None = None):
@@ -86,6 +87,8 @@ class Settlement:
         self.settled = False
         self.pending: Outcome | None = None  # a failed last attempt the router did not record
         self.on_settled = on_settled
+        self.status: int | None = None  # how the request ended, once settled
+        self.charged = 0  # µ$, once settled
         self.journal = journal  # where a settle goes when Redis cannot take it (relay/journal.py)
 
     @property
@@ -132,17 +135,20 @@ class Settlement:
             return 0
         self.settled = True
         amount = pricing.cost(usage, self.price, self.multiplier_bp) if charge and usage is not None else 0
+        self.status, self.charged = status, amount
         close_open_attempt(self.ctx, status)
         event = usage_event(self.ctx, status, error_code, usage, source, amount, self.hold.amount)
         tokens = usage.input + usage.cache_read + usage.cache_write + usage.output + usage.reasoning if usage is not None else 0
         encoded = event.encode()
         try:
-            _, _, charged = self.gate.settle(self.admission, amount, encoded, tokens, outcome)
+            _, _, charged = self.gate.settle(self.admission, amount, encoded, tokens, outcome,
+                                             record=generation.settle_args(event, self.gate.generation_ttl))
             if charged != amount:
                 # The input outgrew its estimate and the account could not cover the rest: the charge
                 # stopped at zero and the usage event carries what was charged (relay/quota.py).
                 log.warning("charge of %s cut from %d to %d µ$ (hold %d)", self.ctx.request_id, amount, charged, self.hold.amount)
                 amount = charged
+                self.charged = charged
         except REDIS_DOWN:
             self._journal(amount, encoded)
         except Exception:

@@ -10,7 +10,7 @@ import time
 
 import orjson
 
-from relay import holds, playground, pricing
+from relay import charges, holds, idempotency, playground, pricing
 from relay.admission import Admission, Gate, LimitRefused, MoneyHold, NoRoute
 from relay.billing import Settlement
 from relay.config_store import SnapshotHolder
@@ -63,7 +63,10 @@ class Pipeline:
         self.quota = quota
         self.client = client
         self.selector = selector or Selector()
-        self.gate = Gate(quota.redis, settings.health, settings.lease_seconds, register=register_script)
+        self.gate = Gate(quota.redis, settings.health, settings.lease_seconds, register=register_script,
+                         generation_ttl=settings.generation_ttl_seconds)
+        self.idempotency = idempotency.Idempotency(register_script or quota.redis.register_script, settings.idempotency_ttl_seconds,
+                                                   settings.idempotency_max_bytes)
         self.budget = RetryBudget(settings.retry_budget_percent, settings.retry_budget_min)
         self.router = Router(self.gate, settings.max_attempts, settings.timeouts, settings.timeouts.total, self.budget)
         self.journal = SettleJournal(settings.instance_dir / "journal")
@@ -143,12 +146,16 @@ class Pipeline:
             plan = self.plan(ctx, snap, key, model, endpoint)
             return self.router.run_unbilled(ctx, plan, lambda adapter, target: endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, None))
 
+        claim = idempotency.claim_of(environ, key.id, body, self.settings.lease_seconds)
         estimate = endpoint.estimate(request, price, self.settings)
         wanted = holds.size(estimate, price, group.multiplier_bp, self.settings.min_hold_output_tokens)
         plan = self.plan(ctx, snap, key, model, endpoint)
         self.budget.begin_request()
         try:
-            admission = self.admit(ctx, snap, key, group, plan, wanted, now)
+            admission = self.admit(ctx, snap, key, group, plan, wanted, now, claim)
+        except idempotency.Prior as prior:
+            self.budget.end_request()
+            return self.idempotency.replay(ctx, prior)
         except BaseException:
             self.budget.end_request()
             raise
@@ -162,12 +169,19 @@ class Pipeline:
             def attempt(adapter, target):
                 return endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, settlement)
 
-            return self.router.run(ctx, admission, settlement, attempt)
+            response = self.router.run(ctx, admission, settlement, attempt)
         except BaseException as exc:
             status = exc.status if isinstance(exc, RelayError) else 500
             code = exc.code if isinstance(exc, RelayError) else "internal_error"
             settlement.fail(status, code)
+            if claim is not None:
+                self.idempotency.failed(claim, ctx.request_id, exc, exc.body(ctx.request_id, endpoint.error_format) if isinstance(exc, RelayError) else b"")
             raise
+        if settlement.settled:  # a whole answer; a stream reports its cost in its usage event
+            response = charges.charged_response(response, settlement.charged)
+        if claim is not None:
+            response = self.idempotency.keep(claim, ctx, response, settlement)
+        return response
 
     # --- routing and admission (issue 7) -------------------------------------------------------
     def plan(self, ctx: RequestContext, snap: Snapshot, key: KeyView, model: str, endpoint: Endpoint) -> Plan:
@@ -191,12 +205,13 @@ class Pipeline:
             ctx.note(step="output_cap", tokens=budget, reserved=reserved)
 
     def admit(self, ctx: RequestContext, snap: Snapshot, key: KeyView, group: GroupView, plan: Plan, wanted: holds.HoldSize,
-              now: float) -> Admission:
-        """One round trip: the caller's limits, the first usable route, the credit hold."""
+              now: float, claim: idempotency.Claim | None = None) -> Admission:
+        """One round trip: the caller's limits, the first usable route, the credit hold — and the
+        idempotency key's record, which answers before all of them when it exists."""
         money = MoneyHold(ctx.request_id, key.account_id, key.id, wanted.amount, key.credit_limit, now + self.settings.hold_seconds,
                           Budgets(key.daily_budget, key.monthly_budget, key.member_allowance), key.user_id, now, wanted.least)
         try:
-            return self.gate.admit(money, caller_scopes(key, snap.user_limits, group), plan)
+            return self.gate.admit(money, caller_scopes(key, snap.user_limits, group), plan, claim)
         except LimitRefused as refused:
             ctx.note(step="limit", scope=refused.scope, which=refused.which, retry_after=refused.retry_after)
             who = SCOPE_LABELS.get(refused.scope.split(":", 1)[0], "key")

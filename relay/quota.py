@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from relay.usage import USAGE_STREAM
 
 HOLDS_ZSET = "sb:holds"
-# Spend windows outlive their period by a margin so late settles and the console still find them.
-DAY_TTL_SECONDS = 3 * 86_400
+# Spend windows outlive their period by a margin so late settles and the console still find them;
+# day windows are kept 100 days for the legacy billing usage endpoint (relay/customer_api.py).
+DAY_TTL_SECONDS = 102 * 86_400
 MONTH_TTL_SECONDS = 40 * 86_400
 
 

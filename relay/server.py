@@ -15,6 +15,8 @@ from relay.billing import REDIS_DOWN, usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response, new_request_id
+from relay.customer_api import PATHS as CUSTOMER_PATHS
+from relay.customer_api import CustomerApi
 from relay.endpoints import ENDPOINTS
 from relay.errors import ANTHROPIC, OPENAI, RelayError
 from relay.metrics import COUNTERS, counting_redis
@@ -79,6 +81,7 @@ class RelayApp:
         self.holder = holder
         self.pipeline = pipeline
         self.quota = quota
+        self.customer = CustomerApi(quota.redis, pipeline.authenticate)
         self.started = time.time()
 
     def __call__(self, environ, start_response):
@@ -99,6 +102,7 @@ class RelayApp:
         except Exception:
             log.exception("unhandled error in %s %s (%s)", method, path, request_id)
             response = error_response(RelayError(500, "internal_error", "The gateway failed to handle this request."), request_id, error_format)
+        request_id = ctx.request_id  # a replayed answer names the request that was charged
         ids = [("X-Request-Id", request_id)]
         if error_format == ANTHROPIC:
             ids.append(("request-id", request_id))  # where the Anthropic SDK looks for it (`_request_id`)
@@ -114,9 +118,11 @@ class RelayApp:
             return self.pipeline.handle(endpoint, ctx, environ, body)
         if path == "/v1/models" and method == "GET":
             return self.pipeline.models(ctx, environ)
+        if path in CUSTOMER_PATHS and method == "GET":
+            return self.customer.handle(ctx, environ, path, self.holder.current)
         if path in ("/healthz", "/v1/healthz"):
             return self.health()
-        if any(path == p for (_, p) in ENDPOINTS) or path == "/v1/models":
+        if any(path == p for (_, p) in ENDPOINTS) or path == "/v1/models" or path in CUSTOMER_PATHS:
             raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
         raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
 

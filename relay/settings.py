@@ -82,6 +82,12 @@ class RelaySettings:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     retry_budget_percent: float = 20.0
     retry_budget_min: int = 3
+    # Idempotent retries: how long a finished request's outcome is kept for replay, and the largest
+    # response (a stream's bytes included) that is kept; a larger one is charged once and not replayed.
+    idempotency_ttl_seconds: int = 86_400
+    idempotency_max_bytes: int = 1024 * 1024
+    # GET /v1/generation: how long each request's record stays in Redis (0: none are written).
+    generation_ttl_seconds: int = 86_400
 
     @property
     def hold_seconds(self) -> float:
@@ -126,6 +132,9 @@ class RelaySettings:
             ),
             retry_budget_percent=env_float("SWITCHBOARD_RETRY_BUDGET_PERCENT", 20.0, env),
             retry_budget_min=env_int("SWITCHBOARD_RETRY_BUDGET_MIN", 3, env),
+            idempotency_ttl_seconds=env_int("SWITCHBOARD_IDEMPOTENCY_TTL_SECONDS", 86_400, env),
+            idempotency_max_bytes=env_int("SWITCHBOARD_IDEMPOTENCY_MAX_BYTES", 1024 * 1024, env),
+            generation_ttl_seconds=env_int("SWITCHBOARD_GENERATION_TTL_SECONDS", 86_400, env),
         )
         values.update(overrides)
         return cls(**values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from relay import charges
 from relay.billing import Settlement
 from relay.context import SSE_HEADERS, RequestContext
 from relay.errors import OPENAI, ErrorKind, RelayError, UpstreamError
@@ -82,7 +83,10 @@ class StreamBody:
     def _take(self, event, out: list) -> None:
         self._absorb(event)
         if event.raw:
-            out.append((event.raw, event.output_tokens))
+            raw = event.raw
+            if (event.usage is not None or event.done) and self.usage is not None:  # the cost rides with the usage
+                raw = charges.annotate_event(raw, self.usage, self.settlement.price, self.settlement.multiplier_bp)
+            out.append((raw, event.output_tokens))
 
     def _drain(self, batch: list) -> bytes:
         """One write for everything one read brought: fewer syscalls when events come in bursts."""
