@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
 
+from controlplane import dead_letters
 from controlplane.extensions import db
 from controlplane.models import Account, ApiKey, EntryKind, LedgerEntry
 from controlplane.runtime import runtime
@@ -51,14 +52,18 @@ class Report:
 
 
 def pending_charges(redis) -> dict[int, int]:
-    """Charges settled in Redis but not yet written to SQL, per account."""
-    pending: dict[int, int] = defaultdict(int)
+    """Charges settled in Redis but not yet written to SQL, per account: the usage stream's and the
+    dead letters' (an operator retries or discards those)."""
+    pending: dict[int, int] = defaultdict(int, dead_letters.charges(redis))
     for _, fields in redis.xrange(USAGE_STREAM):
         raw = fields.get(b"e")
         if raw is None:
             continue
-        event = UsageEvent.decode(raw)
-        if event.account_id is not None and event.cost:
+        try:
+            event = UsageEvent.decode(raw)
+        except Exception:  # noqa: BLE001, S112 - ingestion dead-letters it; its charge is counted then
+            continue
+        if isinstance(event.account_id, int) and isinstance(event.cost, int) and event.cost > 0:
             pending[event.account_id] += event.cost
     return pending
 

@@ -20,6 +20,7 @@ def register(scheduler, probe_every: int | None = None) -> None:
     scheduler.register(maintenance.sweep_holds, queues.DEFAULT, interval=SWEEP_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(maintenance.republish_snapshot, queues.DEFAULT, interval=REPUBLISH_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(alerts.check_low_balances, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
+    scheduler.register(alerts.notify_dead_letters, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(health.apply_reports, queues.HEALTH, interval=REPORTS_EVERY, job_timeout=queues.HEALTH_TIMEOUT, result_ttl=0, ttl=30)
     if probe_every > 0:
         scheduler.register(health.scheduled_probe, queues.PROBE, interval=probe_every, job_timeout=queues.PROBE_TIMEOUT,
