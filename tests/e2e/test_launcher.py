@@ -83,3 +83,19 @@ def test_cli_errors_are_one_line_without_a_traceback(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_relay_errors_reach_the_log_under_up(tmp_path):
+    """The relay's loggers exist before `up` runs the migrations; Alembic's logging setup must not
+    silence them (nor replace the process's handlers)."""
+    gateway = Gateway(tmp_path / "instance")
+    try:
+        redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())
+        os.kill(redis_pid, signal.SIGKILL)  # the relay's snapshot follower loses Redis and says so
+        deadline = time.time() + 20
+        while time.time() < deadline and not any("ERROR relay.config_store: snapshot follower lost Redis" in line for line in gateway.output):
+            time.sleep(0.1)
+        assert any("ERROR relay.config_store: snapshot follower lost Redis" in line for line in gateway.output), "\n".join(gateway.output)
+        assert any(line.startswith("Traceback") for line in gateway.output)  # with the traceback, in the process's own format
+    finally:
+        gateway.stop()
