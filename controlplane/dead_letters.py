@@ -18,37 +18,57 @@ DEAD_STREAM = "sb:usage:dead"
 ERROR_LIMIT = 2_000  # characters of the error kept with an event
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
-# Moves one dead letter back to the usage stream, keeping its try count, in one step: a double
-# click or two operators cannot queue it twice.
+# Moves one dead letter back to the usage stream as the relay wrote it (with its try count), in one
+# step: a double click or two operators cannot queue it twice.
 _REQUEUE = """
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then return 0 end
-local fields, event, tries = found[1][2], nil, '0'
+local fields, copy = found[1][2], {}
 for i = 1, #fields, 2 do
-  if fields[i] == 'e' then event = fields[i + 1] elseif fields[i] == 'n' then tries = fields[i + 1] end
+  local name = fields[i]
+  if name ~= 'error' and name ~= 'at' and name ~= 'src' then
+    copy[#copy + 1] = name
+    copy[#copy + 1] = fields[i + 1]
+  end
 end
-redis.call('XADD', KEYS[2], '*', 'e', event, 'n', tries)
+redis.call('XADD', KEYS[2], '*', unpack(copy))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return 1
 """
 
 
+META = (b"error", b"at", b"n", b"src")  # what the dead-letter stream adds to the usage stream's fields
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     id: str  # its id in the dead-letter stream
-    raw: bytes  # the event as the relay wrote it
+    fields: dict  # the usage-stream entry as the relay wrote it: the event (`e`) and what settle added
     error: str
     at: float  # when it was dead-lettered (Unix time)
     attempts: int  # how many times ingestion tried it
     source_id: str  # its id in the usage stream
 
     @property
+    def raw(self) -> bytes:
+        return self.fields.get(b"e", b"")
+
+    @property
     def event(self) -> UsageEvent | None:
-        """The event, or None when it cannot even be decoded."""
+        """The event as ingestion reads it, or None when it cannot even be decoded."""
         try:
-            return UsageEvent.decode(self.raw)
+            return UsageEvent.from_stream(self.fields)
         except Exception:  # noqa: BLE001 - whatever is wrong with it is in `error` already
             return None
+
+    @property
+    def live_charge(self) -> int:
+        """What the relay took from the account's live balance for this request (an event replayed
+        without its hold took nothing yet)."""
+        event = self.event
+        if event is None or event.unheld or type(event.account_id) is not int or type(event.cost) is not int:
+            return 0
+        return max(0, event.cost)
 
     def as_dict(self) -> dict:
         event = self.event
@@ -58,6 +78,7 @@ class DeadLetter:
             "api_key_id": event.api_key_id if event else None, "model": event.model if event else None,
             "endpoint": event.endpoint if event else None, "status": event.status if event else None,
             "cost_micro_usd": event.cost if event else None, "started_at": event.started_at if event else None,
+            "live_balance_charged_micro_usd": self.live_charge,
             "event": self.raw.decode("utf-8", "replace"),
         }
 
@@ -66,15 +87,16 @@ def valid_id(entry_id: str) -> bool:
     return bool(_ENTRY_ID.fullmatch(entry_id or ""))
 
 
-def entry_fields(raw: bytes, error: str, attempts: int, source_id: str, at: float | None = None) -> dict:
-    """The stream entry for one dead letter (ingestion adds it inside its own transaction)."""
-    return {"e": raw, "error": error[:ERROR_LIMIT], "at": repr(at if at is not None else time.time()), "n": attempts, "src": source_id}
+def entry_fields(fields: dict, error: str, attempts: int, source_id: str, at: float | None = None) -> dict:
+    """The dead-letter entry for one usage-stream entry (ingestion adds it inside its own transaction)."""
+    kept = {k: v for k, v in fields.items() if k not in META}
+    return {**kept, b"error": error[:ERROR_LIMIT], b"at": repr(at if at is not None else time.time()), b"n": attempts, b"src": source_id}
 
 
 def _letter(entry_id: bytes, fields: dict) -> DeadLetter:
-    text = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items() if k != b"e"}
-    return DeadLetter(id=entry_id.decode(), raw=fields.get(b"e", b""), error=text.get("error", ""), at=float(text.get("at") or 0),
-                      attempts=int(text.get("n") or 1), source_id=text.get("src", ""))
+    meta = {k.decode(): fields[k].decode("utf-8", "replace") for k in META if k in fields}
+    return DeadLetter(id=entry_id.decode(), fields={k: v for k, v in fields.items() if k not in META}, error=meta.get("error", ""),
+                      at=float(meta.get("at") or 0), attempts=int(meta.get("n") or 1), source_id=meta.get("src", ""))
 
 
 def count(redis) -> int:
@@ -112,9 +134,9 @@ def charges(redis) -> dict[int, int]:
     """Per account, what the waiting dead letters charged the live balance but not SQL."""
     pending: dict[int, int] = {}
     for entry_id, fields in redis.xrange(DEAD_STREAM):
-        event = _letter(entry_id, fields).event
-        if event is not None and isinstance(event.account_id, int) and isinstance(event.cost, int) and event.cost > 0:
-            pending[event.account_id] = pending.get(event.account_id, 0) + event.cost
+        letter = _letter(entry_id, fields)
+        if letter.live_charge:
+            pending[letter.event.account_id] = pending.get(letter.event.account_id, 0) + letter.live_charge
     return pending
 
 

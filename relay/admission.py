@@ -15,7 +15,7 @@ The money parts are relay/quota.py's own scripts, embedded as Lua functions.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from relay import quota
@@ -114,7 +114,7 @@ local m = money_hold(KEYS, margs)
 if m[1] ~= 1 then return {'money', m[1], m[2]} end
 for _, s in ipairs(scopes) do l_take(s.name, s.rpm, s.conc, rid, lease, now) end
 take_route(cs[rs[pick].ci], rs[pick], rid, lease, now)
-return {'ok', m[2], pick, panic and 1 or 0, unpack(skips)}
+return {'ok', m[3], pick, panic and 1 or 0, unpack(skips)}
 """
 
 _FAILOVER = _PRELUDE + r"""
@@ -133,7 +133,8 @@ return {pick, panic and 1 or 0, wait, rec[1], rec[2], rec[3], unpack(skips)}
 
 _SETTLE = _PRELUDE + _function("money_settle", quota.SETTLE_LUA) + r"""
 local margs = read_list()
-if money_settle(KEYS, margs) ~= 1 then return {0} end
+local charged = money_settle(KEYS, margs)
+if charged < 0 then return {0} end
 local now, rid, tokens = num(), nxt(), num()
 for i = 1, num() do
   local s = l_scope()
@@ -141,7 +142,7 @@ for i = 1, num() do
 end
 local P = h_policy()
 local rec = h_record(P, now, h_outcome())
-return {1, rec[1], rec[2], rec[3]}
+return {1, charged, rec[1], rec[2], rec[3]}
 """
 
 
@@ -170,6 +171,7 @@ class MoneyHold:
     budgets: quota.Budgets = quota.NO_BUDGETS  # spend windows (issue 6)
     user_id: int | None = None
     started_at: float | None = None  # names the spend windows
+    least: int | None = None  # a flexible hold: reserve as much of `amount` as there is room for, at least this
 
 
 @dataclass(slots=True)
@@ -236,7 +238,7 @@ class Gate:
         now = self.clock()
         routes = list(plan.routes)
         hold = quota.hold_record(money.request_id, money.account_id, money.key_id, money.amount, money.budgets, money.user_id, money.started_at)
-        keys, margs = quota.hold_call(hold, money.key_limit, money.expires_at, money.budgets)
+        keys, margs = quota.hold_call(hold, money.key_limit, money.expires_at, money.budgets, money.least)
         args = [now, money.request_id, now + self.lease_seconds, *_scope_args(scopes), *_plan_args(plan.channels, routes), len(margs), *margs]
         reply = _text(self._admit(keys=keys, args=args))
         tag = reply[0]
@@ -247,6 +249,9 @@ class Gate:
         if tag == "money":
             raise quota.refusal(int(reply[1]), int(reply[2]))
         route = routes[int(reply[2]) - 1]
+        reserved = int(reply[1])
+        if reserved != hold.amount:
+            hold = replace(hold, amount=reserved)
         return Admission(hold, scopes, plan, route, reply[3] == 1, _skips(routes, reply[4:]), [route.ids])
 
     def failover(self, admission: Admission, failed: Outcome, remaining: list[Route]) -> tuple[Route | None, int, list]:
@@ -269,11 +274,14 @@ class Gate:
         admission.tried.append(admission.route.ids)
         return admission.route, wait, record
 
-    def settle(self, admission: Admission, cost: int, event: bytes, tokens: int, outcome: Outcome | None) -> tuple[bool, list]:
-        """Settle once: money, leases, tokens, health. (False, []) when it was already settled."""
+    def settle(self, admission: Admission, cost: int, event: bytes, tokens: int, outcome: Outcome | None) -> tuple[bool, list, int]:
+        """Settle once: money, leases, tokens, health. Returns (settled now, the health record, the
+        amount charged); (False, [], 0) when it was already settled."""
         keys, margs = quota.settle_call(admission.hold, cost, event)
         scopes = admission.scopes + admission.route_scopes()
         args = [len(margs), *margs, self.clock(), admission.hold.request_id, tokens, *_scope_args(scopes),
                 *self.policy.args(), *(outcome.args() if outcome is not None else NO_OUTCOME_ARGS)]
         reply = _text(self._settle(keys=keys, args=args))
-        return reply[0] == 1, reply[1:]
+        if reply[0] != 1:
+            return False, [], 0
+        return True, reply[2:], int(reply[1])

@@ -110,7 +110,7 @@ class Pending:
     """One usage-stream entry to ingest; `tries` counts earlier dead-letterings (an operator's retry)."""
 
     id: bytes
-    raw: bytes | None  # None: the entry was deleted while pending
+    fields: dict | None  # the event (`e`) and what settle added; None: the entry was deleted while pending
     tries: int = 0
 
 
@@ -189,11 +189,11 @@ def store(entries: list[Pending]) -> Outcome:
     out = Outcome()
     groups: dict[str, tuple[UsageEvent, list[Pending]]] = {}
     for entry in entries:
-        if entry.raw is None:
+        if not entry.fields or b"e" not in entry.fields:
             out.done.append(entry.id)
             continue
         try:
-            event = usage_fields.parse(entry.raw)
+            event = usage_fields.parse(entry.fields)
         except usage_fields.InvalidEvent as error:
             out.dead.append((entry, f"InvalidEvent: {error}"))
             continue
@@ -231,14 +231,21 @@ def acknowledge(redis, out: Outcome) -> None:
         return
     pipe = redis.pipeline(transaction=True)
     for entry, error in out.dead:
-        pipe.xadd(dead_letters.DEAD_STREAM, dead_letters.entry_fields(entry.raw or b"", error, entry.tries + 1, entry.id.decode()))
+        pipe.xadd(dead_letters.DEAD_STREAM, dead_letters.entry_fields(entry.fields, error, entry.tries + 1, entry.id.decode()))
     pipe.xack(USAGE_STREAM, USAGE_GROUP, *ids)
     pipe.xdel(USAGE_STREAM, *ids)
     pipe.execute()
 
 
+def _tries(fields: dict | None) -> int:
+    try:
+        return int((fields or {}).get(b"n") or 0)
+    except ValueError:
+        return 0
+
+
 def _pending(rows) -> list[Pending]:
-    return [Pending(entry_id, fields.get(b"e") if fields else None, int(fields.get(b"n") or 0) if fields else 0) for entry_id, fields in rows]
+    return [Pending(entry_id, fields or None, _tries(fields)) for entry_id, fields in rows]
 
 
 @in_app_context

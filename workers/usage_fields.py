@@ -102,11 +102,12 @@ def check(event: UsageEvent, event_bytes: int | None = None) -> UsageEvent:
     return event
 
 
-def parse(raw: bytes) -> UsageEvent:
-    """Decode and check one stream entry's event, or raise `InvalidEvent`."""
+def parse(fields: dict) -> UsageEvent:
+    """Read and check one stream entry's event, or raise `InvalidEvent`."""
+    raw = fields[b"e"]
     try:
-        event = UsageEvent.decode(raw)
-    except (orjson.JSONDecodeError, TypeError, AttributeError) as error:
+        event = UsageEvent.from_stream(fields)
+    except (orjson.JSONDecodeError, TypeError, AttributeError, ValueError) as error:
         raise InvalidEvent(f"unreadable event: {error}") from None
     return check(event, len(raw))
 

@@ -84,10 +84,10 @@ def retry(entry_id: str):
 def discard(entry_id: str):
     row = _rows([found(dead_letter_service.letter, entry_id)])[0]
     if not confirmed():
-        cost = row.event.cost if row.event and type(row.event.cost) is int else 0
+        cost = row.letter.live_charge
         whom = row.email or (f"account {row.event.account_id}" if row.event and row.event.account_id else "nobody")
         effect = (f"Its {micro_to_usd(cost)} charge is never written and goes back to the live balance of {whom}."
-                  if cost > 0 else "It charged nothing.")
+                  if cost > 0 else "It took nothing from a live balance.")
         return confirm(f"Discard usage event {_name(row.letter)} for good? {effect} This cannot be undone.", "Discard",
                        url_for(".detail", entry_id=entry_id), details=[("Error", row.letter.error)])
     try:

@@ -32,7 +32,7 @@ COMMANDS = {
     "demo": "controlplane.cli.demo:demo",
     "up": "controlplane.cli.processes:up_command",
     "relay": "controlplane.cli.relay:relay_command",
-    "web": "controlplane.cli.processes:web_command",
+    "web": "controlplane.cli.web:web_command",
     "worker": "controlplane.cli.processes:worker_command",
     "scheduler": "controlplane.cli.processes:scheduler_command",
 }

@@ -30,11 +30,10 @@ def _record(letter_: DeadLetter) -> dict:
 
 
 def _live_charge(found: DeadLetter) -> int:
-    """What the relay took from an existing account's live balance for this request."""
-    event = found.event
-    if event is None or type(event.account_id) is not int or type(event.cost) is not int or event.cost <= 0:
+    """What discarding gives back: the relay's live charge, if the account still exists."""
+    if not found.live_charge or db.session.get(Account, found.event.account_id) is None:
         return 0
-    return event.cost if db.session.get(Account, event.account_id) is not None else 0
+    return found.live_charge
 
 
 def retry(actor: Actor, entry_id: str) -> DeadLetter:

@@ -69,9 +69,11 @@ def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_written(sql_a
 
 
 def test_a_retry_after_the_cause_is_fixed_writes_the_event_once(sql_app, redis_client):
-    _queue(redis_client, _event("req_retry", GHOST, None, 70))
+    # Settle could only charge 40 of its 70: the dead letter keeps what the relay wrote, and a retry too.
+    redis_client.xadd(USAGE_STREAM, {"e": _event("req_retry", GHOST, None, 70).encode(), "charged": 40})
     assert usage_worker.ingest() == 0
     letter = dead_letters.newest(redis_client)[0][0]
+    assert letter.live_charge == 40 and reconcile_worker.reconcile().as_dict()["dead_letters"] == 1
     db.session.add(Account(id=GHOST, name="restored", balance=0))  # the cause: the missing account is back
     db.session.commit()
     dead_letter_service.retry(factories.ACTOR, letter.id)
@@ -79,9 +81,9 @@ def test_a_retry_after_the_cause_is_fixed_writes_the_event_once(sql_app, redis_c
         dead_letter_service.retry(factories.ACTOR, letter.id)  # a second click finds nothing to retry
     assert dead_letters.count(redis_client) == 0 and redis_client.xlen(USAGE_STREAM) == 1
     assert usage_worker.ingest() == 1
-    _queue(redis_client, _event("req_retry", GHOST, None, 70))  # and a replay of it changes nothing
+    redis_client.xadd(USAGE_STREAM, {"e": _event("req_retry", GHOST, None, 70).encode(), "charged": 40})  # a replay: nothing
     assert usage_worker.ingest() == 0
-    assert _charges() == 1 and ledger.sum_of_entries(GHOST) == ledger.stored_balance(GHOST) == -70
+    assert _charges() == 1 and ledger.sum_of_entries(GHOST) == ledger.stored_balance(GHOST) == -40
     audit = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "usage.dead_letter.retry"))
     assert audit.target_id == "req_retry" and "foreign key" in audit.before["error"].lower()
 

@@ -54,7 +54,7 @@ def _event(rid: str, account_id: int, key_id: int, cost: int) -> UsageEvent:
 
 def _write(events: list[UsageEvent]) -> int:
     """One batch through ingestion's write path, as stream entries."""
-    return usage_worker.store([usage_worker.Pending(f"1-{i}".encode(), e.encode()) for i, e in enumerate(events)]).written
+    return usage_worker.store([usage_worker.Pending(f"1-{i}".encode(), {b"e": e.encode()}) for i, e in enumerate(events)]).written
 
 
 def test_ingestion_is_idempotent_on_the_request_id(sql_app):

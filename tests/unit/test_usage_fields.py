@@ -51,7 +51,7 @@ def test_a_long_trace_keeps_its_first_steps_and_says_how_many_were_left_out():
     assert check(_event(trace=short)).trace is short
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'{"request_id": "req_1"}'])
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'{"request_id": "req_1"}', b'{"request_id": "req_1", "charged": "x"}'])
 def test_an_unreadable_event_is_refused(raw):
     with pytest.raises(InvalidEvent, match="unreadable event"):
-        parse(raw)
+        parse({b"e": raw})
