@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
 
+from controlplane import dead_letters
 from controlplane.extensions import db
 from controlplane.models import Account, ApiKey, EntryKind, LedgerEntry
 from controlplane.runtime import runtime
@@ -48,6 +49,7 @@ class Report:
     backlog: int = 0  # usage events not yet written to SQL
     backlog_age_s: float = 0.0  # age of the oldest of them
     stale_holds: int = 0  # holds past their request's deadline and margin (a relay died; the sweeper's)
+    dead_letters: int = 0  # usage events ingestion could not write (controlplane/dead_letters.py)
 
     @property
     def consistent(self) -> bool:
@@ -55,7 +57,7 @@ class Report:
 
     def as_dict(self) -> dict:
         return {"accounts": self.accounts, "consistent": self.consistent, "backlog": self.backlog,
-                "backlog_age_s": round(self.backlog_age_s, 1), "stale_holds": self.stale_holds,
+                "backlog_age_s": round(self.backlog_age_s, 1), "stale_holds": self.stale_holds, "dead_letters": self.dead_letters,
                 "findings": [f.__dict__ for f in self.findings]}
 
 
@@ -70,21 +72,28 @@ def _backlog_and_holds(report: Report, now: float) -> None:
         report.backlog_age_s = max(0.0, now - int(entry_id.split("-")[0]) / 1000)
     if report.backlog_age_s > BACKLOG_STUCK_SECONDS:
         report.findings.append(Finding("usage_backlog", 0, 0, report.backlog))
+    report.dead_letters = dead_letters.count(redis)
+    if report.dead_letters:  # charged live, not in SQL, until an operator retries or discards them
+        report.findings.append(Finding("dead_letters", 0, 0, report.dead_letters))
     report.stale_holds = int(redis.zcount(HOLDS_ZSET, "-inf", now))
     if report.stale_holds:
         report.findings.append(Finding("stale_holds", 0, 0, report.stale_holds))
 
 
 def pending_charges(redis) -> dict[int, int]:
-    """Charges settled in Redis but not yet written to SQL, per account."""
-    pending: dict[int, int] = defaultdict(int)
+    """Charges settled in Redis but not yet written to SQL, per account: the usage stream's and the
+    dead letters' (an operator retries or discards those)."""
+    pending: dict[int, int] = defaultdict(int, dead_letters.charges(redis))
     for _, fields in redis.xrange(USAGE_STREAM):
         if fields.get(b"e") is None:
             continue
-        event = UsageEvent.from_stream(fields)
+        try:
+            event = UsageEvent.from_stream(fields)
+        except Exception:  # noqa: BLE001, S112 - ingestion dead-letters it; its charge is counted then
+            continue
         if event.unheld:  # not applied to the live balance yet: ingestion does that
             continue
-        if event.account_id is not None and event.cost:
+        if isinstance(event.account_id, int) and isinstance(event.cost, int) and event.cost > 0:
             pending[event.account_id] += event.cost
     return pending
 

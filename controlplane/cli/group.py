@@ -50,6 +50,11 @@ def ensure_redis_url() -> None:
     atexit.register(_embedded.release)
 
 
+def embedded_in_use() -> bool:
+    """Whether this process registered with the embedded Redis (rather than a REDIS_URL it was given)."""
+    return _embedded is not None
+
+
 def make_app():
     ensure_redis_url()
     from controlplane.app import create_app
