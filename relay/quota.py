@@ -212,9 +212,9 @@ return tonumber(ARGV[2])
 """
 
 
-_REFUND_SPENT = """
+_ADD_SPENT = """
 if redis.call('HEXISTS', KEYS[1], 'spent') == 1 then
-  return redis.call('HINCRBY', KEYS[1], 'spent', 0 - tonumber(ARGV[1]))
+  return redis.call('HINCRBY', KEYS[1], 'spent', ARGV[1])
 end
 return 0
 """
@@ -279,7 +279,7 @@ class Quota:
         self._settle = redis.register_script(_SETTLE)
         self._release = redis.register_script(_RELEASE_EXPIRED)
         self._credit = redis.register_script(_CREDIT)
-        self._refund_spent = redis.register_script(_REFUND_SPENT)
+        self._add_spent = redis.register_script(_ADD_SPENT)
 
     def hold(self, request_id: str, account_id: int, key_id: int, amount: int, key_limit: int | None, expires_at: float,
              budgets: Budgets = NO_BUDGETS, user_id: int | None = None, now: float | None = None) -> Hold:
@@ -314,9 +314,10 @@ class Quota:
     def credit(self, account_id: int, delta: int, sql_balance_after: int) -> int:
         return int(self._credit(keys=[account_key(account_id)], args=[delta, sql_balance_after]))
 
-    def refund_key_spent(self, key_id: int, amount: int) -> None:
-        """Lower a key's live spend by a refunded amount, where Redis has one."""
-        self._refund_spent(keys=[api_key_key(key_id)], args=[amount])
+    def add_key_spent(self, key_id: int, delta: int) -> None:
+        """Move a key's live spend by `delta` (a refund lowers it), where Redis has one; a key Redis
+        does not know is seeded from SQL, which has the change already."""
+        self._add_spent(keys=[api_key_key(key_id)], args=[delta])
 
     def seed_account(self, account_id: int, sql_balance: int) -> bool:
         """Set the live balance of an account Redis does not know yet; never overwrites."""

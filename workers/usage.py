@@ -84,6 +84,11 @@ def _log_row(e: UsageEvent) -> RequestLog:
 
 def write_batch(events: list[UsageEvent]) -> int:
     """Write the events not written before; returns how many were new. The caller commits."""
+    return len(write_fresh(events))
+
+
+def write_fresh(events: list[UsageEvent]) -> list[UsageEvent]:
+    """Write the events not written before and return them. The caller commits."""
     unique: dict[str, UsageEvent] = {}
     for e in events:
         unique.setdefault(e.request_id, e)
@@ -102,7 +107,23 @@ def write_batch(events: list[UsageEvent]) -> int:
         db.session.execute(
             update(ApiKey).where(ApiKey.id == key_id).values(spent=ApiKey.spent + amount, last_used_at=_utc(last_used[key_id]))
         )
-    return len(fresh)
+    return fresh
+
+
+def apply_unheld(fresh: list[UsageEvent]) -> None:
+    """After the commit: charges replayed from a relay's settle journal without their hold never
+    touched the live balance (relay/journal.py); the first write of such an event applies them, so a
+    replay that finds the request written already changes nothing."""
+    quota = runtime().quota
+    for e in fresh:
+        if not e.unheld or not e.cost or e.account_id is None:
+            continue
+        try:
+            quota.credit(e.account_id, -e.cost, ledger.stored_balance(e.account_id))
+            if e.api_key_id is not None:
+                quota.add_key_spent(e.api_key_id, e.cost)
+        except Exception:  # noqa: BLE001 - reconcile --fix repairs a live balance from the ledger
+            log.exception("live balance of account %s not debited for journaled %s", e.account_id, e.request_id)
 
 
 @dataclass(frozen=True)
@@ -168,9 +189,10 @@ def _write_alone(event: UsageEvent) -> tuple[int, str | None]:
     """Write one event in its own transaction: (written, None), or (0, the error) when it is poison."""
     for _ in range(TRANSIENT_TRIES):
         try:
-            written = write_batch([event])
+            fresh = write_fresh([event])
             db.session.commit()
-            return written, None
+            apply_unheld(fresh)
+            return len(fresh), None
         except Exception as error:
             db.session.rollback()
             if _already_written(event.request_id):
@@ -199,8 +221,10 @@ def store(entries: list[Pending]) -> Outcome:
             continue
         groups.setdefault(event.request_id, (event, []))[1].append(entry)
     try:
-        out.written = write_batch([event for event, _ in groups.values()])
+        fresh = write_fresh([event for event, _ in groups.values()])
         db.session.commit()
+        apply_unheld(fresh)
+        out.written = len(fresh)
         out.done.extend(e.id for _, same in groups.values() for e in same)
         return out
     except Exception:  # noqa: BLE001 - one bad event, a race, or the database: sorted out one by one

@@ -114,7 +114,7 @@ def apply_key_refund(key_id: int, amount: int) -> None:
     """Give a key's credit limit back what a refund returned (only where Redis knows the key: an
     unknown key is seeded from SQL, which already has it)."""
     try:
-        runtime().quota.refund_key_spent(key_id, amount)
+        runtime().quota.add_key_spent(key_id, -amount)
     except Exception:
         log.exception("live spend of key %s not updated; run scripts/reconcile.py --fix", key_id)
 
