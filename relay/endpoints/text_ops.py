@@ -10,11 +10,10 @@ from relay.adapters.openai import OpenAIStreamDecoder, output_tokens_of_delta, u
 from relay.billing import Settlement
 from relay.endpoints.base import HoldEstimate
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
-from relay.endpoints.parsing import positive_int
-from relay.errors import bad_request
 from relay.pricing import Price, Usage
 from relay.settings import RelaySettings
 from relay.upstream import HttpRequest
+from relay.validation.openai import CompletionBody, EmbeddingBody, ModerationBody
 
 
 def input_tokens(value) -> int:
@@ -32,22 +31,11 @@ def input_tokens(value) -> int:
     return 0
 
 
-def require(request: Forwarded, field: str) -> None:
-    value = request.payload.get(field)
-    if value is None or value == "" or value == []:
-        raise bad_request(f"You must provide '{field}'.", param=field, code="missing_required_parameter")
-
-
 class CompletionsEndpoint(ForwardedEndpoint):
     operation = Operation.COMPLETIONS
     what = "a completion"
     streams = True
-
-    def validate(self, request: Forwarded) -> None:
-        require(request, "prompt")
-        positive_int(request.payload, "max_tokens")
-        options = request.payload.get("stream_options")
-        request.wants_usage = bool(request.stream and isinstance(options, dict) and options.get("include_usage") is True)
+    schema = CompletionBody
 
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         prompt = input_tokens(request.payload["prompt"])
@@ -74,9 +62,6 @@ class CompletionsEndpoint(ForwardedEndpoint):
 class InputOnlyEndpoint(ForwardedEndpoint):
     """Endpoints billed on their `input` alone (no output tokens)."""
 
-    def validate(self, request: Forwarded) -> None:
-        require(request, "input")
-
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         prompt = input_tokens(request.payload["input"])
         return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=0, local_prompt_tokens=prompt)
@@ -85,6 +70,7 @@ class InputOnlyEndpoint(ForwardedEndpoint):
 class EmbeddingsEndpoint(InputOnlyEndpoint):
     operation = Operation.EMBEDDINGS
     what = "an embedding list"
+    schema = EmbeddingBody
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
@@ -99,6 +85,7 @@ class ModerationsEndpoint(InputOnlyEndpoint):
 
     operation = Operation.MODERATIONS
     what = "a moderation result"
+    schema = ModerationBody
     default_model = "omni-moderation-latest"
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
