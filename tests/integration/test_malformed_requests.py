@@ -12,10 +12,12 @@ import orjson
 import pytest
 
 from relay.quota import Quota
+from relay.usage import TEXT_LIMITS
+from relay.validation.fields import MODEL_MAX_CHARS
 from tests import factories
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
-from tests.relay_harness import Relay
+from tests.relay_harness import Relay, request_log
 
 FUNDS = 10_000_000  # µ$
 GPT, CLAUDE = "gpt-4o-mini", "claude-sonnet-4-5"
@@ -280,3 +282,24 @@ def test_unknown_model_names_grow_no_cache(world):
         status, answer = post(relay, secret, "/v1/chat/completions", dict(CHAT, model=f"no-such-model-{i}"))
         assert status == 404 and answer["error"]["code"] == "model_not_found"
     assert relay.app.holder.current is snapshot and len(snapshot._routes) == cached
+
+
+@pytest.fixture
+def sql_world(sql_app, upstreams):
+    upstreams[0].reset_log()
+    factories.price(GPT, input="3", output="15")
+    user = factories.funded_user("10")
+    _, secret = factories.api_key(user)
+    factories.channel(upstreams[0].url, models=(GPT,))
+    relay = Relay(sql_app)
+    relay.app.holder.refresh()
+    return relay, secret
+
+
+def test_the_longest_model_name_allowed_is_logged_the_same_on_both_sql_back_ends(sql_world):
+    relay, secret = sql_world
+    name = "n" * MODEL_MAX_CHARS
+    reply = relay.client.post("/v1/chat/completions", json=dict(CHAT, model=name), headers={"Authorization": f"Bearer {secret}"})
+    assert reply.status_code == 404
+    log = request_log(reply.headers["X-Request-Id"])  # PostgreSQL refuses text longer than its column
+    assert log.model == name[:TEXT_LIMITS["model"]] and log.status == 404 and log.cost == 0
