@@ -10,8 +10,8 @@ import bisect
 import fnmatch
 import ipaddress
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from relay.pricing import Price
 
@@ -40,7 +40,7 @@ class Limits:
         return [self.rpm, self.tpm, self.concurrency]
 
     @classmethod
-    def from_payload(cls, raw) -> "Limits":
+    def from_payload(cls, raw) -> Limits:
         return cls(*raw) if raw else NO_LIMITS
 
 
@@ -303,7 +303,7 @@ class Snapshot:
         }
 
     @classmethod
-    def from_payload(cls, payload: dict, decrypt: Callable[[str], str]) -> "Snapshot":
+    def from_payload(cls, payload: dict, decrypt: Callable[[str], str]) -> Snapshot:
         keys = {
             k["hash"]: KeyView(
                 id=k["id"],

@@ -59,7 +59,7 @@ class UsageEvent:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~10× faster than asdict
 
     @classmethod
-    def decode(cls, raw: bytes | str) -> "UsageEvent":
+    def decode(cls, raw: bytes | str) -> UsageEvent:
         data = orjson.loads(raw)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)

@@ -104,7 +104,7 @@ class TranscriptionEndpoint(ForwardedEndpoint):
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body) if request.payload["response_format"] in ("json", "verbose_json", "diarized_json") else {}
         if not isinstance(data, dict):
-            raise ValueError("not a transcription")
+            raise TypeError("not a transcription")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         seconds = usage.get("seconds") if usage.get("type") == "duration" else data.get("duration")
         if settlement.price.per_minute_audio is not None:

@@ -42,7 +42,7 @@ class ImagesEndpoint(ForwardedEndpoint):
         data = orjson.loads(body)
         images = data.get("data")
         if not isinstance(images, list):
-            raise ValueError("not an image generation result")
+            raise TypeError("not an image generation result")
         if settlement.price.prices_images:
             return Outcome(Usage(images=len(images), image_tier=tier(request.payload)))
         return Outcome(usage_from_openai(data.get("usage")) or Usage(input=settlement.prompt_estimate))

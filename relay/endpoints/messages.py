@@ -9,7 +9,13 @@ from __future__ import annotations
 import orjson
 
 from relay import tokens
-from relay.adapters.base import DEFAULT_ANTHROPIC_VERSION, ChatRequest, MessagesRequest, Operation, Target
+from relay.adapters.base import (
+    DEFAULT_ANTHROPIC_VERSION,
+    ChatRequest,
+    MessagesRequest,
+    Operation,
+    Target,
+)
 from relay.billing import Settlement
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import calls

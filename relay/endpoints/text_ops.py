@@ -6,7 +6,11 @@ import orjson
 
 from relay import tokens
 from relay.adapters.base import Operation, Target
-from relay.adapters.openai import OpenAIStreamDecoder, output_tokens_of_delta, usage_from_openai
+from relay.adapters.openai import (
+    OpenAIStreamDecoder,
+    output_tokens_of_delta,
+    usage_from_openai,
+)
 from relay.billing import Settlement
 from relay.endpoints.base import HoldEstimate
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
@@ -55,7 +59,7 @@ class CompletionsEndpoint(ForwardedEndpoint):
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("choices"), list):
-            raise ValueError("not a completion")
+            raise TypeError("not a completion")
         return Outcome(usage_from_openai(data.get("usage")), output_tokens_of_delta(data["choices"]))
 
 
@@ -75,7 +79,7 @@ class EmbeddingsEndpoint(InputOnlyEndpoint):
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("data"), list):
-            raise ValueError("not an embedding list")
+            raise TypeError("not an embedding list")
         usage = data.get("usage")
         return Outcome(Usage(input=int(usage.get("prompt_tokens") or 0)) if isinstance(usage, dict) else None)
 
@@ -91,5 +95,5 @@ class ModerationsEndpoint(InputOnlyEndpoint):
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("results"), list):
-            raise ValueError("not a moderation result")
+            raise TypeError("not a moderation result")
         return Outcome(Usage(input=settlement.prompt_estimate))

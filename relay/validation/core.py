@@ -69,10 +69,11 @@ def invalid(message: str) -> Invalid:
     """msgspec's "Expected `int`, got `str` - at `$.n`" as an `Invalid` naming the field."""
     found = _AT.match(message)
     if found is None:  # at the top level msgspec names no path
-        path, reason, parent = "$", message, None
+        where, reason, parent = "$", message, None
     else:
-        path, reason, parent = found.group("path"), found.group("reason"), found.group("parent")
-    param = (parent or path)[2:] if (parent or path).startswith("$.") else (parent or path)[1:]
+        parent, reason = found.group("parent"), found.group("reason")
+        where = parent or found.group("path")  # a bad key names its map
+    param = where[2:] if where.startswith("$.") else where[1:]
     param = param.replace("[...]", "")  # a value inside a map: the map is what to fix
     missing = _MISSING.match(reason)
     if missing:

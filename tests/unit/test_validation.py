@@ -13,7 +13,12 @@ from relay.errors import ANTHROPIC, OPENAI, RelayError
 from relay.usage import TEXT_LIMITS, UsageEvent
 from relay.validation import check, check_form, fields, model_name
 from relay.validation.anthropic import CountTokensBody, MessagesBody
-from relay.validation.openai import ChatBody, CompletionBody, ResponsesBody, TranscriptionForm
+from relay.validation.openai import (
+    ChatBody,
+    CompletionBody,
+    ResponsesBody,
+    TranscriptionForm,
+)
 
 CLAUDE_CODE = {  # the shape Claude Code 2.x sends (system turns inside messages, cache_control, thinking)
     "model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": True,
