@@ -6,14 +6,17 @@ by the process entry point (the `switchboard relay` / `up` commands do it first 
 from __future__ import annotations
 
 import logging
+import random
 import time
 
 import orjson
 
-from relay.billing import usage_event
+from relay.billing import REDIS_DOWN, usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response, new_request_id
+from relay.customer_api import PATHS as CUSTOMER_PATHS
+from relay.customer_api import CustomerApi
 from relay.endpoints import ENDPOINTS
 from relay.errors import ANTHROPIC, OPENAI, RelayError
 from relay.metrics import COUNTERS, counting_redis
@@ -24,6 +27,9 @@ from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
+# The output tokens per choice the relay told the upstream it may write, when the relay set or lowered
+# the caller's own limit to what the request's hold pays for (docs/holds.md).
+OUTPUT_CAP_HEADER = "X-Switchboard-Max-Tokens"
 
 
 
@@ -55,6 +61,13 @@ def error_format_for(method: str, path: str, environ) -> str:
     return OPENAI
 
 
+def redis_unavailable() -> RelayError:
+    """Nothing can be held or settled without Redis: the request is refused before it costs anything.
+    Callers are told to come back after a random 1-5 s so that they do not all return at once."""
+    return RelayError(503, "service_unavailable", "The gateway is briefly unable to reach its datastore; retry shortly.",
+                      retry_after=random.uniform(1, 5), type="server_error")
+
+
 def error_response(error: RelayError, request_id: str, error_format: str) -> Response:
     extra = [("Retry-After", str(max(1, int(round(error.retry_after)))))] if error.retry_after else None
     return json_response(error.status, error.body(request_id, error_format), extra)
@@ -68,6 +81,7 @@ class RelayApp:
         self.holder = holder
         self.pipeline = pipeline
         self.quota = quota
+        self.customer = CustomerApi(quota.redis, pipeline.authenticate)
         self.started = time.time()
 
     def __call__(self, environ, start_response):
@@ -82,12 +96,18 @@ class RelayApp:
         except RelayError as error:
             response = error_response(error, request_id, error_format)
             self._log_refusal(ctx, error)
+        except REDIS_DOWN as error:
+            log.warning("Redis unavailable for %s %s (%s): %s", method, path, request_id, error)
+            response = error_response(redis_unavailable(), request_id, error_format)
         except Exception:
             log.exception("unhandled error in %s %s (%s)", method, path, request_id)
             response = error_response(RelayError(500, "internal_error", "The gateway failed to handle this request."), request_id, error_format)
+        request_id = ctx.request_id  # a replayed answer names the request that was charged
         ids = [("X-Request-Id", request_id)]
         if error_format == ANTHROPIC:
             ids.append(("request-id", request_id))  # where the Anthropic SDK looks for it (`_request_id`)
+        if ctx.output_cap is not None:
+            ids.append((OUTPUT_CAP_HEADER, str(ctx.output_cap)))
         start_response(_status_line(response.status), response.headers + ids)
         return response.body
 
@@ -98,9 +118,11 @@ class RelayApp:
             return self.pipeline.handle(endpoint, ctx, environ, body)
         if path == "/v1/models" and method == "GET":
             return self.pipeline.models(ctx, environ)
+        if path in CUSTOMER_PATHS and method == "GET":
+            return self.customer.handle(ctx, environ, path, self.holder.current)
         if path in ("/healthz", "/v1/healthz"):
             return self.health()
-        if any(path == p for (_, p) in ENDPOINTS) or path == "/v1/models":
+        if any(path == p for (_, p) in ENDPOINTS) or path == "/v1/models" or path in CUSTOMER_PATHS:
             raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
         raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
 
@@ -149,10 +171,38 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
 
 
 def start_follower(app: RelayApp):
+    """The process's background work: follow the published snapshot, replay journaled settles."""
     import gevent
 
     app.holder.refresh()
+    gevent.spawn(replay_journals, app.pipeline)
     return gevent.spawn(app.holder.follow)
+
+
+JOURNAL_RETRY_SECONDS = 5.0
+
+
+def replay_journals(pipeline: Pipeline, once: bool = False) -> None:
+    """Apply journaled settles (relay/journal.py): the journals of dead processes at start, this
+    process's own whenever it has some, until Redis takes them."""
+    import gevent
+
+    orphans = True
+    while True:
+        try:
+            if orphans:
+                done = pipeline.journal.replay_orphans(pipeline.replayer)
+                orphans = False
+                if done:
+                    log.warning("replayed %d settles from the journals of stopped relay processes", done)
+            done = pipeline.journal.replay_own(pipeline.replayer)
+            if done:
+                log.warning("replayed %d journaled settles", done)
+        except Exception as error:  # Redis still away: try again shortly
+            log.info("journaled settles wait for Redis: %s", error)
+        if once:
+            return
+        gevent.sleep(JOURNAL_RETRY_SECONDS)
 
 
 def make_server(listener, wsgi_app, max_body: int = 32 * 1024 * 1024):

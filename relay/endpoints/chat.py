@@ -6,7 +6,7 @@ from relay.adapters.base import ChatRequest, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response
 from relay.endpoints import calls, parsing
-from relay.endpoints.base import HoldEstimate
+from relay.endpoints.base import HoldEstimate, choices_of, output_ceiling
 from relay.errors import OPENAI, UpstreamError
 from relay.pricing import Price
 from relay.settings import RelaySettings
@@ -43,9 +43,21 @@ class ChatEndpoint:
         tools = request.payload.get("tools")
         return HoldEstimate(
             prompt_tokens=tokens.hold_prompt_tokens(messages, tools),
-            max_output_tokens=request.max_tokens or price.max_output_tokens or settings.default_hold_output_tokens,
+            max_output_tokens=output_ceiling(request.max_tokens, price, settings),
             local_prompt_tokens=tokens.prompt_tokens(messages, tools),
+            choices=choices_of(request.payload, "n"),
+            cappable=True,
         )
+
+    def cap_output(self, request: ChatRequest, limit: int) -> bool:
+        """The caller's own field keeps the cap (`max_completion_tokens` if it used that); a channel
+        that wants the other name gets it from its adapter."""
+        if request.max_tokens is not None and request.max_tokens <= limit:
+            return False
+        request.max_tokens = limit
+        field = "max_completion_tokens" if request.payload.get("max_completion_tokens") is not None else "max_tokens"
+        request.payload[field] = limit
+        return True
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:

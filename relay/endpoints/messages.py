@@ -19,7 +19,7 @@ from relay.adapters.base import (
 from relay.billing import Settlement
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import calls
-from relay.endpoints.base import HoldEstimate
+from relay.endpoints.base import HoldEstimate, output_ceiling
 from relay.endpoints.parsing import json_object
 from relay.errors import ANTHROPIC, UpstreamError
 from relay.formats.messages_request import messages_to_chat
@@ -42,6 +42,25 @@ def parse_messages(body: bytes, environ, schema: type[CountTokensBody]) -> Messa
         version=environ.get("HTTP_ANTHROPIC_VERSION") or DEFAULT_ANTHROPIC_VERSION,
         beta=environ.get("HTTP_ANTHROPIC_BETA") or None,
     )
+
+
+# Anthropic's smallest extended-thinking budget; it must also stay below max_tokens.
+MIN_THINKING_BUDGET = 1024
+
+
+def cap_thinking(payload: dict, max_tokens: int) -> None:
+    """Keep a thinking budget valid under a lowered max_tokens: below it, or off when the cap leaves
+    no room for the smallest budget Anthropic accepts (the answer is then written without thinking)."""
+    thinking = payload.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, int) and budget < max_tokens:
+        return
+    if max_tokens - 1 >= MIN_THINKING_BUDGET:
+        payload["thinking"] = dict(thinking, budget_tokens=max_tokens - 1)
+    else:
+        payload.pop("thinking", None)
 
 
 def local_prompt_tokens(request: MessagesRequest) -> int:
@@ -77,8 +96,16 @@ class MessagesEndpoint:
 
     def estimate(self, request: MessagesRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
         local = local_prompt_tokens(request)
-        return HoldEstimate(prompt_tokens=2 * local, max_output_tokens=request.max_tokens or settings.default_hold_output_tokens,
-                            local_prompt_tokens=local)
+        return HoldEstimate(prompt_tokens=2 * local, max_output_tokens=output_ceiling(request.max_tokens, price, settings),
+                            local_prompt_tokens=local, cappable=True)
+
+    def cap_output(self, request: MessagesRequest, limit: int) -> bool:
+        if request.max_tokens is not None and request.max_tokens <= limit:
+            return False
+        request.max_tokens = limit
+        request.payload["max_tokens"] = limit
+        cap_thinking(request.payload, limit)
+        return True
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: MessagesRequest, settlement: Settlement) -> Response | UpstreamError:

@@ -12,7 +12,7 @@ from relay.adapters.openai import (
     usage_from_openai,
 )
 from relay.billing import Settlement
-from relay.endpoints.base import HoldEstimate
+from relay.endpoints.base import HoldEstimate, choices_of, output_ceiling
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
 from relay.pricing import Price, Usage
 from relay.settings import RelaySettings
@@ -29,10 +29,13 @@ def input_tokens(value) -> int:
             return len(value)
         return sum(input_tokens(v) for v in value)
     if isinstance(value, dict):  # moderation inputs: {"type": "text", "text": …} or an image
-        if isinstance(value.get("text"), str):
-            return tokens.text_tokens(value["text"])
-        return tokens.IMAGE_TOKENS if value.get("type") == "image_url" else 0
+        return tokens.part_tokens(value)
     return 0
+
+
+def _is_batch(prompt) -> bool:
+    """A list of prompts (texts or token-id lists), as opposed to one prompt given as token ids."""
+    return isinstance(prompt, list) and len(prompt) > 1 and not all(isinstance(v, int) for v in prompt)
 
 
 class CompletionsEndpoint(ForwardedEndpoint):
@@ -43,9 +46,17 @@ class CompletionsEndpoint(ForwardedEndpoint):
 
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         prompt = input_tokens(request.payload["prompt"])
-        choices = max(int(request.payload.get("n") or 1), int(request.payload.get("best_of") or 1))
-        out = request.payload.get("max_tokens") or price.max_output_tokens or settings.default_hold_output_tokens
-        return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=out * choices, local_prompt_tokens=prompt)
+        # Every prompt of a batch gets its own answers; `best_of` candidates are all generated and billed.
+        prompts = len(request.payload["prompt"]) if _is_batch(request.payload["prompt"]) else 1
+        return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=output_ceiling(request.payload.get("max_tokens"), price, settings),
+                            local_prompt_tokens=prompt, choices=prompts * choices_of(request.payload, "n", "best_of"), cappable=True)
+
+    def cap_output(self, request: Forwarded, limit: int) -> bool:
+        asked = request.payload.get("max_tokens")
+        if asked is not None and asked <= limit:
+            return False
+        request.payload["max_tokens"] = limit
+        return True
 
     def upstream_request(self, adapter, target: Target, request: Forwarded) -> HttpRequest:
         payload = dict(request.payload, model=target.upstream_model)

@@ -12,7 +12,7 @@ import orjson
 from relay.errors import ErrorKind, UpstreamError
 from relay.formats.common import DONE, ChunkMaker, new_id, sse
 from relay.formats.gemini_wire import classify_error_body, finish_reason, tool_call, usage_from_gemini
-from relay.sse import EventDecoder, StreamEvent, event_data
+from relay.sse import NOT_SSE, EventDecoder, StreamEvent, event_data, is_sse
 from relay.tokens import text_tokens
 
 MALFORMED = UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "malformed stream event")
@@ -31,7 +31,7 @@ class GeminiChatStream(EventDecoder):
     def _decode(self, event: bytes) -> StreamEvent:
         data = event_data(event)
         if data is None:
-            return StreamEvent(raw=None)
+            return StreamEvent(raw=None, error=None if is_sse(event) else UpstreamError(ErrorKind.INVALID_RESPONSE, 200, NOT_SSE))
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
