@@ -12,13 +12,6 @@ import orjson
 USAGE_STREAM = "sb:usage"
 USAGE_GROUP = "ingest"
 
-# The widths of the request-log and rollup columns the text fields land in. Events are clipped to
-# them here, at the relay, so both SQL back ends store the same text: SQLite would keep anything,
-# PostgreSQL would refuse the whole ingestion batch. (A model name may be longer than its column:
-# such a name is never served, as the control plane caps served names at 200 characters.)
-TEXT_LIMITS = {"request_id": 40, "endpoint": 64, "model": 200, "upstream_model": 200, "error_code": 64, "usage_source": 16,
-               "client_ip": 64}
-
 
 @dataclass(slots=True)
 class UsageEvent:
@@ -53,23 +46,17 @@ class UsageEvent:
     client_ip: str | None = None
     trace: list = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        for name, limit in TEXT_LIMITS.items():
-            value = getattr(self, name)
-            if value is not None and len(value) > limit:
-                setattr(self, name, value[:limit])
-
     def encode(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~10× faster than asdict
 
     @classmethod
-    def decode(cls, raw: bytes | str) -> UsageEvent:
+    def decode(cls, raw: bytes | str) -> "UsageEvent":
         data = orjson.loads(raw)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
     @classmethod
-    def from_stream(cls, fields: dict) -> UsageEvent:
+    def from_stream(cls, fields: dict) -> "UsageEvent":
         """The event of one stream entry. The settle script adds `charged` when it had to charge
         less than the event's cost (no balance, key limit or budget may go below zero); the
         difference is kept on the event as `uncharged` and in its trace."""

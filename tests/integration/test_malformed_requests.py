@@ -12,12 +12,12 @@ import orjson
 import pytest
 
 from relay.quota import Quota
-from relay.usage import TEXT_LIMITS
 from relay.validation.fields import MODEL_MAX_CHARS
 from tests import factories
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.relay_harness import Relay, request_log
+from workers.usage_fields import TEXT_LIMITS
 
 FUNDS = 10_000_000  # µ$
 GPT, CLAUDE = "gpt-4o-mini", "claude-sonnet-4-5"
