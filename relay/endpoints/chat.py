@@ -1,30 +1,27 @@
 """POST /v1/chat/completions in OpenAI format, streaming or not."""
 from __future__ import annotations
 
-
 from relay import tokens
 from relay.adapters.base import ChatRequest, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response
-from relay.endpoints.base import HoldEstimate, choices_of, output_ceiling
 from relay.endpoints import calls, parsing
-from relay.errors import OPENAI, UpstreamError, bad_request
+from relay.endpoints.base import HoldEstimate, choices_of, output_ceiling
+from relay.errors import OPENAI, UpstreamError
 from relay.pricing import Price
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
+from relay.validation import check
+from relay.validation.openai import ChatBody
 
 
 def parse_chat(body: bytes) -> ChatRequest:
     payload = parsing.json_object(body)
-    model = parsing.model_of(payload)
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' must be a non-empty array.", param="messages", code="missing_required_parameter")
-    stream = payload.get("stream") is True
-    options = payload.get("stream_options")
-    wants_usage = bool(stream and isinstance(options, dict) and options.get("include_usage") is True)
-    max_tokens = parsing.positive_int(payload, "max_completion_tokens", "max_tokens")
-    return ChatRequest(model=model, payload=payload, stream=stream, wants_usage=wants_usage, max_tokens=max_tokens)
+    spec = check(payload, ChatBody)
+    stream = spec.stream is True
+    wants_usage = stream and spec.stream_options is not None and spec.stream_options.include_usage is True
+    max_tokens = spec.max_completion_tokens or spec.max_tokens
+    return ChatRequest(model=spec.model, payload=payload, stream=stream, wants_usage=wants_usage, max_tokens=max_tokens)
 
 
 class ChatEndpoint:

@@ -9,32 +9,36 @@ from __future__ import annotations
 import orjson
 
 from relay import tokens
-from relay.adapters.base import DEFAULT_ANTHROPIC_VERSION, ChatRequest, MessagesRequest, Operation, Target
+from relay.adapters.base import (
+    DEFAULT_ANTHROPIC_VERSION,
+    ChatRequest,
+    MessagesRequest,
+    Operation,
+    Target,
+)
 from relay.billing import Settlement
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import calls
 from relay.endpoints.base import HoldEstimate, output_ceiling
-from relay.endpoints.parsing import json_object, model_of, positive_int
-from relay.errors import ANTHROPIC, UpstreamError, bad_request
+from relay.endpoints.parsing import json_object
+from relay.errors import ANTHROPIC, UpstreamError
 from relay.formats.messages_request import messages_to_chat
 from relay.formats.messages_response import MessagesStream, completion_to_message
 from relay.pricing import Price
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
+from relay.validation import check
+from relay.validation.anthropic import CountTokensBody, MessagesBody
 
 
-def parse_messages(body: bytes, environ, need_max_tokens: bool) -> MessagesRequest:
+def parse_messages(body: bytes, environ, schema: type[CountTokensBody]) -> MessagesRequest:
     payload = json_object(body)
-    model = model_of(payload)
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("messages: at least one message is required.", param="messages", code="missing_required_parameter")
-    max_tokens = positive_int(payload, "max_tokens", required=need_max_tokens)
+    spec = check(payload, schema, ANTHROPIC)
     return MessagesRequest(
-        model=model,
+        model=spec.model,
         payload=payload,
-        stream=payload.get("stream") is True,
-        max_tokens=max_tokens,
+        stream=getattr(spec, "stream", None) is True,
+        max_tokens=getattr(spec, "max_tokens", None),
         version=environ.get("HTTP_ANTHROPIC_VERSION") or DEFAULT_ANTHROPIC_VERSION,
         beta=environ.get("HTTP_ANTHROPIC_BETA") or None,
     )
@@ -82,7 +86,7 @@ class MessagesEndpoint:
     billed = True
 
     def parse(self, body: bytes, environ) -> MessagesRequest:
-        return parse_messages(body, environ, need_max_tokens=True)
+        return parse_messages(body, environ, MessagesBody)
 
     def model_of(self, request: MessagesRequest) -> str:
         return request.model
@@ -135,7 +139,7 @@ class CountTokensEndpoint:
     billed = False
 
     def parse(self, body: bytes, environ) -> MessagesRequest:
-        return parse_messages(body, environ, need_max_tokens=False)
+        return parse_messages(body, environ, CountTokensBody)
 
     def model_of(self, request: MessagesRequest) -> str:
         return request.model

@@ -7,7 +7,6 @@ event (completed or incomplete). response.failed and error events end the stream
 """
 from __future__ import annotations
 
-
 import orjson
 
 from relay import tokens
@@ -16,11 +15,11 @@ from relay.adapters.openai import usage_from_openai
 from relay.billing import Settlement
 from relay.endpoints.base import HoldEstimate, output_ceiling
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
-from relay.endpoints.parsing import positive_int
-from relay.errors import ErrorKind, UpstreamError, bad_request
+from relay.errors import ErrorKind, UpstreamError
 from relay.pricing import Price
 from relay.settings import RelaySettings
 from relay.sse import NOT_SSE, EventDecoder, StreamEvent, event_data, is_sse
+from relay.validation.openai import ResponsesBody
 
 TERMINAL = {"response.completed", "response.incomplete"}
 DELTAS = {"response.output_text.delta", "response.reasoning_summary_text.delta", "response.function_call_arguments.delta",
@@ -85,12 +84,7 @@ class ResponsesEndpoint(ForwardedEndpoint):
     operation = Operation.RESPONSES
     what = "a response"
     streams = True
-
-    def validate(self, request: Forwarded) -> None:
-        payload = request.payload
-        if payload.get("input") in (None, "", []) and not payload.get("previous_response_id") and not payload.get("prompt"):
-            raise bad_request("You must provide 'input'.", param="input", code="missing_required_parameter")
-        positive_int(payload, "max_output_tokens")
+    schema = ResponsesBody
 
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         payload = request.payload

@@ -6,15 +6,18 @@ import orjson
 
 from relay import tokens
 from relay.adapters.base import Operation, Target
-from relay.adapters.openai import OpenAIStreamDecoder, output_tokens_of_delta, usage_from_openai
+from relay.adapters.openai import (
+    OpenAIStreamDecoder,
+    output_tokens_of_delta,
+    usage_from_openai,
+)
 from relay.billing import Settlement
 from relay.endpoints.base import HoldEstimate, choices_of, output_ceiling
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
-from relay.endpoints.parsing import positive_int
-from relay.errors import bad_request
 from relay.pricing import Price, Usage
 from relay.settings import RelaySettings
 from relay.upstream import HttpRequest
+from relay.validation.openai import CompletionBody, EmbeddingBody, ModerationBody
 
 
 def input_tokens(value) -> int:
@@ -35,22 +38,11 @@ def _is_batch(prompt) -> bool:
     return isinstance(prompt, list) and len(prompt) > 1 and not all(isinstance(v, int) for v in prompt)
 
 
-def require(request: Forwarded, field: str) -> None:
-    value = request.payload.get(field)
-    if value is None or value == "" or value == []:
-        raise bad_request(f"You must provide '{field}'.", param=field, code="missing_required_parameter")
-
-
 class CompletionsEndpoint(ForwardedEndpoint):
     operation = Operation.COMPLETIONS
     what = "a completion"
     streams = True
-
-    def validate(self, request: Forwarded) -> None:
-        require(request, "prompt")
-        positive_int(request.payload, "max_tokens")
-        options = request.payload.get("stream_options")
-        request.wants_usage = bool(request.stream and isinstance(options, dict) and options.get("include_usage") is True)
+    schema = CompletionBody
 
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         prompt = input_tokens(request.payload["prompt"])
@@ -78,15 +70,12 @@ class CompletionsEndpoint(ForwardedEndpoint):
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("choices"), list):
-            raise ValueError("not a completion")
+            raise TypeError("not a completion")
         return Outcome(usage_from_openai(data.get("usage")), output_tokens_of_delta(data["choices"]))
 
 
 class InputOnlyEndpoint(ForwardedEndpoint):
     """Endpoints billed on their `input` alone (no output tokens)."""
-
-    def validate(self, request: Forwarded) -> None:
-        require(request, "input")
 
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         prompt = input_tokens(request.payload["input"])
@@ -96,11 +85,12 @@ class InputOnlyEndpoint(ForwardedEndpoint):
 class EmbeddingsEndpoint(InputOnlyEndpoint):
     operation = Operation.EMBEDDINGS
     what = "an embedding list"
+    schema = EmbeddingBody
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("data"), list):
-            raise ValueError("not an embedding list")
+            raise TypeError("not an embedding list")
         usage = data.get("usage")
         return Outcome(Usage(input=int(usage.get("prompt_tokens") or 0)) if isinstance(usage, dict) else None)
 
@@ -110,10 +100,11 @@ class ModerationsEndpoint(InputOnlyEndpoint):
 
     operation = Operation.MODERATIONS
     what = "a moderation result"
+    schema = ModerationBody
     default_model = "omni-moderation-latest"
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("results"), list):
-            raise ValueError("not a moderation result")
+            raise TypeError("not a moderation result")
         return Outcome(Usage(input=settlement.prompt_estimate))
