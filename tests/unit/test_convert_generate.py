@@ -13,11 +13,26 @@ import pytest
 
 from relay.adapters.base import GenerateRequest
 from relay.adapters.openai import OpenAIStreamDecoder
-from relay.endpoints.generate import GenerateEndpoint, gemini_route, is_gemini_path, parse_generate
+from relay.endpoints.generate import (
+    GenerateEndpoint,
+    gemini_route,
+    is_gemini_path,
+    parse_generate,
+)
 from relay.errors import GEMINI, GEMINI_ARRAY, RelayError
 from relay.formats.gemini_stream import GeminiNativeStream
-from relay.formats.generate_request import gemini_to_chat, json_schema, prompt_tokens, wants_thoughts
-from relay.formats.generate_response import Framing, GenerateStream, completion_to_generate, usage_metadata
+from relay.formats.generate_request import (
+    gemini_to_chat,
+    json_schema,
+    prompt_tokens,
+    wants_thoughts,
+)
+from relay.formats.generate_response import (
+    Framing,
+    GenerateStream,
+    completion_to_generate,
+    usage_metadata,
+)
 from relay.pricing import Price, Usage
 from relay.settings import RelaySettings
 

@@ -13,8 +13,18 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from tests.e2e.api.conformance import (
+    CHANNELS,
+    PUBLIC_MODEL,
+    TEXT,
+    TIME,
+    UPSTREAM_MODEL,
+    WEATHER,
+    charge,
+    expected_usage,
+    reply,
+)
 from tests.e2e.api.conftest import customer
-from tests.e2e.api.conformance import CHANNELS, PUBLIC_MODEL, TEXT, TIME, UPSTREAM_MODEL, WEATHER, charge, expected_usage, reply
 from tests.e2e.api.logs import request_log
 from tests.fakes.gemini_server import GeminiReply
 
