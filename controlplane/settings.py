@@ -50,6 +50,8 @@ class Settings:
     secure_cookies: bool = False
     testing: bool = False
     usage_batch_size: int = 500
+    # Raw request logs older than this are deleted (the hourly rollups, the ledger and refunds stay).
+    log_retention_days: int = 90
     login_attempts_per_minute: int = 10
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     webhook_secret: str = ""  # signs outgoing webhooks (X-Switchboard-Signature)
@@ -77,6 +79,7 @@ class Settings:
             public_url=env.get("SWITCHBOARD_PUBLIC_URL", f"http://127.0.0.1:{port}"),
             secure_cookies=env_bool("SWITCHBOARD_SECURE_COOKIES", False, env),
             usage_batch_size=env_int("SWITCHBOARD_USAGE_BATCH", 500, env),
+            log_retention_days=env_int("SWITCHBOARD_LOG_RETENTION_DAYS", 90, env),
             login_attempts_per_minute=env_int("SWITCHBOARD_LOGIN_ATTEMPTS_PER_MINUTE", 10, env),
             smtp=SmtpSettings(
                 host=env.get("SWITCHBOARD_SMTP_HOST", ""),

@@ -15,10 +15,10 @@ The money parts are relay/quota.py's own scripts, embedded as Lua functions.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from relay import quota
+from relay import generation, idempotency, quota
 from relay.health import ARG_READER_LUA, HEALTH_LUA, NO_OUTCOME_ARGS, HealthPolicy, Outcome
 from relay.limits import LIMITS_LUA, Scope
 from relay.quota import Hold
@@ -98,12 +98,19 @@ def _function(name: str, body: str) -> str:
     return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
 
 
-_ADMIT = _PRELUDE + _function("money_hold", quota.HOLD_LUA) + r"""
+# An idempotency key seen before answers first, whatever the limits, routes or balance are now
+# (relay/idempotency.py); a new one is marked in progress only when everything else passed.
+_ADMIT = _PRELUDE + idempotency.CLAIM_LUA + _function("money_hold", quota.HOLD_LUA) + r"""
 local now, rid, lease = num(), nxt(), num()
 local scopes = {}
 for i = 1, num() do scopes[i] = l_scope() end
 local cs, rs = read_channels(), read_routes()
 local margs = read_list()
+local idem = read_list()
+if #idem > 0 then
+  local prior = idem_prior(KEYS[#KEYS], idem[1])
+  if prior then return prior end
+end
 for _, s in ipairs(scopes) do
   local which, wait = l_check(s.name, s.rpm, s.tpm, s.conc, now)
   if which then return {'limit', s.name, which, wait} end
@@ -114,7 +121,8 @@ local m = money_hold(KEYS, margs)
 if m[1] ~= 1 then return {'money', m[1], m[2]} end
 for _, s in ipairs(scopes) do l_take(s.name, s.rpm, s.conc, rid, lease, now) end
 take_route(cs[rs[pick].ci], rs[pick], rid, lease, now)
-return {'ok', m[2], pick, panic and 1 or 0, unpack(skips)}
+if #idem > 0 then idem_mark(KEYS[#KEYS], idem[1], idem[2], rid) end
+return {'ok', m[3], pick, panic and 1 or 0, unpack(skips)}
 """
 
 _FAILOVER = _PRELUDE + r"""
@@ -133,7 +141,8 @@ return {pick, panic and 1 or 0, wait, rec[1], rec[2], rec[3], unpack(skips)}
 
 _SETTLE = _PRELUDE + _function("money_settle", quota.SETTLE_LUA) + r"""
 local margs = read_list()
-if money_settle(KEYS, margs) ~= 1 then return {0} end
+local charged = money_settle(KEYS, margs)
+if charged < 0 then return {0} end
 local now, rid, tokens = num(), nxt(), num()
 for i = 1, num() do
   local s = l_scope()
@@ -141,7 +150,8 @@ for i = 1, num() do
 end
 local P = h_policy()
 local rec = h_record(P, now, h_outcome())
-return {1, rec[1], rec[2], rec[3]}
+""" + generation.SETTLE_LUA + r"""
+return {1, charged, rec[1], rec[2], rec[3]}
 """
 
 
@@ -170,6 +180,7 @@ class MoneyHold:
     budgets: quota.Budgets = quota.NO_BUDGETS  # spend windows (issue 6)
     user_id: int | None = None
     started_at: float | None = None  # names the spend windows
+    least: int | None = None  # a flexible hold: reserve as much of `amount` as there is room for, at least this
 
 
 @dataclass(slots=True)
@@ -221,24 +232,34 @@ class Gate:
     """The relay's Redis side of a request: admit, fail over, settle."""
 
     def __init__(self, redis, policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time,
-                 register: Callable | None = None):
-        """`register(text)` makes a callable script; the relay passes relay/resp.py's lean one."""
+                 register: Callable | None = None, generation_ttl: int = 0):
+        """`register(text)` makes a callable script; the relay passes relay/resp.py's lean one.
+        `generation_ttl`: how long settle keeps each request's record for GET /v1/generation."""
         self.redis = redis
         self.policy = policy
         self.lease_seconds = lease_seconds
+        self.generation_ttl = generation_ttl
         self.clock = clock
         register = register or redis.register_script
         self._admit = register(_ADMIT)
         self._failover = register(_FAILOVER)
         self._settle = register(_SETTLE)
 
-    def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan) -> Admission:
+    def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan, claim: idempotency.Claim | None = None) -> Admission:
+        """Raises `idempotency.Prior` when `claim`'s key was seen before."""
         now = self.clock()
         routes = list(plan.routes)
         hold = quota.hold_record(money.request_id, money.account_id, money.key_id, money.amount, money.budgets, money.user_id, money.started_at)
-        keys, margs = quota.hold_call(hold, money.key_limit, money.expires_at, money.budgets)
-        args = [now, money.request_id, now + self.lease_seconds, *_scope_args(scopes), *_plan_args(plan.channels, routes), len(margs), *margs]
-        reply = _text(self._admit(keys=keys, args=args))
+        keys, margs = quota.hold_call(hold, money.key_limit, money.expires_at, money.budgets, money.least)
+        idem = claim.admit_args() if claim is not None else []
+        if claim is not None:
+            keys = [*keys, claim.redis_key]
+        args = [now, money.request_id, now + self.lease_seconds, *_scope_args(scopes), *_plan_args(plan.channels, routes), len(margs), *margs,
+                len(idem), *idem]
+        raw = self._admit(keys=keys, args=args)
+        if raw[0] in (b"idem", "idem"):
+            raise idempotency.prior_from_reply(raw)
+        reply = _text(raw)
         tag = reply[0]
         if tag == "limit":
             raise LimitRefused(reply[1], reply[2], int(reply[3]))
@@ -247,6 +268,9 @@ class Gate:
         if tag == "money":
             raise quota.refusal(int(reply[1]), int(reply[2]))
         route = routes[int(reply[2]) - 1]
+        reserved = int(reply[1])
+        if reserved != hold.amount:
+            hold = replace(hold, amount=reserved)
         return Admission(hold, scopes, plan, route, reply[3] == 1, _skips(routes, reply[4:]), [route.ids])
 
     def failover(self, admission: Admission, failed: Outcome, remaining: list[Route]) -> tuple[Route | None, int, list]:
@@ -269,11 +293,17 @@ class Gate:
         admission.tried.append(admission.route.ids)
         return admission.route, wait, record
 
-    def settle(self, admission: Admission, cost: int, event: bytes, tokens: int, outcome: Outcome | None) -> tuple[bool, list]:
-        """Settle once: money, leases, tokens, health. (False, []) when it was already settled."""
+    def settle(self, admission: Admission, cost: int, event: bytes, tokens: int, outcome: Outcome | None,
+               record: list | None = None) -> tuple[bool, list, int]:
+        """Settle once: money, leases, tokens, health, and `record` (relay/generation.py's
+        `settle_args`) kept for GET /v1/generation. Returns (settled now, the health record, the
+        amount charged); (False, [], 0) when it was already settled."""
         keys, margs = quota.settle_call(admission.hold, cost, event)
+        keys = [*keys, generation.record_key(admission.hold.request_id)]
         scopes = admission.scopes + admission.route_scopes()
         args = [len(margs), *margs, self.clock(), admission.hold.request_id, tokens, *_scope_args(scopes),
-                *self.policy.args(), *(outcome.args() if outcome is not None else NO_OUTCOME_ARGS)]
+                *self.policy.args(), *(outcome.args() if outcome is not None else NO_OUTCOME_ARGS), *(record or [0])]
         reply = _text(self._settle(keys=keys, args=args))
-        return reply[0] == 1, reply[1:]
+        if reply[0] != 1:
+            return False, [], 0
+        return True, reply[2:], int(reply[1])

@@ -6,15 +6,20 @@ import logging
 import time
 from typing import Callable
 
-from relay import pricing
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from relay import generation, pricing
 from relay.context import RequestContext
 from relay.errors import UpstreamError
 from relay.health import Outcome, outcome_of
+from relay.journal import JournalEntry, SettleJournal
 from relay.pricing import Usage
 from relay.quota import Hold
 from relay.usage import UsageEvent
 
 log = logging.getLogger(__name__)
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
 def usage_event(ctx: RequestContext, status: int, error_code: str | None = None, usage: Usage | None = None,
@@ -68,10 +73,11 @@ class Settlement:
     limit slots, and what the final attempt did to the channel's health.
     """
 
-    __slots__ = ("gate", "admission", "ctx", "price", "multiplier_bp", "prompt_estimate", "settled", "pending", "on_settled")
+    __slots__ = ("gate", "admission", "ctx", "price", "multiplier_bp", "prompt_estimate", "settled", "pending", "on_settled", "status",
+                 "charged", "journal")
 
     def __init__(self, gate, admission, ctx: RequestContext, price: pricing.Price, multiplier_bp: int, prompt_estimate: int,
-                 on_settled: Callable[[], None] | None = None):
+                 on_settled: Callable[[], None] | None = None, journal: SettleJournal | None = None):
         self.gate = gate
         self.admission = admission
         self.ctx = ctx
@@ -81,6 +87,9 @@ class Settlement:
         self.settled = False
         self.pending: Outcome | None = None  # a failed last attempt the router did not record
         self.on_settled = on_settled
+        self.status: int | None = None  # how the request ended, once settled
+        self.charged = 0  # µ$, once settled
+        self.journal = journal  # where a settle goes when Redis cannot take it (relay/journal.py)
 
     @property
     def hold(self) -> Hold:
@@ -105,6 +114,17 @@ class Settlement:
         outcome = self._route_outcome(failure) if failure is not None else None
         return self._settle(status, error_code, usage, "local", outcome=outcome)
 
+    def _journal(self, amount: int, event: bytes) -> None:
+        """Keep the settle on disk for the replayer; only if even that fails is it lost (and said so)."""
+        if self.journal is None:
+            log.error("settle of %s failed and no journal is set: the request goes unbilled", self.ctx.request_id)
+            return
+        try:
+            self.journal.append(JournalEntry(self.hold, amount, event))
+            log.warning("Redis could not take the settle of %s; journaled for replay", self.ctx.request_id)
+        except OSError:
+            log.exception("settle of %s could not be journaled: the request goes unbilled", self.ctx.request_id)
+
     def fail(self, status: int, error_code: str) -> None:
         """Nothing reached the caller: charge nothing."""
         self._settle(status, error_code, None, "upstream", charge=False, outcome=self.pending)
@@ -115,14 +135,25 @@ class Settlement:
             return 0
         self.settled = True
         amount = pricing.cost(usage, self.price, self.multiplier_bp) if charge and usage is not None else 0
+        self.status, self.charged = status, amount
         close_open_attempt(self.ctx, status)
         event = usage_event(self.ctx, status, error_code, usage, source, amount, self.hold.amount)
         tokens = usage.input + usage.cache_read + usage.cache_write + usage.output + usage.reasoning if usage is not None else 0
+        encoded = event.encode()
         try:
-            self.gate.settle(self.admission, amount, event.encode(), tokens, outcome)
+            _, _, charged = self.gate.settle(self.admission, amount, encoded, tokens, outcome,
+                                             record=generation.settle_args(event, self.gate.generation_ttl))
+            if charged != amount:
+                # The input outgrew its estimate and the account could not cover the rest: the charge
+                # stopped at zero and the usage event carries what was charged (relay/quota.py).
+                log.warning("charge of %s cut from %d to %d µ$ (hold %d)", self.ctx.request_id, amount, charged, self.hold.amount)
+                amount = charged
+                self.charged = charged
+        except REDIS_DOWN:
+            self._journal(amount, encoded)
         except Exception:
-            # The hold stays in Redis and the sweeper releases it; the request goes unbilled.
             log.exception("settle failed for %s", self.ctx.request_id)
+            self._journal(amount, encoded)
         finally:
             if self.on_settled is not None:
                 self.on_settled()

@@ -66,6 +66,7 @@ class RequestContext:
     ttft_ms: int | None = None
     trace: list = field(default_factory=list)
     timeouts: Timeouts | None = None  # the current attempt's upstream time limits (its channel's)
+    output_cap: int | None = None  # output tokens per choice the relay told the upstream, when it set or lowered them
 
     def ip_address(self):
         return _parse_ip(self.client_ip) if self.client_ip else None

@@ -33,10 +33,14 @@ class Form:
                 return part.data.decode("utf-8", "replace")
         return None
 
+    def fields(self) -> dict[str, str]:
+        """The text fields by name (the last of a repeated name)."""
+        return {p.name: p.data.decode("utf-8", "replace") for p in self.parts if p.filename is None}
+
     def file(self, name: str) -> Part | None:
         return next((p for p in self.parts if p.name == name and p.filename is not None), None)
 
-    def with_field(self, name: str, value: str) -> "Form":
+    def with_field(self, name: str, value: str) -> Form:
         parts = [Part(p.headers, value.encode(), p.name, p.filename) if p.name == name and p.filename is None else p for p in self.parts]
         return Form(self.boundary, parts)
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qsl
 
 import orjson
 
-from relay import playground, pricing
+from relay import charges, holds, idempotency, playground, pricing
 from relay.admission import Admission, Gate, LimitRefused, MoneyHold, NoRoute
 from relay.billing import Settlement
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response
-from relay.endpoints import Endpoint
+from relay.endpoints import Endpoint, HoldEstimate
 from relay.errors import RelayError
+from relay.journal import Replayer, SettleJournal
 from relay.limits import SCOPE_LABELS, WHICH_LABELS, caller_scopes
 from relay.quota import Budgets, HoldRefused, Quota
 from relay.routing import RetryBudget, Router, no_route_error, note_skips, supports
@@ -27,15 +29,21 @@ from relay.snapshot import GroupView, KeyView, Snapshot, Status
 from relay.upstream import UpstreamClient
 
 
-def api_key_from(environ) -> str | None:
-    """The caller's key: `Authorization: Bearer …`, or Anthropic's `x-api-key`."""
+def api_key_from(environ, query_key: bool = False) -> str | None:
+    """The caller's key: `Authorization: Bearer …`, Anthropic's `x-api-key`, Google's
+    `x-goog-api-key`, or — on the Gemini endpoints, as Google allows — the `key` query parameter."""
     header = environ.get("HTTP_AUTHORIZATION")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    key = environ.get("HTTP_X_API_KEY")
-    return key.strip() if key and key.strip() else None
+    key = environ.get("HTTP_X_API_KEY") or environ.get("HTTP_X_GOOG_API_KEY")
+    if key and key.strip():
+        return key.strip()
+    if query_key and "key=" in (environ.get("QUERY_STRING") or ""):
+        key = dict(parse_qsl(environ["QUERY_STRING"])).get("key")
+        return key.strip() if key and key.strip() else None
+    return None
 
 
 def key_hash(secret: str) -> str:
@@ -63,15 +71,20 @@ class Pipeline:
         self.quota = quota
         self.client = client
         self.selector = selector or Selector()
-        self.gate = Gate(quota.redis, settings.health, settings.lease_seconds, register=register_script)
+        self.gate = Gate(quota.redis, settings.health, settings.lease_seconds, register=register_script,
+                         generation_ttl=settings.generation_ttl_seconds)
+        self.idempotency = idempotency.Idempotency(register_script or quota.redis.register_script, settings.idempotency_ttl_seconds,
+                                                   settings.idempotency_max_bytes)
         self.budget = RetryBudget(settings.retry_budget_percent, settings.retry_budget_min)
         self.router = Router(self.gate, settings.max_attempts, settings.timeouts, settings.timeouts.total, self.budget)
+        self.journal = SettleJournal(settings.instance_dir / "journal")
+        self.replayer = Replayer(register_script or quota.redis.register_script)
         # No encryption key, no playground tokens (an empty key would make them forgeable).
         self.playground_key = playground.signing_key(settings.encryption_key) if settings.encryption_key else None
 
     # --- who is calling, and may they ---------------------------------------------------------
-    def authenticate(self, ctx: RequestContext, environ, snap: Snapshot, now: float) -> KeyView:
-        secret = api_key_from(environ)
+    def authenticate(self, ctx: RequestContext, environ, snap: Snapshot, now: float, query_key: bool = False) -> KeyView:
+        secret = api_key_from(environ, query_key)
         if secret is None:
             raise RelayError(401, "missing_api_key", "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")
         if secret.startswith(playground.PREFIX):  # the console's playground (relay/playground.py)
@@ -130,8 +143,9 @@ class Pipeline:
         """A billed call: authenticate, read the body, check, hold, route with retries, settle exactly once."""
         snap = self.holder.current
         now = ctx.started_at
-        key = self.authenticate(ctx, environ, snap, now)
-        request = endpoint.parse(read_body(), environ)
+        key = self.authenticate(ctx, environ, snap, now, getattr(endpoint, "accepts_query_key", False))
+        body = read_body()
+        request = endpoint.parse(body, environ)
         model = endpoint.model_of(request)
         ctx.model = model
         ctx.stream = endpoint.is_stream(request)
@@ -141,29 +155,42 @@ class Pipeline:
             plan = self.plan(ctx, snap, key, model, endpoint)
             return self.router.run_unbilled(ctx, plan, lambda adapter, target: endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, None))
 
+        claim = idempotency.claim_of(environ, key.id, body, self.settings.lease_seconds)
         estimate = endpoint.estimate(request, price, self.settings)
-        amount = pricing.hold_amount(estimate.prompt_tokens, estimate.max_output_tokens, price, group.multiplier_bp, estimate.units)
+        wanted = holds.size(estimate, price, group.multiplier_bp, self.settings.min_hold_output_tokens)
         plan = self.plan(ctx, snap, key, model, endpoint)
         self.budget.begin_request()
         try:
-            admission = self.admit(ctx, snap, key, group, plan, amount, now)
+            admission = self.admit(ctx, snap, key, group, plan, wanted, now, claim)
+        except idempotency.Prior as prior:
+            self.budget.end_request()
+            return self.idempotency.replay(ctx, prior)
         except BaseException:
             self.budget.end_request()
             raise
         ctx.held = True
+        if estimate.cappable:
+            self.cap_output(ctx, endpoint, request, estimate, admission.hold.amount, price, group.multiplier_bp)
 
         settlement = Settlement(self.gate, admission, ctx, price, group.multiplier_bp, estimate.local_prompt_tokens,
-                                on_settled=self.budget.end_request)
+                                on_settled=self.budget.end_request, journal=self.journal)
         try:
             def attempt(adapter, target):
                 return endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, settlement)
 
-            return self.router.run(ctx, admission, settlement, attempt)
+            response = self.router.run(ctx, admission, settlement, attempt)
         except BaseException as exc:
             status = exc.status if isinstance(exc, RelayError) else 500
             code = exc.code if isinstance(exc, RelayError) else "internal_error"
             settlement.fail(status, code)
+            if claim is not None:
+                self.idempotency.failed(claim, ctx.request_id, exc, exc.body(ctx.request_id, endpoint.error_format) if isinstance(exc, RelayError) else b"")
             raise
+        if settlement.settled:  # a whole answer; a stream reports its cost in its usage event
+            response = charges.charged_response(response, settlement.charged)
+        if claim is not None:
+            response = self.idempotency.keep(claim, ctx, response, settlement)
+        return response
 
     # --- routing and admission (issue 7) -------------------------------------------------------
     def plan(self, ctx: RequestContext, snap: Snapshot, key: KeyView, model: str, endpoint: Endpoint) -> Plan:
@@ -177,12 +204,23 @@ class Pipeline:
             raise no_route_error(0)
         return plan
 
-    def admit(self, ctx: RequestContext, snap: Snapshot, key: KeyView, group: GroupView, plan: Plan, amount: int, now: float) -> Admission:
-        """One round trip: the caller's limits, the first usable route, the credit hold."""
-        money = MoneyHold(ctx.request_id, key.account_id, key.id, amount, key.credit_limit, now + self.settings.hold_ttl_seconds,
-                          Budgets(key.daily_budget, key.monthly_budget, key.member_allowance), key.user_id, now)
+    def cap_output(self, ctx: RequestContext, endpoint: Endpoint, request, estimate: HoldEstimate, reserved: int,
+                   price: pricing.Price, multiplier_bp: int) -> None:
+        """Hold the upstream to the output the reservation pays for: the request is rewritten so it
+        may write no more, and the caller is told the cap when the relay set or lowered it."""
+        budget = holds.output_budget(estimate, reserved, price, multiplier_bp)
+        if endpoint.cap_output(request, budget):
+            ctx.output_cap = budget
+            ctx.note(step="output_cap", tokens=budget, reserved=reserved)
+
+    def admit(self, ctx: RequestContext, snap: Snapshot, key: KeyView, group: GroupView, plan: Plan, wanted: holds.HoldSize,
+              now: float, claim: idempotency.Claim | None = None) -> Admission:
+        """One round trip: the caller's limits, the first usable route, the credit hold — and the
+        idempotency key's record, which answers before all of them when it exists."""
+        money = MoneyHold(ctx.request_id, key.account_id, key.id, wanted.amount, key.credit_limit, now + self.settings.hold_seconds,
+                          Budgets(key.daily_budget, key.monthly_budget, key.member_allowance), key.user_id, now, wanted.least)
         try:
-            return self.gate.admit(money, caller_scopes(key, snap.user_limits, group), plan)
+            return self.gate.admit(money, caller_scopes(key, snap.user_limits, group), plan, claim)
         except LimitRefused as refused:
             ctx.note(step="limit", scope=refused.scope, which=refused.which, retry_after=refused.retry_after)
             who = SCOPE_LABELS.get(refused.scope.split(":", 1)[0], "key")

@@ -44,9 +44,10 @@ class PumpEnd:
 
 class Pump:
     def __init__(self, source: Exchange, sock, frame: Callable[[bytes], bytes], step: Callable[[bytes], tuple[bytes, UpstreamError | None]],
-                 idle: float, deadline: float):
+                 idle: float, deadline: float, written: Callable[[], None] = lambda: None):
+        """`written()` is called each time everything `step` gave has been taken by the caller's socket."""
         loop = get_hub().loop
-        self.source, self.sock, self.frame, self.step = source, sock, frame, step
+        self.source, self.sock, self.frame, self.step, self.written = source, sock, frame, step, written
         self.out = raw_socket(sock)  # sends that never wait skip gevent's layer (relay/sockets.py)
         self.idle, self.deadline = idle, deadline
         # Below the default priority: in each turn of the loop, requests on their way to a first
@@ -116,6 +117,7 @@ class Pump:
             return
         if sent == len(data):
             self.backlog = None
+            self.written()
             return
         # The caller's socket is full: stop reading the upstream until it has taken this.
         self.backlog = data[sent:]

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from relay.usage import USAGE_STREAM
 
 HOLDS_ZSET = "sb:holds"
-# Spend windows outlive their period by a margin so late settles and the console still find them.
-DAY_TTL_SECONDS = 3 * 86_400
+# Spend windows outlive their period by a margin so late settles and the console still find them;
+# day windows are kept 100 days for the legacy billing usage endpoint (relay/customer_api.py).
+DAY_TTL_SECONDS = 102 * 86_400
 MONTH_TTL_SECONDS = 40 * 86_400
 
 
@@ -68,21 +69,28 @@ WINDOW_REFUSALS = {-2: "key_daily_budget", -3: "key_monthly_budget", -4: "member
 
 
 _HOLD = """
-local amt = tonumber(ARGV[1])
+-- ARGV[1] the amount wanted; ARGV[10] the least acceptable (-1: exactly ARGV[1]). A flexible hold
+-- reserves as much of the wanted amount as every scope has room for, down to the least.
+local want = tonumber(ARGV[1])
+local least = tonumber(ARGV[10] or '-1')
+if least < 0 or least > want then least = want end
 local bal = tonumber(redis.call('HGET', KEYS[1], 'bal') or '0')
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
-if bal - held < amt or (amt == 0 and bal - held < 0) then
-  return {0, bal - held}
+local room = bal - held
+if room < least or (want == 0 and room < 0) then
+  return {0, room}
 end
 local limit = tonumber(ARGV[2])
 if limit >= 0 then
   local spent = tonumber(redis.call('HGET', KEYS[2], 'spent') or '0')
   local kheld = tonumber(redis.call('HGET', KEYS[2], 'held') or '0')
-  if spent + kheld + amt > limit then
-    return {-1, limit - spent - kheld}
+  local kroom = limit - spent - kheld
+  if kroom < least then
+    return {-1, kroom}
   end
+  if kroom < room then room = kroom end
 end
--- >>> spend windows (issue 6) -- check ------------------------------------------------------
+-- >>> spend windows -- check ------------------------------------------------------------------
 -- KEYS[5] key/day, KEYS[6] key/month, KEYS[7] member/month: hashes of 'spent' and 'held'.
 -- ARGV[5..7] their limits in µ$ (-1: no limit, nothing reserved); ARGV[8] day TTL, ARGV[9] month TTL.
 for i = 0, 2 do
@@ -90,56 +98,87 @@ for i = 0, 2 do
   if wlimit >= 0 then
     local wspent = tonumber(redis.call('HGET', KEYS[5 + i], 'spent') or '0')
     local wheld = tonumber(redis.call('HGET', KEYS[5 + i], 'held') or '0')
-    if wspent + wheld + amt > wlimit then
-      return {-2 - i, wlimit - wspent - wheld}
+    local wroom = wlimit - wspent - wheld
+    if wroom < least then
+      return {-2 - i, wroom}
     end
+    if wroom < room then room = wroom end
   end
 end
 -- <<< spend windows -- check ------------------------------------------------------------------
+local amt = want
+if room < amt then amt = room end
 redis.call('HINCRBY', KEYS[1], 'held', amt)
 redis.call('HINCRBY', KEYS[2], 'held', amt)
-redis.call('HSET', KEYS[3], 'amt', amt, 'acct', KEYS[1], 'akey', KEYS[2])
+-- The limits travel with the hold so the settle can keep every scope at or above zero.
+redis.call('HSET', KEYS[3], 'amt', amt, 'acct', KEYS[1], 'akey', KEYS[2], 'klim', limit)
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
--- >>> spend windows (issue 6) -- reserve; the hold record names each window for the sweeper ----
+-- >>> spend windows -- reserve; the hold record names each window for the sweeper --------------
 for i = 0, 2 do
   if tonumber(ARGV[5 + i]) >= 0 then
     redis.call('HINCRBY', KEYS[5 + i], 'held', amt)
     redis.call('EXPIRE', KEYS[5 + i], (i == 0) and ARGV[8] or ARGV[9])
-    redis.call('HSET', KEYS[3], 'w' .. (i + 1), KEYS[5 + i])
+    redis.call('HSET', KEYS[3], 'w' .. (i + 1), KEYS[5 + i], 'wl' .. (i + 1), ARGV[5 + i])
   end
 end
 -- <<< spend windows -- reserve ----------------------------------------------------------------
-return {1, bal - held - amt}
+return {1, bal - held - amt, amt}
 """
 
-# Settle is idempotent: the hold record is the token that lets a request be charged once.
+# Settle is idempotent: the hold record is the token that lets a request be charged once. Returns -1
+# when it was already settled, else the amount charged: the cost, except that a cost over the hold
+# (an input larger than its estimate) is cut to what leaves every scope at zero, never below.
 _SETTLE = """
-local amt = redis.call('HGET', KEYS[1], 'amt')
-if not amt then return 0 end
-amt = tonumber(amt)
+local rec = redis.call('HMGET', KEYS[1], 'amt', 'klim', 'wl1', 'wl2', 'wl3')
+if not rec[1] then return -1 end
+local amt = tonumber(rec[1])
 local cost = tonumber(ARGV[2])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'held', 0 - amt)
-redis.call('HINCRBY', KEYS[5], 'held', 0 - amt)
-if cost ~= 0 then
-  redis.call('HINCRBY', KEYS[4], 'bal', -cost)
-  redis.call('HINCRBY', KEYS[5], 'spent', cost)
-end
--- >>> spend windows (issue 6): KEYS[6..8] as in the hold. Every window counts what is spent (so a
--- budget set later starts from the truth); ARGV[4..6] '1' where the hold also reserved.
+local aheld = redis.call('HINCRBY', KEYS[4], 'held', 0 - amt)
+local kheld = redis.call('HINCRBY', KEYS[5], 'held', 0 - amt)
 for i = 0, 2 do
   if ARGV[4 + i] == '1' then
     redis.call('HINCRBY', KEYS[6 + i], 'held', 0 - amt)
   end
-  if cost ~= 0 then
+end
+if cost > amt then
+  local room = tonumber(redis.call('HGET', KEYS[4], 'bal') or '0') - aheld
+  local klim = tonumber(rec[2] or '-1')
+  if klim >= 0 then
+    local kroom = klim - tonumber(redis.call('HGET', KEYS[5], 'spent') or '0') - kheld
+    if kroom < room then room = kroom end
+  end
+  for i = 0, 2 do
+    local wl = rec[3 + i]
+    if wl then
+      local w = redis.call('HMGET', KEYS[6 + i], 'spent', 'held')
+      local wroom = tonumber(wl) - tonumber(w[1] or '0') - tonumber(w[2] or '0')
+      if wroom < room then room = wroom end
+    end
+  end
+  if room < amt then room = amt end
+  if room < cost then cost = room end
+end
+if cost ~= 0 then
+  redis.call('HINCRBY', KEYS[4], 'bal', -cost)
+  redis.call('HINCRBY', KEYS[5], 'spent', cost)
+end
+-- >>> spend windows: KEYS[6..8] as in the hold. Every window counts what is spent (so a budget set
+-- later starts from the truth); ARGV[4..6] '1' where the hold also reserved.
+if cost ~= 0 then
+  for i = 0, 2 do
     redis.call('HINCRBY', KEYS[6 + i], 'spent', cost)
     redis.call('EXPIRE', KEYS[6 + i], (i == 0) and ARGV[7] or ARGV[8])
   end
 end
 -- <<< spend windows
-redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
-return 1
+if cost ~= tonumber(ARGV[2]) then
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[3], 'charged', cost)
+else
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
+end
+return cost
 """
 
 _RELEASE_EXPIRED = """
@@ -173,6 +212,14 @@ return tonumber(ARGV[2])
 """
 
 
+_ADD_SPENT = """
+if redis.call('HEXISTS', KEYS[1], 'spent') == 1 then
+  return redis.call('HINCRBY', KEYS[1], 'spent', ARGV[1])
+end
+return 0
+"""
+
+
 class HoldRefused(Exception):
     def __init__(self, reason: str, available: int):
         super().__init__(reason)
@@ -198,11 +245,14 @@ def hold_record(request_id: str, account_id: int, key_id: int, amount: int, budg
     return Hold(request_id, account_id, key_id, amount, windows, tuple(v is not None for v in budgets.limits))
 
 
-def hold_call(hold: Hold, key_limit: int | None, expires_at: float, budgets: Budgets = NO_BUDGETS) -> tuple[list, list]:
-    """KEYS and ARGV of the hold script (relay/admission.py runs the same script inside its own)."""
+def hold_call(hold: Hold, key_limit: int | None, expires_at: float, budgets: Budgets = NO_BUDGETS,
+              least: int | None = None) -> tuple[list, list]:
+    """KEYS and ARGV of the hold script (relay/admission.py runs the same script inside its own).
+    `least` makes the hold flexible: as much of `hold.amount` as every scope has room for, down to it."""
     return ([account_key(hold.account_id), api_key_key(hold.key_id), hold_key(hold.request_id), HOLDS_ZSET, *hold.windows],
             [hold.amount, -1 if key_limit is None else key_limit, int(expires_at), hold.request_id,
-             *(-1 if v is None else v for v in budgets.limits), DAY_TTL_SECONDS, MONTH_TTL_SECONDS])
+             *(-1 if v is None else v for v in budgets.limits), DAY_TTL_SECONDS, MONTH_TTL_SECONDS,
+             -1 if least is None else least])
 
 
 def settle_call(hold: Hold, cost: int, event: bytes) -> tuple[list, list]:
@@ -215,8 +265,9 @@ def refusal(code: int, available: int) -> HoldRefused:
     return HoldRefused(reason, int(available))
 
 
-# The money scripts' text, for relay/admission.py to embed as Lua functions.
+# The money scripts' text, for relay/admission.py and relay/journal.py to embed as Lua functions.
 HOLD_LUA, SETTLE_LUA = _HOLD, _SETTLE
+SETTLE_FUNCTION = f"local function money_settle(KEYS, ARGV)\n{_SETTLE}\nend\n"
 
 
 class Quota:
@@ -228,21 +279,24 @@ class Quota:
         self._settle = redis.register_script(_SETTLE)
         self._release = redis.register_script(_RELEASE_EXPIRED)
         self._credit = redis.register_script(_CREDIT)
+        self._add_spent = redis.register_script(_ADD_SPENT)
 
     def hold(self, request_id: str, account_id: int, key_id: int, amount: int, key_limit: int | None, expires_at: float,
              budgets: Budgets = NO_BUDGETS, user_id: int | None = None, now: float | None = None) -> Hold:
         """Reserve `amount` or refuse. `now` (the request's start) names the spend windows."""
         hold = hold_record(request_id, account_id, key_id, amount, budgets, user_id, now)
         keys, args = hold_call(hold, key_limit, expires_at, budgets)
-        ok, available = self._hold(keys=keys, args=args)
-        if ok == 1:
+        reply = self._hold(keys=keys, args=args)
+        if reply[0] == 1:
             return hold
-        raise refusal(ok, available)
+        raise refusal(reply[0], reply[1])
 
-    def settle(self, hold: Hold, cost: int, event: bytes) -> bool:
-        """Release the hold, charge `cost`, queue the usage event. False if already settled."""
+    def settle(self, hold: Hold, cost: int, event: bytes) -> int | None:
+        """Release the hold, charge `cost` (cut so no scope goes below zero), queue the usage event.
+        The amount charged, or None if the request was already settled."""
         keys, args = settle_call(hold, cost, event)
-        return self._settle(keys=keys, args=args) == 1
+        charged = int(self._settle(keys=keys, args=args))
+        return None if charged < 0 else charged
 
     def log_only(self, event: bytes) -> None:
         """Queue the usage event of a request that held nothing (refused before the hold)."""
@@ -259,6 +313,11 @@ class Quota:
 
     def credit(self, account_id: int, delta: int, sql_balance_after: int) -> int:
         return int(self._credit(keys=[account_key(account_id)], args=[delta, sql_balance_after]))
+
+    def add_key_spent(self, key_id: int, delta: int) -> None:
+        """Move a key's live spend by `delta` (a refund lowers it), where Redis has one; a key Redis
+        does not know is seeded from SQL, which has the change already."""
+        self._add_spent(keys=[api_key_key(key_id)], args=[delta])
 
     def seed_account(self, account_id: int, sql_balance: int) -> bool:
         """Set the live balance of an account Redis does not know yet; never overwrites."""

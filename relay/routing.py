@@ -27,6 +27,8 @@ Attempt = Callable[[object, Target], "Response | UpstreamError"]
 
 class RetryBudget:
     """Envoy's retry budget, per process: retries in flight ≤ max(minimum, percent% of requests in flight).
+    A request's first failover is outside the budget (relay/routing.py `Router.run`): the budget bounds
+    the second and third attempts, which is where a bad minute multiplies upstream calls.
 
     A burst of failures then costs at most a fifth more upstream calls instead of multiplying them
     by the attempt cap, which is what turns an upstream's bad minute into an outage.
@@ -101,13 +103,16 @@ class Router:
                     return outcome
                 failed = outcome_of(route.channel.id, route.key.id, route.key.since, outcome)
                 stop = self._stop_reason(failed.effect, len(admission.tried), deadline)
-                if stop is None and not self.budget.try_retry():
+                # Every request may fail over once: the budget governs the retries after that, so a
+                # healthy alternative is always tried however busy the process is with retries.
+                first_retry = len(admission.tried) == 1
+                if stop is None and not first_retry and not self.budget.try_retry():
                     stop = "retry budget exhausted"
                 if stop is not None:
                     ctx.note(step="stop", why=stop)
                     settlement.pending = failed  # recorded in health by the settle script
                     raise upstream_failure(outcome)
-                retrying = True
+                retrying = not first_retry
                 if failed.effect in (Effect.FAILURE, Effect.MISROUTE):
                     failed_channels.add(route.channel.id)
                 nxt, _, record = self.gate.failover(admission, failed, remaining_routes(admission.plan, admission.tried, failed_channels))

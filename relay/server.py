@@ -6,17 +6,21 @@ by the process entry point (the `switchboard relay` / `up` commands do it first 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from functools import partial
 
 import orjson
 
-from relay.billing import usage_event
+from relay.billing import REDIS_DOWN, usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
 from relay.context import ClientAddresses, RequestContext, Response, json_response, new_request_id
-from relay.endpoints import ENDPOINTS
-from relay.errors import ANTHROPIC, OPENAI, RelayError
+from relay.customer_api import PATHS as CUSTOMER_PATHS
+from relay.customer_api import CustomerApi
+from relay.endpoints import ENDPOINTS, GEMINI_ACTIONS
+from relay.endpoints.generate import gemini_route, is_gemini_path, list_models
+from relay.errors import ANTHROPIC, GEMINI, OPENAI, RelayError
 from relay.metrics import COUNTERS, counting_redis
 from relay.pipeline import Pipeline
 from relay.quota import Quota
@@ -25,6 +29,9 @@ from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
+# The output tokens per choice the relay told the upstream it may write, when the relay set or lowered
+# the caller's own limit to what the request's hold pays for (docs/holds.md).
+OUTPUT_CAP_HEADER = "X-Switchboard-Max-Tokens"
 
 
 
@@ -62,6 +69,8 @@ def error_format_for(method: str, path: str, environ) -> str:
     endpoint = ENDPOINTS.get((method, path)) or next((e for (_, p), e in ENDPOINTS.items() if p == path), None)
     if endpoint is not None:
         return endpoint.error_format
+    if is_gemini_path(path, environ):
+        return GEMINI
     if environ.get("HTTP_ANTHROPIC_VERSION"):
         return ANTHROPIC
     return OPENAI
@@ -71,6 +80,13 @@ def edge_error(status: int, code: str, message: str, path: str) -> bytes:
     """The body of an answer the HTTP server gives by itself (a malformed or slow request, too many
     connections), in the error format of the endpoint the request was for."""
     return RelayError(status, code, message).body(new_request_id(), error_format_for("", path, {}))
+
+
+def redis_unavailable() -> RelayError:
+    """Nothing can be held or settled without Redis: the request is refused before it costs anything.
+    Callers are told to come back after a random 1-5 s so that they do not all return at once."""
+    return RelayError(503, "service_unavailable", "The gateway is briefly unable to reach its datastore; retry shortly.",
+                      retry_after=random.uniform(1, 5), type="server_error")
 
 
 def error_response(error: RelayError, request_id: str, error_format: str) -> Response:
@@ -86,6 +102,7 @@ class RelayApp:
         self.holder = holder
         self.pipeline = pipeline
         self.quota = quota
+        self.customer = CustomerApi(quota.redis, pipeline.authenticate)
         self.started = time.time()
         self.clients = ClientAddresses(settings.trusted_proxies)
 
@@ -101,12 +118,18 @@ class RelayApp:
         except RelayError as error:
             response = error_response(error, request_id, error_format)
             self._log_refusal(ctx, error)
+        except REDIS_DOWN as error:
+            log.warning("Redis unavailable for %s %s (%s): %s", method, path, request_id, error)
+            response = error_response(redis_unavailable(), request_id, error_format)
         except Exception:
             log.exception("unhandled error in %s %s (%s)", method, path, request_id)
             response = error_response(RelayError(500, "internal_error", "The gateway failed to handle this request."), request_id, error_format)
+        request_id = ctx.request_id  # a replayed answer names the request that was charged
         ids = [("X-Request-Id", request_id)]
         if error_format == ANTHROPIC:
             ids.append(("request-id", request_id))  # where the Anthropic SDK looks for it (`_request_id`)
+        if ctx.output_cap is not None:
+            ids.append((OUTPUT_CAP_HEADER, str(ctx.output_cap)))
         start_response(_status_line(response.status), response.headers + ids)
         return response.body
 
@@ -115,13 +138,31 @@ class RelayApp:
         if endpoint is not None:
             # The body is read only once the caller is known: an unauthenticated upload is never received.
             return self.pipeline.handle(endpoint, ctx, environ, partial(read_body, environ, self.settings.max_body_bytes))
+        if is_gemini_path(path, environ):
+            return self.gemini(ctx, environ, method, path)
         if path == "/v1/models" and method == "GET":
             return self.pipeline.models(ctx, environ)
+        if path in CUSTOMER_PATHS and method == "GET":
+            return self.customer.handle(ctx, environ, path, self.holder.current)
         if path in ("/healthz", "/v1/healthz"):
             return self.health()
-        if any(path == p for (_, p) in ENDPOINTS) or path == "/v1/models":
+        if any(path == p for (_, p) in ENDPOINTS) or path == "/v1/models" or path in CUSTOMER_PATHS:
             raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
         raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
+
+    def gemini(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
+        """Gemini's routes, whose paths carry the model: an action on a model, or the model list."""
+        route = gemini_route(path, GEMINI_ACTIONS)
+        if route is None:
+            raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
+        wanted = "POST" if route.endpoint is not None else "GET"
+        if method != wanted:
+            raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
+        ctx.endpoint = route.log_path
+        if route.endpoint is None:
+            return list_models(self.pipeline, ctx, environ, route.model)
+        environ["switchboard.model"] = route.model
+        return self.pipeline.handle(route.endpoint, ctx, environ, partial(read_body, environ, self.settings.max_body_bytes))
 
     def health(self) -> Response:
         snap = self.holder.current
@@ -168,10 +209,38 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
 
 
 def start_follower(app: RelayApp):
+    """The process's background work: follow the published snapshot, replay journaled settles."""
     import gevent
 
     app.holder.refresh()
+    gevent.spawn(replay_journals, app.pipeline)
     return gevent.spawn(app.holder.follow)
+
+
+JOURNAL_RETRY_SECONDS = 5.0
+
+
+def replay_journals(pipeline: Pipeline, once: bool = False) -> None:
+    """Apply journaled settles (relay/journal.py): the journals of dead processes at start, this
+    process's own whenever it has some, until Redis takes them."""
+    import gevent
+
+    orphans = True
+    while True:
+        try:
+            if orphans:
+                done = pipeline.journal.replay_orphans(pipeline.replayer)
+                orphans = False
+                if done:
+                    log.warning("replayed %d settles from the journals of stopped relay processes", done)
+            done = pipeline.journal.replay_own(pipeline.replayer)
+            if done:
+                log.warning("replayed %d journaled settles", done)
+        except Exception as error:  # Redis still away: try again shortly
+            log.info("journaled settles wait for Redis: %s", error)
+        if once:
+            return
+        gevent.sleep(JOURNAL_RETRY_SECONDS)
 
 
 def make_server(listener, wsgi_app, settings: RelaySettings | None = None):

@@ -75,8 +75,13 @@ class RelaySettings:
     max_body_bytes: int = 32 * 1024 * 1024
     # Output tokens reserved when a request names no max_tokens and its model no cap.
     default_hold_output_tokens: int = 4096
-    # A hold older than this is considered abandoned (crashed relay) and released by the sweeper.
-    hold_ttl_seconds: int = 3600
+    # A request whose output the relay can cap is admitted when the money covers its input and at
+    # least this many output tokens per choice (or what it asked for, if fewer); the upstream is
+    # then told to write no more than what was reserved.
+    min_hold_output_tokens: int = 256
+    # A hold still open this long after its request's deadline belongs to a relay that died: the
+    # sweeper releases it (a live request settles before its deadline, or it has none left).
+    hold_margin_seconds: int = 60
     max_attempts: int = 3
     snapshot_poll_seconds: float = 5.0
     upstream_pool_size: int = 256
@@ -90,6 +95,18 @@ class RelaySettings:
     # headers name the client (relay/client_ip.py).
     edge: EdgeLimits = field(default_factory=EdgeLimits)
     trusted_proxies: tuple[Network, ...] = ()
+    # Idempotent retries: how long a finished request's outcome is kept for replay, and the largest
+    # response (a stream's bytes included) that is kept; a larger one is charged once and not replayed.
+    idempotency_ttl_seconds: int = 86_400
+    idempotency_max_bytes: int = 1024 * 1024
+    # GET /v1/generation: how long each request's record stays in Redis (0: none are written).
+    generation_ttl_seconds: int = 86_400
+
+    @property
+    def hold_seconds(self) -> float:
+        """How long a hold lives: the request's own deadline (every attempt and stream included) plus
+        the margin."""
+        return self.timeouts.total + self.hold_margin_seconds
 
     @property
     def lease_seconds(self) -> float:
@@ -108,7 +125,8 @@ class RelaySettings:
             port=env_int("SWITCHBOARD_RELAY_PORT", 8001, env),
             max_body_bytes=env_int("SWITCHBOARD_MAX_BODY_BYTES", 32 * 1024 * 1024, env),
             default_hold_output_tokens=env_int("SWITCHBOARD_DEFAULT_HOLD_OUTPUT_TOKENS", 4096, env),
-            hold_ttl_seconds=env_int("SWITCHBOARD_HOLD_TTL_SECONDS", 3600, env),
+            min_hold_output_tokens=env_int("SWITCHBOARD_MIN_HOLD_OUTPUT_TOKENS", 256, env),
+            hold_margin_seconds=env_int("SWITCHBOARD_HOLD_MARGIN_SECONDS", 60, env),
             max_attempts=env_int("SWITCHBOARD_MAX_ATTEMPTS", 3, env),
             snapshot_poll_seconds=env_float("SWITCHBOARD_SNAPSHOT_POLL_SECONDS", 5.0, env),
             upstream_pool_size=env_int("SWITCHBOARD_UPSTREAM_POOL_SIZE", 256, env),
@@ -140,6 +158,9 @@ class RelaySettings:
                 max_connections_per_ip=env_int("SWITCHBOARD_HTTP_MAX_CONNECTIONS_PER_IP", 1000, env),
             ),
             trusted_proxies=_trusted_proxies(env),
+            idempotency_ttl_seconds=env_int("SWITCHBOARD_IDEMPOTENCY_TTL_SECONDS", 86_400, env),
+            idempotency_max_bytes=env_int("SWITCHBOARD_IDEMPOTENCY_MAX_BYTES", 1024 * 1024, env),
+            generation_ttl_seconds=env_int("SWITCHBOARD_GENERATION_TTL_SECONDS", 86_400, env),
         )
         values.update(overrides)
         return cls(**values)

@@ -10,8 +10,8 @@ import bisect
 import fnmatch
 import ipaddress
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from relay.pricing import Price
 
@@ -40,7 +40,7 @@ class Limits:
         return [self.rpm, self.tpm, self.concurrency]
 
     @classmethod
-    def from_payload(cls, raw) -> "Limits":
+    def from_payload(cls, raw) -> Limits:
         return cls(*raw) if raw else NO_LIMITS
 
 
@@ -192,11 +192,21 @@ class Snapshot:
             self._routes["__keys_by_id__"] = index
         return index.get(key_id)
 
-    def served_models(self) -> set[str]:
-        return {m for c in self.channels if c.status == Status.ENABLED for m in c.public_models}
+    def served_models(self) -> frozenset[str]:
+        """Every public model name an enabled channel serves (indexed once per snapshot)."""
+        served = self._routes.get("__served__")
+        if served is None:
+            served = frozenset(m for c in self.channels if c.status == Status.ENABLED for m in c.public_models)
+            self._routes["__served__"] = served
+        return served
 
     def channels_for(self, group: str, model: str) -> tuple[ChannelView, ...]:
-        """Enabled channels serving `model` to `group`, highest priority first (cached per snapshot)."""
+        """Enabled channels serving `model` to `group`, highest priority first.
+
+        Cached per snapshot for the models it serves only: the cache is bounded by the snapshot,
+        and a caller naming models that do not exist cannot grow it."""
+        if model not in self.served_models():
+            return ()
         cache_key = (group, model)
         found = self._routes.get(cache_key)
         if found is None:
@@ -293,7 +303,7 @@ class Snapshot:
         }
 
     @classmethod
-    def from_payload(cls, payload: dict, decrypt: Callable[[str], str]) -> "Snapshot":
+    def from_payload(cls, payload: dict, decrypt: Callable[[str], str]) -> Snapshot:
         keys = {
             k["hash"]: KeyView(
                 id=k["id"],

@@ -7,6 +7,8 @@ write the kernel cannot take whole falls back to gevent, which waits cooperative
 """
 from __future__ import annotations
 
+import socket
+
 from gevent.socket import socket as GeventSocket
 
 
@@ -27,3 +29,24 @@ def send_all(sock, data: bytes) -> None:
             return
         data = memoryview(data)[sent:]
     sock.sendall(data)
+
+
+
+def peer_closed(sock) -> bool:
+    """Whether the other side has closed the connection, without waiting or consuming anything: a
+    caller that hung up reads as end-of-stream; one still there has nothing to read (or its next
+    pipelined request). A TLS socket cannot be peeked at and counts as present."""
+    raw = raw_socket(sock)
+    try:
+        blocking = raw.gettimeout()
+        raw.settimeout(0.0)
+        try:
+            return raw.recv(1, socket.MSG_PEEK) == b""
+        finally:
+            raw.settimeout(blocking)
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+    except (OSError, ValueError):
+        return False

@@ -61,6 +61,22 @@ def event_data(event: bytes) -> bytes | None:
     return b"\n".join(lines) if lines else None
 
 
+_SSE_FIELDS = (b"data", b"event", b"id", b"retry")
+NOT_SSE = "the upstream's stream is not server-sent events"
+
+
+def is_sse(event: bytes) -> bool:
+    """Whether an event without data is still SSE: comments and `event`/`id`/`retry` lines. An HTML
+    page or other junk under a `text/event-stream` header is not, and must not reach the caller."""
+    for line in event.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        name = line.partition(b":")[0]
+        if name not in _SSE_FIELDS:
+            return False
+    return True
+
+
 def event_name(event: bytes) -> bytes | None:
     for line in event.split(b"\n"):
         if line.startswith(b"event:"):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 
+from relay import charges
 from relay.billing import Settlement
 from relay.context import SSE_HEADERS, RequestContext
 from relay.errors import OPENAI, ErrorKind, RelayError, UpstreamError
 from relay.pump import Pump, PumpEnd
 from relay.settings import Timeouts
-from relay.sockets import send_all
+from relay.sockets import peer_closed, send_all
 from relay.upstream import UpstreamCallFailed, UpstreamResponse
 
 
@@ -37,7 +38,9 @@ class StreamBody:
         self.pending: list[tuple[bytes, int]] = []
         self.usage = None
         self.done = False
-        self.delivered = 0  # output tokens the caller has received, counted locally
+        self.delivered = 0  # output tokens whose bytes the caller's socket has taken, counted locally
+        self.queued = 0  # output tokens handed to the server and not yet known to be written
+        self.final_delivered = False  # the upstream's last event reached the caller's socket
         self.deferred: UpstreamError | None = None  # an error that came in the same read as the first output
 
     def headers(self) -> list[tuple[str, str]]:
@@ -80,16 +83,26 @@ class StreamBody:
     def _take(self, event, out: list) -> None:
         self._absorb(event)
         if event.raw:
-            out.append((event.raw, event.output_tokens))
+            raw = event.raw
+            if (event.usage is not None or event.done) and self.usage is not None:  # the cost rides with the usage
+                raw = charges.annotate_event(raw, self.usage, self.settlement.price, self.settlement.multiplier_bp)
+            out.append((raw, event.output_tokens))
 
     def _drain(self, batch: list) -> bytes:
         """One write for everything one read brought: fewer syscalls when events come in bursts."""
         if not batch:
             return b""
         data = batch[0][0] if len(batch) == 1 else b"".join(raw for raw, _ in batch)
-        self.delivered += sum(tokens for _, tokens in batch)
+        self.queued += sum(tokens for _, tokens in batch)
         batch.clear()
         return data
+
+    def _written(self) -> None:
+        """Everything handed out so far is on the caller's socket: it counts as delivered."""
+        self.delivered += self.queued
+        self.queued = 0
+        if self.done:
+            self.final_delivered = True
 
     def _step(self, data: bytes) -> tuple[bytes, UpstreamError | None]:
         """What one upstream read gives the caller, and the upstream's error that stopped it, if any."""
@@ -115,8 +128,11 @@ class StreamBody:
         return self._fail(error)
 
     def __iter__(self):
-        """The body for any WSGI server: a greenlet reads the upstream and yields what it brings."""
+        """The body for any WSGI server: a greenlet reads the upstream and yields what it brings. The
+        server asks for the next piece once it has written the last one: that is when it counts as
+        delivered."""
         yield self._drain(self.pending)
+        self._written()
         if self.deferred is not None:
             yield self._fail(self.deferred)
             return
@@ -130,6 +146,7 @@ class StreamBody:
                     return
                 if out:
                     yield out
+                    self._written()
         except UpstreamCallFailed as failed:
             yield self._end(failed.error)
             return
@@ -140,15 +157,19 @@ class StreamBody:
         first output in one write, then the upstream pumped by the event loop (relay/pump.py), then
         the end of the body (`last`, the chunked terminator) with the final bytes. Raises OSError
         when the caller goes away (the server then calls `close`)."""
+        if peer_closed(sock):
+            # Gone before the first byte (the answer may be here whole already): nothing was delivered.
+            raise ConnectionResetError("the caller went away before the first byte")
         first = self._drain(self.pending)
         if self.deferred is not None:
             send_all(sock, head + frame(first + self._fail(self.deferred)) + last)
             return
         send_all(sock, head + frame(first))
+        self._written()
         if self.response.exchange.complete:  # the whole body came with the first read
             end = PumpEnd()
         else:
-            end = Pump(self.response.exchange, sock, frame, self._step, self.timeouts.idle, self.deadline).run()
+            end = Pump(self.response.exchange, sock, frame, self._step, self.timeouts.idle, self.deadline, self._written).run()
         if end.caller_gone:
             raise ConnectionResetError("the caller went away mid-stream")
         if end.error is None:
@@ -169,7 +190,7 @@ class StreamBody:
         if self.settlement.settled:
             return
         self.response.abort()
-        if self.done:
+        if self.final_delivered:
             # The caller had the final event and left before the upstream's last bytes (an SDK
             # stops reading at [DONE]): the answer was delivered whole and is charged as reported.
             self.settlement.succeed(self.usage, self.delivered)

@@ -5,7 +5,12 @@ estimate follows the byte mix of the text. Counts made here are recorded as `usa
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import re
+
+import orjson
 
 PER_MESSAGE_OVERHEAD = 4
 PER_REQUEST_OVERHEAD = 3
@@ -23,23 +28,135 @@ def text_tokens(text: str) -> int:
     return math.ceil(narrow / 4) + wide
 
 
-def _content_tokens(content) -> tuple[int, int]:
-    """(tokens of text, number of images) in a message's content (a string or a list of parts)."""
+# Attachments are not read here; they are sized from what the request says about them, erring high
+# (docs/holds.md lists these bounds). An image is billed by its detail; `low` is one fixed tile.
+LOW_DETAIL_IMAGE_TOKENS = 85
+# Audio: providers bill 10-32 tokens a second. Without a WAV header to give the real duration, the
+# bytes are taken as 16 kbit/s (2,000 bytes a second), lower than any speech codec in use.
+AUDIO_TOKENS_PER_SECOND = 32
+AUDIO_BYTES_PER_SECOND_FLOOR = 2_000
+# Documents (PDF): each page is read as text and as an image, up to ~3,000 tokens a page; a PDF whose
+# pages cannot be counted is taken as one page per 3 KB.
+DOCUMENT_TOKENS_PER_PAGE = 3_000
+DOCUMENT_BYTES_PER_PAGE_FLOOR = 3_000
+# A file given by id or URL cannot be sized before the call.
+FILE_REFERENCE_TOKENS = 20_000
+
+
+def _decoded_size(data: str) -> int:
+    """Bytes carried by a base64 string or data URL, without decoding it."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    return len(data.rstrip("=")) * 3 // 4
+
+
+def _wav_seconds(data: str) -> float | None:
+    """A WAV's duration from its header (byte rate at offset 28), when the data is a WAV."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        head = base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    if len(head) < 32 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    byte_rate = int.from_bytes(head[28:32], "little")
+    return _decoded_size(data) / byte_rate if byte_rate > 0 else None
+
+
+def audio_tokens(data: str) -> int:
+    seconds = _wav_seconds(data)
+    if seconds is None:
+        seconds = _decoded_size(data) / AUDIO_BYTES_PER_SECOND_FLOOR
+    return math.ceil(seconds * AUDIO_TOKENS_PER_SECOND)
+
+
+def document_tokens(data: str) -> int:
+    """A base64 PDF: its pages counted from the `/Type /Page` objects, or guessed from its size."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        raw = base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        raw = b""
+    pages = len(re.findall(rb"/Type\s*/Page(?![a-z])", raw))
+    if pages == 0:
+        pages = max(1, math.ceil(len(raw) / DOCUMENT_BYTES_PER_PAGE_FLOOR))
+    return pages * DOCUMENT_TOKENS_PER_PAGE
+
+
+def image_tokens(detail) -> int:
+    return LOW_DETAIL_IMAGE_TOKENS if detail == "low" else IMAGE_TOKENS
+
+
+def part_tokens(part) -> int:
+    """Tokens of one content part, in any of the formats the relay reads: OpenAI chat (`text`,
+    `image_url`, `input_audio`, `file`), Responses (`input_text`, `input_image`, `input_audio`,
+    `input_file`), Anthropic (`text`, `image`, `document`, `tool_use`, `tool_result`, `thinking`)
+    and Gemini (`text`, `inlineData`, `fileData`)."""
+    if isinstance(part, str):
+        return text_tokens(part)
+    if not isinstance(part, dict):
+        return 0
+    kind = part.get("type")
+    if kind == "image_url":
+        image = part.get("image_url")
+        return image_tokens(image.get("detail") if isinstance(image, dict) else None)
+    if kind in ("input_image", "image"):
+        return image_tokens(part.get("detail"))
+    if kind == "input_audio":
+        audio = part.get("input_audio", part)
+        data = audio.get("data") if isinstance(audio, dict) else None
+        return audio_tokens(data) if isinstance(data, str) else FILE_REFERENCE_TOKENS
+    if kind in ("file", "input_file"):
+        file = part.get("file", part)
+        data = file.get("file_data") if isinstance(file, dict) else None
+        return document_tokens(data) if isinstance(data, str) else FILE_REFERENCE_TOKENS
+    if kind == "document":
+        source = part.get("source") if isinstance(part.get("source"), dict) else {}
+        if source.get("type") == "base64" and isinstance(source.get("data"), str):
+            return document_tokens(source["data"])
+        if source.get("type") == "text" and isinstance(source.get("data"), str):
+            return text_tokens(source["data"])
+        return FILE_REFERENCE_TOKENS
+    if kind == "tool_use":
+        return text_tokens(str(part.get("name", ""))) + _json_tokens(part.get("input"))
+    if kind == "tool_result":
+        content = part.get("content")
+        return text_tokens(content) if isinstance(content, str) else sum(part_tokens(p) for p in content if isinstance(content, list))
+    for field in ("text", "thinking", "refusal"):
+        if isinstance(part.get(field), str):
+            return text_tokens(part[field])
+    inline = part.get("inlineData") or part.get("inline_data")
+    if isinstance(inline, dict):
+        mime = str(inline.get("mimeType") or inline.get("mime_type") or "")
+        data = inline.get("data") if isinstance(inline.get("data"), str) else ""
+        if mime.startswith("audio/"):
+            return audio_tokens(data)
+        return image_tokens(None) if mime.startswith("image/") else document_tokens(data)
+    if part.get("fileData") or part.get("file_data"):
+        return FILE_REFERENCE_TOKENS
+    return 0
+
+
+def _json_tokens(value) -> int:
+    if value is None:
+        return 0
+    try:
+        return text_tokens(orjson.dumps(value).decode())
+    except TypeError:
+        return 0
+
+
+def _content_tokens(content) -> int:
+    """Tokens of a message's content: a string or a list of parts."""
     if content is None:
-        return 0, 0
+        return 0
     if isinstance(content, str):
-        return text_tokens(content), 0
-    tokens = images = 0
+        return text_tokens(content)
     if isinstance(content, list):
-        for part in content:
-            if not isinstance(part, dict):
-                continue
-            kind = part.get("type")
-            if kind in ("image_url", "image", "input_image"):
-                images += 1
-            elif isinstance(part.get("text"), str):
-                tokens += text_tokens(part["text"])
-    return tokens, images
+        return sum(part_tokens(part) for part in content)
+    return 0
 
 
 def prompt_tokens(messages: list, tools: list | None = None) -> int:
@@ -48,14 +165,11 @@ def prompt_tokens(messages: list, tools: list | None = None) -> int:
     for message in messages or ():
         if not isinstance(message, dict):
             continue
-        tokens, images = _content_tokens(message.get("content"))
-        total += PER_MESSAGE_OVERHEAD + tokens + images * IMAGE_TOKENS
+        total += PER_MESSAGE_OVERHEAD + _content_tokens(message.get("content"))
         for call in message.get("tool_calls") or ():
             fn = call.get("function") or {} if isinstance(call, dict) else {}
             total += text_tokens(str(fn.get("name", ""))) + text_tokens(str(fn.get("arguments", "")))
     if tools:
-        import orjson
-
         total += text_tokens(orjson.dumps(tools).decode())
     return total
 

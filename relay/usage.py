@@ -37,6 +37,10 @@ class UsageEvent:
     usage_source: str = "upstream"  # upstream | local (counted by the relay)
     cost: int = 0  # µ$ charged
     held: int = 0  # µ$ that was reserved
+    uncharged: int = 0  # µ$ of the cost the account could not cover (set at ingestion)
+    # Replayed from a relay's settle journal after its hold was gone: the live balance was not
+    # debited, so ingestion debits it when (and only when) it writes the event (relay/journal.py).
+    unheld: bool = False
     latency_ms: int | None = None
     ttft_ms: int | None = None
     client_ip: str | None = None
@@ -50,3 +54,17 @@ class UsageEvent:
         data = orjson.loads(raw)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+    @classmethod
+    def from_stream(cls, fields: dict) -> "UsageEvent":
+        """The event of one stream entry. The settle script adds `charged` when it had to charge
+        less than the event's cost (no balance, key limit or budget may go below zero); the
+        difference is kept on the event as `uncharged` and in its trace."""
+        event = cls.decode(fields[b"e"])
+        event.unheld = b"unheld" in fields
+        charged = fields.get(b"charged")
+        if charged is not None and int(charged) != event.cost:
+            event.uncharged = event.cost - int(charged)
+            event.trace = [*event.trace, {"step": "charge_cut", "cost": event.cost, "charged": int(charged)}]
+            event.cost = int(charged)
+        return event

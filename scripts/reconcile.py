@@ -23,7 +23,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(report.as_dict()))
     else:
-        print(f"{report.accounts} accounts checked: " + ("consistent" if report.consistent else f"{len(report.findings)} finding(s)"))
+        print(f"{report.accounts} accounts checked: " + ("consistent" if report.consistent else f"{len(report.findings)} finding(s)")
+              + f"; usage backlog {report.backlog} (oldest {report.backlog_age_s:.0f} s); {report.stale_holds} stale hold(s)")
         for f in report.findings:
             print(f"  {f.what} #{f.subject}: expected {f.expected}, found {f.found}{' (fixed)' if f.fixed else ''}")
     return OK if report.consistent else ATTENTION

@@ -1,11 +1,15 @@
-"""Low-balance alerts: each account's alert goes out once per crossing of its threshold (email
-and/or signed webhook) and re-arms when the balance is back at or above it. Run on a schedule."""
+"""Alerts, run on a schedule. Low balance: each account's alert goes out once per crossing of its
+threshold (email and/or signed webhook) and re-arms when the balance is back at or above it. Dead
+letters: the operators' alert addresses and webhook hear about usage events ingestion could not write,
+once per new batch of them."""
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import select, update
 
+from controlplane import dead_letters
 from controlplane.extensions import db
 from controlplane.models import Account, AlertSetting, utcnow
 from controlplane.notify import send_email, send_webhook
@@ -13,9 +17,14 @@ from controlplane.runtime import runtime
 from relay.pricing import micro_to_usd
 from relay.quota import account_key
 from workers.context import in_app_context
+from workers.locks import Lock
 from workers.mail import account_recipients
 
 log = logging.getLogger(__name__)
+DEAD_NOTICE_MARK = "sb:usage:dead:notified"  # id of the newest dead letter operators were told about
+DEAD_NOTICE_LOCK = "sb:lock:dead-letter-notice"
+DEAD_NOTICE_LISTED = 10  # dead letters described in one notice
+DEAD_NOTICE_GIVE_UP = 3600  # seconds: a notice nobody could receive is not retried longer
 
 
 def current_balance(account_id: int) -> int:
@@ -63,3 +72,42 @@ def check_low_balances() -> int:
             db.session.execute(update(AlertSetting).where(AlertSetting.id == row.id).values(below=False))
             db.session.commit()
     return sent
+
+
+def _dead_letter_notice(settings, letters: list, waiting: int) -> bool:
+    """Email the alert addresses and call the alert webhook; True when every delivery worked."""
+    lines = [f"{letter.as_dict()['request_id'] or letter.id}: {letter.error}" for letter in letters]
+    url = f"{settings.public_url.rstrip('/')}/admin/dead-letters/"
+    body = (f"Switchboard could not write {waiting} usage event(s) to the database. They were charged to live balances but are "
+            f"not yet in the ledger. Newest:\n\n" + "\n".join(lines) + f"\n\nFix the cause, then retry or discard them at {url}\n")
+    delivered = True
+    if settings.alert_emails and settings.smtp.configured:
+        for address in settings.alert_emails:
+            delivered &= send_email(settings.smtp, address, f"Switchboard: {waiting} usage event(s) not written", body).ok
+    if settings.alert_webhook_url:
+        payload = {"waiting": waiting, "newest": [letter.as_dict() for letter in letters], "console": url}
+        delivered &= send_webhook(settings.alert_webhook_url, "usage.dead_lettered", payload, settings.webhook_secret).ok
+    return delivered
+
+
+@in_app_context
+def notify_dead_letters() -> int:
+    """Tell operators about dead letters added since the last notice; returns how many were new."""
+    rt = runtime()
+    redis = rt.redis
+    with Lock(redis, DEAD_NOTICE_LOCK, 120) as lock:
+        if not lock.acquire():
+            return 0
+        mark = redis.get(DEAD_NOTICE_MARK)
+        fresh = redis.xrange(dead_letters.DEAD_STREAM, min=f"({mark.decode()}" if mark else "-", max="+", count=1000)
+        if not fresh:
+            return 0
+        letters, _ = dead_letters.newest(redis, limit=DEAD_NOTICE_LISTED)
+        waiting = dead_letters.count(redis)
+        log.error("%d usage event(s) could not be written and wait in the dead letters (%d new); newest: %s",
+                  waiting, len(fresh), letters[0].error if letters else "")
+        delivered = _dead_letter_notice(rt.settings, letters, waiting)
+        oldest_new = int(fresh[0][0].split(b"-")[0]) / 1000
+        if delivered or time.time() - oldest_new > DEAD_NOTICE_GIVE_UP:
+            redis.set(DEAD_NOTICE_MARK, fresh[-1][0])
+        return len(fresh)

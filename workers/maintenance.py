@@ -1,10 +1,21 @@
-"""Periodic upkeep: release abandoned holds, republish the snapshot as a backstop."""
+"""Periodic upkeep: release abandoned holds, republish the snapshot as a backstop, prune old request
+logs, reconcile the books."""
 from __future__ import annotations
 
+import logging
 import time
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+
+from controlplane.extensions import db
+from controlplane.models import RequestLog, utcnow
 
 from controlplane.runtime import runtime
 from workers.context import in_app_context
+
+log = logging.getLogger(__name__)
+PRUNE_BATCH = 5_000  # rows per transaction: short locks, bounded parameter lists
 
 
 @in_app_context
@@ -19,3 +30,41 @@ def republish_snapshot() -> int:
     from controlplane.snapshot import publish
 
     return publish()
+
+
+@in_app_context
+def prune_request_logs(days: int | None = None, batch: int = PRUNE_BATCH, max_batches: int | None = None) -> int:
+    """Delete request logs that started more than `days` ago (default: the retention setting), oldest
+    first, `batch` rows a transaction, so a backlog never holds a long lock. Hourly rollups, ledger
+    entries and refunds keep what the consoles and the books need. Returns how many were deleted."""
+    days = runtime().settings.log_retention_days if days is None else days
+    if days <= 0:
+        return 0
+    cutoff = utcnow() - timedelta(days=days)
+    deleted = batches = 0
+    while max_batches is None or batches < max_batches:
+        ids = list(db.session.scalars(select(RequestLog.id).where(RequestLog.started_at < cutoff).order_by(RequestLog.id).limit(batch)))
+        if not ids:
+            break
+        db.session.execute(delete(RequestLog).where(RequestLog.id >= ids[0], RequestLog.id <= ids[-1], RequestLog.started_at < cutoff))
+        db.session.commit()
+        deleted += len(ids)
+        batches += 1
+    return deleted
+
+
+def scheduled_prune() -> int:
+    """The scheduler's run: at most 100 batches (half a million rows) an hour, inside the job timeout."""
+    return prune_request_logs(max_batches=100)
+
+
+@in_app_context
+def scheduled_reconcile() -> bool:
+    """Reconcile on the scheduler (read-only): findings are logged for the operator; repairs stay an
+    explicit `scripts.reconcile --fix`."""
+    from workers.reconcile import reconcile
+
+    report = reconcile()
+    if not report.consistent:
+        log.warning("reconcile: %d finding(s): %s", len(report.findings), report.as_dict())
+    return report.consistent

@@ -6,15 +6,17 @@ stored `spent` must equal its charges minus its refunds. `fix=True` repairs from
 """
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
 
+from controlplane import dead_letters
 from controlplane.extensions import db
 from controlplane.models import Account, ApiKey, EntryKind, LedgerEntry
 from controlplane.runtime import runtime
-from relay.quota import account_key
+from relay.quota import HOLDS_ZSET, account_key
 from relay.usage import USAGE_STREAM, UsageEvent
 from workers.context import in_app_context
 
@@ -36,29 +38,62 @@ class Finding:
     fixed: bool = False
 
 
+# Ingestion drains the stream every second; an event this old means it is not keeping up or stopped.
+BACKLOG_STUCK_SECONDS = 60
+
+
 @dataclass
 class Report:
     accounts: int = 0
     findings: list[Finding] = field(default_factory=list)
+    backlog: int = 0  # usage events not yet written to SQL
+    backlog_age_s: float = 0.0  # age of the oldest of them
+    stale_holds: int = 0  # holds past their request's deadline and margin (a relay died; the sweeper's)
+    dead_letters: int = 0  # usage events ingestion could not write (controlplane/dead_letters.py)
 
     @property
     def consistent(self) -> bool:
         return not self.findings
 
     def as_dict(self) -> dict:
-        return {"accounts": self.accounts, "consistent": self.consistent,
+        return {"accounts": self.accounts, "consistent": self.consistent, "backlog": self.backlog,
+                "backlog_age_s": round(self.backlog_age_s, 1), "stale_holds": self.stale_holds, "dead_letters": self.dead_letters,
                 "findings": [f.__dict__ for f in self.findings]}
 
 
+def _backlog_and_holds(report: Report, now: float) -> None:
+    """What is waiting: the usage stream's unwritten events (stuck ingestion holds charges out of SQL)
+    and holds that outlived their requests. Either one needs attention."""
+    redis = runtime().redis
+    report.backlog = int(redis.xlen(USAGE_STREAM))
+    oldest = redis.xrange(USAGE_STREAM, count=1)
+    if oldest:
+        entry_id = oldest[0][0].decode() if isinstance(oldest[0][0], bytes) else oldest[0][0]
+        report.backlog_age_s = max(0.0, now - int(entry_id.split("-")[0]) / 1000)
+    if report.backlog_age_s > BACKLOG_STUCK_SECONDS:
+        report.findings.append(Finding("usage_backlog", 0, 0, report.backlog))
+    report.dead_letters = dead_letters.count(redis)
+    if report.dead_letters:  # charged live, not in SQL, until an operator retries or discards them
+        report.findings.append(Finding("dead_letters", 0, 0, report.dead_letters))
+    report.stale_holds = int(redis.zcount(HOLDS_ZSET, "-inf", now))
+    if report.stale_holds:
+        report.findings.append(Finding("stale_holds", 0, 0, report.stale_holds))
+
+
 def pending_charges(redis) -> dict[int, int]:
-    """Charges settled in Redis but not yet written to SQL, per account."""
-    pending: dict[int, int] = defaultdict(int)
+    """Charges settled in Redis but not yet written to SQL, per account: the usage stream's and the
+    dead letters' (an operator retries or discards those)."""
+    pending: dict[int, int] = defaultdict(int, dead_letters.charges(redis))
     for _, fields in redis.xrange(USAGE_STREAM):
-        raw = fields.get(b"e")
-        if raw is None:
+        if fields.get(b"e") is None:
             continue
-        event = UsageEvent.decode(raw)
-        if event.account_id is not None and event.cost:
+        try:
+            event = UsageEvent.from_stream(fields)
+        except Exception:  # noqa: BLE001, S112 - ingestion dead-letters it; its charge is counted then
+            continue
+        if event.unheld:  # not applied to the live balance yet: ingestion does that
+            continue
+        if isinstance(event.account_id, int) and isinstance(event.cost, int) and event.cost > 0:
             pending[event.account_id] += event.cost
     return pending
 
@@ -117,4 +152,5 @@ def reconcile(fix: bool = False) -> Report:
     _key_spent(report, fix)
     db.session.commit()
     _live_balances(report, balances, fix)
+    _backlog_and_holds(report, time.time())
     return report

@@ -8,6 +8,8 @@ SWEEP_EVERY = 60
 REPUBLISH_EVERY = 300
 ALERTS_EVERY = 60  # low-balance alerts (issue 6): a crossing is noticed within a minute
 REPORTS_EVERY = 2  # a key a relay found dead is disabled in SQL within seconds
+PRUNE_EVERY = 3_600  # request logs past retention, in bounded batches
+RECONCILE_EVERY = 900
 
 
 def register(scheduler, probe_every: int | None = None) -> None:
@@ -20,6 +22,10 @@ def register(scheduler, probe_every: int | None = None) -> None:
     scheduler.register(maintenance.sweep_holds, queues.DEFAULT, interval=SWEEP_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(maintenance.republish_snapshot, queues.DEFAULT, interval=REPUBLISH_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(alerts.check_low_balances, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
+    scheduler.register(alerts.notify_dead_letters, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
+    scheduler.register(maintenance.scheduled_prune, queues.DEFAULT, interval=PRUNE_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
+    scheduler.register(maintenance.scheduled_reconcile, queues.DEFAULT, interval=RECONCILE_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT,
+                       result_ttl=0)
     scheduler.register(health.apply_reports, queues.HEALTH, interval=REPORTS_EVERY, job_timeout=queues.HEALTH_TIMEOUT, result_ttl=0, ttl=30)
     if probe_every > 0:
         scheduler.register(health.scheduled_probe, queues.PROBE, interval=probe_every, job_timeout=queues.PROBE_TIMEOUT,

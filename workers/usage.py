@@ -1,8 +1,11 @@
 """Usage ingestion: the Redis usage stream → request logs and charge entries in SQL.
 
 One transaction per batch writes the request logs and the ledger entries, idempotent on the request
-id (a replayed event is skipped, and the database's unique constraints back that up). Entries are
-acknowledged and deleted from the stream only after the commit.
+id (a replayed event is skipped, and the database's unique constraints back that up). A batch the
+database refuses is written one event at a time: an event it refuses while it answers for the others
+(any error: too long, out of range, a missing account) goes to the dead-letter stream with the error
+(controlplane/dead_letters.py), the rest are written. Entries are acknowledged only once they are in
+SQL or dead-lettered; while the database is down nothing is, and the entries are claimed again later.
 """
 from __future__ import annotations
 
@@ -11,21 +14,26 @@ import os
 import socket
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from redis.exceptions import ResponseError
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from controlplane import ledger, rollups
+from controlplane import dead_letters, ledger, rollups
 from controlplane.extensions import db
 from controlplane.models import ApiKey, RequestLog
 from controlplane.runtime import runtime
 from relay.usage import USAGE_GROUP, USAGE_STREAM, UsageEvent
+from workers import usage_fields
 from workers.context import in_app_context
 
 log = logging.getLogger(__name__)
 STALE_MS = 60_000  # an entry a dead consumer read this long ago is taken over
+TRANSIENT_TRIES = 3
+# PostgreSQL: serialization failure, deadlock, lock not available, connection failures.
+TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "08000", "08003", "08006", "57P01"}
 
 
 def _consumer() -> str:
@@ -41,7 +49,7 @@ def ensure_group(redis) -> None:
 
 
 def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 def _log_row(e: UsageEvent) -> RequestLog:
@@ -76,6 +84,11 @@ def _log_row(e: UsageEvent) -> RequestLog:
 
 def write_batch(events: list[UsageEvent]) -> int:
     """Write the events not written before; returns how many were new. The caller commits."""
+    return len(write_fresh(events))
+
+
+def write_fresh(events: list[UsageEvent]) -> list[UsageEvent]:
+    """Write the events not written before and return them. The caller commits."""
     unique: dict[str, UsageEvent] = {}
     for e in events:
         unique.setdefault(e.request_id, e)
@@ -94,25 +107,169 @@ def write_batch(events: list[UsageEvent]) -> int:
         db.session.execute(
             update(ApiKey).where(ApiKey.id == key_id).values(spent=ApiKey.spent + amount, last_used_at=_utc(last_used[key_id]))
         )
-    return len(fresh)
+    return fresh
 
 
-def _commit_batch(events: list[UsageEvent]) -> int:
+def apply_unheld(fresh: list[UsageEvent]) -> None:
+    """After the commit: charges replayed from a relay's settle journal without their hold never
+    touched the live balance (relay/journal.py); the first write of such an event applies them, so a
+    replay that finds the request written already changes nothing."""
+    quota = runtime().quota
+    for e in fresh:
+        if not e.unheld or not e.cost or e.account_id is None:
+            continue
+        try:
+            quota.credit(e.account_id, -e.cost, ledger.stored_balance(e.account_id))
+            if e.api_key_id is not None:
+                quota.add_key_spent(e.api_key_id, e.cost)
+        except Exception:  # noqa: BLE001 - reconcile --fix repairs a live balance from the ledger
+            log.exception("live balance of account %s not debited for journaled %s", e.account_id, e.request_id)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One usage-stream entry to ingest; `tries` counts earlier dead-letterings (an operator's retry)."""
+
+    id: bytes
+    fields: dict | None  # the event (`e`) and what settle added; None: the entry was deleted while pending
+    tries: int = 0
+
+
+@dataclass
+class Outcome:
+    """What one batch came to. Only `done` and `dead` entries may be acknowledged."""
+
+    written: int = 0
+    done: list[bytes] = field(default_factory=list)  # in SQL now, or already before
+    dead: list[tuple[Pending, str]] = field(default_factory=list)  # to the dead-letter stream, with the error
+    stuck: bool = False  # the database stopped answering: the rest stay pending and are claimed again
+
+
+class DatabaseUnavailable(Exception):
+    """The database, not the event, is at fault: nothing is dead-lettered, nothing acknowledged."""
+
+
+def describe(error: Exception) -> str:
+    """The database's own words (without the statement and its parameters, which can be long)."""
+    cause = getattr(error, "orig", None) or error
+    return f"{type(cause).__name__}: {str(cause).strip()}"[:dead_letters.ERROR_LIMIT]
+
+
+def _transient(error: Exception) -> bool:
+    """Lost connections, deadlocks, serialization failures and lock waits pass if tried again."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    cause = getattr(error, "orig", None)
+    if getattr(cause, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    return isinstance(error, OperationalError) and ("locked" in str(cause) or "busy" in str(cause))
+
+
+def _answers() -> bool:
     try:
-        written = write_batch(events)
-        db.session.commit()
-        return written
-    except IntegrityError:
-        # Another consumer wrote some of these meanwhile: fall back to one event at a time.
+        db.session.execute(text("SELECT 1"))
         db.session.rollback()
-        written = 0
-        for event in events:
-            try:
-                written += write_batch([event])
-                db.session.commit()
-            except IntegrityError:
-                db.session.rollback()
-        return written
+        return True
+    except Exception:  # noqa: BLE001 - any failure means it does not
+        db.session.rollback()
+        return False
+
+
+def _already_written(request_id: str) -> bool:
+    try:
+        found = db.session.scalar(select(RequestLog.id).where(RequestLog.request_id == request_id)) is not None
+        db.session.rollback()
+        return found
+    except Exception as error:
+        db.session.rollback()
+        raise DatabaseUnavailable(describe(error)) from error
+
+
+def _write_alone(event: UsageEvent) -> tuple[int, str | None]:
+    """Write one event in its own transaction: (written, None), or (0, the error) when it is poison."""
+    for _ in range(TRANSIENT_TRIES):
+        try:
+            fresh = write_fresh([event])
+            db.session.commit()
+            apply_unheld(fresh)
+            return len(fresh), None
+        except Exception as error:
+            db.session.rollback()
+            if _already_written(event.request_id):
+                return 0, None  # another consumer wrote it meanwhile
+            if _transient(error):
+                continue
+            if not _answers():
+                raise DatabaseUnavailable(describe(error)) from error
+            return 0, describe(error)
+    raise DatabaseUnavailable(f"{event.request_id}: still failing after {TRANSIENT_TRIES} tries")
+
+
+def store(entries: list[Pending]) -> Outcome:
+    """Write a batch in one transaction; when that fails, each event alone, dead-lettering the ones
+    the database refuses while it answers for others."""
+    out = Outcome()
+    groups: dict[str, tuple[UsageEvent, list[Pending]]] = {}
+    for entry in entries:
+        if not entry.fields or b"e" not in entry.fields:
+            out.done.append(entry.id)
+            continue
+        try:
+            event = usage_fields.parse(entry.fields)
+        except usage_fields.InvalidEvent as error:
+            out.dead.append((entry, f"InvalidEvent: {error}"))
+            continue
+        groups.setdefault(event.request_id, (event, []))[1].append(entry)
+    try:
+        fresh = write_fresh([event for event, _ in groups.values()])
+        db.session.commit()
+        apply_unheld(fresh)
+        out.written = len(fresh)
+        out.done.extend(e.id for _, same in groups.values() for e in same)
+        return out
+    except Exception:  # noqa: BLE001 - one bad event, a race, or the database: sorted out one by one
+        db.session.rollback()
+    for event, same in groups.values():
+        try:
+            written, error = _write_alone(event)
+        except DatabaseUnavailable as error:
+            log.error("usage ingestion paused, the database is unavailable: %s", error)
+            out.stuck = True
+            return out
+        out.written += written
+        if error is None:
+            out.done.extend(e.id for e in same)
+        else:
+            # One dead letter per request; its replays are the same charge and go with it.
+            log.error("usage event %s dead-lettered: %s", event.request_id, error)
+            out.dead.append((same[0], error))
+            out.done.extend(e.id for e in same[1:])
+    return out
+
+
+def acknowledge(redis, out: Outcome) -> None:
+    """Dead-letter and acknowledge in one Redis transaction: an event leaves the usage stream only
+    once it is in SQL or in the dead-letter stream."""
+    ids = out.done + [entry.id for entry, _ in out.dead]
+    if not ids:
+        return
+    pipe = redis.pipeline(transaction=True)
+    for entry, error in out.dead:
+        pipe.xadd(dead_letters.DEAD_STREAM, dead_letters.entry_fields(entry.fields, error, entry.tries + 1, entry.id.decode()))
+    pipe.xack(USAGE_STREAM, USAGE_GROUP, *ids)
+    pipe.xdel(USAGE_STREAM, *ids)
+    pipe.execute()
+
+
+def _tries(fields: dict | None) -> int:
+    try:
+        return int((fields or {}).get(b"n") or 0)
+    except ValueError:
+        return 0
+
+
+def _pending(rows) -> list[Pending]:
+    return [Pending(entry_id, fields or None, _tries(fields)) for entry_id, fields in rows]
 
 
 @in_app_context
@@ -125,33 +282,20 @@ def ingest(batch_size: int | None = None, max_seconds: float = 10.0) -> int:
     consumer = _consumer()
     deadline = time.monotonic() + max_seconds
     written = 0
-    # First take over what crashed consumers left unacknowledged.
+    # First take over what crashed consumers (or a database outage) left unacknowledged.
     claimed = redis.xautoclaim(USAGE_STREAM, USAGE_GROUP, consumer, min_idle_time=STALE_MS, start_id="0-0", count=batch_size)
-    pending = claimed[1] if claimed else []
+    rows = claimed[1] if claimed else []
     while True:
-        if not pending:
+        if not rows:
             reply = redis.xreadgroup(USAGE_GROUP, consumer, {USAGE_STREAM: ">"}, count=batch_size)
-            pending = reply[0][1] if reply else []
-        if not pending:
+            rows = reply[0][1] if reply else []
+        if not rows:
             break
-        ids = [entry_id for entry_id, fields in pending if fields]
-        events = []
-        for entry_id, fields in pending:
-            raw = fields.get(b"e") if fields else None
-            if raw is None:
-                continue
-            try:
-                events.append(UsageEvent.decode(raw))
-            except Exception:
-                log.exception("unreadable usage event %s dropped", entry_id)
-        written += _commit_batch(events)
-        if ids:
-            pipe = redis.pipeline()
-            pipe.xack(USAGE_STREAM, USAGE_GROUP, *ids)
-            pipe.xdel(USAGE_STREAM, *ids)
-            pipe.execute()
-        pending = []
-        if time.monotonic() >= deadline:
+        out = store(_pending(rows))
+        acknowledge(redis, out)
+        written += out.written
+        rows = []
+        if out.stuck or time.monotonic() >= deadline:
             break
     return written
 

@@ -48,3 +48,7 @@ from controlplane.admin import (  # noqa: E402
 for _child in (dashboard.bp, channels.bp, channel_probe.bp, prices.bp, groups.bp, users.bp, bans.bp, refunds.bp, logs.bp, audit.bp, operators.bp, tokens.bp, redemption.bp):
     bp.register_blueprint(_child)
 _ = (channel_keys, user_actions)  # these add routes to the channels and users blueprints
+
+from controlplane.admin import dead_letters  # noqa: E402 - usage events ingestion could not write
+
+bp.register_blueprint(dead_letters.bp)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, render_template, request
 
+from controlplane import dead_letters
 from controlplane.admin import OPERATORS
 from controlplane.auth import require_roles
 from controlplane.queries import dashboard as dash
+from controlplane.runtime import runtime
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
@@ -22,7 +24,8 @@ def _args() -> tuple[str, str]:
 def index():
     range_name, by = _args()
     rep = dash.report(range_name, by)
-    return render_template("admin/dashboard/index.html", rep=rep, ranges=dash.RANGE_LABELS, health=dash.channel_health())
+    return render_template("admin/dashboard/index.html", rep=rep, ranges=dash.RANGE_LABELS, health=dash.channel_health(),
+                           dead_letters=dead_letters.count(runtime().redis))
 
 
 @bp.get("/data.json")

@@ -32,7 +32,7 @@ COMMANDS = {
     "demo": "controlplane.cli.demo:demo",
     "up": "controlplane.cli.processes:up_command",
     "relay": "controlplane.cli.relay:relay_command",
-    "web": "controlplane.cli.processes:web_command",
+    "web": "controlplane.cli.web:web_command",
     "worker": "controlplane.cli.processes:worker_command",
     "scheduler": "controlplane.cli.processes:scheduler_command",
 }
@@ -48,6 +48,11 @@ def ensure_redis_url() -> None:
     _embedded = EmbeddedRedis(Path(os.environ.get("SWITCHBOARD_INSTANCE", DEFAULT_INSTANCE)).resolve())
     os.environ["REDIS_URL"] = _embedded.acquire()
     atexit.register(_embedded.release)
+
+
+def embedded_in_use() -> bool:
+    """Whether this process registered with the embedded Redis (rather than a REDIS_URL it was given)."""
+    return _embedded is not None
 
 
 def make_app():

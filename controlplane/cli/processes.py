@@ -1,17 +1,17 @@
-"""Starting Switchboard's processes: relay, web, worker, scheduler, and `up` (all in one)."""
+"""Starting Switchboard's processes: relay, web, worker, scheduler, and `up` (all in one, its worker
+and scheduler supervised: restarted when they die, gone when `up` is — see supervision.py)."""
 from __future__ import annotations
 
 import logging
 import os
 import secrets
 import signal
-import subprocess
-import sys
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from controlplane.cli.supervision import Supervisor, die_with_parent
 
 
 def _logging() -> None:
@@ -40,6 +40,7 @@ def web_command(host, port):
 def worker_command(burst, queue_names):
     """Run an RQ worker on Switchboard's queues."""
     _logging()
+    die_with_parent()
     from rq import Queue, SimpleWorker
 
     from controlplane.runtime import runtime
@@ -58,12 +59,12 @@ def worker_command(burst, queue_names):
 def scheduler_command():
     """Run RQ's cron scheduler with Switchboard's periodic jobs."""
     _logging()
+    die_with_parent()
     from rq.cron import CronScheduler
+    from rq.exceptions import StopRequested
 
     from controlplane.runtime import runtime
     from workers.schedule import register
-
-    from rq.exceptions import StopRequested
 
     logging.getLogger("rq").setLevel(logging.WARNING)
     scheduler = CronScheduler(connection=runtime().redis, logging_level="WARNING")
@@ -75,9 +76,9 @@ def scheduler_command():
 
 
 def _first_operator() -> tuple[str, str] | None:
+    from controlplane.models import Role
     from controlplane.services import users
     from controlplane.services.base import Actor
-    from controlplane.models import Role
 
     if users.operators_exist():
         return None
@@ -85,6 +86,17 @@ def _first_operator() -> tuple[str, str] | None:
     password = secrets.token_urlsafe(12)
     users.create_operator(Actor.system("setup"), email, password, Role.ADMIN)
     return email, password
+
+
+def _child_env() -> dict[str, str]:
+    """The children's environment. With the embedded Redis they register as its users themselves
+    (no REDIS_URL handed down), so it keeps running for as long as any of them does."""
+    from controlplane.cli import group
+
+    env = os.environ.copy()
+    if group.embedded_in_use():
+        env.pop("REDIS_URL", None)
+    return env
 
 
 @click.command("up")
@@ -107,22 +119,25 @@ def up_command():
 
     from workers import queues
 
-    # Channel probes get a worker of their own: a slow probe run never delays usage ingestion.
-    main_worker = ["worker", *(arg for name in queues.ALL for arg in ("--queue", name))]
-    children = [
-        subprocess.Popen([sys.executable, "-m", "controlplane", *args], env=os.environ.copy())
-        for args in (main_worker, ["worker", "--queue", queues.PROBE], ["scheduler"])
-    ]
     relay_app = build_relay(settings.relay_settings())
     start_follower(relay_app)
 
     def dispatch(environ, start_response):
-        if environ.get("PATH_INFO", "").startswith("/v1/"):
+        if environ.get("PATH_INFO", "").startswith(("/v1/", "/v1beta/")):  # the OpenAI/Anthropic and Gemini APIs
             return relay_app(environ, start_response)
         return app(environ, start_response)
 
     server = make_server((settings.host, settings.port), dispatch, settings.relay_settings())
     server.init_socket()  # bind now so a busy port fails before we announce anything
+
+    # Channel probes get a worker of their own: a slow probe run never delays usage ingestion.
+    supervisor = Supervisor({
+        "worker": ["worker", *(arg for name in queues.ALL for arg in ("--queue", name))],
+        "probe worker": ["worker", "--queue", queues.PROBE],
+        "scheduler": ["scheduler"],
+    }, _child_env())
+    supervisor.start()
+    gevent.spawn(supervisor.watch)
 
     stopping = []
 
@@ -130,6 +145,7 @@ def up_command():
         if stopping:
             return
         stopping.append(True)
+        supervisor.stopping = True  # children a group-wide signal stopped are not restarted
         click.echo("\nstopping…")
         server.stop(timeout=5)
 
@@ -145,12 +161,4 @@ def up_command():
     try:
         server.serve_forever()
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        supervisor.stop()

@@ -9,9 +9,11 @@ from alembic import context
 # access to the values within the .ini file in use.
 config = context.config
 
-# Interpret the config file for Python logging.
-# This line sets up loggers basically.
-fileConfig(config.config_file_name)
+# Alembic's logging setup is for `flask db` run on its own. A process that configured logging first
+# (`switchboard up` migrates after the relay's modules are imported) keeps its handlers, and no
+# logger that already exists is disabled: relay errors must keep reaching the log.
+if config.config_file_name is not None and not logging.getLogger().handlers:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 

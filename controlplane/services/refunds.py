@@ -6,21 +6,24 @@ applied to the live balance in Redis. The user sees the entry and its reason in 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from controlplane import ledger, validation
 from controlplane.extensions import db
-from controlplane.models import Account, EntryKind, LedgerEntry, Refund, RefundKind, RequestLog, utcnow
+from controlplane.models import Account, ApiKey, EntryKind, LedgerEntry, Refund, RefundKind, RequestLog, utcnow
 from controlplane.runtime import runtime
 from controlplane.services.base import Actor, NotFound, ServiceError, audit
 from controlplane.services.billing import apply_live
 from relay.pricing import micro_to_usd
 from relay.quota import account_key
+
+log = logging.getLogger(__name__)
 
 TOPUP_WINDOW = timedelta(days=14)
 
@@ -93,11 +96,27 @@ def refund_request(actor: Actor, request_id: str, amount: str | None, reason: st
         raise ServiceError(f"At most what was charged: {micro_to_usd(plan.charged)}.", "amount")
     reason = _reason(reason)
 
-    def post_entry():
-        return ledger.post(plan.charge.account_id, EntryKind.REFUND, micro, request_id=plan.log.request_id, operator_id=actor.id,
-                           api_key_id=plan.charge.api_key_id, reference_id=plan.charge.id, reason=reason)
+    key_id = plan.charge.api_key_id
 
-    return _record(actor, plan.charge.account_id, RefundKind.REQUEST, post_entry, micro, reason, request_id=plan.log.request_id)
+    def post_entry():
+        if key_id is not None:  # the key's spend counts charges less refunds, here and in Redis below
+            db.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(spent=ApiKey.spent - micro))
+        return ledger.post(plan.charge.account_id, EntryKind.REFUND, micro, request_id=plan.log.request_id, operator_id=actor.id,
+                           api_key_id=key_id, reference_id=plan.charge.id, reason=reason)
+
+    row = _record(actor, plan.charge.account_id, RefundKind.REQUEST, post_entry, micro, reason, request_id=plan.log.request_id)
+    if key_id is not None:
+        apply_key_refund(key_id, micro)
+    return row
+
+
+def apply_key_refund(key_id: int, amount: int) -> None:
+    """Give a key's credit limit back what a refund returned (only where Redis knows the key: an
+    unknown key is seeded from SQL, which already has it)."""
+    try:
+        runtime().quota.add_key_spent(key_id, -amount)
+    except Exception:
+        log.exception("live spend of key %s not updated; run scripts/reconcile.py --fix", key_id)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from relay.errors import ErrorKind, UpstreamError
 from relay.formats.common import retry_after
 from relay.pricing import Usage
 from relay.snapshot import ChannelKeyView, ChannelView
-from relay.sse import EventDecoder, event_data
+from relay.sse import NOT_SSE, EventDecoder, event_data, is_sse
 from relay.tokens import text_tokens
 from relay.upstream import HttpRequest
 
@@ -52,6 +52,34 @@ def usage_from_openai(u: dict | None) -> Usage | None:
         output=completion - reasoning,
         reasoning=reasoning,
     )
+
+
+# The two names OpenAI's chat API has had for the output limit. Its reasoning models refuse the old
+# one; many OpenAI-compatible servers know only the old one.
+OUTPUT_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def output_limit_field(target: Target) -> str | None:
+    """The name this channel wants for the output limit: its `max_tokens_field` setting, else the
+    current name for OpenAI's own API, else whatever the caller sent."""
+    configured = target.channel.config.get("max_tokens_field")
+    if configured in OUTPUT_LIMIT_FIELDS:
+        return str(configured)
+    if urlsplit(target.channel.base_url).hostname == "api.openai.com":
+        return "max_completion_tokens"
+    return None
+
+
+def rename_output_limit(payload: dict, field: str | None) -> None:
+    if field is None:
+        return
+    other = OUTPUT_LIMIT_FIELDS[1] if field == OUTPUT_LIMIT_FIELDS[0] else OUTPUT_LIMIT_FIELDS[0]
+    if payload.get(other) is not None:
+        value = payload.pop(other)
+        if payload.get(field) is None:
+            payload[field] = value
+    else:
+        payload.pop(other, None)
 
 
 def api_base(base_url: str) -> str:
@@ -142,6 +170,8 @@ class OpenAIStreamDecoder(EventDecoder):
         else:
             data = event_data(event)
             if data is None:  # a comment or keep-alive: pass it on, it keeps proxies from timing out
+                if not is_sse(event):
+                    return StreamEvent(raw=None, error=UpstreamError(ErrorKind.INVALID_RESPONSE, 200, NOT_SSE))
                 return StreamEvent(raw=event + b"\n\n")
         if data == b"[DONE]":
             return StreamEvent(raw=b"data: [DONE]\n\n", done=True)
@@ -188,7 +218,7 @@ class OpenAIAdapter:
         type="openai",
         label="OpenAI-compatible",
         capabilities=frozenset({
-            Operation.CHAT, Operation.MESSAGES, Operation.COUNT_TOKENS, Operation.COMPLETIONS, Operation.EMBEDDINGS,
+            Operation.CHAT, Operation.MESSAGES, Operation.COUNT_TOKENS, Operation.GENERATE_CONTENT, Operation.COMPLETIONS, Operation.EMBEDDINGS,
             Operation.IMAGES, Operation.SPEECH, Operation.TRANSCRIPTION, Operation.MODERATIONS, Operation.RESPONSES,
             Operation.MODELS,
         }),
@@ -211,6 +241,7 @@ class OpenAIAdapter:
     def chat_payload(self, target: Target, request: ChatRequest) -> dict:
         payload = dict(request.payload)
         payload["model"] = target.upstream_model
+        rename_output_limit(payload, output_limit_field(target))
         if request.stream:
             # Always ask for usage: billing needs it even when the caller does not.
             options = dict(payload.get("stream_options") or {})

@@ -22,6 +22,8 @@ from relay.errors import RelayError, bad_request
 from relay.pricing import Price, Usage
 from relay.settings import RelaySettings
 from relay.upstream import HttpRequest
+from relay.validation import check_form
+from relay.validation.openai import SpeechBody, TranscriptionForm
 
 ASSUMED_BYTES_PER_SECOND = 2_000  # 16 kbit/s: below any usual speech codec, so estimates err long
 
@@ -29,12 +31,7 @@ ASSUMED_BYTES_PER_SECOND = 2_000  # 16 kbit/s: below any usual speech codec, so 
 class SpeechEndpoint(ForwardedEndpoint):
     operation = Operation.SPEECH
     what = "audio"
-
-    def validate(self, request: Forwarded) -> None:
-        if not isinstance(request.payload.get("input"), str) or not request.payload["input"]:
-            raise bad_request("You must provide the input text.", param="input", code="missing_required_parameter")
-        if not request.payload.get("voice"):
-            raise bad_request("You must provide a voice.", param="voice", code="missing_required_parameter")
+    schema = SpeechBody
 
     def units(self, request: Forwarded, price: Price) -> Usage:
         text = request.payload["input"]
@@ -79,15 +76,13 @@ class TranscriptionEndpoint(ForwardedEndpoint):
 
     def parse(self, body: bytes, environ) -> Forwarded:
         form = multipart.parse(body, environ.get("CONTENT_TYPE"))
-        model = form.field("model")
-        if not model:
-            raise bad_request("You must provide a model parameter.", param="model", code="missing_required_parameter")
+        spec = check_form(form.fields(), TranscriptionForm)
         upload = form.file("file")
         if upload is None or not upload.data:
             raise bad_request("You must provide the audio file.", param="file", code="missing_required_parameter")
-        if (form.field("stream") or "").lower() == "true":
+        if spec.stream:
             raise RelayError(501, "stream_not_supported", "Streamed transcription is not available through this gateway.", param="stream")
-        return Forwarded(model=model, payload={"response_format": form.field("response_format") or "json"}, upload=form)
+        return Forwarded(model=spec.model, payload={"response_format": spec.response_format or "json"}, upload=form)
 
     def measured_seconds(self, request: Forwarded) -> float:
         data = request.upload.file("file").data
@@ -109,7 +104,7 @@ class TranscriptionEndpoint(ForwardedEndpoint):
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body) if request.payload["response_format"] in ("json", "verbose_json", "diarized_json") else {}
         if not isinstance(data, dict):
-            raise ValueError("not a transcription")
+            raise TypeError("not a transcription")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         seconds = usage.get("seconds") if usage.get("type") == "duration" else data.get("duration")
         if settlement.price.per_minute_audio is not None:

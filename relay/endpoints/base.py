@@ -20,9 +20,32 @@ from relay.upstream import UpstreamClient
 @dataclass(frozen=True, slots=True)
 class HoldEstimate:
     prompt_tokens: int  # generous estimate for the hold
-    max_output_tokens: int
+    max_output_tokens: int  # per choice: what the caller asked for, or the model's output cap
     local_prompt_tokens: int  # best estimate, billed when the upstream reports no usage
     units: Usage | None = None  # non-token units at most (images, characters, audio seconds)
+    choices: int = 1  # answers generated (`n`, `best_of`, `candidateCount`): output is held for each
+    # The endpoint can tell the upstream how many tokens it may write (`cap_output`): the hold may then
+    # be smaller than `max_output_tokens` and the upstream is held to what was reserved.
+    cappable: bool = False
+
+
+def output_ceiling(asked: int | None, price: Price, settings: RelaySettings) -> int:
+    """Output tokens per choice to hold for: what the caller asked for, never more than the model's
+    output cap when the operator set one; without either, the relay's default."""
+    cap = price.max_output_tokens
+    if asked:
+        return min(asked, cap) if cap else asked
+    return cap or settings.default_hold_output_tokens
+
+
+def choices_of(payload: dict, *fields: str) -> int:
+    """How many answers the request asks for (the largest of `fields`; validation has checked them)."""
+    most = 1
+    for name in fields:
+        value = payload.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > most:
+            most = value
+    return most
 
 
 class Endpoint(Protocol):
@@ -37,6 +60,9 @@ class Endpoint(Protocol):
     def is_stream(self, request) -> bool: ...
 
     def estimate(self, request, price: Price, settings: RelaySettings) -> HoldEstimate: ...
+
+    # Endpoints whose estimate is `cappable` also have `cap_output(request, tokens)`: rewrite the
+    # request so the upstream writes at most `tokens` per choice (see relay/holds.py).
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request, settlement: Settlement | None) -> Response | UpstreamError: ...

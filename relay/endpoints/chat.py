@@ -1,30 +1,27 @@
 """POST /v1/chat/completions in OpenAI format, streaming or not."""
 from __future__ import annotations
 
-
 from relay import tokens
 from relay.adapters.base import ChatRequest, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response
-from relay.endpoints.base import HoldEstimate
 from relay.endpoints import calls, parsing
-from relay.errors import OPENAI, UpstreamError, bad_request
+from relay.endpoints.base import HoldEstimate, choices_of, output_ceiling
+from relay.errors import OPENAI, UpstreamError
 from relay.pricing import Price
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
+from relay.validation import check
+from relay.validation.openai import ChatBody
 
 
 def parse_chat(body: bytes) -> ChatRequest:
     payload = parsing.json_object(body)
-    model = parsing.model_of(payload)
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' must be a non-empty array.", param="messages", code="missing_required_parameter")
-    stream = payload.get("stream") is True
-    options = payload.get("stream_options")
-    wants_usage = bool(stream and isinstance(options, dict) and options.get("include_usage") is True)
-    max_tokens = parsing.positive_int(payload, "max_completion_tokens", "max_tokens")
-    return ChatRequest(model=model, payload=payload, stream=stream, wants_usage=wants_usage, max_tokens=max_tokens)
+    spec = check(payload, ChatBody)
+    stream = spec.stream is True
+    wants_usage = stream and spec.stream_options is not None and spec.stream_options.include_usage is True
+    max_tokens = spec.max_completion_tokens or spec.max_tokens
+    return ChatRequest(model=spec.model, payload=payload, stream=stream, wants_usage=wants_usage, max_tokens=max_tokens)
 
 
 class ChatEndpoint:
@@ -46,9 +43,21 @@ class ChatEndpoint:
         tools = request.payload.get("tools")
         return HoldEstimate(
             prompt_tokens=tokens.hold_prompt_tokens(messages, tools),
-            max_output_tokens=request.max_tokens or price.max_output_tokens or settings.default_hold_output_tokens,
+            max_output_tokens=output_ceiling(request.max_tokens, price, settings),
             local_prompt_tokens=tokens.prompt_tokens(messages, tools),
+            choices=choices_of(request.payload, "n"),
+            cappable=True,
         )
+
+    def cap_output(self, request: ChatRequest, limit: int) -> bool:
+        """The caller's own field keeps the cap (`max_completion_tokens` if it used that); a channel
+        that wants the other name gets it from its adapter."""
+        if request.max_tokens is not None and request.max_tokens <= limit:
+            return False
+        request.max_tokens = limit
+        field = "max_completion_tokens" if request.payload.get("max_completion_tokens") is not None else "max_tokens"
+        request.payload[field] = limit
+        return True
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:

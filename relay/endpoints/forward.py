@@ -12,12 +12,14 @@ from relay.adapters.base import Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response
 from relay.endpoints import calls
-from relay.endpoints.parsing import json_object, model_of
+from relay.endpoints.parsing import json_object
 from relay.errors import OPENAI, RelayError, UpstreamError
 from relay.multipart import Form
 from relay.pricing import Usage
 from relay.settings import RelaySettings
 from relay.upstream import HttpRequest, UpstreamClient
+from relay.validation import check
+from relay.validation.openai import Body
 
 
 @dataclass(slots=True)
@@ -39,6 +41,7 @@ class Outcome:
 
 class ForwardedEndpoint:
     operation: Operation
+    schema: type[Body]  # the request body's shape (relay/validation/openai.py)
     error_format = OPENAI
     billed = True
     what = "an answer"  # for the 502 when the upstream's answer cannot be read
@@ -48,15 +51,14 @@ class ForwardedEndpoint:
 
     def parse(self, body: bytes, environ) -> Forwarded:
         payload = json_object(body)
-        request = Forwarded(model=model_of(payload, self.default_model), payload=payload, stream=payload.get("stream") is True)
-        if request.stream and not self.streams:
+        spec = check(payload, self.schema)
+        stream = spec.stream is True
+        if stream and not self.streams:
             raise RelayError(501, "stream_not_supported", "This endpoint is not available streamed through this gateway; "
                              "send the request without 'stream'.", param="stream")
-        self.validate(request)
-        return request
-
-    def validate(self, request: Forwarded) -> None:
-        """Endpoint-specific checks; raise a 400 for a request that cannot be right."""
+        options = payload.get("stream_options")
+        wants_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+        return Forwarded(model=spec.model or self.default_model, payload=payload, stream=stream, wants_usage=wants_usage)
 
     def model_of(self, request: Forwarded) -> str:
         return request.model

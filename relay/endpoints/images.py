@@ -14,12 +14,10 @@ from relay.adapters.openai import usage_from_openai
 from relay.billing import Settlement
 from relay.endpoints.base import HoldEstimate
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
-from relay.endpoints.parsing import positive_int
-from relay.errors import bad_request
 from relay.pricing import Price, Usage
 from relay.settings import RelaySettings
+from relay.validation.openai import ImageBody
 
-MAX_IMAGES = 10
 UNSPECIFIED = "auto"  # the size/quality tier a request that names none is priced at
 
 
@@ -30,14 +28,7 @@ def tier(payload: dict) -> str:
 class ImagesEndpoint(ForwardedEndpoint):
     operation = Operation.IMAGES
     what = "an image generation result"
-
-    def validate(self, request: Forwarded) -> None:
-        prompt = request.payload.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise bad_request("You must provide a prompt.", param="prompt", code="missing_required_parameter")
-        n = positive_int(request.payload, "n") or 1
-        if n > MAX_IMAGES:
-            raise bad_request(f"n must be at most {MAX_IMAGES}.", param="n")
+    schema = ImageBody
 
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         n = request.payload.get("n") or 1
@@ -51,7 +42,7 @@ class ImagesEndpoint(ForwardedEndpoint):
         data = orjson.loads(body)
         images = data.get("data")
         if not isinstance(images, list):
-            raise ValueError("not an image generation result")
+            raise TypeError("not an image generation result")
         if settlement.price.prices_images:
             return Outcome(Usage(images=len(images), image_tier=tier(request.payload)))
         return Outcome(usage_from_openai(data.get("usage")) or Usage(input=settlement.prompt_estimate))

@@ -9,35 +9,58 @@ from __future__ import annotations
 import orjson
 
 from relay import tokens
-from relay.adapters.base import DEFAULT_ANTHROPIC_VERSION, ChatRequest, MessagesRequest, Operation, Target
+from relay.adapters.base import (
+    DEFAULT_ANTHROPIC_VERSION,
+    ChatRequest,
+    MessagesRequest,
+    Operation,
+    Target,
+)
 from relay.billing import Settlement
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import calls
-from relay.endpoints.base import HoldEstimate
-from relay.endpoints.parsing import json_object, model_of, positive_int
-from relay.errors import ANTHROPIC, UpstreamError, bad_request
+from relay.endpoints.base import HoldEstimate, output_ceiling
+from relay.endpoints.parsing import json_object
+from relay.errors import ANTHROPIC, UpstreamError
 from relay.formats.messages_request import messages_to_chat
 from relay.formats.messages_response import MessagesStream, completion_to_message
 from relay.pricing import Price
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
+from relay.validation import check
+from relay.validation.anthropic import CountTokensBody, MessagesBody
 
 
-def parse_messages(body: bytes, environ, need_max_tokens: bool) -> MessagesRequest:
+def parse_messages(body: bytes, environ, schema: type[CountTokensBody]) -> MessagesRequest:
     payload = json_object(body)
-    model = model_of(payload)
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("messages: at least one message is required.", param="messages", code="missing_required_parameter")
-    max_tokens = positive_int(payload, "max_tokens", required=need_max_tokens)
+    spec = check(payload, schema, ANTHROPIC)
     return MessagesRequest(
-        model=model,
+        model=spec.model,
         payload=payload,
-        stream=payload.get("stream") is True,
-        max_tokens=max_tokens,
+        stream=getattr(spec, "stream", None) is True,
+        max_tokens=getattr(spec, "max_tokens", None),
         version=environ.get("HTTP_ANTHROPIC_VERSION") or DEFAULT_ANTHROPIC_VERSION,
         beta=environ.get("HTTP_ANTHROPIC_BETA") or None,
     )
+
+
+# Anthropic's smallest extended-thinking budget; it must also stay below max_tokens.
+MIN_THINKING_BUDGET = 1024
+
+
+def cap_thinking(payload: dict, max_tokens: int) -> None:
+    """Keep a thinking budget valid under a lowered max_tokens: below it, or off when the cap leaves
+    no room for the smallest budget Anthropic accepts (the answer is then written without thinking)."""
+    thinking = payload.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, int) and budget < max_tokens:
+        return
+    if max_tokens - 1 >= MIN_THINKING_BUDGET:
+        payload["thinking"] = dict(thinking, budget_tokens=max_tokens - 1)
+    else:
+        payload.pop("thinking", None)
 
 
 def local_prompt_tokens(request: MessagesRequest) -> int:
@@ -63,7 +86,7 @@ class MessagesEndpoint:
     billed = True
 
     def parse(self, body: bytes, environ) -> MessagesRequest:
-        return parse_messages(body, environ, need_max_tokens=True)
+        return parse_messages(body, environ, MessagesBody)
 
     def model_of(self, request: MessagesRequest) -> str:
         return request.model
@@ -73,8 +96,16 @@ class MessagesEndpoint:
 
     def estimate(self, request: MessagesRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
         local = local_prompt_tokens(request)
-        return HoldEstimate(prompt_tokens=2 * local, max_output_tokens=request.max_tokens or settings.default_hold_output_tokens,
-                            local_prompt_tokens=local)
+        return HoldEstimate(prompt_tokens=2 * local, max_output_tokens=output_ceiling(request.max_tokens, price, settings),
+                            local_prompt_tokens=local, cappable=True)
+
+    def cap_output(self, request: MessagesRequest, limit: int) -> bool:
+        if request.max_tokens is not None and request.max_tokens <= limit:
+            return False
+        request.max_tokens = limit
+        request.payload["max_tokens"] = limit
+        cap_thinking(request.payload, limit)
+        return True
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: MessagesRequest, settlement: Settlement) -> Response | UpstreamError:
@@ -108,7 +139,7 @@ class CountTokensEndpoint:
     billed = False
 
     def parse(self, body: bytes, environ) -> MessagesRequest:
-        return parse_messages(body, environ, need_max_tokens=False)
+        return parse_messages(body, environ, CountTokensBody)
 
     def model_of(self, request: MessagesRequest) -> str:
         return request.model

@@ -1,4 +1,5 @@
-"""Reading request bodies: the checks every JSON endpoint makes, answered as 400s."""
+"""Reading request bodies: JSON that is not an object is a 400 before any schema is checked
+(relay/validation/)."""
 from __future__ import annotations
 
 import orjson
@@ -14,23 +15,3 @@ def json_object(body: bytes) -> dict:
     if not isinstance(payload, dict):
         raise bad_request("The request body must be a JSON object.")
     return payload
-
-
-def model_of(payload: dict, default: str | None = None) -> str:
-    model = payload.get("model", default)
-    if not isinstance(model, str) or not model:
-        raise bad_request("You must provide a model parameter.", param="model", code="missing_required_parameter")
-    return model
-
-
-def positive_int(payload: dict, *fields: str, required: bool = False) -> int | None:
-    """The first of `fields` present, which must be a positive integer."""
-    for field in fields:
-        if field in payload and payload[field] is not None:
-            value = payload[field]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad_request(f"{field} must be a positive integer.", param=field)
-            return value
-    if required:
-        raise bad_request(f"{fields[0]} is required.", param=fields[0], code="missing_required_parameter")
-    return None

@@ -7,20 +7,19 @@ event (completed or incomplete). response.failed and error events end the stream
 """
 from __future__ import annotations
 
-
 import orjson
 
 from relay import tokens
 from relay.adapters.base import Operation
 from relay.adapters.openai import usage_from_openai
 from relay.billing import Settlement
-from relay.endpoints.base import HoldEstimate
+from relay.endpoints.base import HoldEstimate, output_ceiling
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
-from relay.endpoints.parsing import positive_int
-from relay.errors import ErrorKind, UpstreamError, bad_request
+from relay.errors import ErrorKind, UpstreamError
 from relay.pricing import Price
 from relay.settings import RelaySettings
-from relay.sse import EventDecoder, StreamEvent, event_data
+from relay.sse import NOT_SSE, EventDecoder, StreamEvent, event_data, is_sse
+from relay.validation.openai import ResponsesBody
 
 TERMINAL = {"response.completed", "response.incomplete"}
 DELTAS = {"response.output_text.delta", "response.reasoning_summary_text.delta", "response.function_call_arguments.delta",
@@ -39,8 +38,7 @@ def input_tokens(value) -> int:
         if isinstance(content, str):
             total += tokens.text_tokens(content)
         for part in content if isinstance(content, list) else ():
-            if isinstance(part, dict):
-                total += tokens.IMAGE_TOKENS if part.get("type") == "input_image" else tokens.text_tokens(part.get("text") or "")
+            total += tokens.part_tokens(part)
         total += tokens.text_tokens(item.get("arguments") or "")
     return total
 
@@ -61,6 +59,8 @@ class ResponsesStreamDecoder(EventDecoder):
     def _decode(self, event: bytes) -> StreamEvent:
         data = event_data(event)
         if data is None:
+            if not is_sse(event):
+                return StreamEvent(raw=None, error=UpstreamError(ErrorKind.INVALID_RESPONSE, 200, NOT_SSE))
             return StreamEvent(raw=event + b"\n\n")
         try:
             obj = orjson.loads(data)
@@ -84,20 +84,22 @@ class ResponsesEndpoint(ForwardedEndpoint):
     operation = Operation.RESPONSES
     what = "a response"
     streams = True
-
-    def validate(self, request: Forwarded) -> None:
-        payload = request.payload
-        if payload.get("input") in (None, "", []) and not payload.get("previous_response_id") and not payload.get("prompt"):
-            raise bad_request("You must provide 'input'.", param="input", code="missing_required_parameter")
-        positive_int(payload, "max_output_tokens")
+    schema = ResponsesBody
 
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         payload = request.payload
         prompt = input_tokens(payload.get("input")) + tokens.text_tokens(payload.get("instructions") or "")
         if payload.get("tools"):
             prompt += tokens.text_tokens(orjson.dumps(payload["tools"]).decode())
-        out = payload.get("max_output_tokens") or price.max_output_tokens or settings.default_hold_output_tokens
-        return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=out, local_prompt_tokens=prompt)
+        return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=output_ceiling(payload.get("max_output_tokens"), price, settings),
+                            local_prompt_tokens=prompt, cappable=True)
+
+    def cap_output(self, request: Forwarded, limit: int) -> bool:
+        asked = request.payload.get("max_output_tokens")
+        if asked is not None and asked <= limit:
+            return False
+        request.payload["max_output_tokens"] = limit
+        return True
 
     def decoder(self, request: Forwarded) -> ResponsesStreamDecoder:
         return ResponsesStreamDecoder()

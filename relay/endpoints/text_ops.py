@@ -6,15 +6,18 @@ import orjson
 
 from relay import tokens
 from relay.adapters.base import Operation, Target
-from relay.adapters.openai import OpenAIStreamDecoder, output_tokens_of_delta, usage_from_openai
+from relay.adapters.openai import (
+    OpenAIStreamDecoder,
+    output_tokens_of_delta,
+    usage_from_openai,
+)
 from relay.billing import Settlement
-from relay.endpoints.base import HoldEstimate
+from relay.endpoints.base import HoldEstimate, choices_of, output_ceiling
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
-from relay.endpoints.parsing import positive_int
-from relay.errors import bad_request
 from relay.pricing import Price, Usage
 from relay.settings import RelaySettings
 from relay.upstream import HttpRequest
+from relay.validation.openai import CompletionBody, EmbeddingBody, ModerationBody
 
 
 def input_tokens(value) -> int:
@@ -26,34 +29,34 @@ def input_tokens(value) -> int:
             return len(value)
         return sum(input_tokens(v) for v in value)
     if isinstance(value, dict):  # moderation inputs: {"type": "text", "text": …} or an image
-        if isinstance(value.get("text"), str):
-            return tokens.text_tokens(value["text"])
-        return tokens.IMAGE_TOKENS if value.get("type") == "image_url" else 0
+        return tokens.part_tokens(value)
     return 0
 
 
-def require(request: Forwarded, field: str) -> None:
-    value = request.payload.get(field)
-    if value is None or value == "" or value == []:
-        raise bad_request(f"You must provide '{field}'.", param=field, code="missing_required_parameter")
+def _is_batch(prompt) -> bool:
+    """A list of prompts (texts or token-id lists), as opposed to one prompt given as token ids."""
+    return isinstance(prompt, list) and len(prompt) > 1 and not all(isinstance(v, int) for v in prompt)
 
 
 class CompletionsEndpoint(ForwardedEndpoint):
     operation = Operation.COMPLETIONS
     what = "a completion"
     streams = True
-
-    def validate(self, request: Forwarded) -> None:
-        require(request, "prompt")
-        positive_int(request.payload, "max_tokens")
-        options = request.payload.get("stream_options")
-        request.wants_usage = bool(request.stream and isinstance(options, dict) and options.get("include_usage") is True)
+    schema = CompletionBody
 
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         prompt = input_tokens(request.payload["prompt"])
-        choices = max(int(request.payload.get("n") or 1), int(request.payload.get("best_of") or 1))
-        out = request.payload.get("max_tokens") or price.max_output_tokens or settings.default_hold_output_tokens
-        return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=out * choices, local_prompt_tokens=prompt)
+        # Every prompt of a batch gets its own answers; `best_of` candidates are all generated and billed.
+        prompts = len(request.payload["prompt"]) if _is_batch(request.payload["prompt"]) else 1
+        return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=output_ceiling(request.payload.get("max_tokens"), price, settings),
+                            local_prompt_tokens=prompt, choices=prompts * choices_of(request.payload, "n", "best_of"), cappable=True)
+
+    def cap_output(self, request: Forwarded, limit: int) -> bool:
+        asked = request.payload.get("max_tokens")
+        if asked is not None and asked <= limit:
+            return False
+        request.payload["max_tokens"] = limit
+        return True
 
     def upstream_request(self, adapter, target: Target, request: Forwarded) -> HttpRequest:
         payload = dict(request.payload, model=target.upstream_model)
@@ -67,15 +70,12 @@ class CompletionsEndpoint(ForwardedEndpoint):
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("choices"), list):
-            raise ValueError("not a completion")
+            raise TypeError("not a completion")
         return Outcome(usage_from_openai(data.get("usage")), output_tokens_of_delta(data["choices"]))
 
 
 class InputOnlyEndpoint(ForwardedEndpoint):
     """Endpoints billed on their `input` alone (no output tokens)."""
-
-    def validate(self, request: Forwarded) -> None:
-        require(request, "input")
 
     def estimate(self, request: Forwarded, price: Price, settings: RelaySettings) -> HoldEstimate:
         prompt = input_tokens(request.payload["input"])
@@ -85,11 +85,12 @@ class InputOnlyEndpoint(ForwardedEndpoint):
 class EmbeddingsEndpoint(InputOnlyEndpoint):
     operation = Operation.EMBEDDINGS
     what = "an embedding list"
+    schema = EmbeddingBody
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("data"), list):
-            raise ValueError("not an embedding list")
+            raise TypeError("not an embedding list")
         usage = data.get("usage")
         return Outcome(Usage(input=int(usage.get("prompt_tokens") or 0)) if isinstance(usage, dict) else None)
 
@@ -99,10 +100,11 @@ class ModerationsEndpoint(InputOnlyEndpoint):
 
     operation = Operation.MODERATIONS
     what = "a moderation result"
+    schema = ModerationBody
     default_model = "omni-moderation-latest"
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("results"), list):
-            raise ValueError("not a moderation result")
+            raise TypeError("not a moderation result")
         return Outcome(Usage(input=settlement.prompt_estimate))

@@ -11,7 +11,7 @@ import orjson
 from relay.errors import ErrorKind, UpstreamError
 from relay.formats.anthropic_wire import STOP_TO_FINISH, stream_error, usage_from_anthropic
 from relay.formats.common import DONE, ChunkMaker, new_id, sse
-from relay.sse import EventDecoder, StreamEvent, event_data
+from relay.sse import NOT_SSE, EventDecoder, StreamEvent, event_data, is_sse
 from relay.tokens import text_tokens
 
 MALFORMED = UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "malformed stream event")
@@ -39,6 +39,8 @@ class AnthropicEvents(EventDecoder):
     def _decode(self, event: bytes) -> StreamEvent:
         data = event_data(event)
         if data is None:
+            if not is_sse(event):
+                return StreamEvent(raw=None, error=UpstreamError(ErrorKind.INVALID_RESPONSE, 200, NOT_SSE))
             return self.comment(event)
         try:
             obj = orjson.loads(data)

@@ -83,3 +83,82 @@ def test_cli_errors_are_one_line_without_a_traceback(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_relay_errors_reach_the_log_under_up(tmp_path):
+    """The relay's loggers exist before `up` runs the migrations; Alembic's logging setup must not
+    silence them (nor replace the process's handlers)."""
+    gateway = Gateway(tmp_path / "instance")
+    try:
+        redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())
+        os.kill(redis_pid, signal.SIGKILL)  # the relay's snapshot follower loses Redis and says so
+        deadline = time.time() + 20
+        while time.time() < deadline and not any("ERROR relay.config_store: snapshot follower lost Redis" in line for line in gateway.output):
+            time.sleep(0.1)
+        assert any("ERROR relay.config_store: snapshot follower lost Redis" in line for line in gateway.output), "\n".join(gateway.output)
+        assert any(line.startswith("Traceback") for line in gateway.output)  # with the traceback, in the process's own format
+    finally:
+        gateway.stop()
+
+
+def _children(gateway: Gateway) -> dict[int, str]:
+    """`up`'s child processes (its process group, without itself) and their command lines."""
+    found = {}
+    for pid in subprocess.run(["pgrep", "-g", str(gateway.proc.pid)], capture_output=True, text=True).stdout.split():
+        if int(pid) == gateway.proc.pid or not _alive(int(pid)):
+            continue
+        try:
+            found[int(pid)] = (ROOT / f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def _until(condition, timeout: float = 30.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_a_killed_worker_comes_back_and_ingests_and_sigterm_stops_everything(tmp_path):
+    import redis
+
+    from relay.usage import USAGE_STREAM, UsageEvent
+
+    gateway = Gateway(tmp_path / "instance")
+    try:
+        account = gateway.cli("user", "create", "--email", "ana@example.com")["account_id"]
+        gateway.cli("topup", "--user", "ana@example.com", "--usd", "5", "--reason", "e2e funds")
+        worker = next(pid for pid, cmd in _children(gateway).items() if "worker --queue usage" in cmd)
+        os.kill(worker, signal.SIGKILL)
+        assert _until(lambda: any("worker --queue usage" in cmd and pid != worker for pid, cmd in _children(gateway).items()))
+        now = time.time()
+        event = UsageEvent(request_id="req_after_restart", started_at=now, finished_at=now, endpoint="/v1/chat/completions", status=200,
+                           account_id=account, model="gpt-4o-mini", cost=1_234)
+        redis.Redis(unix_socket_path=str(tmp_path / "instance" / "redis" / "redis.sock")).xadd(USAGE_STREAM, {"e": event.encode()})
+        gateway.wait_for_balance("ana@example.com", 5_000_000 - 1_234)
+        assert "exited with -9; restarting" in "\n".join(gateway.output)
+        children = list(_children(gateway))
+        redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())
+        os.kill(gateway.proc.pid, signal.SIGTERM)  # to `up` alone, as a process manager would
+        assert gateway.proc.wait(timeout=30) == 0
+        assert _until(lambda: not any(_alive(p) for p in [*children, redis_pid]), 15), "\n".join(gateway.output)
+    finally:
+        gateway.stop()
+
+
+def test_no_child_outlives_a_killed_up(tmp_path):
+    gateway = Gateway(tmp_path / "instance")
+    try:
+        children = list(_children(gateway))
+        assert len(children) == 3  # worker, probe worker, scheduler
+        redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())
+        os.kill(gateway.proc.pid, signal.SIGKILL)
+        gateway.proc.wait(timeout=10)
+        # Each child stops on its own; the last one out shuts the embedded Redis down.
+        assert _until(lambda: not any(_alive(p) for p in [*children, redis_pid]), 30), [p for p in children if _alive(p)]
+    finally:
+        gateway.stop()

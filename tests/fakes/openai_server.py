@@ -14,7 +14,7 @@ import json
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tests.fakes import openai_endpoints
 from tests.fakes.http import FakeServer, Handler
@@ -39,6 +39,19 @@ class Behaviour:
     finish_reason: str | None = None
     send_done: bool = True
     stream_pause: float = 0.0  # stream: seconds between the headers and the first event
+    # Like a real model: at most max_completion_tokens / max_tokens words (one token each) per choice,
+    # `n` choices billed; without this the fake writes `content` whatever the request says.
+    follow_limit: bool = False
+    raw_stream: bytes | None = None  # stream: this body under a 200 text/event-stream, whatever it is
+    one_write: bool = False  # stream: every event in one write, as an upstream whose answer was ready
+
+    def limited_by(self, request: dict) -> "Behaviour":
+        limit = request.get("max_completion_tokens") or request.get("max_tokens")
+        choices = request.get("n") or 1
+        words = self.pieces()
+        cut = words[:limit] if limit else words
+        return replace(self, content="".join(cut), completion_tokens=len(cut) * choices, follow_limit=False,
+                       finish_reason="length" if len(cut) < len(words) else self.finish_reason)
 
     def pieces(self) -> list[str]:
         words = self.content.split(" ")
@@ -99,6 +112,8 @@ class OpenAIHandler(Handler):
             self.send_json(404, {"error": {"message": "unknown path", "type": "invalid_request_error"}})
             return
         model = (body or {}).get("model", "unknown")
+        if behaviour.follow_limit:
+            behaviour = behaviour.limited_by(body or {})
         if (body or {}).get("stream"):
             self.stream(behaviour, model, body)
         else:
@@ -151,6 +166,10 @@ class OpenAIHandler(Handler):
         if b.malformed:
             events.insert(1, b"data: {broken\n\n")
 
+        if b.raw_stream is not None:
+            events = [b.raw_stream]
+        elif b.one_write:
+            events = [b"".join(events)]
         self.start_stream(b.headers)
         if b.stream_pause:
             time.sleep(b.stream_pause)

@@ -195,8 +195,8 @@ def test_settle_happens_once_with_everything_in_it(gate, health, redis_client):
     admission = admit(gate, plan_of(channel(1)), scopes)
     health.record(Outcome(Effect.FAILURE, 1, 10))
     failure = Outcome(Effect.FAILURE, 1, 10)
-    assert settle(gate, admission, cost=30, tokens=500, outcome=failure) == (True, ["failure", 0, 0])
-    assert settle(gate, admission, cost=30, tokens=500, outcome=failure) == (False, [])
+    assert settle(gate, admission, cost=30, tokens=500, outcome=failure) == (True, ["failure", 0, 0], 30)
+    assert settle(gate, admission, cost=30, tokens=500, outcome=failure) == (False, [], 0)
     assert Quota(redis_client).account(ACCOUNT) == (999_970, 0)
     assert health.channel(1).failures == 2  # not 3
     window = [k for k in redis_client.keys("sb:lim:u:3:t:*")]

@@ -43,6 +43,8 @@ CONSOLE = {
     ("admin.refunds.index", "GET"): R, ("admin.refunds.refund_request", "POST"): R, ("admin.refunds.refund_topup", "POST"): W,
     ("admin.refunds.goodwill", "POST"): W,
     ("admin.logs.index", "GET"): R, ("admin.logs.export", "GET"): R, ("admin.logs.detail", "GET"): R,
+    ("admin.dead_letters.index", "GET"): R, ("admin.dead_letters.detail", "GET"): R, ("admin.dead_letters.retry", "POST"): W,
+    ("admin.dead_letters.discard", "POST"): W,
     ("admin.audit.index", "GET"): R,
     ("admin.operators.index", "GET"): A, ("admin.operators.create", "POST"): A,
     ("admin.tokens.index", "GET"): R, ("admin.tokens.create", "POST"): R,
@@ -71,7 +73,8 @@ def world(sqlite_app, redis_slot):
         topup = billing.topup(factories.ACTOR, customer.account, "1", "more")
         batch, _ = redemption.generate_batch(factories.ACTOR, "launch", "1", 1, None)
         ids = dict(batch_id=batch.id, channel_id=channel.id, key_id=channel.keys[0].id, group_id=customer.group_id, user_id=customer.id, api_key_id=key.id,
-                   ban_id=ban.id, price_id=scheduled.id, token_id=token.id, topup_id=topup.id, request_id="req_none")
+                   ban_id=ban.id, price_id=scheduled.id, token_id=token.id, topup_id=topup.id, request_id="req_none",
+                   entry_id="1-0")
         yield {"people": people, "ids": ids, "secrets": secrets}
     clean_tables(sqlite_app)
 

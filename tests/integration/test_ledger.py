@@ -52,12 +52,17 @@ def _event(rid: str, account_id: int, key_id: int, cost: int) -> UsageEvent:
                       api_key_id=key_id, account_id=account_id, model="gpt-4o-mini", input_tokens=10, output_tokens=5, cost=cost)
 
 
+def _write(events: list[UsageEvent]) -> int:
+    """One batch through ingestion's write path, as stream entries."""
+    return usage_worker.store([usage_worker.Pending(f"1-{i}".encode(), {b"e": e.encode()}) for i, e in enumerate(events)]).written
+
+
 def test_ingestion_is_idempotent_on_the_request_id(sql_app):
     user = factories.funded_user("1")
     key, _ = factories.api_key(user)
     events = [_event(f"req_{i}", user.account_id, key.id, 100) for i in range(5)]
-    assert usage_worker._commit_batch(events + events[:2]) == 5
-    assert usage_worker._commit_batch(events) == 0  # a replay writes nothing
+    assert _write(events + events[:2]) == 5
+    assert _write(events) == 0  # a replay writes nothing
     assert ledger.sum_of_entries(user.account_id) == ledger.stored_balance(user.account_id) == 1_000_000 - 500
     db.session.refresh(key)
     assert key.spent == 500 and key.last_used_at is not None
@@ -87,7 +92,7 @@ def test_concurrent_ingestion_of_the_same_events_charges_once(sql_app, redis_cli
     def run():
         try:
             with app.app_context():
-                usage_worker._commit_batch(events)
+                _write(events)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -113,8 +118,8 @@ def test_ingestion_folds_events_into_hourly_rollups(sql_app):
         e.latency_ms, e.ttft_ms = 100 * (i + 1), 40
     failed = _event("req_rf", user.account_id, key.id, 0)
     failed.status = 502
-    usage_worker._commit_batch(first)
-    usage_worker._commit_batch([failed])
+    _write(first)
+    _write([failed])
     row = db.session.scalar(select(UsageRollup))
     assert (row.requests, row.errors, row.cost, row.input_tokens, row.output_tokens) == (4, 1, 30, 40, 20)
     assert rollups.percentile(row.latency_hist, 0.5) == 200

@@ -32,7 +32,7 @@ def test_settle_is_idempotent(quota, redis_client):
     quota.seed_account(1, 1_000)
     hold = quota.hold("r1", 1, 10, 100, None, time.time() + 60)
     assert quota.settle(hold, 100, event("r1", 100))
-    assert not quota.settle(hold, 100, event("r1", 100))
+    assert quota.settle(hold, 100, event("r1", 100)) is None
     assert quota.account(1) == (900, 0)
     assert redis_client.xlen(USAGE_STREAM) == 1
 

@@ -56,6 +56,24 @@ def test_a_drifted_live_balance_and_key_spend_are_found_and_fixed(sql_app, redis
     assert reconcile().consistent
 
 
+def test_a_stuck_usage_backlog_and_holds_past_their_deadline_need_attention(sql_app, redis_client):
+    user = factories.funded_user("2")
+    key, _ = factories.api_key(user)
+    quota = Quota(redis_client)
+    quota.hold("req_orphan", user.account_id, key.id, 500, None, time.time() - 5)  # its relay died
+    report = reconcile()
+    assert (report.stale_holds, [f.what for f in report.findings]) == (1, ["stale_holds"])
+    assert quota.release_expired(time.time()) == 1
+    assert reconcile().consistent
+    # An event ingestion has not written for two minutes: ingestion is stuck.
+    event = UsageEvent(request_id="req_old", started_at=0, finished_at=0, endpoint="/v1/chat/completions", status=200)
+    redis_client.xadd("sb:usage", {"e": event.encode()}, id=f"{int((time.time() - 120) * 1000)}-0")
+    report = reconcile()
+    assert report.backlog == 1 and report.backlog_age_s >= 119 and [f.what for f in report.findings] == ["usage_backlog"]
+    usage_worker.ingest()
+    assert reconcile().consistent
+
+
 @pytest.fixture
 def script_env(app, redis_slot, tmp_path):
     env = dict(os.environ, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], REDIS_URL=redis_slot.url,

@@ -51,6 +51,23 @@ def test_a_request_is_refunded_in_full_once(sql_app):
     assert len(entries(EntryKind.REFUND)) == 1
 
 
+def test_a_refund_gives_the_key_its_spend_back_in_sql_and_live(sql_app):
+    user = factories.funded_user("10")
+    key, _ = factories.api_key(user, credit_limit_usd="1")
+    now = time.time()
+    write_batch([UsageEvent(request_id="req_key", started_at=now, finished_at=now, endpoint="/v1/chat/completions", status=200,
+                            account_id=user.account_id, user_id=user.id, api_key_id=key.id, model="gpt-4o-mini", cost=300_000)])
+    db.session.commit()
+    runtime().quota.redis.hset(f"sb:akey:{key.id}", "spent", 300_000)  # as the relay's settle left it
+    refunds.refund_request(STAFF, "req_key", "0.1", "partly wrong")
+    db.session.refresh(key)
+    assert key.spent == 200_000
+    assert runtime().quota.key_spent(key.id) == (200_000, 0)
+    from workers.reconcile import reconcile
+
+    assert not [f for f in reconcile().findings if f.what == "key_spent"]
+
+
 def test_a_partial_refund_is_at_most_the_charge(sql_app):
     user = factories.funded_user("10")
     charge(user, 500_000, "req_part")

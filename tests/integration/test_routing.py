@@ -171,13 +171,20 @@ def test_a_channel_may_set_its_own_time_limits(world):
     assert attempts[0]["kind"] == "timeout" and len(world.b.chat_requests()) == 1
 
 
-def test_no_retry_budget_means_no_retries(app, world):
+def test_no_retry_budget_still_fails_over_once_and_no_further(app, world):
+    """The budget bounds the retries after a request's first failover: with none left, a failing
+    channel is still passed over once (a healthy alternative is always tried), never twice."""
     relay = Relay(app, retry_budget_percent=0.0, retry_budget_min=0)
     channel(world.a, priority=10)
-    channel(world.b)
+    channel(world.b, priority=5)
+    channel(world.c)
     world.a.push(Behaviour(status=500))
     reply = relay.chat(world.key)
-    assert reply.status_code == 502 and world.b.chat_requests() == []
+    assert reply.status_code == 200 and len(world.b.chat_requests()) == 1
+    world.a.push(Behaviour(status=500))
+    world.b.push(Behaviour(status=500))
+    reply = relay.chat(world.key)
+    assert reply.status_code == 502 and world.c.chat_requests() == []
     assert steps(request_log(reply.headers["X-Request-Id"]), "stop")[0]["why"] == "retry budget exhausted"
 
 

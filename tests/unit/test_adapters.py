@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from relay.adapters import REGISTRY, ChatRequest, MessagesRequest, Operation, Target, adapter_for
+from relay.adapters.base import GenerateRequest
 from relay.errors import ErrorKind
 from relay.snapshot import ChannelKeyView, ChannelView
 
@@ -31,6 +32,8 @@ def test_every_declared_capability_has_the_methods_behind_it(kind):
     if adapter.info.messages_native:
         needs[Operation.MESSAGES] = ("messages_request", "messages_response", "messages_stream")
         needs[Operation.COUNT_TOKENS] = ("count_tokens_request",)
+    if adapter.info.generate_native:
+        needs[Operation.GENERATE_CONTENT] = ("generate_request", "generate_response", "generate_stream", "generate_count_request")
     for operation in FORWARDED:
         needs[operation] = ("forward_request",)
     for operation in adapter.info.capabilities:
@@ -80,6 +83,19 @@ def test_gemini_urls_for_json_and_sse_with_the_key_in_a_header():
     streamed = adapter.chat_request(target("gemini", "https://proxy.example/v1alpha"), chat(stream=True))
     assert streamed.url == "https://proxy.example/v1alpha/models/up-model:streamGenerateContent?alt=sse"
     assert plain.headers["x-goog-api-key"] == "sk-secret" and "key=" not in plain.url
+
+
+def test_gemini_callers_bodies_go_up_as_received_with_the_model_in_the_url_mapped():
+    adapter = adapter_for("gemini")
+    body = b'{"contents": [{"parts": [{"text": "hi"}]}], "safetySettings": []}'
+    streamed = adapter.generate_request(target("gemini", "https://generativelanguage.googleapis.com"),
+                                        GenerateRequest(model="public", payload={}, body=body, stream=True, sse=False))
+    assert streamed.url == "https://generativelanguage.googleapis.com/v1beta/models/up-model:streamGenerateContent?alt=sse"
+    assert streamed.body == body  # byte for byte
+    nested = {"generateContentRequest": {"model": "models/public", "contents": []}}
+    count = adapter.generate_count_request(target("gemini", "https://g.example"), GenerateRequest(model="public", payload=nested, body=b""))
+    assert count.url == "https://g.example/v1beta/models/up-model:countTokens"
+    assert orjson.loads(count.body)["generateContentRequest"]["model"] == "models/up-model"
 
 
 ANTHROPIC_ERRORS = [

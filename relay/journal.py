@@ -1,0 +1,146 @@
+"""Settles that Redis could not take, kept on local disk until it can.
+
+A request whose answer was delivered must be billed even when Redis is down at the moment it
+settles. The settle is then appended to this process's journal (one JSON line, fsynced, in
+`<instance>/journal/settle-<pid>.jsonl`, 0600) and replayed when Redis answers again: by the process
+itself every few seconds, and at start-up for the journals of processes that died (a journal's
+owner holds an exclusive lock on it while it lives).
+
+Replaying is idempotent by request id. While the hold is still in Redis, the replay is the ordinary
+settle script (which deletes the hold, so it runs once). When the hold is gone — Redis lost it in a
+restart, the sweeper released it, or the first settle did run and only its reply was lost — the usage
+event is queued marked `unheld`: ingestion writes it once (request ids are unique in SQL) and only a
+first write moves the live balance (workers/usage.py), so nothing is charged twice.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from relay import quota
+from relay.quota import Hold
+
+log = logging.getLogger(__name__)
+
+PREFIX = "settle-"
+SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One settle as the relay meant it: the hold it releases, the amount it charges, its usage event."""
+
+    hold: Hold
+    cost: int
+    event: bytes
+
+    def encode(self) -> bytes:
+        h = self.hold
+        return orjson.dumps({"rid": h.request_id, "acct": h.account_id, "key": h.key_id, "amt": h.amount, "win": list(h.windows),
+                             "res": list(h.reserved), "cost": self.cost, "event": self.event.decode()}) + b"\n"
+
+    @classmethod
+    def decode(cls, line: bytes) -> "JournalEntry":
+        d = orjson.loads(line)
+        hold = Hold(d["rid"], int(d["acct"]), int(d["key"]), int(d["amt"]), tuple(d["win"]), tuple(bool(r) for r in d["res"]))
+        return cls(hold, int(d["cost"]), d["event"].encode())
+
+
+# The ordinary settle while the hold exists; otherwise the event alone, marked for ingestion to charge.
+_REPLAY = quota.SETTLE_FUNCTION + r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return money_settle(KEYS, ARGV)
+end
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[3], 'unheld', ARGV[2])
+return -2
+"""
+
+
+class SettleJournal:
+    def __init__(self, directory: Path, pid: int | None = None):
+        self.directory = directory
+        self.path = directory / f"{PREFIX}{pid or os.getpid()}{SUFFIX}"
+        self._file = None
+
+    def _open(self):
+        if self._file is None:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while this process lives
+            self._file = os.fdopen(fd, "ab", buffering=0)
+        return self._file
+
+    def append(self, entry: JournalEntry) -> None:
+        """Durably: the line is on disk before this returns."""
+        handle = self._open()
+        handle.write(entry.encode())
+        os.fsync(handle.fileno())
+
+    def pending(self) -> bool:
+        return self._file is not None and self.path.exists() and self.path.stat().st_size > 0
+
+    def replay_own(self, apply: Callable[[JournalEntry], None]) -> int:
+        """Apply this process's journal; on success it is emptied. Raises when Redis still fails (the
+        entries stay for the next try)."""
+        if not self.pending():
+            return 0
+        done = _apply_file(self.path, apply)
+        os.ftruncate(self._open().fileno(), 0)
+        return done
+
+    def replay_orphans(self, apply: Callable[[JournalEntry], None]) -> int:
+        """Apply and remove the journals of processes that are gone (their lock is free)."""
+        if not self.directory.is_dir():
+            return 0
+        done = 0
+        for path in sorted(self.directory.glob(f"{PREFIX}*{SUFFIX}")):
+            if path == self.path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its owner is alive and replays it itself
+                os.close(fd)
+                continue
+            try:
+                done += _apply_file(path, apply)
+                path.unlink()
+            finally:
+                os.close(fd)
+        return done
+
+
+def _apply_file(path: Path, apply: Callable[[JournalEntry], None]) -> int:
+    done = 0
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = JournalEntry.decode(line)
+        except (ValueError, KeyError, TypeError):
+            # A line cut short by a crash mid-write: the settle it began was never acknowledged.
+            log.error("unreadable settle journal line in %s skipped: %r", path, line[:200])
+            continue
+        apply(entry)
+        done += 1
+    return done
+
+
+class Replayer:
+    """Applies journal entries to Redis with the replay script."""
+
+    def __init__(self, register: Callable[[str], Callable]):
+        self._script = register(_REPLAY)
+
+    def __call__(self, entry: JournalEntry) -> None:
+        keys, args = quota.settle_call(entry.hold, entry.cost, entry.event)
+        self._script(keys=keys, args=args)
