@@ -1,0 +1,100 @@
+"""One `switchboard up` for the real-client tests, with a fake upstream of each channel type and
+public model names that say which channel serves them. Each test funds a customer of its own and
+checks that customer's balance to the micro-dollar."""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.api.batch import cli_all
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.gemini_server import FakeGemini
+from tests.fakes.openai_server import FakeOpenAI
+from tests.gateway import Gateway
+
+# public model → (channel type, upstream model)
+MODELS = {
+    "claude-native": ("anthropic", "claude-sonnet-5"),
+    "claude-via-openai": ("openai", "gpt-4o"),
+    "claude-via-gemini": ("gemini", "gemini-2.5-flash"),
+    "codex-model": ("openai", "gpt-5-codex"),
+    "gemini-native": ("gemini", "gemini-2.5-pro"),
+    "gemini-via-openai": ("openai", "gpt-4.1"),
+    "gemini-via-anthropic": ("anthropic", "claude-haiku-4-5"),
+}
+# Every model's price, $ per 1M tokens: input, output, cache read, cache write
+PRICE = ("3", "15", "0.3", "3.75")
+OUTPUT_CAP = 8192  # converting channels' models refuse Claude Code's 64k max_tokens; the price caps it
+
+
+def charge(input_tokens: int = 0, output_tokens: int = 0, cache_read: int = 0, cache_write: int = 0) -> int:
+    """µ$ for this usage at PRICE, rounded half up as the relay rounds."""
+    exact = input_tokens * 3_000_000 + output_tokens * 15_000_000 + cache_read * 300_000 + cache_write * 3_750_000
+    return (exact + 500_000) // 1_000_000
+
+
+@dataclass
+class Fakes:
+    anthropic: FakeAnthropic
+    openai: FakeOpenAI
+    gemini: FakeGemini
+
+    def of(self, channel: str):
+        return getattr(self, channel)
+
+
+@pytest.fixture(scope="package")
+def fakes():
+    made = Fakes(FakeAnthropic(), FakeOpenAI(), FakeGemini())
+    yield made
+    for fake in (made.anthropic, made.openai, made.gemini):
+        fake.close()
+
+
+@pytest.fixture(scope="package")
+def gateway(tmp_path_factory, fakes):
+    gw = Gateway(tmp_path_factory.mktemp("clients-gateway"))
+    commands = []
+    for channel in ("anthropic", "openai", "gemini"):
+        mapping = ",".join(f"{public}={upstream}" for public, (kind, upstream) in MODELS.items() if kind == channel)
+        commands.append(("channel", "add", "--name", f"clients-{channel}", "--type", channel, "--base-url", fakes.of(channel).url,
+                         "--keys", f"sk-{channel}-upstream", "--models", "", "--model-map", mapping))
+    for public, (kind, _) in MODELS.items():
+        cap = () if kind == "anthropic" else ("--max-output-tokens", str(OUTPUT_CAP))
+        commands.append(("price", "set", public, "--input", PRICE[0], "--output", PRICE[1], "--cache-read", PRICE[2],
+                         "--cache-write", PRICE[3], *cap, "--now"))
+    cli_all(gateway=gw, commands=commands)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh(fakes):
+    for fake in (fakes.anthropic, fakes.openai, fakes.gemini):
+        fake.reset_log()
+
+
+USD = 5
+
+
+def customer(gateway: Gateway, name: str) -> tuple[str, str]:
+    """(email, API key) of a fresh customer holding $5, so a test reads only its own charges."""
+    email = f"{name}@example.com"
+    gateway.cli("user", "create", "--email", email)
+    _, key = cli_all(gateway, [("topup", "--user", email, "--usd", str(USD), "--reason", "e2e funds"), ("key", "create", "--user", email)])
+    return email, key["key"]
+
+
+def run(executable: Path, args: list[str], env: dict, cwd: Path, timeout: float = 180) -> str:
+    """Run a client one-shot with only the environment given (no real keys or proxies leak in);
+    its standard output, or a failure showing what it printed."""
+    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LANG": "C.UTF-8", "TERM": "dumb", "NO_COLOR": "1"}
+    result = subprocess.run([str(executable), *args], check=False, env={**base, **env}, cwd=cwd, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{executable.name} exited {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
+    return result.stdout
