@@ -1,5 +1,6 @@
 """Claude Code (the real program, pinned) through `switchboard up`: natively to an Anthropic channel
-and by conversion to OpenAI and Gemini channels, answer and exact charge each time.
+and by conversion to an OpenAI channel (a tool round trip), answer and exact charge each time. The
+Gemini conversion of the same request shape is in tests/e2e/api/test_client_shapes.py.
 
 Claude Code 2.x sends what the Anthropic SDK examples never do: `POST /v1/messages?beta=true`, a
 `role: "system"` turn inside `messages` (its reminders, after the user's turn), deferred tools,
@@ -13,10 +14,9 @@ import pytest
 from tests.e2e.clients.conftest import OUTPUT_CAP, USD, charge, customer, run
 from tests.e2e.clients.programs import CLAUDE_CODE, install
 from tests.fakes.anthropic_server import AnthropicReply
-from tests.fakes.gemini_server import GeminiReply
 from tests.fakes.openai_server import Behaviour
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]  # the first run installs the program
 
 ANSWER = "Hello from the fake upstream."
 
@@ -45,7 +45,7 @@ def ask(claude, gateway, key: str, model: str, cwd, prompt: str = "Say hello", *
 def test_native_anthropic_channel_forwards_what_claude_code_sends(claude, gateway, fakes, tmp_path):
     email, key = customer(gateway, "cc-native")
     fakes.anthropic.push(AnthropicReply(text=ANSWER, input_tokens=1_200, cache_read=24_000, cache_write=300, output_tokens=7))
-    assert ANSWER in ask(claude, gateway, key, "claude-native", tmp_path)
+    assert ANSWER in ask(claude, gateway, key, "sb-anthropic", tmp_path)
     [sent] = fakes.anthropic.message_requests()
     body = sent["body"]
     assert body["model"] == "claude-sonnet-5"
@@ -60,53 +60,31 @@ def test_native_anthropic_channel_forwards_what_claude_code_sends(claude, gatewa
     gateway.wait_for_balance(email, USD * 1_000_000 - 12_030)
 
 
-def test_openai_channel_gets_the_system_turn_in_place(claude, gateway, fakes, tmp_path):
+def test_openai_channel_by_conversion_with_a_tool_round_trip(claude, gateway, fakes, tmp_path):
     email, key = customer(gateway, "cc-openai")
-    fakes.openai.push(Behaviour(content=ANSWER, prompt_tokens=25_000, cached_tokens=20_000, completion_tokens=9))
-    assert ANSWER in ask(claude, gateway, key, "claude-via-openai", tmp_path)
-    [sent] = fakes.openai.chat_requests()
-    body = sent["body"]
-    assert body["model"] == "gpt-4o" and body["stream"] is True
-    roles = [m["role"] for m in body["messages"]]
-    assert roles == ["system", "user", "system"]  # top-level system first, the reminder after the user's turn
-    assert "You have been invoked in the following environment" in body["messages"][2]["content"]
-    assert body["max_tokens"] == OUTPUT_CAP  # Claude Code asked for 64k
-    names = {t["function"]["name"] for t in body["tools"]}
-    assert "Bash" in names and "DeferredToolPlaceholder" not in names  # deferred tools stay unloaded
-    assert len(body["user"]) <= 64  # Claude Code's user_id is a JSON document; OpenAI takes an id
-    assert not {"thinking", "context_management", "output_config", "metadata"} & body.keys()
-    # 5,000 uncached input × $3 + 20,000 cached × $0.30 + 9 output × $15, per 1M
-    assert charge(5_000, 9, 20_000) == 21_135
-    gateway.wait_for_balance(email, USD * 1_000_000 - 21_135)
-
-
-def test_a_tool_round_trip_through_an_openai_channel(claude, gateway, fakes, tmp_path):
-    email, key = customer(gateway, "cc-tools")
     note = tmp_path / "note.txt"
     note.write_text("The secret flower is a sunflower.\n")
     call = {"name": "Read", "arguments": json.dumps({"file_path": str(note)})}
-    fakes.openai.push(Behaviour(content="", tool_calls=[call], prompt_tokens=3_000, completion_tokens=20),
-                      Behaviour(content="The note names a sunflower.", prompt_tokens=3_100, completion_tokens=6))
-    out = ask(claude, gateway, key, "claude-via-openai", tmp_path, "What flower does note.txt name?", "--allowedTools", "Read")
+    fakes.openai.push(Behaviour(content="", tool_calls=[call], prompt_tokens=25_000, cached_tokens=20_000, completion_tokens=20),
+                      Behaviour(content="The note names a sunflower.", prompt_tokens=25_100, cached_tokens=25_000, completion_tokens=6))
+    out = ask(claude, gateway, key, "sb-openai", tmp_path, "What flower does note.txt name?", "--allowedTools", "Read")
     assert "The note names a sunflower." in out
-    _, second = fakes.openai.chat_requests()
+    first, second = fakes.openai.chat_requests()
+    body = first["body"]
+    assert body["model"] == "gpt-4o" and body["stream"] is True
+    # the top-level system first, Claude Code's reminder turn where it was: after the user's turn
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "system"]
+    assert "You have been invoked in the following environment" in body["messages"][2]["content"]
+    assert body["max_tokens"] == OUTPUT_CAP  # Claude Code asked for 64k
+    names = {t["function"]["name"] for t in body["tools"]}
+    assert "Read" in names and "DeferredToolPlaceholder" not in names  # deferred tools stay unloaded
+    assert len(body["user"]) <= 64  # Claude Code's user_id is a JSON document; OpenAI takes an id
+    assert not {"thinking", "context_management", "output_config", "metadata"} & body.keys()
+    # the second turn carries the call and Claude Code's tool result, in OpenAI's shape
     assistant = next(m for m in second["body"]["messages"] if m["role"] == "assistant")
     assert assistant["tool_calls"][0]["function"]["name"] == "Read"
     result = next(m for m in second["body"]["messages"] if m["role"] == "tool")
     assert result["tool_call_id"] == assistant["tool_calls"][0]["id"] and "sunflower" in result["content"]
-    assert charge(3_000, 20) + charge(3_100, 6) == 9_300 + 9_390
-    gateway.wait_for_balance(email, USD * 1_000_000 - 18_690)
-
-
-def test_gemini_channel_folds_the_system_turn_into_the_instruction(claude, gateway, fakes, tmp_path):
-    email, key = customer(gateway, "cc-gemini")
-    fakes.gemini.push(GeminiReply(text=ANSWER, prompt_tokens=26_000, cached_tokens=0, candidates_tokens=5))
-    assert ANSWER in ask(claude, gateway, key, "claude-via-gemini", tmp_path)
-    [sent] = fakes.gemini.generate_requests()
-    body = sent["body"]
-    assert [c["role"] for c in body["contents"]] == ["user"]
-    instruction = "".join(p["text"] for p in body["systemInstruction"]["parts"])
-    assert "You have been invoked in the following environment" in instruction and "Claude" in instruction
-    assert body["generationConfig"]["maxOutputTokens"] == OUTPUT_CAP
-    assert charge(26_000, 5) == 78_075
-    gateway.wait_for_balance(email, USD * 1_000_000 - 78_075)
+    # per 1M: 5,000 uncached input × $3 + 20,000 cached × $0.30 + 20 output × $15, then 100 × $3 + 25,000 × $0.30 + 6 × $15
+    assert (charge(5_000, 20, 20_000), charge(100, 6, 25_000)) == (21_300, 7_890)
+    gateway.wait_for_balance(email, USD * 1_000_000 - 21_300 - 7_890)
