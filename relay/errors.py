@@ -1,5 +1,5 @@
-"""Errors the relay answers with, in the caller's format (design.md §6): OpenAI's, or Anthropic's
-on the Anthropic endpoints.
+"""Errors the relay answers with, in the caller's format (design.md §6): OpenAI's, Anthropic's on
+the Anthropic endpoints, Google's on the Gemini endpoints.
 
 A `RelayError` carries everything needed to render the response; `ErrorKind` is what an adapter
 concludes about an upstream failure, for routing and health to act on.
@@ -72,8 +72,29 @@ _ANTHROPIC_TYPES = {
     529: "overloaded_error",
 }
 
+# Google's canonical status names by HTTP status (google.rpc.Code); the SDKs read `status`.
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
+GEMINI = "gemini"
+# A Gemini stream framed as one JSON array (streamGenerateContent without alt=sse): an error that
+# ends it mid-way is the array's last element, and closes it.
+GEMINI_ARRAY = "gemini-array"
 
 
 class RelayError(Exception):
@@ -118,12 +139,31 @@ class RelayError(Exception):
             }
         )
 
+    def gemini_body(self, request_id: str) -> bytes:
+        """Google's error shape; the relay's own code rides in an ErrorInfo detail, a retry delay in
+        RetryInfo (where Google's SDKs and the Gemini CLI look for one)."""
+        details: list[dict] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": self.code.upper(),
+                                "domain": "switchboard", "metadata": {"request_id": request_id}}]
+        if self.retry_after:
+            details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{max(1, round(self.retry_after))}s"})
+        status = _GOOGLE_STATUS.get(self.status) or ("INTERNAL" if self.status >= 500 else "FAILED_PRECONDITION")
+        return orjson.dumps({"error": {"code": self.status, "message": f"{self.message} (request id: {request_id})", "status": status,
+                                       "details": details}})
+
     def body(self, request_id: str, error_format: str = OPENAI) -> bytes:
-        return self.anthropic_body(request_id) if error_format == ANTHROPIC else self.openai_body(request_id)
+        if error_format == ANTHROPIC:
+            return self.anthropic_body(request_id)
+        if error_format in (GEMINI, GEMINI_ARRAY):
+            return self.gemini_body(request_id)
+        return self.openai_body(request_id)
 
     def sse_event(self, request_id: str, error_format: str = OPENAI) -> bytes:
         if error_format == ANTHROPIC:
             return b"event: error\ndata: " + self.anthropic_body(request_id) + b"\n\n"
+        if error_format == GEMINI:
+            return b"data: " + self.gemini_body(request_id) + b"\r\n\r\n"
+        if error_format == GEMINI_ARRAY:
+            return b",\r\n" + self.gemini_body(request_id) + b"]"
         return b"data: " + self.openai_body(request_id) + b"\n\n"
 
 

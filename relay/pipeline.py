@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -26,15 +27,21 @@ from relay.snapshot import GroupView, KeyView, Snapshot, Status
 from relay.upstream import UpstreamClient
 
 
-def api_key_from(environ) -> str | None:
-    """The caller's key: `Authorization: Bearer …`, or Anthropic's `x-api-key`."""
+def api_key_from(environ, query_key: bool = False) -> str | None:
+    """The caller's key: `Authorization: Bearer …`, Anthropic's `x-api-key`, Google's
+    `x-goog-api-key`, or — on the Gemini endpoints, as Google allows — the `key` query parameter."""
     header = environ.get("HTTP_AUTHORIZATION")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    key = environ.get("HTTP_X_API_KEY")
-    return key.strip() if key and key.strip() else None
+    key = environ.get("HTTP_X_API_KEY") or environ.get("HTTP_X_GOOG_API_KEY")
+    if key and key.strip():
+        return key.strip()
+    if query_key and "key=" in (environ.get("QUERY_STRING") or ""):
+        key = dict(parse_qsl(environ["QUERY_STRING"])).get("key")
+        return key.strip() if key and key.strip() else None
+    return None
 
 
 def key_hash(secret: str) -> str:
@@ -69,8 +76,8 @@ class Pipeline:
         self.playground_key = playground.signing_key(settings.encryption_key) if settings.encryption_key else None
 
     # --- who is calling, and may they ---------------------------------------------------------
-    def authenticate(self, ctx: RequestContext, environ, snap: Snapshot, now: float) -> KeyView:
-        secret = api_key_from(environ)
+    def authenticate(self, ctx: RequestContext, environ, snap: Snapshot, now: float, query_key: bool = False) -> KeyView:
+        secret = api_key_from(environ, query_key)
         if secret is None:
             raise RelayError(401, "missing_api_key", "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")
         if secret.startswith(playground.PREFIX):  # the console's playground (relay/playground.py)
@@ -129,7 +136,7 @@ class Pipeline:
         """A billed call: authenticate, check, hold, route with retries, settle exactly once."""
         snap = self.holder.current
         now = ctx.started_at
-        key = self.authenticate(ctx, environ, snap, now)
+        key = self.authenticate(ctx, environ, snap, now, getattr(endpoint, "accepts_query_key", False))
         request = endpoint.parse(body, environ)
         model = endpoint.model_of(request)
         ctx.model = model

@@ -14,8 +14,9 @@ from relay.billing import usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response, new_request_id
-from relay.endpoints import ENDPOINTS
-from relay.errors import ANTHROPIC, OPENAI, RelayError
+from relay.endpoints import ENDPOINTS, GEMINI_ACTIONS
+from relay.endpoints.generate import gemini_route, is_gemini_path, list_models
+from relay.errors import ANTHROPIC, GEMINI, OPENAI, RelayError
 from relay.metrics import COUNTERS, counting_redis
 from relay.pipeline import Pipeline
 from relay.quota import Quota
@@ -50,6 +51,8 @@ def error_format_for(method: str, path: str, environ) -> str:
     endpoint = ENDPOINTS.get((method, path)) or next((e for (_, p), e in ENDPOINTS.items() if p == path), None)
     if endpoint is not None:
         return endpoint.error_format
+    if is_gemini_path(path, environ):
+        return GEMINI
     if environ.get("HTTP_ANTHROPIC_VERSION"):
         return ANTHROPIC
     return OPENAI
@@ -96,6 +99,8 @@ class RelayApp:
         if endpoint is not None:
             body = read_body(environ, self.settings.max_body_bytes)
             return self.pipeline.handle(endpoint, ctx, environ, body)
+        if is_gemini_path(path, environ):
+            return self.gemini(ctx, environ, method, path)
         if path == "/v1/models" and method == "GET":
             return self.pipeline.models(ctx, environ)
         if path in ("/healthz", "/v1/healthz"):
@@ -103,6 +108,20 @@ class RelayApp:
         if any(path == p for (_, p) in ENDPOINTS) or path == "/v1/models":
             raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
         raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
+
+    def gemini(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
+        """Gemini's routes, whose paths carry the model: an action on a model, or the model list."""
+        route = gemini_route(path, GEMINI_ACTIONS)
+        if route is None:
+            raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
+        wanted = "POST" if route.endpoint is not None else "GET"
+        if method != wanted:
+            raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
+        ctx.endpoint = route.log_path
+        if route.endpoint is None:
+            return list_models(self.pipeline, ctx, environ, route.model)
+        environ["switchboard.model"] = route.model
+        return self.pipeline.handle(route.endpoint, ctx, environ, read_body(environ, self.settings.max_body_bytes))
 
     def health(self) -> Response:
         snap = self.holder.current

@@ -117,7 +117,7 @@ def up_command():
     start_follower(relay_app)
 
     def dispatch(environ, start_response):
-        if environ.get("PATH_INFO", "").startswith("/v1/"):
+        if environ.get("PATH_INFO", "").startswith(("/v1/", "/v1beta/")):  # the OpenAI/Anthropic and Gemini APIs
             return relay_app(environ, start_response)
         return app(environ, start_response)
 

@@ -32,7 +32,7 @@ class AnthropicAdapter:
     info = AdapterInfo(
         type="anthropic",
         label="Anthropic",
-        capabilities=frozenset({Operation.CHAT, Operation.MESSAGES, Operation.COUNT_TOKENS, Operation.MODELS}),
+        capabilities=frozenset({Operation.CHAT, Operation.MESSAGES, Operation.COUNT_TOKENS, Operation.GENERATE_CONTENT, Operation.MODELS}),
         messages_native=True,
     )
 

@@ -28,7 +28,7 @@ class AzureAdapter(OpenAIAdapter):
         type="azure",
         label="Azure OpenAI",
         capabilities=frozenset({
-            Operation.CHAT, Operation.MESSAGES, Operation.COUNT_TOKENS, Operation.COMPLETIONS, Operation.EMBEDDINGS,
+            Operation.CHAT, Operation.MESSAGES, Operation.COUNT_TOKENS, Operation.GENERATE_CONTENT, Operation.COMPLETIONS, Operation.EMBEDDINGS,
             Operation.IMAGES, Operation.SPEECH, Operation.TRANSCRIPTION, Operation.RESPONSES,
         }),
     )

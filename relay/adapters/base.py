@@ -22,7 +22,8 @@ class Operation(str, enum.Enum):
 
     CHAT = "chat"  # /v1/chat/completions
     MESSAGES = "messages"  # /v1/messages (Anthropic format; natively or converted through CHAT)
-    COUNT_TOKENS = "count_tokens"  # /v1/messages/count_tokens
+    COUNT_TOKENS = "count_tokens"  # /v1/messages/count_tokens and Gemini's :countTokens
+    GENERATE_CONTENT = "generate_content"  # Gemini's :generateContent / :streamGenerateContent (natively or through CHAT)
     COMPLETIONS = "completions"  # /v1/completions (legacy)
     EMBEDDINGS = "embeddings"
     IMAGES = "images"  # /v1/images/generations
@@ -62,6 +63,20 @@ class MessagesRequest:
     beta: str | None = None  # the caller's anthropic-beta, forwarded to Anthropic upstreams
 
 
+@dataclass(slots=True)
+class GenerateRequest:
+    """A Gemini-format request (:generateContent, :streamGenerateContent or :countTokens) as the
+    caller sent it; the model comes from the URL."""
+
+    model: str
+    payload: dict
+    body: bytes  # the body as received: native channels get it unchanged
+    stream: bool = False
+    sse: bool = True  # streamed as SSE (alt=sse), else as one JSON array as Google does without it
+    max_tokens: int | None = None  # generationConfig.maxOutputTokens
+    candidates: int = 1  # generationConfig.candidateCount
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where one attempt goes: a channel, one of its keys, and the model name the upstream knows."""
@@ -85,12 +100,14 @@ class AdapterInfo:
     capabilities: frozenset[Operation] = field(default_factory=frozenset)
     # Speaks Anthropic's Messages API itself: /v1/messages passes through without conversion.
     messages_native: bool = False
+    # Speaks Gemini's generateContent itself: the Gemini endpoints pass through without conversion.
+    generate_native: bool = False
 
 
 class Adapter(Protocol):
     """Every adapter has these. Operation-specific methods exist where the capability is declared:
     `forward_request` (OpenAI-shaped endpoints), `messages_*` and `count_tokens_request` (native
-    Anthropic)."""
+    Anthropic), `generate_*` (native Gemini)."""
 
     info: AdapterInfo
 
@@ -107,5 +124,5 @@ class Adapter(Protocol):
     def models_response(self, body: bytes) -> list[str]: ...
 
 
-__all__ = ["DEFAULT_ANTHROPIC_VERSION", "Adapter", "AdapterInfo", "ChatRequest", "ChatResult", "MessagesRequest", "Operation",
+__all__ = ["DEFAULT_ANTHROPIC_VERSION", "Adapter", "AdapterInfo", "ChatRequest", "ChatResult", "GenerateRequest", "MessagesRequest", "Operation",
            "StreamDecoder", "StreamEvent", "Target"]

@@ -188,7 +188,7 @@ class OpenAIAdapter:
         type="openai",
         label="OpenAI-compatible",
         capabilities=frozenset({
-            Operation.CHAT, Operation.MESSAGES, Operation.COUNT_TOKENS, Operation.COMPLETIONS, Operation.EMBEDDINGS,
+            Operation.CHAT, Operation.MESSAGES, Operation.COUNT_TOKENS, Operation.GENERATE_CONTENT, Operation.COMPLETIONS, Operation.EMBEDDINGS,
             Operation.IMAGES, Operation.SPEECH, Operation.TRANSCRIPTION, Operation.MODERATIONS, Operation.RESPONSES,
             Operation.MODELS,
         }),

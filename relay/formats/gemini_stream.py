@@ -1,4 +1,5 @@
-"""Gemini streamGenerateContent (alt=sse) → OpenAI chat.completion.chunk events.
+"""Gemini streamGenerateContent (alt=sse) → OpenAI chat.completion.chunk events, or passed through
+to Gemini-format callers (`GeminiNativeStream`).
 
 Each SSE event is a whole GenerateContentResponse holding the next parts of each candidate; the
 one carrying finishReason also carries the final usageMetadata. There is no [DONE]: the relay
@@ -92,3 +93,62 @@ class GeminiChatStream(EventDecoder):
                 raw += DONE
         out.raw = raw or None
         return out
+
+
+def parts_tokens(candidates) -> int:
+    """Output tokens counted locally in candidates' parts (text, thoughts, function calls)."""
+    total = 0
+    for candidate in candidates or ():
+        for part in (candidate.get("content") or {}).get("parts") or () if isinstance(candidate, dict) else ():
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                total += text_tokens(part["text"])
+            elif isinstance(part.get("functionCall"), dict):
+                total += text_tokens(orjson.dumps(part["functionCall"]).decode())
+    return total
+
+
+class GeminiNativeStream(EventDecoder):
+    """For Gemini-format callers of Gemini channels: every event passes through as it came
+    (re-framed as JSON array elements when the caller streams without alt=sse); usage is read on
+    the way and counts once every candidate has finished, as a cut stream must not look complete."""
+
+    def __init__(self, framing):
+        super().__init__()
+        self.framing = framing
+        self.open: set[int] = set()  # candidates seen and not finished
+        self.finished = False
+
+    def _decode(self, event: bytes) -> StreamEvent:
+        data = event_data(event)
+        if data is None:
+            return StreamEvent(raw=None)
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return StreamEvent(raw=None, error=MALFORMED)
+        if not isinstance(obj, dict):
+            return StreamEvent(raw=None, error=MALFORMED)
+        if "error" in obj:
+            return StreamEvent(raw=None, error=classify_error_body(200, obj))
+        candidates = obj.get("candidates") or ()
+        for candidate in candidates:
+            index = int(candidate.get("index") or 0) if isinstance(candidate, dict) else 0
+            self.open.add(index)
+            if isinstance(candidate, dict) and candidate.get("finishReason"):
+                self.open.discard(index)
+        blocked = not candidates and (obj.get("promptFeedback") or {}).get("blockReason")
+        if (candidates and not self.open) or blocked:
+            self.finished = True
+        out = StreamEvent(raw=self.framing.frame(data), output_tokens=parts_tokens(candidates), done=self.finished)
+        if self.finished:
+            out.usage = usage_from_gemini(obj.get("usageMetadata"))
+        return out
+
+    def finish(self):
+        yield from super().finish()
+        if self.finished:  # a cut stream is closed by the error event that reports it
+            tail = self.framing.close()
+            if tail:
+                yield StreamEvent(raw=tail, done=True)

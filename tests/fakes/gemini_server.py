@@ -7,6 +7,7 @@ back without the thought signature it was issued with. Scripted with `GeminiRepl
 """
 from __future__ import annotations
 
+import base64
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ def check_request(body, issued: dict[str, str]) -> str | None:
     if not body.get("contents"):
         return "* GenerateContentRequest.contents: contents is not specified"
     for n, content in enumerate(body["contents"]):
-        if content.get("role") not in ("user", "model"):
+        if content.get("role") not in (None, "user", "model"):  # unset is the user
             return f"Please use a valid role: user, model. (contents[{n}])"
         if not content.get("parts"):
             return f"* GenerateContentRequest.contents[{n}].parts: contents.parts must not be empty."
@@ -143,7 +144,7 @@ class GeminiHandler(Handler):
     def call_parts(self, r: GeminiReply) -> list[dict]:
         parts = []
         for i, call in enumerate(r.function_calls):
-            signature = f"sig-{call['name']}-{i}"
+            signature = base64.b64encode(f"sig-{call['name']}-{i}".encode()).decode()  # bytes, as Google sends them
             self.fake.signatures[call["name"]] = signature
             parts.append({"functionCall": {"name": call["name"], "args": call["args"]}, "thoughtSignature": signature})
         return parts

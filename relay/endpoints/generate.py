@@ -1,0 +1,284 @@
+"""Gemini's own API: POST /v1beta/models/{model}:generateContent, :streamGenerateContent (SSE
+with alt=sse, else one JSON array, as Google serves them), :countTokens, and GET /v1beta/models
+and /v1beta/models/{model}; all of them under /v1/ too (google-genai 3.x for Python uses /v1), where
+GET /v1/models is Google's list for a caller that sends Google's headers and OpenAI's otherwise.
+Errors are Google-format.
+
+Gemini channels serve them natively: the body goes up as received (the model lives in the URL,
+which names the channel's upstream model) and the answer comes back as it came. Every other
+chat-capable channel serves them by conversion: the request becomes OpenAI chat, the adapter does
+what it does with chat, and the answer (or stream) is turned back into Gemini's shape.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import orjson
+
+from relay.adapters.base import ChatRequest, GenerateRequest, Operation, Target
+from relay.billing import Settlement
+from relay.context import RequestContext, Response, json_response
+from relay.endpoints import calls
+from relay.endpoints.base import HoldEstimate
+from relay.endpoints.parsing import json_object, positive_int
+from relay.errors import GEMINI, GEMINI_ARRAY, RelayError, UpstreamError, bad_request
+from relay.formats.generate_request import gemini_to_chat, prompt_tokens, wants_thoughts
+from relay.formats.generate_response import (
+    Framing,
+    GenerateStream,
+    completion_to_generate,
+)
+from relay.pricing import Price
+from relay.settings import RelaySettings
+from relay.upstream import UpstreamClient
+
+MAX_CANDIDATES = 8  # Google's own limit on candidateCount
+DEFAULT_PAGE, MAX_PAGE = 50, 1000  # models per listing page, as Google pages them
+ARRAY_STREAM_HEADERS = [("Content-Type", "application/json; charset=UTF-8"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
+
+
+def query(environ, name: str) -> str | None:
+    text = environ.get("QUERY_STRING") or ""
+    if name + "=" not in text:
+        return None
+    return dict(parse_qsl(text)).get(name)
+
+
+def path_model(raw: str) -> str:
+    """The model named in the URL (the server decoded the path as latin-1; names are UTF-8)."""
+    try:
+        name = raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise bad_request("The model name in the URL is not valid UTF-8.", param="model") from None
+    name = name.removeprefix("models/")
+    if not name:
+        raise bad_request("The URL names no model.", param="model", code="missing_required_parameter")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class GeminiRoute:
+    """What a Gemini URL asks for: an action on a model (`endpoint` set), one model, or the list."""
+
+    endpoint: object | None
+    model: str | None
+    log_path: str  # the URL with the model left out: request logs keep the shape, not the name
+
+
+def google_caller(environ) -> bool:
+    """Whether a caller of a path both APIs share (GET /v1/models…) speaks Google's API: Google's
+    SDKs send their key in x-goog-api-key and name themselves in x-goog-api-client."""
+    return ("HTTP_X_GOOG_API_KEY" in environ or "HTTP_X_GOOG_API_CLIENT" in environ
+            or "key=" in (environ.get("QUERY_STRING") or ""))
+
+
+def is_gemini_path(path: str, environ) -> bool:
+    """Google's SDKs use /v1beta (the Gemini CLI, older SDKs) or /v1 (google-genai for Python 3.x)."""
+    if path.startswith("/v1beta/"):
+        return True
+    return path.startswith("/v1/models") and (":" in path or google_caller(environ))
+
+
+def gemini_route(path: str, actions: dict) -> GeminiRoute | None:
+    """The route of a Gemini URL, or None when it is none of them."""
+    version = "/v1beta" if path.startswith("/v1beta/") else "/v1"
+    rest = path[len(version):]
+    if rest in ("/models", "/models/"):
+        return GeminiRoute(None, None, f"{version}/models")
+    if not rest.startswith("/models/"):
+        return None
+    tail = rest[len("/models/"):]
+    name, colon, action = tail.rpartition(":")
+    if colon:
+        endpoint = actions.get(action)
+        return GeminiRoute(endpoint, name, f"{version}/models/{{model}}:{action}") if endpoint is not None else None
+    if "/" not in tail.strip("/"):
+        return GeminiRoute(None, tail.strip("/"), f"{version}/models/{{model}}")
+    return None
+
+
+ROLES = (None, "", "user", "model", "function")  # unset is the user; "function" is the old role of function responses
+
+
+def check_contents(contents: list) -> None:
+    """What Google refuses, refused before any upstream call: a content that is not an object, a
+    role other than user or model, parts that are missing or empty."""
+    for n, content in enumerate(contents):
+        if not isinstance(content, dict):
+            raise bad_request(f"contents[{n}] must be an object.", param="contents")
+        if content.get("role") not in ROLES:
+            raise bad_request(f"Please use a valid role: user, model. (contents[{n}].role)", param="contents")
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
+            raise bad_request(f"contents[{n}].parts must be a non-empty list of objects.", param="contents")
+
+
+def parse_generate(body: bytes, environ, stream: bool) -> GenerateRequest:
+    payload = json_object(body)
+    route_model = environ.get("switchboard.model")
+    model = path_model(route_model if route_model is not None else "")
+    contents = payload.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise bad_request("contents is not specified: at least one content is required.", param="contents",
+                          code="missing_required_parameter")
+    check_contents(contents)
+    config = payload.get("generationConfig")
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise bad_request("generationConfig must be an object.", param="generationConfig")
+    max_tokens = positive_int(config, "maxOutputTokens")
+    candidates = positive_int(config, "candidateCount") or 1
+    if candidates > MAX_CANDIDATES:
+        raise bad_request(f"candidateCount must be at most {MAX_CANDIDATES}.", param="generationConfig.candidateCount")
+    return GenerateRequest(model=model, payload=payload, body=body, stream=stream, sse=query(environ, "alt") == "sse",
+                           max_tokens=max_tokens, candidates=candidates)
+
+
+def as_chat(request: GenerateRequest, target: Target, output_cap: int | None) -> ChatRequest:
+    """The request as OpenAI chat for a converting channel; the price's output cap, when the
+    operator set one, bounds maxOutputTokens."""
+    field = str(target.channel.config.get("max_tokens_field") or "max_tokens")
+    payload = gemini_to_chat(request.payload, target.upstream_model, request.stream, field)
+    if output_cap and payload.get(field, 0) > output_cap:
+        payload[field] = output_cap
+    return ChatRequest(model=request.model, payload=payload, stream=request.stream, wants_usage=True,
+                       max_tokens=payload.get(field), chunks_only=True)
+
+
+class GenerateEndpoint:
+    operation = Operation.GENERATE_CONTENT
+    error_format = GEMINI
+    billed = True
+    accepts_query_key = True  # Google's `?key=`
+
+    def __init__(self, stream: bool):
+        self.stream = stream
+
+    def parse(self, body: bytes, environ) -> GenerateRequest:
+        return parse_generate(body, environ, self.stream)
+
+    def model_of(self, request: GenerateRequest) -> str:
+        return request.model
+
+    def is_stream(self, request: GenerateRequest) -> bool:
+        return request.stream
+
+    def estimate(self, request: GenerateRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
+        local = prompt_tokens(request.payload)
+        output = request.max_tokens or price.max_output_tokens or settings.default_hold_output_tokens
+        return HoldEstimate(prompt_tokens=2 * local, max_output_tokens=output * request.candidates, local_prompt_tokens=local)
+
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+                request: GenerateRequest, settlement: Settlement) -> Response | UpstreamError:
+        error_format = GEMINI if request.sse else GEMINI_ARRAY  # how a failure mid-stream is told
+        if adapter.info.generate_native:
+            def parse(body: bytes):
+                result = adapter.generate_response(target, request, body)
+                return result.body, result.usage, result.output_text_tokens
+
+            decoder = adapter.generate_stream(target, request) if request.stream else None
+            outcome = calls.answer(client, ctx, settings, adapter, adapter.generate_request(target, request), settlement,
+                                   decoder=decoder, parse=parse, what="a Gemini response", error_format=error_format)
+            return self._framed(outcome, request)
+        chat = as_chat(request, target, settlement.price.max_output_tokens)
+        thoughts = wants_thoughts(request.payload)
+
+        def parse_chat(body: bytes):
+            result = adapter.chat_response(target, chat, body)
+            return orjson.dumps(completion_to_generate(orjson.loads(result.body), result.usage, thoughts)), result.usage, result.output_text_tokens
+
+        decoder = None
+        if request.stream:
+            decoder = GenerateStream(adapter.chat_stream(target, chat), target.upstream_model, settlement.prompt_estimate,
+                                     Framing(request.sse), thoughts)
+        outcome = calls.answer(client, ctx, settings, adapter, adapter.chat_request(target, chat), settlement,
+                               decoder=decoder, parse=parse_chat, what="a chat completion", error_format=error_format)
+        return self._framed(outcome, request)
+
+    @staticmethod
+    def _framed(outcome, request: GenerateRequest):
+        """A stream without alt=sse is one JSON array, served as JSON, as Google does."""
+        if request.stream and not request.sse and isinstance(outcome, Response):
+            outcome.headers = list(ARRAY_STREAM_HEADERS)
+        return outcome
+
+
+class GeminiCountTokensEndpoint:
+    """Free: Gemini channels count upstream; others answer the relay's local estimate."""
+
+    operation = Operation.COUNT_TOKENS
+    error_format = GEMINI
+    billed = False
+    accepts_query_key = True
+
+    def parse(self, body: bytes, environ) -> GenerateRequest:
+        payload = json_object(body)
+        model = path_model(environ.get("switchboard.model") or "")
+        inner = payload.get("generateContentRequest")
+        counted = inner if isinstance(inner, dict) else payload
+        if not isinstance(counted.get("contents", []), list):
+            raise bad_request("contents must be a list.", param="contents")
+        return GenerateRequest(model=model, payload=payload, body=body)
+
+    def model_of(self, request: GenerateRequest) -> str:
+        return request.model
+
+    def is_stream(self, request: GenerateRequest) -> bool:
+        return False
+
+    def estimate(self, request: GenerateRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
+        return HoldEstimate(0, 0, 0)
+
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+                request: GenerateRequest, settlement: Settlement | None) -> Response | UpstreamError:
+        if not adapter.info.generate_native:
+            inner = request.payload.get("generateContentRequest")
+            local = prompt_tokens(inner if isinstance(inner, dict) else request.payload)
+            return json_response(200, orjson.dumps({"totalTokens": local}))
+        response = calls.send(client, ctx, settings, adapter, adapter.generate_count_request(target, request))
+        if isinstance(response, UpstreamError):
+            return response
+        body = calls.read(response)
+        if isinstance(body, UpstreamError):
+            return body
+        try:
+            data = orjson.loads(body)
+            int(data["totalTokens"])
+        except (ValueError, KeyError, TypeError):
+            return calls.invalid("a token count")
+        return json_response(200, body)
+
+
+# --- the model list -----------------------------------------------------------------------
+def model_entry(name: str, price: Price | None) -> dict:
+    entry = {"name": f"models/{name}", "baseModelId": name, "version": "switchboard", "displayName": name,
+             "supportedGenerationMethods": METHODS}
+    if price is not None and price.max_output_tokens:
+        entry["outputTokenLimit"] = price.max_output_tokens
+    return entry
+
+
+def list_models(pipeline, ctx: RequestContext, environ, name: str | None) -> Response:
+    """The models this key may use, in Google's shape (paged by pageSize/pageToken), or one of them."""
+    snap = pipeline.holder.current
+    now = time.time()
+    key = pipeline.authenticate(ctx, environ, snap, now, query_key=True)
+    models = snap.models_for_key(key, now)
+    if name is not None:
+        model = path_model(name)
+        if model not in models:
+            raise RelayError(404, "model_not_found", f"models/{model} is not found or this key may not use it.", param="model")
+        return json_response(200, orjson.dumps(model_entry(model, snap.price_at(model, now))))
+    size = query(environ, "pageSize")
+    size = min(int(size), MAX_PAGE) if size and size.isdigit() and int(size) > 0 else DEFAULT_PAGE
+    token = query(environ, "pageToken") or "0"
+    start = int(token) if token.isdigit() else 0
+    page = models[start:start + size]
+    body: dict = {"models": [model_entry(m, snap.price_at(m, now)) for m in page]}
+    if start + size < len(models):
+        body["nextPageToken"] = str(start + size)
+    return json_response(200, orjson.dumps(body))
