@@ -74,14 +74,23 @@ def fresh(fakes):
 
 
 USD = 5
+# A funded customer per test, made together up front (each CLI command is a process start).
+CUSTOMERS = ("cc-native", "cc-openai", "codex", "gemini-native", "gemini-openai")
 
 
-def customer(gateway: Gateway, name: str) -> tuple[str, str]:
-    """(email, API key) of a fresh customer holding $5, so a test reads only its own charges."""
-    email = f"{name}@example.com"
-    gateway.cli("user", "create", "--email", email)
-    _, key = cli_all(gateway, [("topup", "--user", email, "--usd", str(USD), "--reason", "e2e funds"), ("key", "create", "--user", email)])
-    return email, key["key"]
+@pytest.fixture(scope="package")
+def keys(gateway) -> dict[str, str]:
+    cli_all(gateway, [("user", "create", "--email", f"{name}@example.com") for name in CUSTOMERS])
+    made = cli_all(gateway, [command for name in CUSTOMERS for command in (
+        ("topup", "--user", f"{name}@example.com", "--usd", str(USD), "--reason", "e2e funds"),
+        ("key", "create", "--user", f"{name}@example.com"))])
+    return {name: made[2 * i + 1]["key"] for i, name in enumerate(CUSTOMERS)}
+
+
+@pytest.fixture
+def customer(keys):
+    """customer(name) → (email, API key) of a customer holding $5, so a test reads only its own charges."""
+    return lambda name: (f"{name}@example.com", keys[name])
 
 
 def run(executable: Path, args: list[str], env: dict, cwd: Path, timeout: float = 180) -> str:

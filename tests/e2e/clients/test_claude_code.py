@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.e2e.clients.conftest import OUTPUT_CAP, USD, charge, customer, run
+from tests.e2e.clients.conftest import OUTPUT_CAP, USD, charge, run
 from tests.e2e.clients.programs import CLAUDE_CODE, install
 from tests.fakes.anthropic_server import AnthropicReply
 from tests.fakes.openai_server import Behaviour
@@ -42,8 +42,8 @@ def ask(claude, gateway, key: str, model: str, cwd, prompt: str = "Say hello", *
     return run(claude, ["-p", prompt, "--model", model, *options], env, cwd)
 
 
-def test_native_anthropic_channel_forwards_what_claude_code_sends(claude, gateway, fakes, tmp_path):
-    email, key = customer(gateway, "cc-native")
+def test_native_anthropic_channel_forwards_what_claude_code_sends(claude, gateway, fakes, tmp_path, customer):
+    email, key = customer("cc-native")
     fakes.anthropic.push(AnthropicReply(text=ANSWER, input_tokens=1_200, cache_read=24_000, cache_write=300, output_tokens=7))
     assert ANSWER in ask(claude, gateway, key, "sb-anthropic", tmp_path)
     [sent] = fakes.anthropic.message_requests()
@@ -60,8 +60,8 @@ def test_native_anthropic_channel_forwards_what_claude_code_sends(claude, gatewa
     gateway.wait_for_balance(email, USD * 1_000_000 - 12_030)
 
 
-def test_openai_channel_by_conversion_with_a_tool_round_trip(claude, gateway, fakes, tmp_path):
-    email, key = customer(gateway, "cc-openai")
+def test_openai_channel_by_conversion_with_a_tool_round_trip(claude, gateway, fakes, tmp_path, customer):
+    email, key = customer("cc-openai")
     note = tmp_path / "note.txt"
     note.write_text("The secret flower is a sunflower.\n")
     call = {"name": "Read", "arguments": json.dumps({"file_path": str(note)})}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.clients.conftest import USD, charge, customer, run
+from tests.e2e.clients.conftest import USD, charge, run
 from tests.e2e.clients.programs import CODEX, install
 from tests.fakes.openai_server import Behaviour
 
@@ -31,9 +31,9 @@ wire_api = "responses"
 '''
 
 
-def test_codex_exec_over_responses(gateway, fakes, tmp_path):
+def test_codex_exec_over_responses(gateway, fakes, tmp_path, customer):
     codex = install(CODEX)
-    email, key = customer(gateway, "codex")
+    email, key = customer("codex")
     home = tmp_path / ".codex"
     home.mkdir()
     (home / "config.toml").write_text(config(gateway.url, "sb-openai"))
