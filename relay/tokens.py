@@ -12,6 +12,8 @@ import re
 
 import orjson
 
+import orjson
+
 PER_MESSAGE_OVERHEAD = 4
 PER_REQUEST_OVERHEAD = 3
 IMAGE_TOKENS = 1_500  # a high-detail image tile set, roughly; images are not measured here
@@ -172,6 +174,62 @@ def prompt_tokens(messages: list, tools: list | None = None) -> int:
     if tools:
         total += text_tokens(orjson.dumps(tools).decode())
     return total
+
+
+def _json_tokens(value) -> int:
+    try:
+        return text_tokens(orjson.dumps(value).decode())
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels): not a prompt anyone means
+        return 0
+
+
+# Block fields that are plain text the model reads; everything else in a block of a known type is
+# framing (ids, cache_control, signatures) or counted apart (images, nested content).
+_BLOCK_TEXT = ("text", "thinking", "name", "tool_name")
+
+
+def _block_tokens(block, depth: int = 0) -> int:
+    """Tokens of one Anthropic content block, whatever its type: unknown blocks count as their JSON."""
+    if depth > 3:  # tool results hold blocks, documents hold blocks; nothing real nests deeper
+        return _json_tokens(block)
+    if isinstance(block, str):
+        return text_tokens(block)
+    if not isinstance(block, dict):
+        return 0
+    kind = block.get("type")
+    if kind == "image":
+        return IMAGE_TOKENS
+    if kind == "document":
+        source = block.get("source")
+        if isinstance(source, dict) and source.get("type") in ("text", "content"):
+            return _anthropic_content_tokens(source.get("data") if source.get("type") == "text" else source.get("content"), depth + 1)
+        return part_tokens(block)  # a PDF by its pages, a file reference by the flat bound
+    if kind in ("text", "thinking", "tool_use", "server_tool_use", "tool_result", "tool_reference"):
+        total = sum(text_tokens(block[f]) for f in _BLOCK_TEXT if isinstance(block.get(f), str))
+        if "input" in block:
+            total += _json_tokens(block["input"])
+        return total + _anthropic_content_tokens(block.get("content"), depth + 1)
+    if kind == "redacted_thinking":
+        return text_tokens(block.get("data") or "") if isinstance(block.get("data"), str) else 0
+    return _json_tokens(block)
+
+
+def _anthropic_content_tokens(content, depth: int = 0) -> int:
+    if isinstance(content, list):
+        return sum(_block_tokens(b, depth) for b in content)
+    return _block_tokens(content, depth)
+
+
+def anthropic_prompt_tokens(payload: dict) -> int:
+    """Estimated prompt tokens of an Anthropic Messages request, read from the payload as the caller
+    sent it. It never refuses a shape: any role (Claude Code puts `system` turns inside `messages`),
+    any block type, strings where lists are usual. The hold must accept whatever native forwarding
+    accepts; judging the request is the upstream's job (or the validation layer's)."""
+    total = PER_REQUEST_OVERHEAD + _anthropic_content_tokens(payload.get("system"))
+    messages = payload.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        total += PER_MESSAGE_OVERHEAD + (_anthropic_content_tokens(message.get("content")) if isinstance(message, dict) else 0)
+    return total + (_json_tokens(payload["tools"]) if payload.get("tools") else 0)
 
 
 def hold_prompt_tokens(messages: list, tools: list | None = None) -> int:

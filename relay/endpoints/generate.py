@@ -21,8 +21,10 @@ from relay.adapters.base import ChatRequest, GenerateRequest, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import calls
-from relay.endpoints.base import HoldEstimate
-from relay.endpoints.parsing import json_object, positive_int
+from relay.endpoints.base import HoldEstimate, output_ceiling
+from relay.endpoints.parsing import json_object
+from relay.validation import check, model_name
+from relay.validation.gemini import GenerateBody
 from relay.errors import GEMINI, GEMINI_ARRAY, RelayError, UpstreamError, bad_request
 from relay.formats.generate_request import gemini_to_chat, prompt_tokens, wants_thoughts
 from relay.formats.generate_response import (
@@ -34,7 +36,6 @@ from relay.pricing import Price
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
 
-MAX_CANDIDATES = 8  # Google's own limit on candidateCount
 DEFAULT_PAGE, MAX_PAGE = 50, 1000  # models per listing page, as Google pages them
 ARRAY_STREAM_HEADERS = [("Content-Type", "application/json; charset=UTF-8"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
 METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
@@ -56,7 +57,7 @@ def path_model(raw: str) -> str:
     name = name.removeprefix("models/")
     if not name:
         raise bad_request("The URL names no model.", param="model", code="missing_required_parameter")
-    return name
+    return model_name(name, GEMINI)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +126,9 @@ def parse_generate(body: bytes, environ, stream: bool) -> GenerateRequest:
         raise bad_request("contents is not specified: at least one content is required.", param="contents",
                           code="missing_required_parameter")
     check_contents(contents)
-    config = payload.get("generationConfig")
-    if config is None:
-        config = {}
-    if not isinstance(config, dict):
-        raise bad_request("generationConfig must be an object.", param="generationConfig")
-    max_tokens = positive_int(config, "maxOutputTokens")
-    candidates = positive_int(config, "candidateCount") or 1
-    if candidates > MAX_CANDIDATES:
-        raise bad_request(f"candidateCount must be at most {MAX_CANDIDATES}.", param="generationConfig.candidateCount")
+    config = check(payload, GenerateBody, GEMINI).generation_config
+    max_tokens = config.max_output_tokens if config is not None else None
+    candidates = (config.candidate_count if config is not None else None) or 1
     return GenerateRequest(model=model, payload=payload, body=body, stream=stream, sse=query(environ, "alt") == "sse",
                            max_tokens=max_tokens, candidates=candidates)
 
@@ -169,8 +164,18 @@ class GenerateEndpoint:
 
     def estimate(self, request: GenerateRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
         local = prompt_tokens(request.payload)
-        output = request.max_tokens or price.max_output_tokens or settings.default_hold_output_tokens
-        return HoldEstimate(prompt_tokens=2 * local, max_output_tokens=output * request.candidates, local_prompt_tokens=local)
+        return HoldEstimate(prompt_tokens=2 * local, max_output_tokens=output_ceiling(request.max_tokens, price, settings),
+                            local_prompt_tokens=local, choices=request.candidates, cappable=True)
+
+    def cap_output(self, request: GenerateRequest, limit: int) -> bool:
+        """generationConfig.maxOutputTokens (thinking counts inside it); a native channel gets the
+        body re-encoded with it, otherwise the body goes up as received."""
+        if request.max_tokens is not None and request.max_tokens <= limit:
+            return False
+        request.max_tokens = limit
+        request.payload["generationConfig"] = dict(request.payload.get("generationConfig") or {}, maxOutputTokens=limit)
+        request.body = orjson.dumps(request.payload)
+        return True
 
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: GenerateRequest, settlement: Settlement) -> Response | UpstreamError:

@@ -63,11 +63,6 @@ def cap_thinking(payload: dict, max_tokens: int) -> None:
         payload.pop("thinking", None)
 
 
-def local_prompt_tokens(request: MessagesRequest) -> int:
-    chat = messages_to_chat(request.payload, request.model)
-    return tokens.prompt_tokens(chat["messages"], chat.get("tools"))
-
-
 def as_chat(request: MessagesRequest, target: Target, output_cap: int | None) -> ChatRequest:
     """The request as OpenAI chat for a converting channel. Anthropic clients ask for large
     max_tokens (Claude Code: 32k) that other models refuse outright; the price's output cap, when
@@ -95,7 +90,7 @@ class MessagesEndpoint:
         return request.stream
 
     def estimate(self, request: MessagesRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
-        local = local_prompt_tokens(request)
+        local = tokens.anthropic_prompt_tokens(request.payload)
         return HoldEstimate(prompt_tokens=2 * local, max_output_tokens=output_ceiling(request.max_tokens, price, settings),
                             local_prompt_tokens=local, cappable=True)
 
@@ -153,7 +148,7 @@ class CountTokensEndpoint:
     def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
                 request: MessagesRequest, settlement: Settlement | None) -> Response | UpstreamError:
         if not adapter.info.messages_native:
-            return json_response(200, orjson.dumps({"input_tokens": local_prompt_tokens(request)}))
+            return json_response(200, orjson.dumps({"input_tokens": tokens.anthropic_prompt_tokens(request.payload)}))
         response = calls.send(client, ctx, settings, adapter, adapter.count_tokens_request(target, request))
         if isinstance(response, UpstreamError):
             return response

@@ -205,7 +205,9 @@ def chat_to_messages(payload: dict, model: str, default_max_tokens: int) -> dict
     else:
         if isinstance(payload.get("temperature"), (int, float)):
             body["temperature"] = min(max(float(payload["temperature"]), 0.0), 1.0)  # OpenAI's range is 0–2
-        if isinstance(payload.get("top_p"), (int, float)):
+        # Current Claude models refuse temperature and top_p together; temperature is the one callers
+        # mean (Gemini CLI sends both).
+        if isinstance(payload.get("top_p"), (int, float)) and "temperature" not in body:
             body["top_p"] = payload["top_p"]
         if isinstance(payload.get("top_k"), int):
             body["top_k"] = payload["top_k"]

@@ -2,13 +2,19 @@
 
 Tool results become `tool` messages placed before the rest of their user turn (OpenAI wants them
 right after the assistant's calls); images inside tool results, which OpenAI tool messages cannot
-hold, follow in a user message. Server tools and thinking settings have no OpenAI counterpart.
+hold, follow in a user message. A `system` message inside `messages` (Claude Code's mid-conversation
+reminders) stays a system message at its position. Server tools and thinking settings have no OpenAI
+counterpart; deferred tools are offered only once a `tool_reference` in the history has loaded them,
+as Anthropic's tool search does.
 """
 from __future__ import annotations
+
+import hashlib
 
 from relay.errors import bad_request
 from relay.formats.common import data_url, tool_arguments
 
+USER_ID_LIMIT = 64
 TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 
 
@@ -50,11 +56,19 @@ def user_parts(blocks: list) -> list[dict]:
     return parts
 
 
+def _result_text(block: dict) -> str:
+    if block.get("type") == "text":
+        return _text(block)
+    if block.get("type") == "tool_reference" and isinstance(block.get("tool_name"), str):
+        return f"Tool loaded: {block['tool_name']}"  # its definition joins the request's tools
+    return ""
+
+
 def tool_messages(block: dict) -> tuple[dict, list[dict]]:
     """(the tool message, image parts it carried) for a tool_result block."""
     content = block.get("content")
-    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or ())
-    text = "\n".join(_text(b) for b in blocks if b.get("type") == "text" and _text(b))
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    text = "\n".join(filter(None, (_result_text(b) for b in blocks)))
     images = [image_part(b) for b in blocks if b.get("type") == "image"]
     if block.get("is_error"):
         text = "Error: " + text if text else "Error"
@@ -101,11 +115,27 @@ def system_text(system) -> str:
     return "\n\n".join(_text(b) for b in system or () if isinstance(b, dict) and _text(b))
 
 
-def convert_tools(tools: list) -> list[dict]:
-    """Custom tools only: Anthropic's server tools (web search, code execution …) run at Anthropic."""
+def loaded_tools(messages) -> set[str]:
+    """Names of deferred tools a `tool_reference` in a tool result has loaded."""
+    names = set()
+    for turn in messages if isinstance(messages, list) else ():
+        content = turn.get("content") if isinstance(turn, dict) else None
+        for block in content if isinstance(content, list) else ():
+            inner = block.get("content") if isinstance(block, dict) and block.get("type") == "tool_result" else None
+            for ref in inner if isinstance(inner, list) else ():
+                if isinstance(ref, dict) and ref.get("type") == "tool_reference" and isinstance(ref.get("tool_name"), str):
+                    names.add(ref["tool_name"])
+    return names
+
+
+def convert_tools(tools: list, loaded: frozenset[str] | set[str] = frozenset()) -> list[dict]:
+    """Custom tools only: Anthropic's server tools (web search, code execution …) run at Anthropic.
+    A deferred tool (`defer_loading`) stays out of the model's sight until tool search loads it."""
     out = []
     for tool in tools or ():
         if not isinstance(tool, dict) or tool.get("type") not in (None, "custom") or "input_schema" not in tool:
+            continue
+        if tool.get("defer_loading") is True and tool.get("name") not in loaded:
             continue
         fn = {"name": tool.get("name") or "", "parameters": tool.get("input_schema") or {"type": "object", "properties": {}}}
         if tool.get("description"):
@@ -124,6 +154,15 @@ def tool_choice(choice) -> tuple[object, bool | None]:
     return TOOL_CHOICE.get(choice.get("type")), parallel
 
 
+def end_user(user_id) -> str | None:
+    """OpenAI's `user` for Anthropic's `metadata.user_id`. OpenAI takes a short opaque id (64
+    characters); Claude Code sends a JSON document of device and session ids, so a longer one
+    travels as its SHA-256 (stable per caller, as OpenAI recommends for end-user ids)."""
+    if not isinstance(user_id, str) or not user_id:
+        return None
+    return user_id if len(user_id) <= USER_ID_LIMIT else hashlib.sha256(user_id.encode()).hexdigest()
+
+
 def messages_to_chat(payload: dict, model: str, max_tokens_field: str = "max_tokens") -> dict:
     """The OpenAI chat payload for an Anthropic Messages payload."""
     messages: list[dict] = []
@@ -139,6 +178,10 @@ def messages_to_chat(payload: dict, model: str, max_tokens_field: str = "max_tok
             message = assistant_message(turn.get("content"))
             if message is not None:
                 messages.append(message)
+        elif turn.get("role") == "system":
+            text = system_text(turn.get("content"))
+            if text:
+                messages.append({"role": "system", "content": text})
         else:
             raise bad_request(f"Unknown message role '{turn.get('role')}'.", param="messages")
     body: dict = {"model": model, "messages": messages}
@@ -149,7 +192,7 @@ def messages_to_chat(payload: dict, model: str, max_tokens_field: str = "max_tok
             body[field] = payload[field]
     if payload.get("stop_sequences"):
         body["stop"] = list(payload["stop_sequences"])
-    tools = convert_tools(payload.get("tools"))
+    tools = convert_tools(payload.get("tools"), loaded_tools(payload.get("messages")))
     if tools:
         body["tools"] = tools
         choice, parallel = tool_choice(payload.get("tool_choice"))
@@ -157,8 +200,8 @@ def messages_to_chat(payload: dict, model: str, max_tokens_field: str = "max_tok
             body["tool_choice"] = choice
         if parallel is not None:
             body["parallel_tool_calls"] = parallel
-    user = (payload.get("metadata") or {}).get("user_id")
-    if isinstance(user, str) and user:
+    user = end_user((payload.get("metadata") or {}).get("user_id") if isinstance(payload.get("metadata"), dict) else None)
+    if user:
         body["user"] = user
     if payload.get("stream") is True:
         body["stream"] = True

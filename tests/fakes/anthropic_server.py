@@ -77,8 +77,9 @@ def check_request(body) -> str | None:
         return "messages: at least one message is required"
     previous_tool_ids: set[str] = set()
     for n, message in enumerate(messages):
-        if message.get("role") not in ("user", "assistant"):
-            return f"messages.{n}.role: Input should be 'user' or 'assistant'"
+        # `system` turns inside messages: the API takes them (Claude Code 2.1 sends its reminders so)
+        if message.get("role") not in ("user", "assistant", "system"):
+            return f"messages.{n}.role: Input should be 'user', 'assistant' or 'system'"
         content = message.get("content")
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         if not blocks:

@@ -174,3 +174,12 @@ def test_an_empty_answer_stays_well_formed_both_ways():
     completion, usage, _ = message_to_completion(anthropic_message(content=[], stop_reason="end_turn"))
     assert completion["choices"][0]["message"]["content"] == ""
     assert completion_to_message(completion, usage)["content"] == []
+
+
+def test_temperature_and_top_p_together_keep_only_temperature_for_claude():
+    from relay.formats.anthropic_request import chat_to_messages
+
+    both = chat_to_messages({"messages": [{"role": "user", "content": "hi"}], "temperature": 1, "top_p": 0.95}, "claude-x", 100)
+    assert both["temperature"] == 1.0 and "top_p" not in both
+    alone = chat_to_messages({"messages": [{"role": "user", "content": "hi"}], "top_p": 0.9}, "claude-x", 100)
+    assert alone["top_p"] == 0.9

@@ -262,7 +262,7 @@ def test_the_hold_counts_max_output_tokens_times_candidates_and_every_part():
     request = parse_generate(body, environ("gem-x", "alt=sse"), stream=True)
     assert (request.model, request.sse, request.max_tokens, request.candidates, request.body) == ("gem-x", True, 100, 3, body)
     estimate = GenerateEndpoint(stream=True).estimate(request, Price(model="gem-x", input=1, output=1), SETTINGS)
-    assert estimate.max_output_tokens == 300
+    assert (estimate.max_output_tokens, estimate.choices, estimate.cappable) == (100, 3, True)  # per candidate, held for each
     assert estimate.local_prompt_tokens == prompt_tokens(request.payload) > 100 + 1_500
     assert estimate.prompt_tokens == 2 * estimate.local_prompt_tokens
     unbounded = parse_generate(orjson.dumps({"contents": [{"parts": [{"text": "x"}]}]}), environ("gem-x"), stream=False)
