@@ -52,30 +52,36 @@ class ConnectionCaps:
         self.open = 0
         self.by_ip: dict[str, int] = {}
 
-    def admit(self, peer: str) -> tuple[bool, bool]:
-        """(admitted, counted against the peer's own cap)."""
+    def admit(self, peer: str) -> tuple[bool, str | None]:
+        """(admitted, the key it was counted under against the per-address cap, if it was)."""
         if self.open >= self.total:
-            return False, False
-        counted = bool(self.per_ip and peer) and not self._exempt(peer)
-        if counted:
-            held = self.by_ip.get(peer, 0)
+            return False, None
+        key = self._key(peer) if self.per_ip and peer else None
+        if key is not None:
+            held = self.by_ip.get(key, 0)
             if held >= self.per_ip:
-                return False, False
-            self.by_ip[peer] = held + 1
+                return False, None
+            self.by_ip[key] = held + 1
         self.open += 1
-        return True, counted
+        return True, key
 
-    def release(self, peer: str, counted: bool) -> None:
+    def release(self, key: str | None) -> None:
         self.open -= 1
-        if counted:
-            held = self.by_ip[peer] - 1
+        if key is not None:
+            held = self.by_ip[key] - 1
             if held:
-                self.by_ip[peer] = held
+                self.by_ip[key] = held
             else:
-                del self.by_ip[peer]
+                del self.by_ip[key]
 
-    def _exempt(self, peer: str) -> bool:
-        if not self.exempt:
-            return False
+    def _key(self, peer: str) -> str | None:
+        """What one client is: an IPv4 address, an IPv6 /64 (one subscriber's usual allocation: one
+        machine may hold a whole /64); None for a trusted proxy, which is not counted."""
         address = parse_address(peer)
-        return address is not None and any(address.version == n.version and address in n for n in self.exempt)
+        if address is None:
+            return peer
+        if self.exempt and any(address.version == n.version and address in n for n in self.exempt):
+            return None
+        if address.version == 6:
+            return f"{int(address) >> 64:x}/64"
+        return str(address)

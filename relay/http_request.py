@@ -92,8 +92,10 @@ class Reader:
         self.current: Request | None = None
         self.now = accepted
         self.first_at: float | None = accepted  # the first head's deadline counts from the accept
+        self.max_head = limits.max_header_bytes
+        self.max_headers = limits.max_headers
         self.head_bytes = 0
-        self.header_count = 0
+        self.fields: list[tuple[bytes, bytes]] = []  # where on_header puts a field: the head's, or trailers
         self.head_raw = 0  # bytes received while a head was incomplete (llhttp buffers a partial header)
         self.refused: Refused | None = None
         self.stopped = False  # nothing more is parsed on this connection
@@ -102,8 +104,12 @@ class Reader:
     def fill(self) -> bool:
         """Receive once, within the time limit of whatever is arriving, and parse it. False when the
         client has closed its side; TimeoutError when it was too slow."""
-        # Past the deadline, what has already arrived is still taken (a busy server may come late).
-        self.sock.settimeout(max(self.timeout(time.monotonic()), 0.0))
+        if self.current is None and self.first_at is None:
+            wait = self.limits.idle_timeout  # between requests on a kept-alive connection
+        else:
+            # Past a deadline, what has already arrived is still taken (a busy server may come late).
+            wait = max(self.timeout(time.monotonic()), 0.0)
+        self.sock.settimeout(wait)
         try:
             data = self.sock.recv(RECV_BYTES)
         except BlockingIOError:
@@ -111,7 +117,26 @@ class Reader:
         if not data:
             return False
         self.now = time.monotonic()
-        self.feed(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:  # raised by a callback (httptools wraps it)
+            self.stopped = True
+            if self.refused is None and not isinstance(exc.__context__, _Stop):
+                log.error("request parsing failed", exc_info=exc.__context__)
+                self.refused = Refused(400, "malformed_request", "The request could not be parsed.")
+        except httptools.HttpParserUpgrade:
+            self.stopped = True  # what follows is another protocol; the request itself is answered
+        except httptools.HttpParserError as exc:
+            self.stopped = True
+            self.refused = Refused(400, "malformed_request", f"Malformed request: {exc}.")
+        request = self.current
+        if request is None or request.in_body:
+            self.head_raw = 0
+        else:
+            self.head_raw += len(data)
+            if self.head_raw > self.max_head + RECV_BYTES and not self.stopped:
+                self.stopped = True
+                self.refused = _too_large()
         return True
 
     def timeout(self, now: float) -> float:
@@ -130,54 +155,31 @@ class Reader:
             wait = min(wait, due - now)
         return wait
 
-    def feed(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:  # raised by a callback (httptools wraps it)
-            self.stopped = True
-            if self.refused is None and not isinstance(exc.__context__, _Stop):
-                log.error("request parsing failed", exc_info=exc.__context__)
-                self.refused = Refused(400, "malformed_request", "The request could not be parsed.")
-        except httptools.HttpParserUpgrade:
-            self.stopped = True  # what follows is another protocol; the request itself is answered
-        except httptools.HttpParserError as exc:
-            self.stopped = True
-            self.refused = Refused(400, "malformed_request", f"Malformed request: {exc}.")
-        request = self.current
-        if request is None or request.in_body:
-            self.head_raw = 0
-        else:
-            self.head_raw += len(data)
-            if self.head_raw > self.limits.max_header_bytes + RECV_BYTES and not self.stopped:
-                self.stopped = True
-                self.refused = _too_large()
-
     # --- httptools callbacks ----------------------------------------------------------------------
     def on_message_begin(self):
-        self.current = Request(self.first_at if self.first_at is not None else self.now)
+        self.current = request = Request(self.first_at if self.first_at is not None else self.now)
+        self.fields = request.headers
         self.first_at = None
         self.head_bytes = 0
-        self.header_count = 0
 
     def on_url(self, url: bytes):
         self.current.url += url
         self.head_bytes += len(url)
-        if self.head_bytes > self.limits.max_header_bytes:
+        if self.head_bytes > self.max_head:
             self._refuse(_too_large())
 
     def on_header(self, name: bytes, value: bytes):
+        fields = self.fields
+        fields.append((name, value))
         self.head_bytes += len(name) + len(value)
-        self.header_count += 1
-        if self.head_bytes > self.limits.max_header_bytes or self.header_count > self.limits.max_headers:
+        if self.head_bytes > self.max_head or len(fields) > self.max_headers:
             self._refuse(_too_large())
-        request = self.current
-        if not request.in_body:  # trailer fields are counted, never believed
-            request.headers.append((name, value))
 
     def on_headers_complete(self):
         request = self.current
         parser = self.parser
         request.in_body = True
+        self.fields = []  # trailer fields are counted, never believed
         request.body_started = self.now
         request.method = parser.get_method().decode("latin-1")
         request.version = version = parser.get_http_version()

@@ -96,7 +96,7 @@ class HttpServer:
                 _linger(sock, LINGER_SECONDS)
         finally:
             if admitted:
-                self.caps.release(peer, counted)
+                self.caps.release(counted)
             try:
                 sock.close()
             except OSError:
