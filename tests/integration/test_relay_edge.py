@@ -108,3 +108,17 @@ def test_an_ip_ban_follows_the_client_through_proxies_and_cannot_be_dodged_by_a_
     assert [(r.status_code, r.get_json()["error"]["code"]) for r in banned] == [(403, "banned")] * 4
     # Without trusted proxies nobody's forwarding headers count: the proxy itself is the client.
     assert call(Relay(app), secret, "10.0.0.2", **{"X-Forwarded-For": "203.0.113.9"}).status_code == 200
+
+
+def test_a_stream_to_an_http_1_0_client_is_close_delimited(app, customer):
+    _, secret = factories.api_key(customer)
+    relay = Relay(app)
+    body = json.dumps({**BODY, "stream": True}).encode()
+    head = upload_head("/v1/chat/completions", b"Authorization: Bearer " + secret.encode(), len(body)).replace(b"HTTP/1.1", b"HTTP/1.0")
+    with relay.served() as address, socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(head + body)
+        reply = read_all(sock)  # the body ends where the connection does
+    head, _, stream = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+    assert b"Transfer-Encoding" not in head
+    assert stream.startswith(b"data: {") and stream.endswith(b"data: [DONE]\n\n")
