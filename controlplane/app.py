@@ -9,6 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from controlplane.extensions import csrf, db, login_manager, migrate
+from controlplane.proxies import TrustedProxies
 from controlplane.runtime import Runtime
 from controlplane.settings import Settings
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     app.extensions["switchboard"] = Runtime.build(settings)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)
 
     from controlplane import auth, filters
     from controlplane.admin import register as register_admin
