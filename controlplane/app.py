@@ -8,6 +8,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from controlplane import instance
 from controlplane.extensions import csrf, db, login_manager, migrate
 from controlplane.proxies import TrustedProxies
 from controlplane.runtime import Runtime
@@ -22,6 +23,10 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
     """SQLite serves several processes (web, worker): WAL and a busy timeout keep them polite."""
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
+        # The database file owner-only before WAL mode: SQLite gives -wal and -shm the file's mode.
+        for _, name, path in cursor.execute("PRAGMA database_list").fetchall():
+            if name == "main" and path:
+                instance.owner_only(Path(path))
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -17,6 +17,7 @@ def _serving(argv: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.umask(0o077)  # whatever we write (instance folder, SQLite, exports) is the owner's alone
     if _serving(argv):
         from gevent import monkey
 
