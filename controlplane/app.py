@@ -59,13 +59,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["switchboard"] = Runtime.build(settings)
     app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)
 
-    from controlplane import auth, filters
+    from controlplane import auth, filters, headers
     from controlplane.admin import register as register_admin
     from controlplane.api import register as register_api
     from controlplane.console import register as register_console
 
     auth.init_app(app)
     filters.init_app(app)
+    headers.init_app(app)
     register_admin(app)
     register_console(app)
     register_api(app)
