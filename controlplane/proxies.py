@@ -15,8 +15,9 @@ class TrustedProxies:
         self.trusted = trusted
 
     def __call__(self, environ, start_response):
-        peer = environ.get("REMOTE_ADDR") or ""
+        peer = environ.get("REMOTE_ADDR")
         environ[PEER_KEY] = peer
-        environ["REMOTE_ADDR"] = client_address(
-            peer, environ.get("HTTP_X_FORWARDED_FOR"), environ.get("HTTP_FORWARDED"), self.trusted)
+        if peer:
+            environ["REMOTE_ADDR"] = client_address(
+                peer, environ.get("HTTP_X_FORWARDED_FOR"), environ.get("HTTP_FORWARDED"), self.trusted)
         return self.app(environ, start_response)
