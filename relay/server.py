@@ -14,8 +14,8 @@ from relay.billing import usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response, new_request_id
-from relay.endpoints import ENDPOINTS
 from relay.egress import Egress, EgressPolicy
+from relay.endpoints import ENDPOINTS
 from relay.errors import ANTHROPIC, OPENAI, RelayError
 from relay.metrics import COUNTERS, counting_redis
 from relay.pipeline import Pipeline

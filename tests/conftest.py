@@ -62,9 +62,8 @@ def build_app(database_url: str, redis_url: str, instance: Path):
     from controlplane.app import create_app
     from controlplane.settings import Settings
     from relay.cipher import Cipher
-    from relay.settings import RelaySettings
-
     from relay.client_ip import parse_networks
+    from relay.settings import RelaySettings
     from tests.fakes import dns
 
     key = Cipher.generate_key()

@@ -20,7 +20,12 @@ from controlplane.models import Channel
 from controlplane.runtime import runtime
 from controlplane.services import channel_health, health_notify
 from controlplane.services.channel_health import DISABLED, ENABLED, Transition
-from controlplane.services.probes import ProbeResult, Verdict, probe_channel, probe_client
+from controlplane.services.probes import (
+    ProbeResult,
+    Verdict,
+    probe_channel,
+    probe_client,
+)
 from relay.health import REPORTS_GROUP, REPORTS_STREAM, Health
 from workers.context import in_app_context
 from workers.locks import Lock

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 import orjson
 
 from relay.adapters import ChatRequest, Operation, Target, adapter_for
+from relay.egress import Egress
 from relay.errors import ErrorKind, UpstreamError
 from relay.health import Effect, effect_of
 from relay.settings import Timeouts
 from relay.snapshot import ChannelKeyView, ChannelView
-from relay.egress import Egress
 from relay.upstream import UpstreamCallFailed, UpstreamClient
 
 # A probe's answer is a few hundred bytes; anything near this is not an answer to it.

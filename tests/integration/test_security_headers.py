@@ -33,11 +33,11 @@ def test_hsts_when_cookies_are_secure(app):
 
 
 INLINE = [
-    (re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I), "inline <script>"),
-    (re.compile(r"\son[a-z]+\s*=", re.I), "inline event handler"),
-    (re.compile(r"""(href|src|action)\s*=\s*["']?\s*javascript:""", re.I), "javascript: URL"),
-    (re.compile(r"\sstyle\s*=", re.I), "inline style attribute"),
-    (re.compile(r"<style", re.I), "inline <style>"),
+    (re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE), "inline <script>"),
+    (re.compile(r"\son[a-z]+\s*=", re.IGNORECASE), "inline event handler"),
+    (re.compile(r"""(href|src|action)\s*=\s*["']?\s*javascript:""", re.IGNORECASE), "javascript: URL"),
+    (re.compile(r"\sstyle\s*=", re.IGNORECASE), "inline style attribute"),
+    (re.compile(r"<style", re.IGNORECASE), "inline <style>"),
 ]
 
 
