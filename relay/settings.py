@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relay.client_ip import Network, parse_networks
 from relay.health import HealthPolicy
 
 DEFAULT_INSTANCE = "instance"
@@ -28,6 +29,13 @@ def env_float(name: str, default: float, environ: dict | None = None) -> float:
         return float(raw)
     except ValueError:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def env_networks(name: str, environ: dict | None = None) -> tuple[Network, ...]:
+    try:
+        return parse_networks((environ if environ is not None else os.environ).get(name))
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
 
 
 def read_secret(name: str, env_var: str, instance_dir: Path, environ: dict | None = None) -> str | None:
@@ -94,6 +102,10 @@ class RelaySettings:
         """How long a hold lives: the request's own deadline (every attempt and stream included) plus
         the margin."""
         return self.timeouts.total + self.hold_margin_seconds
+    # Private ranges upstreams may be in (relay/egress.py): none unless the operator lists them.
+    egress_allow: tuple[Network, ...] = ()
+    # The largest non-streamed upstream answer read (image results in base64 are the big ones).
+    max_response_bytes: int = 64 * 1024 * 1024
 
     @property
     def lease_seconds(self) -> float:
@@ -135,6 +147,8 @@ class RelaySettings:
             idempotency_ttl_seconds=env_int("SWITCHBOARD_IDEMPOTENCY_TTL_SECONDS", 86_400, env),
             idempotency_max_bytes=env_int("SWITCHBOARD_IDEMPOTENCY_MAX_BYTES", 1024 * 1024, env),
             generation_ttl_seconds=env_int("SWITCHBOARD_GENERATION_TTL_SECONDS", 86_400, env),
+            egress_allow=env_networks("SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS", env),
+            max_response_bytes=env_int("SWITCHBOARD_MAX_UPSTREAM_RESPONSE_BYTES", 64 * 1024 * 1024, env),
         )
         values.update(overrides)
         return cls(**values)

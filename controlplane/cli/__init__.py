@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
 
         ensure_redis_url()  # and registers with the embedded Redis at once, so the last one out stops it
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.umask(0o077)  # whatever we write (instance folder, SQLite, exports) is the owner's alone
     if _serving(argv):
         from gevent import monkey
 
