@@ -40,7 +40,7 @@ class Bench:
         self.relay_workers = relay_workers
         self.dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
         self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        # The fake upstream listens on loopback, which the egress guard admits only when asked.
+        # The fake upstreams listen on loopback, which only an explicit allow-list opens.
         self.env.update(SWITCHBOARD_INSTANCE=str(self.dir), SWITCHBOARD_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1",
                         SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8")
         self.procs: list[subprocess.Popen] = []

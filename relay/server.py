@@ -186,6 +186,9 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
     if not given_redis:
         scripts = RespPool(settings.redis_url, settings.redis_pool_size)
         register = lambda text: Script(scripts, text)  # noqa: E731
+    if settings.egress_allow:  # an operator's decision worth seeing in every relay's log
+        log.warning("upstreams may be in these private ranges (SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS): %s",
+                    ", ".join(map(str, settings.egress_allow)))
     upstream = UpstreamClient(settings.upstream_pool_size, egress=Egress(EgressPolicy(settings.egress_allow)),
                               max_response_bytes=settings.max_response_bytes)
     pipeline = Pipeline(settings, holder, quota, upstream, register_script=register)
