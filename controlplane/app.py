@@ -8,7 +8,9 @@ from flask import Flask, jsonify, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from controlplane import instance
 from controlplane.extensions import csrf, db, login_manager, migrate
+from controlplane.proxies import TrustedProxies
 from controlplane.runtime import Runtime
 from controlplane.settings import Settings
 
@@ -21,6 +23,10 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
     """SQLite serves several processes (web, worker): WAL and a busy timeout keep them polite."""
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
+        # The database file owner-only before WAL mode: SQLite gives -wal and -shm the file's mode.
+        for _, name, path in cursor.execute("PRAGMA database_list").fetchall():
+            if name == "main" and path:
+                instance.owner_only(Path(path))
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -51,14 +57,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     app.extensions["switchboard"] = Runtime.build(settings)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)
 
-    from controlplane import auth, filters
+    from controlplane import auth, filters, headers
     from controlplane.admin import register as register_admin
     from controlplane.api import register as register_api
     from controlplane.console import register as register_console
 
     auth.init_app(app)
     filters.init_app(app)
+    headers.init_app(app)
     register_admin(app)
     register_console(app)
     register_api(app)

@@ -13,7 +13,9 @@ from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Length
 
 from controlplane.extensions import db, login_manager
+from controlplane.login_guard import LoginGuard
 from controlplane.models import Role, User, utcnow
+from controlplane.redirects import safe_next
 from controlplane.runtime import runtime
 from controlplane.services import sessions
 
@@ -82,29 +84,10 @@ def require_roles(*roles: Role):
     return decorate
 
 
-def _throttled(email: str) -> bool:
-    """Failed sign-ins per minute per address and per email, counted in Redis."""
-    limit = current_app.config["SWITCHBOARD"].login_attempts_per_minute
-    window = int(time.time() // 60)
-    r = runtime().redis
-    keys = [f"sb:login:{window}:ip:{request.remote_addr}", f"sb:login:{window}:email:{email}"]
-    counts = [int(v or 0) for v in r.mget(keys)]
-    return any(c >= limit for c in counts)
-
-
-def _count_failure(email: str) -> None:
-    window = int(time.time() // 60)
-    pipe = runtime().redis.pipeline()
-    for key in (f"sb:login:{window}:ip:{request.remote_addr}", f"sb:login:{window}:email:{email}"):
-        pipe.incr(key)
-        pipe.expire(key, 120)
-    pipe.execute()
-
-
-def _safe_next(target: str | None) -> str | None:
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return None
+def _guard() -> LoginGuard:
+    settings = current_app.config["SWITCHBOARD"]
+    return LoginGuard(runtime().redis, settings.login_attempts_per_minute,
+                      settings.login_attempts_per_ip_per_minute, settings.login_delay_cap_seconds)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -112,13 +95,17 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
-        if _throttled(email):
+        guard, address = _guard(), request.remote_addr or "-"
+        verdict = guard.check(email, address)
+        if verdict.delay:
+            time.sleep(verdict.delay)  # before the password is looked at, so every answer waits alike
+        if verdict.refused:
             form.email.errors.append("Too many attempts. Wait a minute and try again.")
             return render_template("auth/login.html", form=form), 429
         user = db.session.scalar(select(User).where(User.email == email))
         ok = check_password_hash(user.password_hash if user and user.password_hash else _dummy_hash(), form.password.data)
         if not user or not user.password_hash or not ok or not user.is_active:
-            _count_failure(email)
+            guard.failed(email, address)
             form.password.errors.append("That email and password do not match an active account.")
             return render_template("auth/login.html", form=form), 401
         session.clear()  # a fresh session at sign-in: nothing from before survives
@@ -127,7 +114,7 @@ def login():
         user.last_login_at = utcnow()
         db.session.commit()
         default = url_for("admin.home") if user.is_operator else url_for("console.home")
-        return redirect(_safe_next(request.args.get("next")) or default)
+        return redirect(safe_next(request.args.get("next")) or default)
     return render_template("auth/login.html", form=form)
 
 

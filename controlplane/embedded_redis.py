@@ -49,7 +49,7 @@ class EmbeddedRedis:
 
     def acquire(self) -> str:
         """Start the server if it is not running, register as a user, and return its URL."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
         if not self._ping():
@@ -77,7 +77,8 @@ class EmbeddedRedis:
             "--pidfile", str(self.pidfile),
             "--logfile", str(self.dir / "redis.log"),
         ]
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+        # Owner-only files (the AOF holds balances and usage) whatever the caller's umask.
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, umask=0o077)
         deadline = time.time() + 10
         while time.time() < deadline:
             if self._ping():

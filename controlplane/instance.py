@@ -1,16 +1,49 @@
-"""The instance folder: generated secrets (written once, 0600) and the embedded SQLite database."""
+"""The instance folder: generated secrets, the embedded SQLite database and Redis's files — all
+readable by the owner only (the folder 0700, every file in it 0600)."""
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from relay.cipher import Cipher
 
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_tightened: set[Path] = set()
+
 
 def ensure_dir(instance_dir: Path) -> Path:
-    instance_dir.mkdir(parents=True, exist_ok=True)
+    """The folder, created owner-only; the first call in a process also tightens what an older
+    version left readable to others."""
+    instance_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    if instance_dir not in _tightened:
+        tighten(instance_dir)
+        _tightened.add(instance_dir)
     return instance_dir
+
+
+def tighten(folder: Path) -> None:
+    """Folders 0700, regular files 0600, below and including `folder` (sockets keep their own mode)."""
+    for path in (folder, *folder.rglob("*")):
+        try:
+            mode = path.lstat().st_mode
+            if stat.S_ISDIR(mode) and stat.S_IMODE(mode) != DIR_MODE:
+                path.chmod(DIR_MODE)
+            elif stat.S_ISREG(mode) and stat.S_IMODE(mode) != FILE_MODE:
+                path.chmod(FILE_MODE)
+        except OSError:  # gone meanwhile, or not ours
+            continue
+
+
+def owner_only(path: Path) -> None:
+    """A file another program created (SQLite, Redis): 0600 if it is not already."""
+    try:
+        if stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
+            path.chmod(FILE_MODE)
+    except OSError:
+        pass
 
 
 def ensure_secret(instance_dir: Path, name: str, make) -> str:

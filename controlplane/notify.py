@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 import orjson
-import requests
+from geventhttpclient.response import HTTPParseError
+
+from relay.egress import Egress, EgressRefused
+from relay.http_client import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +66,22 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def send_webhook(url: str, event: str, payload: dict, secret: str = "", timeout: float = 10.0) -> Delivery:
+def send_webhook(url: str, event: str, payload: dict, *, egress: Egress, secret: str = "", timeout: float = 10.0) -> Delivery:
+    """POST a signed event through the egress guard (`egress` says whose URL it is). Only the status
+    counts: the receiver's body is never read, and a redirect is a failed delivery, not followed."""
     body = orjson.dumps({"event": event, "data": payload, "sent_at": int(time.time())})
     stamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "X-Switchboard-Event": event, "X-Switchboard-Timestamp": stamp}
+    headers = {"Content-Type": "application/json", "User-Agent": "Switchboard-Webhook", "X-Switchboard-Event": event,
+               "X-Switchboard-Timestamp": stamp, "Connection": "close"}
     if secret:
         headers["X-Switchboard-Signature"] = "sha256=" + signature(secret, stamp, body)
     try:
-        response = requests.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
-    except requests.RequestException as error:
-        return Delivery(False, f"{type(error).__name__}")
-    if response.status_code >= 300:
-        return Delivery(False, f"HTTP {response.status_code}")
+        exchange = HttpClient(pool_size=0, egress=egress).request("POST", url, headers, body, timeout, timeout)
+    except (OSError, HTTPParseError, ValueError) as error:
+        log.info("webhook %s not delivered: %s", event, error)
+        refused = error.__cause__ if isinstance(error.__cause__, EgressRefused) else None
+        return Delivery(False, f"not sent: {refused}" if refused else type(error).__name__)
+    exchange.close()
+    if exchange.status >= 300:
+        return Delivery(False, f"HTTP {exchange.status}")
     return Delivery(True)

@@ -7,6 +7,7 @@ import redis as redis_lib
 from flask import current_app
 
 from relay.cipher import Cipher
+from relay.egress import Egress, EgressPolicy, Resolver
 from relay.quota import Quota
 
 
@@ -16,6 +17,17 @@ class Runtime:
     redis: redis_lib.Redis
     cipher: Cipher
     quota: Quota
+    resolver: Resolver | None = None  # None: the system's; tests answer names themselves
+    # No setting reaches this: customers' URLs get public addresses only. Tests whose receiver
+    # listens on loopback open it here, explicitly.
+    customer_allow: tuple = ()
+
+    def egress(self, customer: bool = False) -> Egress:
+        """The guard for outbound connections (relay/egress.py). Customer-supplied URLs reach public
+        addresses only; channels and the operator's own alert webhook also the ranges the operator
+        opened with SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS."""
+        allow = self.customer_allow if customer else self.settings.relay_settings().egress_allow
+        return Egress(EgressPolicy(allow), self.resolver)
 
     @classmethod
     def build(cls, settings) -> "Runtime":

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from controlplane import instance
 from controlplane.notify import SmtpSettings
-from relay.settings import DEFAULT_INSTANCE, RelaySettings, env_int
+from relay.client_ip import Network, parse_networks
+from relay.settings import DEFAULT_INSTANCE, RelaySettings, env_float, env_int
 
 
 def normalise_database_url(url: str) -> str:
@@ -23,6 +24,13 @@ def env_bool(name: str, default: bool, environ) -> bool:
     if raw is None or raw == "":
         return default
     return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def trusted_proxies(environ) -> tuple[Network, ...]:
+    try:
+        return parse_networks(environ.get("SWITCHBOARD_TRUSTED_PROXIES"))
+    except ValueError as error:
+        raise ValueError(f"SWITCHBOARD_TRUSTED_PROXIES: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,14 @@ class Settings:
     usage_batch_size: int = 500
     # Raw request logs older than this are deleted (the hourly rollups, the ledger and refunds stay).
     log_retention_days: int = 90
+    # Sign-in throttles (controlplane/login_guard.py): failures per minute for one email from one
+    # address, failures per minute from one address, and the longest wait added to every attempt on
+    # an email many addresses are guessing at (a delay, never a lockout of the owner).
     login_attempts_per_minute: int = 10
+    login_attempts_per_ip_per_minute: int = 30
+    login_delay_cap_seconds: float = 4.0
+    # Proxies whose X-Forwarded-For / Forwarded is believed (relay/client_ip.py); empty: none.
+    trusted_proxies: tuple[Network, ...] = ()
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     webhook_secret: str = ""  # signs outgoing webhooks (X-Switchboard-Signature)
     signup: str = "open"  # user console (issue 6): who may create an account — open | invite | closed
@@ -81,6 +96,9 @@ class Settings:
             usage_batch_size=env_int("SWITCHBOARD_USAGE_BATCH", 500, env),
             log_retention_days=env_int("SWITCHBOARD_LOG_RETENTION_DAYS", 90, env),
             login_attempts_per_minute=env_int("SWITCHBOARD_LOGIN_ATTEMPTS_PER_MINUTE", 10, env),
+            login_attempts_per_ip_per_minute=env_int("SWITCHBOARD_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", 30, env),
+            login_delay_cap_seconds=env_float("SWITCHBOARD_LOGIN_DELAY_CAP_SECONDS", 4.0, env),
+            trusted_proxies=trusted_proxies(env),
             smtp=SmtpSettings(
                 host=env.get("SWITCHBOARD_SMTP_HOST", ""),
                 port=env_int("SWITCHBOARD_SMTP_PORT", 587, env),

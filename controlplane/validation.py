@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import socket
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from urllib.parse import urlsplit
 
+from controlplane.runtime import runtime
 from controlplane.services.base import ServiceError
+from relay.egress import EgressRefused, kind_of
 from relay.pricing import usd_to_micro
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
-ALWAYS_BLOCKED = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")]
-DEFAULT_ALLOWED_PRIVATE = "127.0.0.0/8,::1/128"
 
 
 def email(value: str, field: str = "email") -> str:
@@ -93,40 +89,40 @@ def timestamp(value: str, field: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _allowed_private() -> list:
-    raw = os.environ.get("SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS", DEFAULT_ALLOWED_PRIVATE)
-    return [ipaddress.ip_network(n.strip(), strict=False) for n in raw.split(",") if n.strip()]
-
-
-def _address_allowed(addr) -> bool:
-    if any(addr in net for net in ALWAYS_BLOCKED if addr.version == net.version):
-        return False
-    if addr.is_private or addr.is_loopback or addr.is_reserved or addr.is_unspecified or addr.is_multicast:
-        return any(addr in net for net in _allowed_private() if addr.version == net.version)
-    return True
-
-
-def base_url(value: str, field: str = "base_url") -> str:
-    """An upstream base URL: http(s), a host, never link-local or cloud metadata; private ranges
-    only when SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS allows them (loopback does by default)."""
+def _outbound_url(value: str, field: str, customer: bool, lookup: bool) -> str:
     value = (value or "").strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ServiceError("Enter a URL starting with https:// (or http://), like https://api.openai.com/v1.", field)
-    host = parts.hostname.lower()
-    if host in METADATA_HOSTS:
-        raise ServiceError("Cloud metadata addresses cannot be upstreams.", field)
+    if len(value) > 500:
+        raise ServiceError("A URL is at most 500 characters.", field)
     try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)}
-        except (socket.gaierror, UnicodeError, ValueError):
-            addresses = set()  # not resolvable from here: nothing to judge it by
-    for addr in addresses:
-        if not _address_allowed(addr):
-            raise ServiceError(
-                f"{host} points at a private or link-local address ({addr}); allow its range in SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS first.",
-                field,
-            )
+        runtime().egress(customer=customer).check_url(value, lookup=lookup)
+    except EgressRefused as refused:
+        raise ServiceError(_refusal(refused, customer), field) from None
     return value.rstrip("/")
+
+
+def _refusal(refused: EgressRefused, customer: bool) -> str:
+    host, address = refused.host, refused.address
+    if refused.code == "scheme":
+        return "Enter a URL starting with https:// (or http://), like https://api.openai.com/v1."
+    if refused.code == "metadata":
+        return "Cloud metadata addresses cannot be used."
+    if refused.code == "numeric":
+        return f"Write the address {host} as four decimal numbers, like 203.0.113.5."
+    if refused.code == "unresolvable":
+        return f"{host} does not resolve from this server: check the name."
+    where = f"{host} is" if str(address) == host else f"{host} points at {address},"
+    if refused.code == "never" or customer:
+        return f"{where} a {kind_of(address)} address: {'webhooks go to public addresses only' if customer else 'it can never be an upstream'}."
+    return f"{where} a {kind_of(address)} address; allow its range in SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS first."
+
+
+def upstream_url(value: str, field: str = "base_url", lookup: bool = True) -> str:
+    """A channel's base URL: http(s) to a host whose every address is public or in a range the
+    operator opened. `lookup=False` skips asking DNS (the URL did not change, or seeded demo data);
+    the relay checks the address again whenever it connects."""
+    return _outbound_url(value, field, customer=False, lookup=lookup)
+
+
+def webhook_url(value: str, field: str = "webhook_url") -> str:
+    """A customer's webhook: http(s) to a host whose every address is public, never private space."""
+    return _outbound_url(value, field, customer=True, lookup=True)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from geventhttpclient.response import HTTPResponse
 
+from relay.egress import SCHEMES, Egress
 from relay.sockets import raw_socket, send_all
 
 
@@ -27,6 +28,10 @@ class ConnectFailed(OSError):
 
 class ConnectionClosed(OSError):
     """The upstream closed the connection before the response was complete."""
+
+
+class ResponseTooLarge(OSError):
+    """A whole-body read passed its size limit."""
 
 
 class _Parser(HTTPResponse):
@@ -125,14 +130,32 @@ class Exchange:
     def _out(self, data: bytes) -> bytes:
         return self._decode.decompress(data) if self._decode is not None and data else data
 
-    def read_all(self, timeout: float) -> bytes:
+    def read_all(self, timeout: float, limit: int | None = None) -> bytes:
+        """The whole body; past `limit` bytes (as sent, and once decompressed) ResponseTooLarge,
+        and the connection is closed."""
+        size, seen = 0, 0
         try:
             while self._recv(timeout):
-                pass
+                if limit is not None:
+                    pieces = self.parser.pieces
+                    size += sum(len(p) for p in pieces[seen:])
+                    seen = len(pieces)
+                    if size > limit:
+                        raise ResponseTooLarge(f"the response is larger than {limit} bytes")
+            raw = self.parser.take()
+            if limit is not None and len(raw) > limit:  # it may all have come with the headers
+                raise ResponseTooLarge(f"the response is larger than {limit} bytes")
+            if self._decode is None or not raw:
+                body = raw
+            elif limit is None:
+                body = self._decode.decompress(raw)
+            else:
+                body = self._decode.decompress(raw, limit + 1)
+                if len(body) > limit:
+                    raise ResponseTooLarge(f"the response is larger than {limit} bytes once decompressed")
         except BaseException:
             self.close()
             raise
-        body = self._out(self.parser.take())
         self.finish()
         return body
 
@@ -182,10 +205,14 @@ def _close(sock) -> None:
 
 
 class HttpClient:
-    def __init__(self, pool_size: int = 256, ssl_context: ssl.SSLContext | None = None):
+    """`egress` decides where new connections may go (relay/egress.py); a pooled connection was
+    checked when it was made, so requests on it cost nothing more."""
+
+    def __init__(self, pool_size: int = 256, ssl_context: ssl.SSLContext | None = None, egress: Egress | None = None):
         self.pool_size = pool_size
         self.idle: dict[tuple, deque] = {}
         self._ssl = ssl_context
+        self.egress = egress or Egress()
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -194,8 +221,10 @@ class HttpClient:
 
     def _connect(self, origin, timeout: float):
         scheme, host, port = origin
+        if scheme not in SCHEMES:
+            raise ConnectFailed(f"{scheme} is not http or https")
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
+            sock = self.egress.connect(host, port, timeout)
         except OSError as error:
             raise ConnectFailed(str(error)) from error
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -18,6 +18,7 @@ from relay.config_store import SnapshotHolder
 from relay.context import ClientAddresses, RequestContext, Response, json_response, new_request_id
 from relay.customer_api import PATHS as CUSTOMER_PATHS
 from relay.customer_api import CustomerApi
+from relay.egress import Egress, EgressPolicy
 from relay.endpoints import ENDPOINTS, GEMINI_ACTIONS
 from relay.endpoints.generate import gemini_route, is_gemini_path, list_models
 from relay.errors import ANTHROPIC, GEMINI, OPENAI, RelayError
@@ -204,7 +205,12 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
     if not given_redis:
         scripts = RespPool(settings.redis_url, settings.redis_pool_size)
         register = lambda text: Script(scripts, text)  # noqa: E731
-    pipeline = Pipeline(settings, holder, quota, UpstreamClient(settings.upstream_pool_size), register_script=register)
+    if settings.egress_allow:  # an operator's decision worth seeing in every relay's log
+        log.warning("upstreams may be in these private ranges (SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS): %s",
+                    ", ".join(map(str, settings.egress_allow)))
+    upstream = UpstreamClient(settings.upstream_pool_size, egress=Egress(EgressPolicy(settings.egress_allow)),
+                              max_response_bytes=settings.max_response_bytes)
+    pipeline = Pipeline(settings, holder, quota, upstream, register_script=register)
     return RelayApp(settings, holder, pipeline, quota)
 
 

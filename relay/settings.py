@@ -32,6 +32,13 @@ def env_float(name: str, default: float, environ: dict | None = None) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def env_networks(name: str, environ: dict | None = None) -> tuple[Network, ...]:
+    try:
+        return parse_networks((environ if environ is not None else os.environ).get(name))
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
 def read_secret(name: str, env_var: str, instance_dir: Path, environ: dict | None = None) -> str | None:
     """A secret given in the environment wins; otherwise the one generated into the instance folder."""
     env = environ if environ is not None else os.environ
@@ -41,13 +48,6 @@ def read_secret(name: str, env_var: str, instance_dir: Path, environ: dict | Non
     if path.exists():
         return path.read_text().strip()
     return None
-
-
-def _trusted_proxies(env) -> tuple[Network, ...]:
-    try:
-        return parse_networks(env.get("SWITCHBOARD_TRUSTED_PROXIES"))
-    except ValueError as error:
-        raise ValueError(f"SWITCHBOARD_TRUSTED_PROXIES: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,10 @@ class RelaySettings:
         """How long a hold lives: the request's own deadline (every attempt and stream included) plus
         the margin."""
         return self.timeouts.total + self.hold_margin_seconds
+    # Private ranges upstreams may be in (relay/egress.py): none unless the operator lists them.
+    egress_allow: tuple[Network, ...] = ()
+    # The largest non-streamed upstream answer read (image results in base64 are the big ones).
+    max_response_bytes: int = 64 * 1024 * 1024
 
     @property
     def lease_seconds(self) -> float:
@@ -157,10 +161,12 @@ class RelaySettings:
                 max_connections=env_int("SWITCHBOARD_HTTP_MAX_CONNECTIONS", 0, env),
                 max_connections_per_ip=env_int("SWITCHBOARD_HTTP_MAX_CONNECTIONS_PER_IP", 1000, env),
             ),
-            trusted_proxies=_trusted_proxies(env),
+            trusted_proxies=env_networks("SWITCHBOARD_TRUSTED_PROXIES", env),
             idempotency_ttl_seconds=env_int("SWITCHBOARD_IDEMPOTENCY_TTL_SECONDS", 86_400, env),
             idempotency_max_bytes=env_int("SWITCHBOARD_IDEMPOTENCY_MAX_BYTES", 1024 * 1024, env),
             generation_ttl_seconds=env_int("SWITCHBOARD_GENERATION_TTL_SECONDS", 86_400, env),
+            egress_allow=env_networks("SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS", env),
+            max_response_bytes=env_int("SWITCHBOARD_MAX_UPSTREAM_RESPONSE_BYTES", 64 * 1024 * 1024, env),
         )
         values.update(overrides)
         return cls(**values)

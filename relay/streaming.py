@@ -8,6 +8,7 @@ exactly once, for what was delivered.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from relay import charges
 from relay.billing import Settlement
@@ -21,6 +22,10 @@ from relay.upstream import UpstreamCallFailed, UpstreamResponse
 
 def stream_error(error: UpstreamError) -> RelayError:
     return RelayError(502, "upstream_stream_interrupted", f"The upstream stream failed mid-way: {error.message}")
+
+
+def _nothing() -> None:
+    return None
 
 
 class StreamBody:
@@ -113,19 +118,30 @@ class StreamBody:
             self._take(event, batch)
         return self._drain(batch), None
 
-    def _end(self, error: UpstreamError | None) -> bytes:
-        """The last bytes of the body, and the settlement: a clean end is charged as reported, a
-        failure (or a stream that stopped before its end) for what was delivered."""
+    def _end(self, error: UpstreamError | None) -> tuple[bytes, Callable[[], None]]:
+        """The last bytes of the body, and what is left to settle once they are on the caller's
+        socket. A clean end is charged as the upstream reported it, settled before the last write (the
+        caller that reads the end finds it charged); a failure, or a stream that stopped before its
+        end, is charged for what was delivered, so it settles after the last write, whose output
+        then counts."""
         if error is None:
             batch: list = []
             for event in self.decoder.finish():
                 self._take(event, batch)
             out = self._drain(batch)
             if not self.done and self.usage is None:
-                return out + self._fail(UpstreamError(ErrorKind.TRANSIENT, 200, "the upstream closed the stream early"))
+                early = UpstreamError(ErrorKind.TRANSIENT, 200, "the upstream closed the stream early")
+                return out + self._failure_event(early), lambda: self._settle_failure(early)
+            self._count_the_last_bytes()
             self.settlement.succeed(self.usage, self.delivered)
-            return out
-        return self._fail(error)
+            return out, _nothing
+        return self._failure_event(error), lambda: self._settle_failure(error)
+
+    def _count_the_last_bytes(self) -> None:
+        """Without the upstream's usage a clean end is billed from the relay's own count, which must
+        include the last bytes about to be written with it."""
+        if self.usage is None:
+            self._written()
 
     def __iter__(self):
         """The body for any WSGI server: a greenlet reads the upstream and yields what it brings. The
@@ -134,23 +150,29 @@ class StreamBody:
         yield self._drain(self.pending)
         self._written()
         if self.deferred is not None:
-            yield self._fail(self.deferred)
+            data, settle = self._end(self.deferred)
+            yield data
+            self._written()
+            settle()
             return
+        out, error = b"", None
         try:
             for data in self.chunks:
                 out, error = self._step(data)
                 if error is None and time.monotonic() > self.deadline:
                     error = UpstreamError(ErrorKind.TIMEOUT, 200, "the stream exceeded its total time limit")
                 if error is not None:
-                    yield out + self._end(error)
-                    return
+                    break
                 if out:
                     yield out
                     self._written()
+                out = b""
         except UpstreamCallFailed as failed:
-            yield self._end(failed.error)
-            return
-        yield self._end(None)
+            error = failed.error
+        data, settle = self._end(error)
+        yield out + data
+        self._written()
+        settle()
 
     def write_to(self, sock, head: bytes, frame, last: bytes) -> None:
         """The whole response on the caller's socket, for relay/http_server.py: the head with the
@@ -162,7 +184,10 @@ class StreamBody:
             raise ConnectionResetError("the caller went away before the first byte")
         first = self._drain(self.pending)
         if self.deferred is not None:
-            send_all(sock, head + frame(first + self._fail(self.deferred)) + last)
+            data, settle = self._end(self.deferred)
+            send_all(sock, head + frame(first + data) + last)
+            self._written()
+            settle()
             return
         send_all(sock, head + frame(first))
         self._written()
@@ -174,16 +199,21 @@ class StreamBody:
             raise ConnectionResetError("the caller went away mid-stream")
         if end.error is None:
             self.response.finish()
-        tail = end.tail + self._end(end.error)
+        data, settle = self._end(end.error)
+        tail = end.tail + data
         send_all(sock, (frame(tail) if tail else b"") + last)
+        self._written()
+        settle()
 
-    def _fail(self, error: UpstreamError) -> bytes:
+    def _failure_event(self, error: UpstreamError) -> bytes:
+        """The error event that ends a stream the upstream broke (the upstream is let go at once)."""
         self.response.abort()
-        relay_error = stream_error(error)
         self.ctx.note(step="stream", result="upstream failed mid-stream", kind=error.kind.value, error=error.message[:200])
+        return stream_error(error).sse_event(self.ctx.request_id, self.error_format)
+
+    def _settle_failure(self, error: UpstreamError) -> None:
         # Charged for the input and the output the caller received; the error text is free.
-        self.settlement.partial(self.delivered, 502, relay_error.code, failure=error)
-        return relay_error.sse_event(self.ctx.request_id, self.error_format)
+        self.settlement.partial(self.delivered, 502, stream_error(error).code, failure=error)
 
     def close(self) -> None:
         """Called by the server at the end, and when the caller disconnects mid-stream."""

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 from geventhttpclient.response import HTTPParseError
 
 from relay.errors import ErrorKind, UpstreamError
-from relay.http_client import ConnectFailed, ConnectionClosed, Exchange, HttpClient
+from relay.egress import Egress
+from relay.http_client import ConnectFailed, ConnectionClosed, Exchange, HttpClient, ResponseTooLarge
 from relay.settings import Timeouts
 from relay.snapshot import ChannelView
 
@@ -53,6 +54,8 @@ TRANSPORT_ERRORS = (OSError, HTTPParseError, zlib_error)
 
 
 def failure_of(exc: BaseException) -> UpstreamCallFailed:
+    if isinstance(exc, ResponseTooLarge):
+        return UpstreamCallFailed(UpstreamError(ErrorKind.INVALID_RESPONSE, 0, "the upstream's answer is too large"))
     if isinstance(exc, ConnectFailed):
         return UpstreamCallFailed(UpstreamError(ErrorKind.CONNECT, 0, "cannot connect to the upstream"))
     if isinstance(exc, (socket.timeout, TimeoutError)):
@@ -67,17 +70,18 @@ def failure_of(exc: BaseException) -> UpstreamCallFailed:
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet."""
 
-    __slots__ = ("_exchange", "_read_timeout", "status", "headers")
+    __slots__ = ("_exchange", "_read_timeout", "_limit", "status", "headers")
 
-    def __init__(self, exchange: Exchange, read_timeout: float):
+    def __init__(self, exchange: Exchange, read_timeout: float, limit: int | None = None):
         self._exchange = exchange
         self._read_timeout = read_timeout
+        self._limit = limit
         self.status = exchange.status
         self.headers = exchange.headers
 
     def read_all(self) -> bytes:
         try:
-            return self._exchange.read_all(self._read_timeout)
+            return self._exchange.read_all(self._read_timeout, self._limit)
         except TRANSPORT_ERRORS as exc:
             raise failure_of(exc) from None
 
@@ -104,8 +108,11 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    def __init__(self, pool_size: int = 256):
-        self.http = HttpClient(pool_size)
+    """Upstream calls through the egress guard; a whole-body read stops at `max_response_bytes`."""
+
+    def __init__(self, pool_size: int = 256, egress: Egress | None = None, max_response_bytes: int | None = None):
+        self.http = HttpClient(pool_size, egress=egress)
+        self.max_response_bytes = max_response_bytes
 
     def send(self, request: HttpRequest, timeouts: Timeouts) -> UpstreamResponse:
         wait = min(timeouts.first_byte, timeouts.total)
@@ -113,4 +120,4 @@ class UpstreamClient:
             exchange = self.http.request(request.method, request.url, request.headers, request.body, timeouts.connect, wait)
         except TRANSPORT_ERRORS as exc:
             raise failure_of(exc) from None
-        return UpstreamResponse(exchange, wait)
+        return UpstreamResponse(exchange, wait, self.max_response_bytes)

@@ -62,9 +62,13 @@ def build_app(database_url: str, redis_url: str, instance: Path):
     from controlplane.app import create_app
     from controlplane.settings import Settings
     from relay.cipher import Cipher
+    from relay.client_ip import parse_networks
     from relay.settings import RelaySettings
+    from tests.fakes import dns
 
     key = Cipher.generate_key()
+    # The fake upstreams listen on loopback: opened explicitly, as an operator opens a range.
+    loopback = parse_networks("127.0.0.0/8 ::1/128")
     settings = Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -72,11 +76,12 @@ def build_app(database_url: str, redis_url: str, instance: Path):
         encryption_key=key,
         instance_dir=instance,
         testing=True,
-        relay=RelaySettings(redis_url=redis_url, encryption_key=key, instance_dir=instance),
+        relay=RelaySettings(redis_url=redis_url, encryption_key=key, instance_dir=instance, egress_allow=loopback),
     )
     from flask.testing import FlaskClient
 
     app = create_app(settings)
+    app.extensions["switchboard"].resolver = dns.resolve  # names in tests never need the machine's DNS
     app.test_client_class = type("TestClient", (FreshContextClient, FlaskClient), {})
     with app.app_context():
         upgrade()

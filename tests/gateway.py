@@ -36,6 +36,8 @@ class Gateway:
             SWITCHBOARD_PORT=str(self.port),
             SWITCHBOARD_LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
+            # the fake upstreams listen on loopback: opened explicitly, as an operator would
+            SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8,::1/128",
         )
         env.update(extra_env or {})
         self.env = env

@@ -25,7 +25,8 @@ class RelayProcess:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_") and k != "DATABASE_URL"}
         environ.update(REDIS_URL=settings.redis_url, SWITCHBOARD_ENCRYPTION_KEY=settings.encryption_key or "",
                        SWITCHBOARD_INSTANCE=str(settings.instance_dir), SWITCHBOARD_LOG_LEVEL="WARNING",
-                       SWITCHBOARD_SNAPSHOT_POLL_SECONDS="0.5", **env)
+                       SWITCHBOARD_SNAPSHOT_POLL_SECONDS="0.5",
+                       SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8", **env)
         self.proc = subprocess.Popen([sys.executable, "-m", "controlplane", "relay", "--host", "127.0.0.1", "--port", str(self.port)],
                                      cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 30

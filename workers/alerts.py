@@ -46,7 +46,8 @@ def _deliver(row: AlertSetting, balance: int) -> str:
             results.append(f"email {address}: {'sent' if sent.ok else sent.detail}")
     if row.webhook_url:
         payload = {"account_id": account.id, "account_name": account.name, "balance_micro_usd": balance, "threshold_micro_usd": row.threshold}
-        sent = send_webhook(row.webhook_url, "balance.low", payload, secret=rt.settings.webhook_secret)
+        # A customer's URL: public addresses only, whatever the operator opened for upstreams.
+        sent = send_webhook(row.webhook_url, "balance.low", payload, egress=rt.egress(customer=True), secret=rt.settings.webhook_secret)
         results.append(f"webhook: {'sent' if sent.ok else sent.detail}")
     return "; ".join(results) or "nothing to send"
 

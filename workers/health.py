@@ -20,9 +20,13 @@ from controlplane.models import Channel
 from controlplane.runtime import runtime
 from controlplane.services import channel_health, health_notify
 from controlplane.services.channel_health import DISABLED, ENABLED, Transition
-from controlplane.services.probes import ProbeResult, Verdict, probe_channel
+from controlplane.services.probes import (
+    ProbeResult,
+    Verdict,
+    probe_channel,
+    probe_client,
+)
 from relay.health import REPORTS_GROUP, REPORTS_STREAM, Health
-from relay.upstream import UpstreamClient
 from workers.context import in_app_context
 from workers.locks import Lock
 
@@ -98,7 +102,7 @@ def probe_channels(channel_ids: list[int] | None = None) -> ProbeRun:
     run = ProbeRun()
     ids = channel_health.probe_targets() if channel_ids is None else list(channel_ids)
     claimed = _claim(ids, run, settings.lock_seconds)
-    client = UpstreamClient(pool_size=max(4, settings.parallel * 2))
+    client = probe_client(rt.egress(), pool_size=max(4, settings.parallel * 2))
     with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
         futures = {
             pool.submit(probe_channel, client, view, keys, settings.timeout_seconds, settings.lock_seconds / 2): (cid, lock)

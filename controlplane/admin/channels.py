@@ -13,6 +13,7 @@ from controlplane.extensions import db
 from controlplane.models import Channel, ChannelEvent, ChannelKey, ChannelStatus
 from controlplane.queries.channels import FILTERS, STATES, filtered
 from controlplane.queries.pagination import page_number, paginate
+from controlplane.redirects import safe_next
 from controlplane.services import ServiceError, channel_ops, channels as channel_service
 
 bp = Blueprint("channels", __name__, url_prefix="/channels")
@@ -109,7 +110,7 @@ def set_status(channel_id: int):
                        "Disable channel", back)
     channel_service.set_status(actor(), channel, ChannelStatus(wanted), reason=(request.form.get("reason") or "").strip() or None)
     flash(f"Channel {channel.name} {wanted}.")
-    return redirect(request.form.get("next") if request.form.get("next", "").startswith("/admin/") else back)
+    return redirect(safe_next(request.form.get("next"), prefix="/admin/") or back)
 
 
 @bp.post("/<int:channel_id>/delete")

@@ -12,7 +12,7 @@ from controlplane.admin.user_forms import AdjustForm, BanForm, GroupChangeForm, 
 from controlplane.admin.users import bp, group_choices, render_detail
 from controlplane.auth import require_roles
 from controlplane.extensions import db
-from controlplane.models import ApiKey, KeyStatus
+from controlplane.models import ApiKey, KeyDecider, KeyStatus
 from controlplane.services import ServiceError, bans, billing, groups, keys, users as user_service
 from controlplane.validation import usd
 from relay.pricing import micro_to_usd
@@ -162,6 +162,6 @@ def key_status(user_id: int, key_id: int):
     wanted = KeyStatus.ENABLED if request.form.get("status") == "enabled" else KeyStatus.DISABLED
     if wanted == KeyStatus.DISABLED and not confirmed():
         return confirm(f"Disable the key {key.prefix}… of {user.email}? Calls with it are refused within seconds.", "Disable key", _back(user))
-    keys.set_key_status(actor(), key, wanted)
+    keys.set_key_status(actor(), key, wanted, by=KeyDecider.OPERATOR)  # sticky: the owner cannot enable it again
     flash(f"Key {key.prefix}… {wanted.value}.")
     return redirect(_back(user))

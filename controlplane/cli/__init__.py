@@ -16,7 +16,14 @@ def _serving(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from controlplane.cli.supervision import die_with_parent
+
+    if die_with_parent():  # a child of `up` follows it from its first moment, before the slow imports,
+        from controlplane.cli.group import ensure_redis_url
+
+        ensure_redis_url()  # and registers with the embedded Redis at once, so the last one out stops it
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.umask(0o077)  # whatever we write (instance folder, SQLite, exports) is the owner's alone
     if _serving(argv):
         from gevent import monkey
 

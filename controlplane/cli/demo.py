@@ -34,7 +34,7 @@ CHANNELS = [
      ("auto_disabled", "5 failed probes in a row — upstream said: upstream timed out", 3)),
     ("Azure OpenAI EU", "azure", "https://contoso-eu.openai.azure.com", ["gpt-4o"], "prod", 8, 2, 65, 2,
      ("disabled", "Quota review with Microsoft", 50)),
-    ("Lab vLLM", "openai", "http://127.0.0.1:8100/v1", ["qwen2.5-72b"], "lab", 0, 1, None, 1, None),
+    ("Lab vLLM", "openai", "http://vllm.lab.internal:8100/v1", ["qwen2.5-72b"], "lab", 0, 1, None, 1, None),
 ]
 # model → USD per 1M tokens: input, cached input, output
 PRICES = {"gpt-4o": ("2.50", "1.25", "10"), "gpt-4o-mini": ("0.15", "0.075", "0.60"), "o3-mini": ("1.10", "0.55", "4.40"),
@@ -55,8 +55,9 @@ def _channels(rng) -> tuple[dict, list]:
     made = []
     for name, kind, url, models, tag, priority, weight, cost, key_count, state in CHANNELS:
         secrets_ = [f"sk-demo-{secrets.token_hex(12)}" for _ in range(key_count)]
+        # Demo channels are never called: saved without asking DNS, which a laptop offline cannot.
         channel = channels.add_channel(SEEDER, name=name, type=_type(kind), base_url=url, keys=secrets_, models=models, tag=tag,
-                                       priority=priority, weight=weight, cost_bp=None if cost is None else cost * 100)
+                                       priority=priority, weight=weight, cost_bp=None if cost is None else cost * 100, lookup=False)
         made.append((channel, state))
         for model in models:
             routes.setdefault(model, []).extend((channel.id, k.id) for k in channel.keys)

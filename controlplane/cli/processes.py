@@ -11,7 +11,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from controlplane.cli.supervision import Supervisor, die_with_parent
+from controlplane.cli.supervision import Supervisor
 
 
 def _logging() -> None:
@@ -40,7 +40,6 @@ def web_command(host, port):
 def worker_command(burst, queue_names):
     """Run an RQ worker on Switchboard's queues."""
     _logging()
-    die_with_parent()
     from rq import Queue, SimpleWorker
 
     from controlplane.runtime import runtime
@@ -59,7 +58,6 @@ def worker_command(burst, queue_names):
 def scheduler_command():
     """Run RQ's cron scheduler with Switchboard's periodic jobs."""
     _logging()
-    die_with_parent()
     from rq.cron import CronScheduler
     from rq.exceptions import StopRequested
 

@@ -4,8 +4,9 @@ Parent side: `Supervisor` runs each child, restarts one that exits with an expon
 once it has stayed up a while), and on stop sends SIGTERM, waits, then kills what is left.
 
 Child side: `die_with_parent()` makes a child of `up` exit when `up` does, however `up` ended: the
-kernel sends it SIGTERM when its parent dies (PR_SET_PDEATHSIG on Linux), and a watcher thread notices
-a new parent (the orphan's reaper) everywhere else, or if the signal was missed.
+kernel sends it SIGTERM when its parent dies (PR_SET_PDEATHSIG on Linux; a watcher thread that notices
+the new parent sends it elsewhere), the child shuts down as on any SIGTERM, and the watcher ends it
+hard if that has not happened within a minute.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ PARENT_ENV = "SWITCHBOARD_SUPERVISOR_PID"
 FIRST_DELAY = 1.0  # seconds before the first restart
 MAX_DELAY = 30.0
 STABLE_AFTER = 30.0  # a child up this long starts again from FIRST_DELAY when it next dies
-STOP_GRACE = 10.0  # seconds a stopping child gets before it is killed
+STOP_GRACE = 10.0  # seconds a stopping child gets before `up` kills it
+ORPHAN_GRACE = 60.0  # seconds an orphaned child gets to finish its job and shut down before it exits hard
 _PR_SET_PDEATHSIG = 1
 
 
@@ -110,24 +112,38 @@ def _set_parent_death_signal(sig: int) -> bool:
         return False
 
 
-def _watch_parent(parent: int, every: float, grace: float) -> None:
+def _watch_parent(parent: int, every: float, grace: float, signalled: bool) -> None:
     while os.getppid() == parent:
         time.sleep(every)
     log.warning("the supervising process %s is gone; stopping", parent)
-    os.kill(os.getpid(), signal.SIGTERM)  # the process's own clean shutdown first
-    time.sleep(grace)
+    if not signalled:  # the kernel sent nothing: ask for the process's own clean shutdown
+        os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace)  # a clean shutdown (its last job, unregistering from Redis) gets this long
     os._exit(1)
 
 
-def die_with_parent(every: float = 1.0, grace: float = STOP_GRACE) -> None:
-    """In a child of `up` (PARENT_ENV names it): exit when `up` exits. Elsewhere: nothing."""
+def _exit(*_) -> None:
+    """SIGTERM before the command installed its own handler: unregister from the embedded Redis (the
+    last one out stops it) and exit at once, whatever the process was in the middle of starting."""
+    group = sys.modules.get("controlplane.cli.group")
+    embedded = getattr(group, "_embedded", None)
+    if embedded is not None:
+        embedded.release()
+    os._exit(0)
+
+
+def die_with_parent(every: float = 1.0, grace: float = ORPHAN_GRACE) -> bool:
+    """In a child of `up` (PARENT_ENV names it): exit when `up` exits, and say True. Elsewhere: False."""
     parent = int(os.environ.get(PARENT_ENV) or 0)
     if not parent:
-        return
-    _set_parent_death_signal(signal.SIGTERM)
+        return False
+    # Until the command installs its own handler (RQ's warm shutdown), SIGTERM unregisters and exits.
+    signal.signal(signal.SIGTERM, _exit)
+    armed = _set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent:  # it died before the signal was armed
         sys.exit(0)
-    threading.Thread(target=_watch_parent, args=(parent, every, grace), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(parent, every, grace, armed), name="parent-watch", daemon=True).start()
+    return True
 
 
 __all__ = ["PARENT_ENV", "Supervisor", "die_with_parent"]

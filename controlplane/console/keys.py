@@ -121,8 +121,12 @@ def status(key_id: int):
     wanted = request.form.get("status")
     if wanted not in (KeyStatus.ENABLED.value, KeyStatus.DISABLED.value):
         abort(400)
-    key_service.set_key_status(actor(), key, KeyStatus(wanted))
-    flash(f"Key {key.name or key.prefix} is {wanted}.")
+    try:
+        key_service.set_key_status(actor(), key, KeyStatus(wanted))
+    except ServiceError as error:
+        flash(error.message, "error")
+    else:
+        flash(f"Key {key.name or key.prefix} is {wanted}.")
     return redirect(request.form.get("next") if request.form.get("next") == url_for(".index") else url_for(".detail", key_id=key.id))
 
 

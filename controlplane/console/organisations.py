@@ -11,6 +11,7 @@ from controlplane import budgets
 from controlplane.admin.forms import attach_error
 from controlplane.console.access import ACCOUNT_KEY, actor, console_view, current_scope
 from controlplane.console.forms import AllowanceForm, InviteForm, OrganisationForm, RoleForm
+from controlplane.redirects import safe_next
 from controlplane.services import ServiceError, notices, organisations as orgs
 
 bp = Blueprint("organisations", __name__)
@@ -64,8 +65,7 @@ def switch():
         session[ACCOUNT_KEY] = int(raw)
     else:
         abort(404)
-    target = request.form.get("next") or ""
-    return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("console.home"))
+    return redirect(safe_next(request.form.get("next")) or url_for("console.home"))
 
 
 def _membership():

@@ -3,7 +3,7 @@ from controlplane.models.accounts import Account, AccountKind, Group, Role, User
 from controlplane.models.api_tokens import ApiToken
 from controlplane.models.bans import Ban, BanKind
 from controlplane.models.channels import Channel, ChannelEvent, ChannelKey, ChannelStatus
-from controlplane.models.keys import ApiKey, KeyStatus
+from controlplane.models.keys import ApiKey, KeyDecider, KeyStatus
 from controlplane.models.ledger import EntryKind, LedgerEntry, Refund, RefundKind
 from controlplane.models.logs import AuditEntry, RequestLog
 from controlplane.models.prices import ModelPrice
@@ -16,7 +16,7 @@ from controlplane.models.sessions import UserSession
 
 __all__ = [
     "Account", "AccountKind", "ApiKey", "ApiToken", "AuditEntry", "Ban", "BanKind", "Channel", "ChannelEvent",
-    "ChannelKey", "ChannelRollup", "ChannelStatus", "EntryKind", "Group", "KeyStatus", "LedgerEntry", "ModelPrice",
+    "ChannelKey", "ChannelRollup", "ChannelStatus", "EntryKind", "Group", "KeyDecider", "KeyStatus", "LedgerEntry", "ModelPrice",
     "OPERATOR_ROLES", "Refund", "RefundKind", "RequestLog", "Role", "UsageRollup", "User", "UserStatus", "utcnow",
     # user console (issue 6)
     "AlertSetting", "Invitation", "MemberRole", "Membership", "RedemptionBatch", "RedemptionCode", "UserSession",

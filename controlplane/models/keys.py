@@ -16,6 +16,14 @@ class KeyStatus(StrEnum):
     DELETED = "deleted"  # kept for the request logs that name it; never published to the relay
 
 
+class KeyDecider(StrEnum):
+    """Who disabled a key. An operator's decision stands until an operator reverses it; the key's
+    owner can neither enable nor quietly re-disable it under their own name."""
+
+    OWNER = "owner"
+    OPERATOR = "operator"
+
+
 class ApiKey(db.Model):
     __tablename__ = "api_keys"
 
@@ -38,6 +46,7 @@ class ApiKey(db.Model):
     ip_allow: Mapped[list] = mapped_column(JsonType, default=list)  # addresses / CIDR ranges
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=KeyStatus.ENABLED.value)
+    disabled_by: Mapped[str | None] = mapped_column(String(16), nullable=True)  # KeyDecider while disabled
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

@@ -18,8 +18,7 @@ def save(actor: Actor, account: Account, threshold_usd: str | None, email: bool,
     threshold = None if threshold_usd in (None, "") else validation.usd(threshold_usd, "threshold")
     url = (webhook_url or "").strip() or None
     if url is not None:
-        # The same checks as upstream URLs: no cloud metadata, no private ranges not allowed.
-        url = validation.base_url(url, "webhook_url")
+        url = validation.webhook_url(url)  # public addresses only, whatever operators allow upstreams
     if threshold is not None and not email and url is None:
         raise ServiceError("Choose email, a webhook, or both.", "email")
     row = settings_for(account.id)

@@ -142,10 +142,9 @@ def test_channel(channel_id: int) -> list[ProbeResult]:
     It changes nothing — it only answers how the channel is doing right now, and how fast."""
     from controlplane.runtime import runtime
     from controlplane.services.channels import channel_by_id
-    from controlplane.services.probes import probe_channel
-    from relay.upstream import UpstreamClient
+    from controlplane.services.probes import probe_channel, probe_client
 
     rt = runtime()
     view, keys = channel_view(channel_by_id(channel_id), rt.cipher.decrypt, statuses=None)
     db.session.rollback()  # nothing is written; no transaction stays open through the probes
-    return probe_channel(UpstreamClient(pool_size=4), view, keys, rt.settings.probe.timeout_seconds, budget_seconds=120)
+    return probe_channel(probe_client(rt.egress(), pool_size=4), view, keys, rt.settings.probe.timeout_seconds, budget_seconds=120)

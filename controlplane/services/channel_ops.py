@@ -2,10 +2,8 @@
 list from the upstream, and adopting models from it."""
 from __future__ import annotations
 
-import requests
 from sqlalchemy import select
 
-from controlplane import validation
 from controlplane.extensions import db
 from controlplane.models import Channel, ChannelEvent, ChannelStatus, utcnow
 from controlplane.runtime import runtime
@@ -13,9 +11,12 @@ from controlplane.services.base import Actor, ServiceError, audit, commit
 from controlplane.services.channels import describe
 from relay.adapters import adapter_for
 from relay.adapters.base import Operation
+from relay.settings import Timeouts
 from relay.snapshot import ChannelKeyView, ChannelView
+from relay.upstream import UpstreamCallFailed, UpstreamClient
 
-FETCH_TIMEOUT = 15  # seconds; an operator is waiting on the page
+FETCH_TIMEOUT = 15.0  # seconds; an operator is waiting on the page
+FETCH_LIMIT = 8 * 1024 * 1024  # the longest model lists (aggregators) are around a megabyte
 
 
 def set_status_by_tag(actor: Actor, tag: str, status: ChannelStatus, reason: str | None = None) -> list[Channel]:
@@ -57,19 +58,21 @@ def fetch_models(channel: Channel) -> list[str]:
     adapter = adapter_for(channel.type)
     if Operation.MODELS not in adapter.info.capabilities:
         raise ServiceError(f"A {adapter.info.label} channel cannot list its models.", "models")
-    validation.base_url(channel.base_url)  # the address may resolve elsewhere since it was saved
     view, key = _views(channel)
     request = adapter.models_request(view, key)
+    # Through the egress guard: the address is checked as the connection is made, redirects are
+    # answers (never followed), and the body read stops at FETCH_LIMIT.
+    client = UpstreamClient(pool_size=1, egress=runtime().egress(), max_response_bytes=FETCH_LIMIT)
     try:
-        response = requests.request(request.method, request.url, headers=request.headers, data=request.body,
-                                    timeout=FETCH_TIMEOUT, allow_redirects=False)
-    except requests.RequestException as error:
-        raise ServiceError(f"The upstream did not answer ({type(error).__name__}).", "models", status=502) from None
-    if response.status_code >= 300:
-        failure = adapter.classify_error(response.status_code, response.content, response.headers)
-        raise ServiceError(f"The upstream answered {response.status_code}: {failure.message}", "models", status=502)
+        response = client.send(request, Timeouts(connect=FETCH_TIMEOUT, first_byte=FETCH_TIMEOUT, idle=FETCH_TIMEOUT, total=FETCH_TIMEOUT))
+        body = response.read_all()
+    except UpstreamCallFailed as failed:
+        raise ServiceError(f"The upstream did not answer ({failed.error.message}).", "models", status=502) from None
+    if response.status >= 300:
+        failure = adapter.classify_error(response.status, body, response.headers)
+        raise ServiceError(f"The upstream answered {response.status}: {failure.message}", "models", status=502)
     try:
-        return adapter.models_response(response.content)
+        return adapter.models_response(body)
     except Exception:
         raise ServiceError("The upstream's model list could not be read.", "models", status=502) from None
 

@@ -68,7 +68,7 @@ def validate_extras(changes: dict) -> dict:
     return out
 
 
-def validate_fields(*, name: str, type: str, base_url: str, models, model_map: dict, groups, priority, weight) -> dict:
+def validate_fields(*, name: str, type: str, base_url: str, models, model_map: dict, groups, priority, weight, lookup: bool = True) -> dict:
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise ServiceError("Give the channel a name of 1–100 characters.", "name")
@@ -81,7 +81,7 @@ def validate_fields(*, name: str, type: str, base_url: str, models, model_map: d
     return dict(
         name=name,
         type=type,
-        base_url=validation.base_url(base_url),
+        base_url=validation.upstream_url(base_url, lookup=lookup),
         models=models,
         model_map=model_map,
         groups=_clean_list(groups),
@@ -92,8 +92,11 @@ def validate_fields(*, name: str, type: str, base_url: str, models, model_map: d
 
 def add_channel(actor: Actor, *, name: str, type: str, base_url: str, keys: list[str], models: list[str], model_map: dict | None = None,
                 groups: list[str] | None = None, priority=0, weight=1, tag: str | None = None, config: dict | None = None,
-                cost_bp: int | None = None) -> Channel:
-    fields = validate_fields(name=name, type=type, base_url=base_url, models=models, model_map=model_map or {}, groups=groups, priority=priority, weight=weight)
+                cost_bp: int | None = None, lookup: bool = True) -> Channel:
+    """`lookup=False` saves a URL without asking DNS (seeded demo data); the relay checks every
+    address it connects to regardless."""
+    fields = validate_fields(name=name, type=type, base_url=base_url, models=models, model_map=model_map or {}, groups=groups,
+                             priority=priority, weight=weight, lookup=lookup)
     extras = validate_extras({"tag": tag, "config": config, "cost_bp": cost_bp})
     secrets = [k for k in (keys or []) if k.strip()]
     if not secrets:
@@ -110,7 +113,8 @@ def add_channel(actor: Actor, *, name: str, type: str, base_url: str, keys: list
 def update_channel(actor: Actor, channel: Channel, **changes) -> Channel:
     before = describe(channel)
     merged = {f: changes.get(f, getattr(channel, f)) for f in ("name", "type", "base_url", "models", "model_map", "groups", "priority", "weight")}
-    fields = validate_fields(**merged)
+    # An unchanged URL is not looked up again: editing a weight must not depend on DNS.
+    fields = validate_fields(**merged, lookup=merged["base_url"] != channel.base_url)
     fields.update(validate_extras(changes))
     for field, value in fields.items():
         setattr(channel, field, value)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from controlplane.extensions import db
 from controlplane.models import Channel, ChannelEvent, ChannelKey, utcnow
 from controlplane.notify import send_email, send_webhook
+from controlplane.runtime import runtime
 from controlplane.services.base import commit
 from controlplane.services.channel_health import SYSTEM_ACTORS
 
@@ -63,8 +64,9 @@ def notify_pending(settings) -> int:
         for address in settings.alert_emails:
             delivered &= send_email(settings.smtp, address, subject, body).ok
     if settings.alert_webhook_url:
+        egress = runtime().egress()  # the operator's own URL: the ranges they opened apply
         for d in described:
-            delivered &= send_webhook(settings.alert_webhook_url, "channel.status_changed", d, settings.webhook_secret).ok
+            delivered &= send_webhook(settings.alert_webhook_url, "channel.status_changed", d, egress=egress, secret=settings.webhook_secret).ok
     now = utcnow()
     marked = 0
     for event in events:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from controlplane import validation
 from controlplane.extensions import db
-from controlplane.models import ApiKey, KeyStatus, User
+from controlplane.models import ApiKey, KeyDecider, KeyStatus, User
 from controlplane.services.base import Actor, ServiceError, audit, commit
 
 ALPHABET = string.ascii_letters + string.digits
@@ -38,6 +38,7 @@ def describe(key: ApiKey) -> dict:
         "ip_allow": list(key.ip_allow or []),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "status": key.status,
+        "disabled_by": key.disabled_by,
     }
 
 
@@ -118,9 +119,19 @@ def delete_key(actor: Actor, key: ApiKey) -> ApiKey:
     return set_key_status(actor, key, KeyStatus.DELETED)
 
 
-def set_key_status(actor: Actor, key: ApiKey, status: KeyStatus) -> ApiKey:
+def set_key_status(actor: Actor, key: ApiKey, status: KeyStatus, by: KeyDecider = KeyDecider.OWNER) -> ApiKey:
+    """Enable, disable or delete a key on behalf of its owner (the user console) or an operator.
+    A key an operator disabled stays disabled until an operator enables it."""
+    if key.status == KeyStatus.DELETED.value:
+        raise ServiceError("A deleted key cannot be changed.", status=409)
+    if by == KeyDecider.OWNER and key.disabled_by == KeyDecider.OPERATOR.value and status != KeyStatus.DELETED:
+        raise ServiceError("An operator disabled this key; only an operator can enable it again. Contact support.", "status", status=403)
     before = describe(key)
     key.status = str(status)
+    if status == KeyStatus.DISABLED:
+        key.disabled_by = str(by)
+    elif status == KeyStatus.ENABLED:
+        key.disabled_by = None
     audit(actor, "key.status", "api_key", key.id, before=before, after=describe(key))
     commit()
     return key

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from controlplane import validation
 from controlplane.extensions import db
-from controlplane.models import Account, AccountKind, ApiKey, Invitation, KeyStatus, MemberRole, Membership, User, utcnow
+from controlplane.models import Account, AccountKind, ApiKey, Invitation, KeyDecider, KeyStatus, MemberRole, Membership, User, utcnow
 from controlplane.services.base import Actor, NotFound, ServiceError, audit, commit
 
 INVITATION_TTL = timedelta(days=7)
@@ -183,7 +183,8 @@ def remove_member(actor: Actor, by: Membership, member_id: int) -> None:
     if row.role == MemberRole.OWNER.value and _owners(by.account_id) == 1:
         raise ServiceError("The last owner cannot leave: make someone else owner first.", status=409)
     db.session.execute(update(ApiKey).where(ApiKey.account_id == row.account_id, ApiKey.user_id == row.user_id,
-                                            ApiKey.status == KeyStatus.ENABLED.value).values(status=KeyStatus.DISABLED.value))
+                                            ApiKey.status == KeyStatus.ENABLED.value)
+                       .values(status=KeyStatus.DISABLED.value, disabled_by=KeyDecider.OWNER.value))
     audit(actor, "org.remove", "account", by.account_id, before={"member": row.user.email, "role": row.role})
     db.session.delete(row)
     commit()

@@ -13,11 +13,20 @@ from dataclasses import asdict, dataclass
 import orjson
 
 from relay.adapters import ChatRequest, Operation, Target, adapter_for
+from relay.egress import Egress
 from relay.errors import ErrorKind, UpstreamError
 from relay.health import Effect, effect_of
 from relay.settings import Timeouts
 from relay.snapshot import ChannelKeyView, ChannelView
 from relay.upstream import UpstreamCallFailed, UpstreamClient
+
+# A probe's answer is a few hundred bytes; anything near this is not an answer to it.
+RESPONSE_LIMIT = 4 * 1024 * 1024
+
+
+def probe_client(egress: Egress, pool_size: int) -> UpstreamClient:
+    """The HTTP client probes use: the relay's, through the same egress guard."""
+    return UpstreamClient(pool_size=pool_size, egress=egress, max_response_bytes=RESPONSE_LIMIT)
 
 
 class Verdict(str, enum.Enum):

@@ -1,5 +1,6 @@
 // Progressive enhancement for the consoles: everything works without this file.
-// It adds copy buttons, rows in the model-mapping editor, and the dashboard's charts.
+// It adds copy buttons, rows in the model-mapping editor, the dashboard's charts, and the small
+// behaviours pages ask for with data- attributes (the content policy allows no inline script).
 (function () {
   "use strict";
 
@@ -104,6 +105,24 @@
     mappingRows(root);
   }
 
+  // Delegated, so content htmx swaps in behaves the same:
+  // <select data-autosubmit> submits its form when changed; <form data-confirm="question"> asks
+  // before it is sent; <button data-print> prints the page.
+  function behaviours() {
+    document.addEventListener("change", function (event) {
+      var field = event.target.closest && event.target.closest("[data-autosubmit]");
+      if (field && field.form) field.form.requestSubmit ? field.form.requestSubmit() : field.form.submit();
+    });
+    document.addEventListener("submit", function (event) {
+      var question = event.target.getAttribute && event.target.getAttribute("data-confirm");
+      if (question && !window.confirm(question)) event.preventDefault();
+    });
+    document.addEventListener("click", function (event) {
+      if (event.target.closest && event.target.closest("[data-print]")) window.print();
+    });
+  }
+
+  behaviours();
   onReady(function () {
     enhance(document);
     dashboard(document);

@@ -39,8 +39,12 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(15_000)
     opened = context.new_page()
+    # Anything the content policy blocked (inline script or style, a foreign origin) fails the test.
+    blocked: list[str] = []
+    opened.on("console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text else None)
     yield opened
     context.close()
+    assert blocked == [], blocked
 
 
 @pytest.fixture(scope="module")

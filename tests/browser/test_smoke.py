@@ -21,3 +21,13 @@ def test_operator_signs_in_and_adds_a_channel(page, live):
     page.get_by_role("button", name="Save channel").click()
     page.get_by_role("heading", name="Fake OpenAI").wait_for()
     assert page.get_by_text("••••1234").is_visible()
+
+
+def test_behaviours_without_inline_script_still_work(page, live):
+    """The content policy forbids inline handlers: the bans filter submits itself from app.js, and
+    the page fixture fails the test on any blocked script or style."""
+    sign_in(page, live)
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    page.goto(live.url + "/admin/bans/")
+    page.get_by_label("Kind").select_option(index=1)
+    page.wait_for_url(lambda url: "filter_kind=" in url)

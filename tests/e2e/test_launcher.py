@@ -150,11 +150,25 @@ def test_a_killed_worker_comes_back_and_ingests_and_sigterm_stops_everything(tmp
         gateway.stop()
 
 
+def _redis_users(instance) -> set[int]:
+    """The processes registered with the embedded Redis (holding its users' lock file open)."""
+    lock, users = str(instance / "redis" / "users.lock"), set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == lock for fd in os.listdir(f"/proc/{pid}/fd")):
+                users.add(int(pid))
+        except OSError:
+            continue
+    return users
+
+
 def test_no_child_outlives_a_killed_up(tmp_path):
     gateway = Gateway(tmp_path / "instance")
     try:
         children = list(_children(gateway))
         assert len(children) == 3  # worker, probe worker, scheduler
+        # Each child registers with the embedded Redis itself, so none is left without it.
+        assert _until(lambda: _redis_users(tmp_path / "instance") == {gateway.proc.pid, *children})
         redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())
         os.kill(gateway.proc.pid, signal.SIGKILL)
         gateway.proc.wait(timeout=10)

@@ -6,8 +6,13 @@ import json
 import pytest
 
 from controlplane.notify import SmtpSettings, send_email, send_webhook, signature
+from relay.client_ip import parse_networks
+from relay.egress import Egress, EgressPolicy
 from tests.fakes.http import FakeServer, Handler
 from tests.fakes.smtp_server import FakeSMTP
+
+# The receiver listens on loopback, which only an explicit allow-list opens.
+LOOPBACK = Egress(EgressPolicy(parse_networks("127.0.0.0/8")))
 
 
 @pytest.fixture
@@ -40,12 +45,12 @@ class _Receiver(Handler):
 def test_webhooks_are_signed_and_failures_reported():
     receiver = type("Receiver", (FakeServer,), {"handler_class": _Receiver})()
     try:
-        assert send_webhook(receiver.origin + "/ok", "balance.low", {"balance": 1}, secret="s3cret").ok
+        assert send_webhook(receiver.origin + "/ok", "balance.low", {"balance": 1}, egress=LOOPBACK, secret="s3cret").ok
         got = receiver.requests[0]
         stamp = got["headers"]["X-Switchboard-Timestamp"]
         assert got["headers"]["X-Switchboard-Signature"] == "sha256=" + signature("s3cret", stamp, got["body"])
         assert json.loads(got["body"])["event"] == "balance.low"
-        assert not send_webhook(receiver.origin + "/fail", "x", {}).ok
-        assert not send_webhook("http://127.0.0.1:9/", "x", {}, timeout=2).ok
+        assert not send_webhook(receiver.origin + "/fail", "x", {}, egress=LOOPBACK).ok
+        assert not send_webhook("http://127.0.0.1:9/", "x", {}, egress=LOOPBACK, timeout=2).ok
     finally:
         receiver.close()

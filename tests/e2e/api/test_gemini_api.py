@@ -13,9 +13,10 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from tests.e2e.api.batch import cli_all
 from tests.e2e.api.conformance import (
     CHANNELS,
-    PUBLIC_MODEL,
+    PRICE,
     TEXT,
     TIME,
     UPSTREAM_MODEL,
@@ -39,8 +40,18 @@ TOOLS = [types.Tool(function_declarations=[
 ])]
 
 
+# Channels of this module's own, one per type, on the suite's fakes: other modules' tests may leave
+# the shared channels' keys dead (a 401 from an upstream retires its key).
+PUBLIC_MODEL = {c: f"gm-{c}" for c in CHANNELS}
+
+
 @pytest.fixture(scope="module")
-def key(gateway, channels) -> str:
+def key(gateway, fakes, channels) -> str:
+    commands = [("channel", "add", "--name", f"gemini-callers-{c}", "--type", c, "--base-url", fakes.of(c).url, "--keys", f"sk-{c}-upstream",
+                 "--models", "", "--model-map", f"{PUBLIC_MODEL[c]}={UPSTREAM_MODEL[c]}") for c in CHANNELS]
+    commands += [("price", "set", PUBLIC_MODEL[c], "--input", PRICE[0], "--output", PRICE[1], "--cache-read", PRICE[2],
+                  "--cache-write", PRICE[3], "--now") for c in CHANNELS]
+    cli_all(gateway, commands)
     return customer(gateway, EMAIL, "20")
 
 
@@ -202,14 +213,14 @@ def google_error(response, status: int, google_status: str) -> dict:
 
 
 @pytest.mark.parametrize("path,body,headers,status,google_status", [
-    ("/v1beta/models/conf-gemini:generateContent", {"contents": [{"parts": [{"text": "Hi"}]}]}, {"x-goog-api-key": "sk-sb-wrong"},
+    ("/v1beta/models/gm-gemini:generateContent", {"contents": [{"parts": [{"text": "Hi"}]}]}, {"x-goog-api-key": "sk-sb-wrong"},
      401, "UNAUTHENTICATED"),
-    ("/v1beta/models/conf-gemini:generateContent", {"contents": [{"parts": [{"text": "Hi"}]}]}, {}, 401, "UNAUTHENTICATED"),
-    ("/v1beta/models/conf-gemini:generateContent", {"contents": []}, None, 400, "INVALID_ARGUMENT"),
-    ("/v1beta/models/conf-gemini:generateContent", {"contents": [{"role": "system", "parts": [{"text": "x"}]}]}, None, 400,
+    ("/v1beta/models/gm-gemini:generateContent", {"contents": [{"parts": [{"text": "Hi"}]}]}, {}, 401, "UNAUTHENTICATED"),
+    ("/v1beta/models/gm-gemini:generateContent", {"contents": []}, None, 400, "INVALID_ARGUMENT"),
+    ("/v1beta/models/gm-gemini:generateContent", {"contents": [{"role": "system", "parts": [{"text": "x"}]}]}, None, 400,
      "INVALID_ARGUMENT"),
     ("/v1beta/models/no-such-model:generateContent", {"contents": [{"parts": [{"text": "Hi"}]}]}, None, 404, "NOT_FOUND"),
-    ("/v1beta/models/conf-gemini:embedContent", {}, None, 404, "NOT_FOUND"),
+    ("/v1beta/models/gm-gemini:embedContent", {}, None, 404, "NOT_FOUND"),
 ], ids=["bad-key", "no-key", "no-contents", "bad-role", "unknown-model", "unknown-action"])
 def test_errors_are_in_googles_format_and_never_reach_the_upstream(gateway, fakes, key, path, body, headers, status, google_status):
     response = requests.post(gateway.url + path, headers={"x-goog-api-key": key} if headers is None else headers, json=body, timeout=30)

@@ -119,3 +119,33 @@ def test_key_detail_shows_budget_use_and_spend(as_ana, served):
     ingest(event(key, cost=250_000), event(key, model="gpt-4o", cost=500_000))
     page = as_ana.get(f"/keys/{key.id}").get_data(as_text=True)
     assert "$0.75" in page and "gpt-4o" in page and "Today (UTC)" in page
+
+
+def test_an_operator_disabled_key_stays_disabled_whatever_its_owner_does(app, as_ana, ana, served):
+    from controlplane.models import Role
+    from controlplane.services import users
+    from tests import factories
+
+    from .conftest import PASSWORD
+
+    create(as_ana)
+    key = db.session.scalar(select(ApiKey))
+    operator = users.create_operator(factories.ACTOR, "op@example.com", PASSWORD, Role.OPERATOR)
+    as_op = client_for(app, operator)
+    disabled = post_form(as_op, f"/admin/users/{ana.id}/keys/{key.id}/status", {"status": "disabled", "confirmed": "yes"},
+                         token_from=f"/admin/users/{ana.id}")
+    assert disabled.status_code == 302 and snapshot().key_by_id(key.id).status == "disabled"
+    page = as_ana.get(f"/keys/{key.id}").get_data(as_text=True)
+    assert "disabled by an operator" in page and ">Enable</button>" not in page
+    # the owner posts the enable form anyway: refused, and the relay still refuses the key
+    post_form(as_ana, f"/keys/{key.id}/status", {"status": "enabled"}, token_from="/keys/")
+    db.session.refresh(key)
+    assert key.status == "disabled" and key.disabled_by == "operator"
+    assert snapshot().key_by_id(key.id).status == "disabled"
+    assert "only an operator can enable it" in as_ana.get("/keys/").get_data(as_text=True)
+    # an operator's enable is the way back, and then the owner decides again
+    post_form(as_op, f"/admin/users/{ana.id}/keys/{key.id}/status", {"status": "enabled"}, token_from=f"/admin/users/{ana.id}")
+    assert snapshot().key_by_id(key.id).status == "enabled"
+    post_form(as_ana, f"/keys/{key.id}/status", {"status": "disabled"}, token_from="/keys/")
+    post_form(as_ana, f"/keys/{key.id}/status", {"status": "enabled"}, token_from="/keys/")
+    assert snapshot().key_by_id(key.id).status == "enabled"
