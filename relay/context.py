@@ -11,8 +11,8 @@ from typing import Iterable
 import orjson
 
 from relay.errors import RelayError
+from relay.keys import KeyView
 from relay.settings import Timeouts
-from relay.snapshot import KeyView
 
 
 def new_request_id() -> str:

@@ -16,6 +16,7 @@ from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response, new_request_id
 from relay.endpoints import ENDPOINTS
 from relay.errors import ANTHROPIC, OPENAI, RelayError
+from relay.key_cache import CacheLimits
 from relay.metrics import COUNTERS, counting_redis
 from relay.pipeline import Pipeline
 from relay.quota import Quota
@@ -106,8 +107,10 @@ class RelayApp:
 
     def health(self) -> Response:
         snap = self.holder.current
+        keys = self.holder.keys
         body = {"status": "ok", "snapshot_version": snap.version, "channels": len(snap.channels), "uptime_s": int(time.time() - self.started),
-                "requests": COUNTERS.requests, "redis_round_trips": COUNTERS.redis_round_trips}
+                "requests": COUNTERS.requests, "redis_round_trips": COUNTERS.redis_round_trips,
+                "key_changes_seen": keys.seen or 0, "key_cache": {"entries": len(keys), **vars(keys.stats)}}
         return json_response(200, orjson.dumps(body))
 
     def _log_refusal(self, ctx: RequestContext, error: RelayError) -> None:
@@ -136,7 +139,8 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
     if not settings.encryption_key:
         raise RuntimeError("no encryption key: set SWITCHBOARD_ENCRYPTION_KEY or run `switchboard db upgrade` to create one")
     cipher = Cipher(settings.encryption_key)
-    holder = SnapshotHolder(redis, cipher.decrypt, settings.snapshot_poll_seconds)
+    holder = SnapshotHolder(redis, cipher.decrypt, settings.snapshot_poll_seconds, CacheLimits(
+        settings.key_cache_size, settings.key_cache_ttl, settings.key_negative_cache_size, settings.key_negative_cache_ttl))
     quota = Quota(redis)
     # The per-request scripts (admit, failover, settle) go through the lean RESP client, unless the
     # caller brought its own Redis client (tests that watch every command).

@@ -77,6 +77,11 @@ class RelaySettings:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     retry_budget_percent: float = 20.0
     retry_budget_min: int = 3
+    # Each process's cache of key records (relay/key_cache.py): entries and seconds.
+    key_cache_size: int = 50_000
+    key_cache_ttl: float = 60.0
+    key_negative_cache_size: int = 10_000
+    key_negative_cache_ttl: float = 10.0
 
     @property
     def lease_seconds(self) -> float:
@@ -114,6 +119,10 @@ class RelaySettings:
             ),
             retry_budget_percent=env_float("SWITCHBOARD_RETRY_BUDGET_PERCENT", 20.0, env),
             retry_budget_min=env_int("SWITCHBOARD_RETRY_BUDGET_MIN", 3, env),
+            key_cache_size=env_int("SWITCHBOARD_KEY_CACHE_SIZE", 50_000, env),
+            key_cache_ttl=env_float("SWITCHBOARD_KEY_CACHE_TTL", 60.0, env),
+            key_negative_cache_size=env_int("SWITCHBOARD_KEY_NEGATIVE_CACHE_SIZE", 10_000, env),
+            key_negative_cache_ttl=env_float("SWITCHBOARD_KEY_NEGATIVE_CACHE_TTL", 10.0, env),
         )
         values.update(overrides)
         return cls(**values)
