@@ -73,6 +73,7 @@ class SnapshotHolder:
         self.current: Snapshot = empty_snapshot()
         self.loaded_at = 0.0
         self.keys = KeyCache(redis, key_cache or CacheLimits())
+        self.following = True
 
     def refresh(self) -> bool:
         """Drop key records that changed, and load the stored snapshot if it is newer than ours.
@@ -95,13 +96,13 @@ class SnapshotHolder:
 
     def follow(self) -> None:
         """Run forever (in a greenlet): refresh on every announcement, and poll as a backstop."""
-        while True:
+        while self.following:
             pubsub = None
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(CHANNEL)
                 self.refresh()
-                while True:
+                while self.following:
                     # A key change wakes only the key cache; a config announcement or the poll
                     # timeout compares snapshot versions too.
                     message = pubsub.get_message(timeout=self.poll_seconds)
@@ -110,6 +111,8 @@ class SnapshotHolder:
                     else:
                         self.refresh()
             except Exception:  # Redis restarts must not kill the follower
+                if not self.following:
+                    break
                 log.exception("snapshot follower lost Redis; retrying")
                 time.sleep(1.0)
             finally:
