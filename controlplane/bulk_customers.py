@@ -94,7 +94,7 @@ def create(redis, users: int, keys: int, credit: int = 10_000_000, sample: int =
         db.session.commit()
         records = [key_records.KeyRecord(key_id, row["key_hash"], row["account_id"], 0, KeyView(
             id=key_id, account_id=row["account_id"], user_id=row["user_id"], group=group, prefix=row["prefix"], status=row["status"],
-            expires_at=row["expires_at"].timestamp() if row["expires_at"] else None, monthly_budget=row["monthly_budget"]))
+            expires_at=row["expires_at"].timestamp() if row["expires_at"] else None, monthly_budget=row["monthly_budget"]), credit)
             for key_id, row, (_, group) in zip(key_ids, key_rows, views_meta, strict=True)]
         for chunk in range(0, len(records), key_records.CHUNK):
             # New hashes: no relay can have cached them, so nothing to announce; no spend to seed.

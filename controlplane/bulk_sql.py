@@ -4,10 +4,10 @@ the highest id. Used by bulk seeding only (controlplane/bulk_customers.py, `ledg
 the caller commits."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC
 
 import orjson
-from sqlalchemy import JSON, func, insert, select, text
+from sqlalchemy import JSON, DateTime, func, insert, select, text
 
 from controlplane.extensions import db
 
@@ -27,14 +27,22 @@ def allocate_ids(table, count: int) -> list[int]:
     return list(range(start, start + count))
 
 
-def _copy_value(value, column):
-    if value is None:
-        return None
+def _naive_utc(value):
+    return value.astimezone(UTC).replace(tzinfo=None) if value is not None and value.tzinfo else value
+
+
+def _json_text(value):
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _converter(column):
+    """How a Python value becomes what COPY wants for this column (what the column type's bind
+    processing would do), or None when it goes as it is."""
     if isinstance(column.type, JSON):
-        return orjson.dumps(value).decode()
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
-    return value
+        return _json_text
+    if isinstance(column.type, DateTime) or isinstance(getattr(column.type, "impl", None), DateTime):
+        return _naive_utc
+    return None
 
 
 def insert_rows(table, rows: list[dict]) -> list[int]:
@@ -52,11 +60,11 @@ def insert_rows(table, rows: list[dict]) -> list[int]:
             row[c.name] = default
         names.append(c.name)
     if _postgres():
-        columns = [table.c[n] for n in names]
+        converters = [(n, _converter(table.c[n])) for n in names]
         raw = db.session.connection().connection.driver_connection
         with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} (id, {', '.join(names)}) FROM STDIN") as copy:
             for row_id, row in zip(ids, rows, strict=True):
-                copy.write_row((row_id, *(_copy_value(row[n], c) for n, c in zip(names, columns, strict=True))))
+                copy.write_row((row_id, *(row[n] if convert is None else convert(row[n]) for n, convert in converters)))
     else:
         db.session.execute(insert(table), [{"id": i, **r} for i, r in zip(ids, rows, strict=True)])
     return ids

@@ -59,7 +59,7 @@ def _account_batch(redis, after: int, batch: int) -> tuple[int | None, int]:
 def _key_batch(redis, after: int, batch: int, only_missing: bool = True) -> tuple[int | None, int]:
     from controlplane.models import ApiKey
 
-    rows = db.session.execute(select(*key_records.KEY_COLUMNS).where(ApiKey.id > after).order_by(ApiKey.id).limit(batch)).all()
+    rows = db.session.execute(key_records.key_rows().where(ApiKey.id > after).order_by(ApiKey.id).limit(batch)).all()
     if not rows:
         return None, 0
     key_records.write(redis, key_records.build(rows), only_missing=only_missing, announce=False)
@@ -108,7 +108,7 @@ def sweep(redis, batches: int = 10, batch: int = key_records.CHUNK) -> int:
     after = int(redis.get(SWEEP_CURSOR) or 0)
     fixed = 0
     for _ in range(batches):
-        rows = db.session.execute(select(*key_records.KEY_COLUMNS).where(ApiKey.id > after).order_by(ApiKey.id).limit(batch)).all()
+        rows = db.session.execute(key_records.key_rows().where(ApiKey.id > after).order_by(ApiKey.id).limit(batch)).all()
         if not rows:
             after = 0
             break

@@ -44,6 +44,7 @@ class KeyRecord:
     account_id: int
     spent: int
     view: rk.KeyView | None
+    balance: int  # the account's, in SQL: seeds Redis only where Redis has none
 
 
 def chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
@@ -66,23 +67,29 @@ def _ban_until(current: float | None, expires_at: datetime | None) -> float:
     return max(current, until)
 
 
-KEY_COLUMNS = (ApiKey.id, ApiKey.key_hash, ApiKey.account_id, ApiKey.user_id, ApiKey.prefix, ApiKey.status, ApiKey.expires_at,
-                ApiKey.models, ApiKey.ip_allow, ApiKey.credit_limit, ApiKey.daily_budget, ApiKey.monthly_budget, ApiKey.rpm,
-                ApiKey.tpm, ApiKey.concurrency, ApiKey.spent)
+def key_rows():
+    """The select a chunk of records is built from: each key with its owner and its account, in one
+    query (callers add the WHERE, ORDER and LIMIT)."""
+    return (select(ApiKey.id, ApiKey.key_hash, ApiKey.account_id, ApiKey.user_id, ApiKey.prefix, ApiKey.status, ApiKey.expires_at,
+                   ApiKey.models, ApiKey.ip_allow, ApiKey.credit_limit, ApiKey.daily_budget, ApiKey.monthly_budget, ApiKey.rpm,
+                   ApiKey.tpm, ApiKey.concurrency, ApiKey.spent, Account.kind.label("account_kind"), Account.balance.label("balance"),
+                   User.status.label("user_status"), User.group_id.label("user_group_id"), User.rpm.label("user_rpm"),
+                   User.tpm.label("user_tpm"), User.concurrency.label("user_concurrency"))
+            .join(Account, Account.id == ApiKey.account_id).outerjoin(User, User.id == ApiKey.user_id))
 
 
 def build(rows) -> list[KeyRecord]:
-    """Records for ≤ CHUNK key rows (selected with `KEY_COLUMNS`): their owners, memberships and
-    bans read with queries bounded by the chunk."""
+    """Records for ≤ CHUNK rows of `key_rows()`: with the groups, the organisation memberships and
+    the bans, read with queries bounded by the chunk (two, three with organisations)."""
     if not rows:
         return []
     user_ids = {r.user_id for r in rows if r.user_id is not None}
-    account_ids = {r.account_id for r in rows}
-    groups = dict(db.session.execute(select(Group.id, Group.name)).all())
-    default = db.session.scalar(select(Group.name).where(Group.is_default.is_(True)).limit(1)) or "default"
-    users = {u.id: u for u in db.session.execute(
-        select(User.id, User.status, User.group_id, User.rpm, User.tpm, User.concurrency).where(User.id.in_(user_ids)))} if user_ids else {}
-    organisations = set(db.session.scalars(select(Account.id).where(Account.id.in_(account_ids), Account.kind == AccountKind.ORGANISATION.value)))
+    groups: dict[int, str] = {}
+    default = "default"
+    for group_id, name, is_default in db.session.execute(select(Group.id, Group.name, Group.is_default)):
+        groups[group_id] = name
+        default = name if is_default else default
+    organisations = {r.account_id for r in rows if r.account_kind == AccountKind.ORGANISATION.value}
     members = {}
     if organisations and user_ids:
         members = {(m.account_id, m.user_id): m.monthly_allowance for m in db.session.execute(
@@ -102,9 +109,9 @@ def build(rows) -> list[KeyRecord]:
     records = []
     for r in rows:
         if r.status == KeyStatus.DELETED.value:
-            records.append(KeyRecord(r.id, r.key_hash, r.account_id, r.spent or 0, None))
+            records.append(KeyRecord(r.id, r.key_hash, r.account_id, r.spent or 0, None, r.balance))
             continue
-        owner = users.get(r.user_id)
+        owner = r.user_id is not None and r.user_status is not None
         status, allowance = r.status, None
         if r.account_id in organisations:  # an organisation's key: its user must still be a member
             if (r.account_id, r.user_id) in members:
@@ -113,17 +120,17 @@ def build(rows) -> list[KeyRecord]:
                 status = KeyStatus.DISABLED.value
         view = rk.KeyView(
             id=r.id, account_id=r.account_id, user_id=r.user_id,
-            group=groups.get(owner.group_id, default) if owner is not None else default,
+            group=groups.get(r.user_group_id, default) if owner else default,
             prefix=r.prefix, status=status, expires_at=_epoch(r.expires_at),
             models=frozenset((r.models or ())[:rk.MAX_MODELS]), ip_allow=tuple(_networks(r.ip_allow)),
             credit_limit=r.credit_limit, daily_budget=r.daily_budget, monthly_budget=r.monthly_budget, member_allowance=allowance,
             limits=Limits(r.rpm, r.tpm, r.concurrency),
-            user_limits=Limits(owner.rpm, owner.tpm, owner.concurrency) if owner is not None else Limits(),
-            user_disabled=owner is not None and owner.status != UserStatus.ACTIVE.value,
+            user_limits=Limits(r.user_rpm, r.user_tpm, r.user_concurrency) if owner else Limits(),
+            user_disabled=owner and r.user_status != UserStatus.ACTIVE.value,
             user_ban_until=user_bans.get(r.user_id) if r.user_id is not None else None,
             key_ban_until=key_bans.get(r.id),
         )
-        records.append(KeyRecord(r.id, r.key_hash, r.account_id, r.spent or 0, view))
+        records.append(KeyRecord(r.id, r.key_hash, r.account_id, r.spent or 0, view, r.balance))
     return records
 
 
@@ -135,7 +142,7 @@ def _networks(values) -> list:
 
 def records_for(key_ids: Iterable[int]) -> Iterator[list[KeyRecord]]:
     for chunk in chunks(key_ids):
-        yield build(db.session.execute(select(*KEY_COLUMNS).where(ApiKey.id.in_(chunk))).all())
+        yield build(db.session.execute(key_rows().where(ApiKey.id.in_(chunk))).all())
 
 
 def key_ids_of_users(user_ids: Iterable[int]) -> set[int]:
@@ -163,8 +170,7 @@ def write(redis, records: list[KeyRecord], *, only_missing: bool = False, announ
         return
     from controlplane.budgets import seed_windows_calls
 
-    balances = dict(db.session.execute(select(Account.id, Account.balance).where(
-        Account.id.in_({r.account_id for r in records}))).all())
+    balances = {r.account_id: r.balance for r in records}
     pipe = redis.pipeline(transaction=False)
     live = [r for r in records if r.view is not None]
     gone = [r for r in records if r.view is None]
