@@ -81,8 +81,8 @@ class Scale:
         prices.set_price(ACTOR, "bench-model", input="1", output="2", enforce_notice=False)
 
     def spawn(self, argv: list[str]) -> subprocess.Popen:
-        log = open(self.dir / f"{len(self.procs)}.log", "ab")
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.dir / f"{len(self.procs)}.log", "ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 

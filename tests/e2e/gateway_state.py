@@ -75,7 +75,6 @@ class SecondRelay:
 def wait_for_snapshot(redis, *relay_urls: str, timeout: float = 10) -> None:
     """Until every relay has loaded the latest published snapshot and applied the latest key change."""
     from relay import config_store
-
     from relay.keys import CHANGES_STREAM
 
     wanted = int(redis.get(config_store.VERSION_KEY) or 0)
