@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 VENDOR  := controlplane/static/vendor
 ASSETS  := $(VENDOR)/.stamp
 
-.PHONY: run test install assets test-fast bench bench-compare clean
+.PHONY: run test install assets test-fast bench bench-compare bench-scale clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench: $(STAMP)
 bench-compare: $(STAMP)
 	@command -v wrk >/dev/null || (echo "installing wrk" && apt-get install -y -q wrk >/dev/null)
 	$(BIN)/python -m bench.compare $(BENCH_ARGS)
+
+# Many customers on PostgreSQL (bench/scale.py): writes, propagation to the relay, RSS, CPU per request.
+# Needs a PostgreSQL server (SWITCHBOARD_BENCH_POSTGRES_URL, default the local one); e.g.
+# make bench-scale BENCH_ARGS="--keys 1000000 --users 500000"
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info node_modules $(VENDOR)

@@ -53,6 +53,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         SWITCHBOARD=settings,
     )
     db.init_app(app)
+    from controlplane import changes
+
+    changes.install(db.session)
     migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
     login_manager.init_app(app)
     csrf.init_app(app)

@@ -28,13 +28,14 @@ def _spend_by(column, where, since: datetime) -> dict:
     return {k: int(v) for k, v in db.session.execute(query).all()}
 
 
-def seed_windows(snap, now: float | None = None) -> None:
-    """For every key with a budget and every member with an allowance, give Redis the period's
-    SQL spend where it has none (a fresh Redis); existing live figures are never overwritten."""
+def seed_windows_calls(pipe, keys: list, now: float | None = None) -> None:
+    """Queue, on `pipe`, the period's SQL spend of every key with a budget and every member with an
+    allowance among `keys` (≤ one chunk of key views) where Redis has none (a fresh Redis); live
+    figures are never overwritten. Queries are bounded by the chunk."""
     now = time.time() if now is None else now
-    daily = [k for k in snap.keys.values() if k.daily_budget is not None]
-    monthly = [k for k in snap.keys.values() if k.monthly_budget is not None]
-    members = {(k.account_id, k.user_id) for k in snap.keys.values() if k.member_allowance is not None}
+    daily = [k for k in keys if k.daily_budget is not None]
+    monthly = [k for k in keys if k.monthly_budget is not None]
+    members = {(k.account_id, k.user_id) for k in keys if k.member_allowance is not None}
     seeds: dict[str, int] = {}
     if daily:
         spent = _spend_by(UsageRollup.api_key_id, UsageRollup.api_key_id.in_([k.id for k in daily]), day_start(now))
@@ -42,10 +43,16 @@ def seed_windows(snap, now: float | None = None) -> None:
     if monthly:
         spent = _spend_by(UsageRollup.api_key_id, UsageRollup.api_key_id.in_([k.id for k in monthly]), month_start(now))
         seeds.update({q.key_month_key(k.id, now): spent.get(k.id, 0) for k in monthly})
-    for account_id in {a for a, _ in members}:
-        spent = _spend_by(UsageRollup.user_id, UsageRollup.account_id == account_id, month_start(now))
-        seeds.update({q.member_month_key(a, u, now): spent.get(u or 0, 0) for a, u in members if a == account_id})
-    runtime().quota.seed_windows(seeds)
+    if members:
+        query = (select(UsageRollup.account_id, UsageRollup.user_id, func.coalesce(func.sum(UsageRollup.cost), 0))
+                 .where(UsageRollup.account_id.in_({a for a, _ in members}), UsageRollup.user_id.in_({u or 0 for _, u in members}),
+                        UsageRollup.bucket >= month_start(now))
+                 .group_by(UsageRollup.account_id, UsageRollup.user_id))
+        spent_by_member = {(a, u): int(v) for a, u, v in db.session.execute(query).all()}
+        seeds.update({q.member_month_key(a, u, now): spent_by_member.get((a, u or 0), 0) for a, u in members})
+    for name, spent in seeds.items():
+        pipe.hsetnx(name, "spent", spent)
+        pipe.expire(name, q.DAY_TTL_SECONDS if ":d:" in name else q.MONTH_TTL_SECONDS)
 
 
 def key_windows(key_id: int, now: float | None = None) -> dict[str, tuple[int, int]]:

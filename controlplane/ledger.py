@@ -51,6 +51,20 @@ def post_charges(charges: list[tuple[int, int, str, int | None]]) -> None:
         db.session.execute(update(Account).where(Account.id == account_id).values(balance=Account.balance + delta))
 
 
+def open_accounts(accounts: list[dict], credit: int, reason: str) -> list[int]:
+    """Many new accounts at once (Core bulk inserts), each opened with a `credit` µ$ top-up entry and
+    that balance: the sum of entries and the stored balance agree from the first row. Returns the
+    new ids in the order given. The caller commits."""
+    from controlplane.bulk_sql import insert_rows
+
+    if not isinstance(credit, int) or isinstance(credit, bool) or credit < 0:
+        raise TypeError("ledger amounts are integer micro-dollars")
+    ids = insert_rows(Account.__table__, [{**a, "balance": credit} for a in accounts])
+    if credit:
+        insert_rows(LedgerEntry.__table__, [{"account_id": i, "kind": str(EntryKind.TOPUP), "amount": credit, "reason": reason} for i in ids])
+    return ids
+
+
 def sum_of_entries(account_id: int) -> int:
     return int(db.session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(LedgerEntry.account_id == account_id)))
 

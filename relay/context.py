@@ -12,8 +12,8 @@ import orjson
 
 from relay.client_ip import Network, client_address
 from relay.errors import RelayError
+from relay.keys import KeyView
 from relay.settings import Timeouts
-from relay.snapshot import KeyView
 
 
 def new_request_id() -> str:

@@ -25,7 +25,8 @@ from relay import quota
 from relay.context import RequestContext, Response, json_response
 from relay.errors import RelayError, bad_request
 from relay.generation import GenerationRecord, record_key
-from relay.snapshot import GroupView, KeyView, Limits, Snapshot
+from relay.keys import KeyView
+from relay.snapshot import GroupView, Limits, Snapshot
 
 GENERATION = "/v1/generation"
 KEY_PATHS = ("/v1/key", "/v1/auth/key")
@@ -110,7 +111,7 @@ class CustomerApi:
         elif path == USAGE:
             body = self.usage(key, query, now)
         else:
-            body = self.key_info(key, snap.groups.get(key.group), snap.user_limits.get(key.user_id) if key.user_id is not None else None, now)
+            body = self.key_info(key, snap.groups.get(key.group), key.user_limits if key.user_id is not None else None, now)
         return json_response(200, orjson.dumps(body))
 
     # --- GET /v1/generation ---------------------------------------------------------------------

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.snapshot import GroupView, KeyView, Limits
+from relay.keys import KeyView
+from relay.snapshot import GroupView, Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +36,12 @@ SCOPE_LABELS = {"k": "API key", "u": "account", "g": "group"}
 WHICH_LABELS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "concurrent requests"}
 
 
-def caller_scopes(key: KeyView, user_limits: dict[int, Limits], group: GroupView) -> tuple[Scope, ...]:
-    """The caller's limited scopes, most specific first (the first one over its limit is reported)."""
+def caller_scopes(key: KeyView, group: GroupView) -> tuple[Scope, ...]:
+    """The caller's limited scopes, most specific first (the first one over its limit is reported).
+    The user's limits travel in the key's record."""
     scopes = [Scope(f"k:{key.id}", key.limits)]
-    if key.user_id is not None and key.user_id in user_limits:
-        scopes.append(Scope(f"u:{key.user_id}", user_limits[key.user_id]))
+    if key.user_id is not None and key.user_limits.any:
+        scopes.append(Scope(f"u:{key.user_id}", key.user_limits))
     scopes.append(Scope(f"g:{group.name}", group.limits))
     return tuple(s for s in scopes if s.limits.any)
 

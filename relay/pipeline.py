@@ -20,12 +20,13 @@ from relay.context import RequestContext, Response, json_response
 from relay.endpoints import Endpoint, HoldEstimate
 from relay.errors import RelayError
 from relay.journal import Replayer, SettleJournal
+from relay.keys import KeyView
 from relay.limits import SCOPE_LABELS, WHICH_LABELS, caller_scopes
 from relay.quota import Budgets, HoldRefused, Quota
 from relay.routing import RetryBudget, Router, no_route_error, note_skips, supports
 from relay.selector import Plan, Selector
 from relay.settings import RelaySettings
-from relay.snapshot import GroupView, KeyView, Snapshot, Status
+from relay.snapshot import GroupView, Snapshot, Status
 from relay.upstream import UpstreamClient
 
 
@@ -89,9 +90,9 @@ class Pipeline:
             raise RelayError(401, "missing_api_key", "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")
         if secret.startswith(playground.PREFIX):  # the console's playground (relay/playground.py)
             key_id = playground.verify(self.playground_key, secret, now) if self.playground_key else None
-            key = snap.key_by_id(key_id) if key_id is not None else None
+            key = self.holder.keys.by_id(key_id) if key_id is not None else None
         else:
-            key = snap.keys.get(key_hash(secret))
+            key = self.holder.keys.get(key_hash(secret))
         if key is None:
             raise RelayError(401, "invalid_api_key", "Incorrect API key provided.")
         if key.status != Status.ENABLED:
@@ -99,12 +100,12 @@ class Pipeline:
         if key.expires_at is not None and now >= key.expires_at:
             raise RelayError(401, "api_key_expired", "This API key has expired.")
         ctx.key = key
-        if key.user_id is not None and key.user_id in snap.disabled_users:
+        if key.user_disabled:
             raise RelayError(403, "user_disabled", "This account is disabled.")
         ip = ctx.ip_address()
-        ban = snap.bans.for_request(key.user_id, key.id, ip, now)
-        if ban is not None:
-            what = {"user": "account", "key": "API key", "ip": "address"}[ban.kind]
+        banned = key.banned_at(now) or (ban.kind if (ban := snap.bans.for_ip(ip, now)) else None)
+        if banned is not None:
+            what = {"user": "account", "key": "API key", "ip": "address"}[banned]
             raise RelayError(403, "banned", f"Access is suspended for this {what}.")
         if not key.allows_ip(ip):
             raise RelayError(403, "ip_not_allowed", "This API key may not be used from this address.")
@@ -220,7 +221,7 @@ class Pipeline:
         money = MoneyHold(ctx.request_id, key.account_id, key.id, wanted.amount, key.credit_limit, now + self.settings.hold_seconds,
                           Budgets(key.daily_budget, key.monthly_budget, key.member_allowance), key.user_id, now, wanted.least)
         try:
-            return self.gate.admit(money, caller_scopes(key, snap.user_limits, group), plan, claim)
+            return self.gate.admit(money, caller_scopes(key, group), plan, claim)
         except LimitRefused as refused:
             ctx.note(step="limit", scope=refused.scope, which=refused.which, retry_after=refused.retry_after)
             who = SCOPE_LABELS.get(refused.scope.split(":", 1)[0], "key")

@@ -22,6 +22,7 @@ from relay.egress import Egress, EgressPolicy
 from relay.endpoints import ENDPOINTS, GEMINI_ACTIONS
 from relay.endpoints.generate import gemini_route, is_gemini_path, list_models
 from relay.errors import ANTHROPIC, GEMINI, OPENAI, RelayError
+from relay.key_cache import CacheLimits
 from relay.metrics import COUNTERS, counting_redis
 from relay.pipeline import Pipeline
 from relay.quota import Quota
@@ -167,8 +168,10 @@ class RelayApp:
 
     def health(self) -> Response:
         snap = self.holder.current
+        keys = self.holder.keys
         body = {"status": "ok", "snapshot_version": snap.version, "channels": len(snap.channels), "uptime_s": int(time.time() - self.started),
-                "requests": COUNTERS.requests, "redis_round_trips": COUNTERS.redis_round_trips}
+                "requests": COUNTERS.requests, "redis_round_trips": COUNTERS.redis_round_trips,
+                "key_changes_seen": keys.seen or 0, "key_cache": {"entries": len(keys), **vars(keys.stats)}}
         return json_response(200, orjson.dumps(body))
 
     def _log_refusal(self, ctx: RequestContext, error: RelayError) -> None:
@@ -197,7 +200,8 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
     if not settings.encryption_key:
         raise RuntimeError("no encryption key: set SWITCHBOARD_ENCRYPTION_KEY or run `switchboard db upgrade` to create one")
     cipher = Cipher(settings.encryption_key)
-    holder = SnapshotHolder(redis, cipher.decrypt, settings.snapshot_poll_seconds)
+    holder = SnapshotHolder(redis, cipher.decrypt, settings.snapshot_poll_seconds, CacheLimits(
+        settings.key_cache_size, settings.key_cache_ttl, settings.key_negative_cache_size, settings.key_negative_cache_ttl))
     quota = Quota(redis)
     # The per-request scripts (admit, failover, settle) go through the lean RESP client, unless the
     # caller brought its own Redis client (tests that watch every command).

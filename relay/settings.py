@@ -101,16 +101,21 @@ class RelaySettings:
     idempotency_max_bytes: int = 1024 * 1024
     # GET /v1/generation: how long each request's record stays in Redis (0: none are written).
     generation_ttl_seconds: int = 86_400
+    # Private ranges upstreams may be in (relay/egress.py): none unless the operator lists them.
+    egress_allow: tuple[Network, ...] = ()
+    # The largest non-streamed upstream answer read (image results in base64 are the big ones).
+    max_response_bytes: int = 64 * 1024 * 1024
+    # Each process's cache of key records (relay/key_cache.py): entries and seconds.
+    key_cache_size: int = 50_000
+    key_cache_ttl: float = 60.0
+    key_negative_cache_size: int = 10_000
+    key_negative_cache_ttl: float = 10.0
 
     @property
     def hold_seconds(self) -> float:
         """How long a hold lives: the request's own deadline (every attempt and stream included) plus
         the margin."""
         return self.timeouts.total + self.hold_margin_seconds
-    # Private ranges upstreams may be in (relay/egress.py): none unless the operator lists them.
-    egress_allow: tuple[Network, ...] = ()
-    # The largest non-streamed upstream answer read (image results in base64 are the big ones).
-    max_response_bytes: int = 64 * 1024 * 1024
 
     @property
     def lease_seconds(self) -> float:
@@ -167,6 +172,10 @@ class RelaySettings:
             generation_ttl_seconds=env_int("SWITCHBOARD_GENERATION_TTL_SECONDS", 86_400, env),
             egress_allow=env_networks("SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS", env),
             max_response_bytes=env_int("SWITCHBOARD_MAX_UPSTREAM_RESPONSE_BYTES", 64 * 1024 * 1024, env),
+            key_cache_size=env_int("SWITCHBOARD_KEY_CACHE_SIZE", 50_000, env),
+            key_cache_ttl=env_float("SWITCHBOARD_KEY_CACHE_TTL", 60.0, env),
+            key_negative_cache_size=env_int("SWITCHBOARD_KEY_NEGATIVE_CACHE_SIZE", 10_000, env),
+            key_negative_cache_ttl=env_float("SWITCHBOARD_KEY_NEGATIVE_CACHE_TTL", 10.0, env),
         )
         values.update(overrides)
         return cls(**values)

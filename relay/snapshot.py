@@ -1,8 +1,10 @@
-"""The relay's configuration snapshot: the one contract between control plane and relay.
+"""The relay's routing snapshot: the contract between control plane and relay for what does not
+grow with customers (channels and their keys, groups, prices, bans of addresses).
 
 The control plane fills these frozen dataclasses from SQL, serialises them with `to_payload`, and
 publishes the bytes through Redis; every relay process parses them with `from_payload` and swaps the
-whole snapshot in at once. Nothing here touches SQL or Flask.
+whole snapshot in at once. API keys and their owners are per-record entries instead (relay/keys.py),
+so this stays the same size at a million keys. Nothing here touches SQL or Flask.
 """
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from relay.pricing import Price
+
+if TYPE_CHECKING:
+    from relay.keys import KeyView
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -62,35 +68,6 @@ class GroupView:
     @property
     def limits(self) -> Limits:
         return Limits(self.rpm, self.tpm, self.concurrency)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyView:
-    """An API key as the relay sees it; looked up by the SHA-256 of the presented secret."""
-
-    id: int
-    account_id: int
-    user_id: int | None
-    group: str
-    prefix: str
-    status: str = Status.ENABLED
-    expires_at: float | None = None
-    models: frozenset[str] = frozenset()  # empty: whatever the group allows
-    ip_allow: tuple[IPNetwork, ...] = ()
-    credit_limit: int | None = None  # µ$; None is unlimited
-    # --- spend windows (issue 6), µ$, None is unlimited; enforced by the hold in relay/quota.py ---
-    daily_budget: int | None = None  # this key, per UTC calendar day
-    monthly_budget: int | None = None  # this key, per UTC calendar month
-    member_allowance: int | None = None  # this key's user within an organisation account, per UTC month
-    limits: Limits = NO_LIMITS
-
-    def allows_model(self, model: str) -> bool:
-        return not self.models or model in self.models
-
-    def allows_ip(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
-        if not self.ip_allow:
-            return True
-        return ip is not None and any(ip in net for net in self.ip_allow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +122,12 @@ class BanView:
 
 @dataclass(slots=True)
 class Bans:
-    """Active bans indexed for the relay's checks; expiry is checked at request time."""
+    """Active bans of addresses and ranges; expiry is checked at request time. Bans of a user or a
+    key travel in that key's record (relay/keys.py)."""
 
-    users: dict[int, BanView] = field(default_factory=dict)
-    keys: dict[int, BanView] = field(default_factory=dict)
     networks: tuple[tuple[IPNetwork, BanView], ...] = ()
 
-    def for_request(self, user_id: int | None, key_id: int, ip, now: float) -> BanView | None:
-        for ban in (self.users.get(user_id) if user_id is not None else None, self.keys.get(key_id)):
-            if ban is not None and ban.active(now):
-                return ban
+    def for_ip(self, ip, now: float) -> BanView | None:
         if ip is not None:
             for net, ban in self.networks:
                 if ip.version == net.version and ip in net and ban.active(now):
@@ -165,14 +138,11 @@ class Bans:
 @dataclass(slots=True)
 class Snapshot:
     version: int
-    keys: dict[str, KeyView]  # sha256 hex → key
     groups: dict[str, GroupView]
     prices: dict[str, tuple[Price, ...]]  # model → prices sorted by effective_from
     channels: tuple[ChannelView, ...]
     bans: Bans
-    disabled_users: frozenset[int] = frozenset()
     built_at: float = 0.0
-    user_limits: dict[int, Limits] = field(default_factory=dict)  # only users that have limits
     _routes: dict = field(default_factory=dict, repr=False)
 
     # --- lookups -------------------------------------------------------------------------------
@@ -183,14 +153,6 @@ class Snapshot:
             return None
         index = bisect.bisect_right([p.effective_from for p in history], when) - 1
         return history[index] if index >= 0 else None
-
-    def key_by_id(self, key_id: int) -> KeyView | None:
-        """A key by its id (playground tokens name keys by id); indexed once per snapshot."""
-        index = self._routes.get("__keys_by_id__")
-        if index is None:
-            index = {k.id: k for k in self.keys.values()}
-            self._routes["__keys_by_id__"] = index
-        return index.get(key_id)
 
     def served_models(self) -> frozenset[str]:
         """Every public model name an enabled channel serves (indexed once per snapshot)."""
@@ -243,26 +205,6 @@ class Snapshot:
         return {
             "version": self.version,
             "built_at": self.built_at,
-            "keys": [
-                {
-                    "hash": h,
-                    "id": k.id,
-                    "account_id": k.account_id,
-                    "user_id": k.user_id,
-                    "group": k.group,
-                    "prefix": k.prefix,
-                    "status": k.status,
-                    "expires_at": k.expires_at,
-                    "models": sorted(k.models),
-                    "ip_allow": [str(n) for n in k.ip_allow],
-                    "credit_limit": k.credit_limit,
-                    "daily_budget": k.daily_budget,
-                    "monthly_budget": k.monthly_budget,
-                    "member_allowance": k.member_allowance,
-                    "limits": k.limits.to_payload(),
-                }
-                for h, k in self.keys.items()
-            ],
             "groups": [
                 {
                     "name": g.name,
@@ -296,33 +238,12 @@ class Snapshot:
             ],
             "bans": [
                 {"kind": b.kind, "subject": b.subject, "expires_at": b.expires_at}
-                for b in (*self.bans.users.values(), *self.bans.keys.values(), *(b for _, b in self.bans.networks))
+                for _, b in self.bans.networks
             ],
-            "disabled_users": sorted(self.disabled_users),
-            "user_limits": [[uid, lim.to_payload()] for uid, lim in self.user_limits.items()],
         }
 
     @classmethod
     def from_payload(cls, payload: dict, decrypt: Callable[[str], str]) -> Snapshot:
-        keys = {
-            k["hash"]: KeyView(
-                id=k["id"],
-                account_id=k["account_id"],
-                user_id=k["user_id"],
-                group=k["group"],
-                prefix=k["prefix"],
-                status=k["status"],
-                expires_at=k["expires_at"],
-                models=frozenset(k["models"]),
-                ip_allow=tuple(ipaddress.ip_network(n, strict=False) for n in k["ip_allow"]),
-                credit_limit=k["credit_limit"],
-                daily_budget=k.get("daily_budget"),
-                monthly_budget=k.get("monthly_budget"),
-                member_allowance=k.get("member_allowance"),
-                limits=Limits.from_payload(k.get("limits")),
-            )
-            for k in payload["keys"]
-        }
         groups = {
             g["name"]: GroupView(
                 name=g["name"],
@@ -337,7 +258,6 @@ class Snapshot:
         return cls(
             version=payload["version"],
             built_at=payload.get("built_at", 0.0),
-            keys=keys,
             groups=groups,
             prices=group_prices(Price.from_dict(p) for p in payload["prices"]),
             channels=tuple(
@@ -363,8 +283,6 @@ class Snapshot:
                 for c in payload["channels"]
             ),
             bans=index_bans(BanView(**b) for b in payload["bans"]),
-            disabled_users=frozenset(payload.get("disabled_users", ())),
-            user_limits={uid: Limits.from_payload(raw) for uid, raw in payload.get("user_limits", ())},
         )
 
 
@@ -376,18 +294,9 @@ def group_prices(prices: Iterable[Price]) -> dict[str, tuple[Price, ...]]:
 
 
 def index_bans(bans: Iterable[BanView]) -> Bans:
-    index = Bans()
-    networks = []
-    for ban in bans:
-        if ban.kind == "user":
-            index.users[int(ban.subject)] = ban
-        elif ban.kind == "key":
-            index.keys[int(ban.subject)] = ban
-        elif ban.kind == "ip":
-            networks.append((ipaddress.ip_network(ban.subject, strict=False), ban))
-    index.networks = tuple(networks)
-    return index
+    """Bans of addresses and ranges, indexed; other kinds are not the snapshot's (relay/keys.py)."""
+    return Bans(networks=tuple((ipaddress.ip_network(b.subject, strict=False), b) for b in bans if b.kind == "ip"))
 
 
 def empty_snapshot() -> Snapshot:
-    return Snapshot(version=0, keys={}, groups={}, prices={}, channels=(), bans=Bans())
+    return Snapshot(version=0, groups={}, prices={}, channels=(), bans=Bans())

@@ -96,17 +96,23 @@ class Gateway:
         return json.loads(lines[-1])
 
     def wait_for_relay(self, timeout: float = 15) -> None:
-        """Until the relay has loaded the latest published snapshot (what a CLI write just published)."""
+        """Until the relay has loaded the latest published snapshot and applied the latest key change
+        (what a CLI write just published)."""
         import redis
 
-        published = redis.Redis(unix_socket_path=str(self.instance / "redis" / "redis.sock")).get("sb:cfg:version")
-        target = int(published or 0)
+        from relay.keys import CHANGES_STREAM
+
+        client = redis.Redis(unix_socket_path=str(self.instance / "redis" / "redis.sock"))
+        target = int(client.get("sb:cfg:version") or 0)
+        newest = client.xrevrange(CHANGES_STREAM, "+", "-", count=1)
+        changes = int(newest[0][0].split(b"-")[0]) if newest else 0
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if requests.get(self.base_url + "/healthz", timeout=5).json().get("snapshot_version", 0) >= target:
+            health = requests.get(self.base_url + "/healthz", timeout=5).json()
+            if health.get("snapshot_version", 0) >= target and health.get("key_changes_seen", 0) >= changes:
                 return
             time.sleep(0.05)
-        raise AssertionError(f"the relay did not load snapshot v{target} within {timeout}s")
+        raise AssertionError(f"the relay did not load snapshot v{target} and key change {changes} within {timeout}s")
 
     def balance(self, email: str) -> dict:
         return self.cli("balance", "--user", email)

@@ -1,5 +1,6 @@
 """Periodic upkeep: release abandoned holds, republish the snapshot as a backstop, prune old request
-logs, reconcile the books."""
+logs, reconcile the books, rebuild key records and balances after a Redis loss, and sweep key records
+for drift from SQL."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,6 @@ from sqlalchemy import delete, select
 
 from controlplane.extensions import db
 from controlplane.models import RequestLog, utcnow
-
 from controlplane.runtime import runtime
 from workers.context import in_app_context
 
@@ -68,3 +68,32 @@ def scheduled_reconcile() -> bool:
     if not report.consistent:
         log.warning("reconcile: %d finding(s): %s", len(report.findings), report.as_dict())
     return report.consistent
+
+
+# Each run stays well inside its job timeout; the next run continues from the cursor.
+REBUILD_SLICE_SECONDS = 120
+
+
+@in_app_context
+def ensure_key_records() -> bool:
+    """Rebuild key records and live balances from SQL when Redis lost them (one slice per run, one
+    run at a time). True when Redis has them."""
+    from controlplane import key_rebuild
+    from workers.locks import Lock
+
+    rt = runtime()
+    if key_rebuild.is_ready(rt.redis):
+        return True
+    with Lock(rt.redis, "sb:lock:key-rebuild", REBUILD_SLICE_SECONDS * 2) as lock:
+        if not lock.acquire():
+            return False
+        progress = key_rebuild.rebuild(rt.redis, seconds=REBUILD_SLICE_SECONDS)
+    return progress.done
+
+
+@in_app_context
+def sweep_key_records() -> int:
+    """Rewrite key records that drifted from SQL (a write whose Redis half failed)."""
+    from controlplane import key_rebuild
+
+    return key_rebuild.sweep(runtime().redis)

@@ -6,6 +6,8 @@ from workers import alerts, health, maintenance, queues, usage
 INGEST_EVERY = 1  # seconds: a finished request's charge shows in SQL within a few seconds
 SWEEP_EVERY = 60
 REPUBLISH_EVERY = 300
+KEY_RECORDS_EVERY = 30  # after a Redis loss, the rebuild starts within this
+KEY_SWEEP_EVERY = 60  # 10 batches of 1,000 keys a minute: a million keys compared in under two hours
 ALERTS_EVERY = 60  # low-balance alerts (issue 6): a crossing is noticed within a minute
 REPORTS_EVERY = 2  # a key a relay found dead is disabled in SQL within seconds
 PRUNE_EVERY = 3_600  # request logs past retention, in bounded batches
@@ -21,6 +23,10 @@ def register(scheduler, probe_every: int | None = None) -> None:
     scheduler.register(usage.ingest, queues.USAGE, interval=INGEST_EVERY, job_timeout=queues.INGEST_TIMEOUT, result_ttl=0, ttl=30)
     scheduler.register(maintenance.sweep_holds, queues.DEFAULT, interval=SWEEP_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(maintenance.republish_snapshot, queues.DEFAULT, interval=REPUBLISH_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
+    scheduler.register(maintenance.ensure_key_records, queues.DEFAULT, interval=KEY_RECORDS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT,
+                       result_ttl=0)
+    scheduler.register(maintenance.sweep_key_records, queues.DEFAULT, interval=KEY_SWEEP_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT,
+                       result_ttl=0)
     scheduler.register(alerts.check_low_balances, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(alerts.notify_dead_letters, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(maintenance.scheduled_prune, queues.DEFAULT, interval=PRUNE_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)

@@ -151,10 +151,32 @@ def demo():
 @demo.command("seed")
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 60))
 @click.option("--per-hour", default=40, show_default=True, type=click.IntRange(1, 5000), help="Average requests per hour at peak.")
+@click.option("--keys", "key_count", default=0, type=click.IntRange(0, 10_000_000),
+              help="Instead of the week: bulk-create this many API keys (with --users customers), on any database.")
+@click.option("--users", "user_count", default=0, type=click.IntRange(0, 5_000_000), help="Customers for --keys (default: keys / 2).")
+@click.option("--credit", default="10", show_default=True, help="USD each bulk customer's account opens with.")
+@click.option("--keys-file", type=click.File("w"), default=None, help="Write every bulk key's secret here, one a line.")
 @json_option
 @with_appcontext
-def demo_seed(days, per_hour, as_json):
+def demo_seed(days, per_hour, key_count, user_count, credit, keys_file, as_json):
+    if key_count or user_count:
+        _bulk(key_count, user_count or max(1, key_count // 2), credit, keys_file, as_json)
+        return
     if db.session.scalar(select(ModelPrice.id).limit(1)) is not None:
         raise click.UsageError("this database already has prices: seed an empty instance")
     result = seed(days, per_hour)
     emit(as_json, result, f"seeded {result['channels']} channels, {result['customers']} customers and {result['requests']} requests over {days} days")
+
+
+def _bulk(key_count: int, user_count: int, credit: str, keys_file, as_json: bool) -> None:
+    from controlplane import bulk_customers
+    from controlplane.runtime import runtime
+
+    def progress(users_done: int, keys_done: int) -> None:
+        if not as_json:
+            click.echo(f"  {users_done:,} customers, {keys_done:,} keys", err=True)
+
+    result = bulk_customers.create(runtime().redis, user_count, key_count, usd_to_micro(credit), sample=0, secrets_out=keys_file,
+                                   progress=progress)
+    data = {"users": result.users, "keys": result.keys, "seconds": round(result.seconds, 1)}
+    emit(as_json, data, f"created {result.users:,} customers and {result.keys:,} keys in {result.seconds:.1f} s")

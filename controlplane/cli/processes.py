@@ -114,6 +114,10 @@ def up_command():
     upgrade()
     created = _first_operator()
     publish()
+    from controlplane import key_rebuild
+    from controlplane.runtime import runtime
+
+    key_rebuild.ensure(runtime().redis)  # a fresh or lost Redis gets every key record and balance first
 
     from workers import queues
 

@@ -44,13 +44,32 @@ def audit(actor: Actor, action: str, target_type: str, target_id, before: dict |
 
 
 def commit(publish: bool = True) -> None:
-    """Commit the unit of work (audit entries included) and tell the relays."""
+    """Commit the unit of work (audit entries included) and tell the relays what it changed: the
+    records of the keys it touched (always), and a new routing snapshot when it changed routing
+    (unless `publish` is False: nothing a relay routes by changed)."""
     try:
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
-    if publish:
+    tell_relays(publish)
+
+
+def tell_relays(publish: bool = True) -> None:
+    from controlplane import changes, key_records
+    from controlplane.runtime import runtime
+
+    marked = changes.take(db.session)
+    if not marked:
+        return
+    redis = runtime().redis
+    try:
+        if marked.key_ids or marked.user_ids or marked.members:
+            key_records.sync(redis, marked.key_ids, marked.user_ids, marked.members)
+    except Exception:
+        # SQL is committed; the record sweep (workers/maintenance.py) rewrites what differs.
+        log.exception("key records not written")
+    if publish and marked.routing:
         from controlplane.snapshot import publish as publish_snapshot
 
         try:

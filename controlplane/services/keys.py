@@ -10,6 +10,7 @@ from controlplane import validation
 from controlplane.extensions import db
 from controlplane.models import ApiKey, KeyDecider, KeyStatus, User
 from controlplane.services.base import Actor, ServiceError, audit, commit
+from relay.keys import MAX_MODELS, MAX_NETWORKS  # what a key record carries
 
 ALPHABET = string.ascii_letters + string.digits
 KEY_PREFIX = "sk-sb-"
@@ -54,11 +55,20 @@ def _limits(credit_limit_usd, daily_budget_usd, monthly_budget_usd) -> dict:
 def _models(models: list[str] | None, allowed: set[str] | None) -> list[str]:
     """The allow-list, refused when it names a model outside `allowed` (what the group may use)."""
     chosen = list(dict.fromkeys(m.strip() for m in (models or []) if m.strip()))
+    if len(chosen) > MAX_MODELS:
+        raise ServiceError(f"A key's model list holds at most {MAX_MODELS} models.", "models")
     if allowed is not None:
         outside = [m for m in chosen if m not in allowed]
         if outside:
             raise ServiceError(f"Your group cannot use {', '.join(outside)}.", "models")
     return chosen
+
+
+def _networks(values: list[str] | None) -> list[str]:
+    found = validation.networks(values, "ip_allow")
+    if len(found) > MAX_NETWORKS:
+        raise ServiceError(f"A key's address list holds at most {MAX_NETWORKS} addresses or ranges.", "ip_allow")
+    return found
 
 
 def _check_name_and_expiry(name: str, expires_at: datetime | None, now: datetime | None = None) -> str:
@@ -85,7 +95,7 @@ def create_key(actor: Actor, user: User, name: str = "", credit_limit_usd: str |
         key_hash=hash_secret(secret),
         prefix=secret[:PREFIX_SHOWN],
         models=_models(models, allowed_models),
-        ip_allow=validation.networks(ip_allow, "ip_allow"),
+        ip_allow=_networks(ip_allow),
         expires_at=expires_at,
         status=KeyStatus.ENABLED.value,
         **limits,
@@ -105,7 +115,7 @@ def update_key(actor: Actor, key: ApiKey, *, name: str = "", credit_limit_usd: s
         raise ServiceError("A deleted key cannot be changed.", status=409)
     before = describe(key)
     fields = dict(name=_check_name_and_expiry(name, expires_at), models=_models(models, allowed_models),
-                  ip_allow=validation.networks(ip_allow, "ip_allow"), expires_at=expires_at,
+                  ip_allow=_networks(ip_allow), expires_at=expires_at,
                   **_limits(credit_limit_usd, daily_budget_usd, monthly_budget_usd))
     for field, value in fields.items():
         setattr(key, field, value)

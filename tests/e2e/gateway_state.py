@@ -75,13 +75,17 @@ class SecondRelay:
 
 
 def wait_for_snapshot(redis, *relay_urls: str, timeout: float = 10) -> None:
-    """Until every relay has loaded the latest published snapshot."""
+    """Until every relay has loaded the latest published snapshot and applied the latest key change."""
     from relay import config_store
+    from relay.keys import CHANGES_STREAM
 
     wanted = int(redis.get(config_store.VERSION_KEY) or 0)
+    newest = redis.xrevrange(CHANGES_STREAM, "+", "-", count=1)
+    changes = int(newest[0][0].split(b"-")[0]) if newest else 0
     deadline = time.time() + timeout
     for url in relay_urls:
-        while requests.get(url + "/v1/healthz", timeout=2).json()["snapshot_version"] < wanted:
+        while (health := requests.get(url + "/v1/healthz", timeout=2).json())["snapshot_version"] < wanted or \
+                health.get("key_changes_seen", 0) < changes:
             if time.time() > deadline:
                 raise AssertionError(f"{url} never loaded snapshot v{wanted}")
             time.sleep(0.05)

@@ -1,5 +1,5 @@
-"""Bans of users, keys and IP ranges: confirmed in the console, published to the relay's snapshot
-at once (the relay refuses the subject), listed as active or ended, lifted with who and when."""
+"""Bans of users, keys and IP ranges: confirmed in the console, published to the relays at once
+(key records and the routing snapshot; the relay refuses the subject), listed as active or ended, lifted with who and when."""
 from __future__ import annotations
 
 import ipaddress
@@ -14,14 +14,20 @@ from controlplane.models import Ban, utcnow
 from controlplane.runtime import runtime
 from controlplane.services import ServiceError, bans
 from relay import config_store
+from relay.key_cache import KeyCache
 from tests import factories
 from tests.console import as_operator, operator, post, text  # noqa: F401
 
 
 def relay_refuses(user_id, key_id, ip: str | None = None) -> bool:
-    """What a relay that loaded the published snapshot would decide."""
-    snap = config_store.load(runtime().redis, runtime().cipher.decrypt)
-    return snap.bans.for_request(user_id, key_id, ipaddress.ip_address(ip) if ip else None, time.time()) is not None
+    """What a relay would decide: addresses from the published snapshot, users and keys from the
+    key's record."""
+    now = time.time()
+    if ip is not None:
+        snap = config_store.load(runtime().redis, runtime().cipher.decrypt)
+        return snap.bans.for_ip(ipaddress.ip_address(ip), now) is not None
+    view = KeyCache(runtime().redis).by_id(key_id)
+    return view is not None and view.banned_at(now) is not None
 
 
 def test_banning_a_user_from_their_page_reaches_the_relay(as_operator):

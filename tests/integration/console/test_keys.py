@@ -1,5 +1,5 @@
 """API keys in the console: created with limits and shown once, changed, disabled, deleted — and
-every change is in the relay's snapshot right after the request."""
+every change is in the key's record for the relays right after the request."""
 from __future__ import annotations
 
 import re
@@ -9,8 +9,8 @@ from sqlalchemy import select
 from controlplane.extensions import db
 from controlplane.models import ApiKey, Group
 from controlplane.runtime import runtime
-from relay import config_store
-from relay.snapshot import Snapshot
+from relay.key_cache import KeyCache
+from relay.keys import KeyView
 from tests.helpers import post_form
 
 from .conftest import client_for
@@ -18,8 +18,9 @@ from .conftest import client_for
 SECRET = re.compile(r"sk-sb-[A-Za-z0-9]{40}")
 
 
-def snapshot() -> Snapshot:
-    return config_store.load(runtime().redis, lambda token: token)
+def relay_view(key_id: int) -> KeyView | None:
+    """The key as a relay reads it from Redis (a fresh cache: what the record says now)."""
+    return KeyCache(runtime().redis).by_id(key_id)
 
 
 def create(client, **fields):
@@ -36,7 +37,7 @@ def test_a_new_key_is_shown_once_and_never_again(as_ana, ana, served):
     assert key.user_id == ana.id and key.account_id == ana.account_id and secret not in key.key_hash
     for path in ("/keys/", f"/keys/{key.id}", f"/keys/{key.id}/edit", "/", "/playground/"):
         assert secret not in as_ana.get(path).get_data(as_text=True), path
-    assert snapshot().key_by_id(key.id).prefix == secret[:10]
+    assert relay_view(key.id).prefix == secret[:10]
 
 
 def test_limits_budgets_models_expiry_and_addresses_reach_the_relay(as_ana, served):
@@ -45,7 +46,7 @@ def test_limits_budgets_models_expiry_and_addresses_reach_the_relay(as_ana, serv
     assert response.status_code == 200
     key = db.session.scalar(select(ApiKey))
     assert (key.credit_limit, key.daily_budget, key.monthly_budget) == (20_000_000, 1_500_000, 30_000_000)
-    view = snapshot().key_by_id(key.id)
+    view = relay_view(key.id)
     assert (view.credit_limit, view.daily_budget, view.monthly_budget) == (20_000_000, 1_500_000, 30_000_000)
     assert view.models == frozenset({"gpt-4o-mini"}) and [str(n) for n in view.ip_allow] == ["10.0.0.0/8", "192.168.1.7/32"]
     assert view.expires_at == key.expires_at.timestamp()
@@ -82,7 +83,7 @@ def test_editing_a_key_changes_its_settings_and_not_its_secret(as_ana, served):
     assert response.status_code == 302
     db.session.refresh(key)
     assert (key.name, key.daily_budget, key.monthly_budget) == ("renamed", None, 5_000_000)
-    view = snapshot().key_by_id(key.id)
+    view = relay_view(key.id)
     assert view.daily_budget is None and view.monthly_budget == 5_000_000
     assert key.key_hash == __import__("hashlib").sha256(secret.encode()).hexdigest()
 
@@ -91,14 +92,14 @@ def test_disable_enable_and_delete(as_ana, served):
     create(as_ana)
     key = db.session.scalar(select(ApiKey))
     assert post_form(as_ana, f"/keys/{key.id}/status", {"status": "disabled"}, token_from="/keys/").status_code == 302
-    assert snapshot().key_by_id(key.id).status == "disabled"
+    assert relay_view(key.id).status == "disabled"
     assert "disabled" in as_ana.get("/keys/").get_data(as_text=True)
     post_form(as_ana, f"/keys/{key.id}/status", {"status": "enabled"}, token_from="/keys/")
-    assert snapshot().key_by_id(key.id).status == "enabled"
+    assert relay_view(key.id).status == "enabled"
     confirm = as_ana.get(f"/keys/{key.id}/delete").get_data(as_text=True)
     assert "stops working" in confirm
     assert post_form(as_ana, f"/keys/{key.id}/delete", {}).status_code == 302
-    assert snapshot().key_by_id(key.id) is None
+    assert relay_view(key.id) is None
     assert as_ana.get(f"/keys/{key.id}").status_code == 404
     assert "No keys yet" in as_ana.get("/keys/").get_data(as_text=True)
 
@@ -134,18 +135,18 @@ def test_an_operator_disabled_key_stays_disabled_whatever_its_owner_does(app, as
     as_op = client_for(app, operator)
     disabled = post_form(as_op, f"/admin/users/{ana.id}/keys/{key.id}/status", {"status": "disabled", "confirmed": "yes"},
                          token_from=f"/admin/users/{ana.id}")
-    assert disabled.status_code == 302 and snapshot().key_by_id(key.id).status == "disabled"
+    assert disabled.status_code == 302 and relay_view(key.id).status == "disabled"
     page = as_ana.get(f"/keys/{key.id}").get_data(as_text=True)
     assert "disabled by an operator" in page and ">Enable</button>" not in page
     # the owner posts the enable form anyway: refused, and the relay still refuses the key
     post_form(as_ana, f"/keys/{key.id}/status", {"status": "enabled"}, token_from="/keys/")
     db.session.refresh(key)
     assert key.status == "disabled" and key.disabled_by == "operator"
-    assert snapshot().key_by_id(key.id).status == "disabled"
+    assert relay_view(key.id).status == "disabled"
     assert "only an operator can enable it" in as_ana.get("/keys/").get_data(as_text=True)
     # an operator's enable is the way back, and then the owner decides again
     post_form(as_op, f"/admin/users/{ana.id}/keys/{key.id}/status", {"status": "enabled"}, token_from=f"/admin/users/{ana.id}")
-    assert snapshot().key_by_id(key.id).status == "enabled"
+    assert relay_view(key.id).status == "enabled"
     post_form(as_ana, f"/keys/{key.id}/status", {"status": "disabled"}, token_from="/keys/")
     post_form(as_ana, f"/keys/{key.id}/status", {"status": "enabled"}, token_from="/keys/")
-    assert snapshot().key_by_id(key.id).status == "enabled"
+    assert relay_view(key.id).status == "enabled"

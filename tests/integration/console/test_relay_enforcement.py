@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 from werkzeug.test import Client
 
+from controlplane import key_rebuild
 from controlplane.extensions import db
 from controlplane.models import RequestLog
 from controlplane.runtime import runtime
@@ -86,8 +87,10 @@ def test_budgets_survive_a_redis_loss_through_the_rollups(relay, app):
     key, secret = keys.create_key(factories.ACTOR, user, "budgeted", daily_budget_usd="0.02")
     assert [code(relay.call(secret)) for _ in range(2)] == ["ok", "ok"]
     ingest()  # the worker writes the charges and rollups to SQL
-    runtime().redis.delete(key_day_key(key.id, time.time()))  # Redis lost the day's window
-    publish()  # any publish (the scheduler republishes every few minutes) seeds it from SQL
+    runtime().redis.flushdb()  # Redis lost everything: records, balances, the day's window
+    assert code(relay.call(secret)) == "invalid_api_key" and runtime().redis.exists(key_day_key(key.id, time.time())) == 0
+    publish()  # the scheduler republishes the routing snapshot
+    key_rebuild.ensure(runtime().redis)  # and rebuilds records, balances and windows from SQL
     assert code(relay.call(secret)) == "key_daily_budget_reached"
 
 
