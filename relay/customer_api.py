@@ -17,6 +17,7 @@ import calendar
 import datetime as dt
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -57,7 +58,7 @@ class Window:
     def remaining(self) -> int | None:
         return None if self.limit is None else max(0, self.limit - self.spent - self.held)
 
-    def to_api(self) -> dict | None:
+    def to_api(self) -> dict[str, Any] | None:
         if self.limit is None:
             return None
         return {"limit": usd(self.limit), "spent": usd(self.spent), "remaining": usd(self.remaining or 0),
@@ -86,7 +87,7 @@ def _iso(epoch: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch is not None else None
 
 
-def _limits(limits: Limits) -> dict | None:
+def _limits(limits: Limits) -> dict[str, Any] | None:
     return {"rpm": limits.rpm, "tpm": limits.tpm, "concurrency": limits.concurrency} if limits.any else None
 
 
@@ -114,7 +115,7 @@ class CustomerApi:
         return json_response(200, orjson.dumps(body))
 
     # --- GET /v1/generation ---------------------------------------------------------------------
-    def generation(self, key: KeyView, query: dict) -> dict:
+    def generation(self, key: KeyView, query: dict[str, Any]) -> dict[str, Any]:
         request_id = (query.get("id") or [""])[0]
         if not request_id:
             raise bad_request("The query parameter 'id' is required.", param="id", code="missing_required_parameter")
@@ -147,7 +148,7 @@ class CustomerApi:
             member=Window(key.member_allowance, _int(member[0]), _int(member[1])),
         )
 
-    def key_info(self, key: KeyView, group: GroupView | None, user_limits: Limits | None, now: float) -> dict:
+    def key_info(self, key: KeyView, group: GroupView | None, user_limits: Limits | None, now: float) -> dict[str, Any]:
         s = self.standing(key, now)
         rpm = key.limits.rpm
         return {"data": {
@@ -173,7 +174,7 @@ class CustomerApi:
         }}
 
     # --- the legacy OpenAI billing endpoints ------------------------------------------------------
-    def subscription(self, key: KeyView, now: float) -> dict:
+    def subscription(self, key: KeyView, now: float) -> dict[str, Any]:
         """`hard_limit_usd` is this month's spend plus what is left, so the sum front-ends compute
         (hard limit − this month's usage, the range NextChat and its forks ask for) is what is left."""
         s = self.standing(key, now)
@@ -181,7 +182,7 @@ class CustomerApi:
         return {"object": "billing_subscription", "has_payment_method": True, "soft_limit_usd": total, "hard_limit_usd": total,
                 "system_hard_limit_usd": total, "access_until": int(key.expires_at or 0)}
 
-    def usage(self, key: KeyView, query: dict, now: float) -> dict:
+    def usage(self, key: KeyView, query: dict[str, Any], now: float) -> dict[str, Any]:
         """The key's spend from start_date up to end_date (exclusive, as OpenAI's was), in cents."""
         start = _date(query, "start_date")
         end = _date(query, "end_date")
@@ -205,7 +206,7 @@ def _day_window(key_id: int, day: dt.date) -> str:
     return quota.key_day_key(key_id, calendar.timegm(day.timetuple()))
 
 
-def _date(query: dict, name: str) -> dt.date:
+def _date(query: dict[str, Any], name: str) -> dt.date:
     raw = (query.get(name) or [""])[0]
     try:
         return dt.date.fromisoformat(raw)

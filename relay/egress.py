@@ -19,6 +19,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from relay.client_ip import Address, Network
@@ -40,7 +41,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # decimal, octal or hex digits per dot.
 _NUMERIC_PART = re.compile(r"0x[0-9a-f]*|[0-9]+")
 
-Resolver = Callable[..., list]
+Resolver = Callable[..., list[Any]]
 
 
 class EgressRefused(OSError):

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -81,7 +82,7 @@ class Claim:
     fingerprint: str
     running_ttl: int  # seconds the in-progress mark outlives a relay that died holding it
 
-    def admit_args(self) -> list:
+    def admit_args(self) -> list[Any]:
         return [self.fingerprint, self.running_ttl]
 
 
@@ -106,7 +107,7 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def prior_from_reply(reply: list) -> Prior:
+def prior_from_reply(reply: list[Any]) -> Prior:
     """The admit script's {'idem', state, status, headers, body, rid} reply (the body stays bytes)."""
     state = _text(reply[1])
     if state in (RUNNING, "reused"):

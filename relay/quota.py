@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from relay.usage import USAGE_STREAM
 
@@ -246,7 +247,7 @@ def hold_record(request_id: str, account_id: int, key_id: int, amount: int, budg
 
 
 def hold_call(hold: Hold, key_limit: int | None, expires_at: float, budgets: Budgets = NO_BUDGETS,
-              least: int | None = None) -> tuple[list, list]:
+              least: int | None = None) -> tuple[list[Any], list[Any]]:
     """KEYS and ARGV of the hold script (relay/admission.py runs the same script inside its own).
     `least` makes the hold flexible: as much of `hold.amount` as every scope has room for, down to it."""
     return ([account_key(hold.account_id), api_key_key(hold.key_id), hold_key(hold.request_id), HOLDS_ZSET, *hold.windows],
@@ -255,7 +256,7 @@ def hold_call(hold: Hold, key_limit: int | None, expires_at: float, budgets: Bud
              -1 if least is None else least])
 
 
-def settle_call(hold: Hold, cost: int, event: bytes) -> tuple[list, list]:
+def settle_call(hold: Hold, cost: int, event: bytes) -> tuple[list[Any], list[Any]]:
     return ([hold_key(hold.request_id), HOLDS_ZSET, USAGE_STREAM, account_key(hold.account_id), api_key_key(hold.key_id), *hold.windows],
             [hold.request_id, cost, event, *("1" if r else "0" for r in hold.reserved), DAY_TTL_SECONDS, MONTH_TTL_SECONDS])
 

@@ -9,7 +9,7 @@ Every step goes into the request's decision trace (`ctx.note`), which ends up in
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from relay.adapters import Target, adapter_for
 from relay.adapters.base import Operation
@@ -71,7 +71,7 @@ def note_skips(ctx: RequestContext, skips) -> None:
         ctx.note(step="skip", channel=route.channel.id, key=route.key.id, why=why)
 
 
-def remaining_routes(plan: Plan, tried: list, failed_channels: set[int]) -> list[Route]:
+def remaining_routes(plan: Plan, tried: list[Any], failed_channels: set[int]) -> list[Route]:
     """Routes not tried yet; those on a channel that just failed as a whole go last."""
     untried = [r for r in plan.routes if r.ids not in tried]
     return [r for r in untried if r.channel.id not in failed_channels] + [r for r in untried if r.channel.id in failed_channels]
@@ -166,7 +166,7 @@ class Router:
         return outcome
 
     @staticmethod
-    def _note_record(ctx: RequestContext, failed: Outcome, record: list) -> None:
+    def _note_record(ctx: RequestContext, failed: Outcome, record: list[Any]) -> None:
         what = record[0] if record else "none"
         entry = {"step": "health", "channel": failed.channel_id, "key": failed.key_id, "result": what}
         if what == "failure" and record[1]:

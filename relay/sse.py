@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 from relay.errors import UpstreamError
 from relay.pricing import Usage
@@ -18,7 +18,7 @@ class StreamEvent:
     """
 
     raw: bytes | None
-    chunk: dict | None = None
+    chunk: dict[str, Any] | None = None
     usage: Usage | None = None
     output_tokens: int = 0  # local count of the text this event delivers
     done: bool = False

@@ -8,7 +8,7 @@ exactly once, for what was delivered.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from relay import charges
 from relay.billing import Settlement
@@ -85,7 +85,7 @@ class StreamBody:
             return None
         return UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "the upstream stream ended without any output")
 
-    def _take(self, event, out: list) -> None:
+    def _take(self, event, out: list[Any]) -> None:
         self._absorb(event)
         if event.raw:
             raw = event.raw
@@ -93,7 +93,7 @@ class StreamBody:
                 raw = charges.annotate_event(raw, self.usage, self.settlement.price, self.settlement.multiplier_bp)
             out.append((raw, event.output_tokens))
 
-    def _drain(self, batch: list) -> bytes:
+    def _drain(self, batch: list[Any]) -> bytes:
         """One write for everything one read brought: fewer syscalls when events come in bursts."""
         if not batch:
             return b""
@@ -111,7 +111,7 @@ class StreamBody:
 
     def _step(self, data: bytes) -> tuple[bytes, UpstreamError | None]:
         """What one upstream read gives the caller, and the upstream's error that stopped it, if any."""
-        batch: list = []
+        batch: list[Any] = []
         for event in self.decoder.feed(data):
             if event.error is not None:
                 return self._drain(batch), event.error
@@ -125,7 +125,7 @@ class StreamBody:
         end, is charged for what was delivered, so it settles after the last write, whose output
         then counts."""
         if error is None:
-            batch: list = []
+            batch: list[Any] = []
             for event in self.decoder.finish():
                 self._take(event, batch)
             out = self._drain(batch)

@@ -5,6 +5,8 @@ estimate follows the byte mix of the text. Counts made here are recorded as `usa
 """
 from __future__ import annotations
 
+from typing import Any
+
 import base64
 import binascii
 import math
@@ -161,7 +163,7 @@ def _content_tokens(content) -> int:
     return 0
 
 
-def prompt_tokens(messages: list, tools: list | None = None) -> int:
+def prompt_tokens(messages: list[Any], tools: list[Any] | None = None) -> int:
     """Estimated prompt tokens of an OpenAI chat request."""
     total = PER_REQUEST_OVERHEAD
     for message in messages or ():
@@ -220,7 +222,7 @@ def _anthropic_content_tokens(content, depth: int = 0) -> int:
     return _block_tokens(content, depth)
 
 
-def anthropic_prompt_tokens(payload: dict) -> int:
+def anthropic_prompt_tokens(payload: dict[str, Any]) -> int:
     """Estimated prompt tokens of an Anthropic Messages request, read from the payload as the caller
     sent it. It never refuses a shape: any role (Claude Code puts `system` turns inside `messages`),
     any block type, strings where lists are usual. The hold must accept whatever native forwarding
@@ -232,7 +234,7 @@ def anthropic_prompt_tokens(payload: dict) -> int:
     return total + (_json_tokens(payload["tools"]) if payload.get("tools") else 0)
 
 
-def hold_prompt_tokens(messages: list, tools: list | None = None) -> int:
+def hold_prompt_tokens(messages: list[Any], tools: list[Any] | None = None) -> int:
     """A deliberately generous prompt estimate for the hold: twice the local estimate.
 
     Holds must not fall short of the real charge; over-reserving only delays a request that a

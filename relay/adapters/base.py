@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from relay.errors import UpstreamError
 from relay.pricing import Usage
@@ -42,7 +42,7 @@ class ChatRequest:
     """A chat completion request in OpenAI format, as the caller sent it."""
 
     model: str
-    payload: dict  # the caller's JSON body; unknown fields pass through to OpenAI-type upstreams
+    payload: dict[str, Any]  # the caller's JSON body; unknown fields pass through to OpenAI-type upstreams
     stream: bool = False
     wants_usage: bool = False  # the caller asked for stream_options.include_usage
     max_tokens: int | None = None
@@ -56,7 +56,7 @@ class MessagesRequest:
     """A /v1/messages (or count_tokens) request in Anthropic format, as the caller sent it."""
 
     model: str
-    payload: dict
+    payload: dict[str, Any]
     stream: bool = False
     max_tokens: int | None = None
     version: str = DEFAULT_ANTHROPIC_VERSION  # the caller's anthropic-version, forwarded
@@ -69,7 +69,7 @@ class GenerateRequest:
     caller sent it; the model comes from the URL."""
 
     model: str
-    payload: dict
+    payload: dict[str, Any]
     body: bytes  # the body as received: native channels get it unchanged
     stream: bool = False
     sse: bool = True  # streamed as SSE (alt=sse), else as one JSON array as Google does without it

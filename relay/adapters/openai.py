@@ -7,6 +7,7 @@ base the other OpenAI-shaped providers (Azure) specialise.
 """
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -31,7 +32,7 @@ _USAGE_NULLS = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage
 MAX_MESSAGE = 500
 
 
-def usage_from_openai(u: dict | None) -> Usage | None:
+def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
     """Normalise OpenAI's usage: prompt_tokens include cached ones, completion_tokens reasoning."""
     if not isinstance(u, dict):
         return None
@@ -70,7 +71,7 @@ def output_limit_field(target: Target) -> str | None:
     return None
 
 
-def rename_output_limit(payload: dict, field: str | None) -> None:
+def rename_output_limit(payload: dict[str, Any], field: str | None) -> None:
     if field is None:
         return
     other = OUTPUT_LIMIT_FIELDS[1] if field == OUTPUT_LIMIT_FIELDS[0] else OUTPUT_LIMIT_FIELDS[0]
@@ -238,7 +239,7 @@ class OpenAIAdapter:
         """One of the OpenAI endpoints the relay forwards as they are (the endpoint set the model)."""
         return HttpRequest("POST", self.operation_url(target, operation, path), self.headers(target.key, content_type), body)
 
-    def chat_payload(self, target: Target, request: ChatRequest) -> dict:
+    def chat_payload(self, target: Target, request: ChatRequest) -> dict[str, Any]:
         payload = dict(request.payload)
         payload["model"] = target.upstream_model
         rename_output_limit(payload, output_limit_field(target))

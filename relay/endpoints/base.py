@@ -6,7 +6,7 @@ endpoint says how to read its request, how big a hold it needs, and how one upst
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from relay.adapters.base import Operation, Target
 from relay.billing import Settlement
@@ -38,7 +38,7 @@ def output_ceiling(asked: int | None, price: Price, settings: RelaySettings) -> 
     return cap or settings.default_hold_output_tokens
 
 
-def choices_of(payload: dict, *fields: str) -> int:
+def choices_of(payload: dict[str, Any], *fields: str) -> int:
     """How many answers the request asks for (the largest of `fields`; validation has checked them)."""
     most = 1
     for name in fields:

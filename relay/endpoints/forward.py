@@ -5,6 +5,7 @@ the answer's usage is."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -25,7 +26,7 @@ from relay.validation.openai import Body
 @dataclass(slots=True)
 class Forwarded:
     model: str
-    payload: dict
+    payload: dict[str, Any]
     stream: bool = False
     wants_usage: bool = False
     upload: Form | None = None  # a parsed multipart form (transcriptions)

@@ -11,6 +11,8 @@ what it does with chat, and the answer (or stream) is turned back into Gemini's 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -83,7 +85,7 @@ def is_gemini_path(path: str, environ) -> bool:
     return path.startswith("/v1/models") and (":" in path or google_caller(environ))
 
 
-def gemini_route(path: str, actions: dict) -> GeminiRoute | None:
+def gemini_route(path: str, actions: dict[str, Any]) -> GeminiRoute | None:
     """The route of a Gemini URL, or None when it is none of them."""
     version = "/v1beta" if path.startswith("/v1beta/") else "/v1"
     rest = path[len(version):]
@@ -104,7 +106,7 @@ def gemini_route(path: str, actions: dict) -> GeminiRoute | None:
 ROLES = (None, "", "user", "model", "function")  # unset is the user; "function" is the old role of function responses
 
 
-def check_contents(contents: list) -> None:
+def check_contents(contents: list[Any]) -> None:
     """What Google refuses, refused before any upstream call: a content that is not an object, a
     role other than user or model, parts that are missing or empty."""
     for n, content in enumerate(contents):
@@ -259,7 +261,7 @@ class GeminiCountTokensEndpoint:
 
 
 # --- the model list -----------------------------------------------------------------------
-def model_entry(name: str, price: Price | None) -> dict:
+def model_entry(name: str, price: Price | None) -> dict[str, Any]:
     entry = {"name": f"models/{name}", "baseModelId": name, "version": "switchboard", "displayName": name,
              "supportedGenerationMethods": METHODS}
     if price is not None and price.max_output_tokens:
@@ -283,7 +285,7 @@ def list_models(pipeline, ctx: RequestContext, environ, name: str | None) -> Res
     token = query(environ, "pageToken") or "0"
     start = int(token) if token.isdigit() else 0
     page = models[start:start + size]
-    body: dict = {"models": [model_entry(m, snap.price_at(m, now)) for m in page]}
+    body: dict[str, Any] = {"models": [model_entry(m, snap.price_at(m, now)) for m in page]}
     if start + size < len(models):
         body["nextPageToken"] = str(start + size)
     return json_response(200, orjson.dumps(body))

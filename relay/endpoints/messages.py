@@ -6,6 +6,8 @@ answer (or stream) is turned back into Anthropic's shape. Errors are Anthropic-f
 """
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from relay import tokens
@@ -48,7 +50,7 @@ def parse_messages(body: bytes, environ, schema: type[CountTokensBody]) -> Messa
 MIN_THINKING_BUDGET = 1024
 
 
-def cap_thinking(payload: dict, max_tokens: int) -> None:
+def cap_thinking(payload: dict[str, Any], max_tokens: int) -> None:
     """Keep a thinking budget valid under a lowered max_tokens: below it, or off when the cap leaves
     no room for the smallest budget Anthropic accepts (the answer is then written without thinking)."""
     thinking = payload.get("thinking")

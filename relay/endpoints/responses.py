@@ -7,6 +7,8 @@ event (completed or incomplete). response.failed and error events end the stream
 """
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from relay import tokens
@@ -43,7 +45,7 @@ def input_tokens(value) -> int:
     return total
 
 
-def output_tokens(response: dict) -> int:
+def output_tokens(response: dict[str, Any]) -> int:
     total = 0
     for item in response.get("output") or ():
         for part in item.get("content") or () if isinstance(item, dict) else ():

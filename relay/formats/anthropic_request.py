@@ -7,6 +7,7 @@ Anthropic requires alternation.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 
@@ -26,7 +27,7 @@ def safe_id(tool_id) -> str:
     return _ID_UNSAFE.sub("_", str(tool_id or "")) or "call"
 
 
-def image_block(url: str) -> dict:
+def image_block(url: str) -> dict[str, Any]:
     data = parse_data_url(url)
     if data is not None:
         return {"type": "image", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
@@ -35,7 +36,7 @@ def image_block(url: str) -> dict:
     raise bad_request("An image_url must be an http(s) URL or a base64 data URL.", param="messages")
 
 
-def file_block(part: dict) -> dict:
+def file_block(part: dict[str, Any]) -> dict[str, Any]:
     file = part.get("file") or {}
     data = parse_data_url(file.get("file_data") or "")
     if data is None or data[0] != "application/pdf":
@@ -46,7 +47,7 @@ def file_block(part: dict) -> dict:
     return block
 
 
-def content_blocks(content) -> list[dict]:
+def content_blocks(content) -> list[dict[str, Any]]:
     """User (or tool result) content as Anthropic blocks. Empty texts are dropped: Anthropic refuses them."""
     if content is None:
         return []
@@ -75,7 +76,7 @@ def content_blocks(content) -> list[dict]:
     return blocks
 
 
-def assistant_blocks(message: dict) -> list[dict]:
+def assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = [{"type": "text", "text": t} for t in text_parts(message.get("content")) if t]
     if isinstance(message.get("refusal"), str) and message["refusal"] and not blocks:
         blocks.append({"type": "text", "text": message["refusal"]})
@@ -88,7 +89,7 @@ def assistant_blocks(message: dict) -> list[dict]:
     return blocks
 
 
-def tool_result_block(message: dict) -> dict:
+def tool_result_block(message: dict[str, Any]) -> dict[str, Any]:
     call_id = message.get("tool_call_id") or message.get("name")
     block = {"type": "tool_result", "tool_use_id": safe_id(call_id)}
     content = content_blocks(message.get("content"))
@@ -97,7 +98,7 @@ def tool_result_block(message: dict) -> dict:
     return block
 
 
-def append_turn(turns: list[dict], role: str, blocks: list[dict]) -> None:
+def append_turn(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
     if turns and turns[-1]["role"] == role:
         turns[-1]["content"].extend(blocks)
     else:
@@ -107,9 +108,9 @@ def append_turn(turns: list[dict], role: str, blocks: list[dict]) -> None:
         turns[-1]["content"].sort(key=lambda b: b.get("type") != "tool_result")
 
 
-def convert_messages(messages: list) -> tuple[list[dict], list[dict]]:
-    system: list[dict] = []
-    turns: list[dict] = []
+def convert_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
     for message in messages:
         if not isinstance(message, dict):
             raise bad_request("Each message must be an object.", param="messages")
@@ -130,7 +131,7 @@ def convert_messages(messages: list) -> tuple[list[dict], list[dict]]:
     return system, turns
 
 
-def convert_tools(tools: list) -> list[dict]:
+def convert_tools(tools: list[Any]) -> list[dict[str, Any]]:
     out = []
     for tool in tools:
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
@@ -143,7 +144,7 @@ def convert_tools(tools: list) -> list[dict]:
     return out
 
 
-def convert_tool_choice(choice, parallel) -> dict | None:
+def convert_tool_choice(choice, parallel) -> dict[str, Any] | None:
     if choice is None:
         converted = None
     elif choice in ("auto", "none"):
@@ -174,7 +175,7 @@ def format_instruction(response_format) -> str | None:
     return None
 
 
-def chat_to_messages(payload: dict, model: str, default_max_tokens: int) -> dict:
+def chat_to_messages(payload: dict[str, Any], model: str, default_max_tokens: int) -> dict[str, Any]:
     """The Anthropic request for an OpenAI chat payload. Fields with no counterpart are dropped
     (logprobs, seed, penalties, logit_bias); n > 1 and audio cannot be served and answer 501."""
     if payload.get("n") not in (None, 1):
@@ -184,7 +185,7 @@ def chat_to_messages(payload: dict, model: str, default_max_tokens: int) -> dict
     if instruction:
         system.append({"type": "text", "text": instruction})
     max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens") or default_max_tokens
-    body: dict = {"model": model, "max_tokens": max_tokens, "messages": turns}
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": turns}
     if system:
         body["system"] = system
     if payload.get("tools"):

@@ -1,6 +1,8 @@
 """Facts of Anthropic's wire format: usage, stop reasons, errors, and a Message as an OpenAI completion."""
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from relay.errors import ErrorKind, UpstreamError
@@ -73,13 +75,13 @@ def classify_anthropic(status: int, body: bytes, headers) -> UpstreamError:
     return UpstreamError(kind, status, message or f"upstream status {status}", retry_after(headers))
 
 
-def stream_error(data: dict) -> UpstreamError:
+def stream_error(data: dict[str, Any]) -> UpstreamError:
     """An `error` event inside a 200 stream (overloaded mid-way, usually)."""
     err_type, message = error_of(data)
     return UpstreamError(ERROR_KINDS.get(err_type or "", ErrorKind.TRANSIENT), 200, message or "stream error")
 
 
-def message_to_completion(data: dict) -> tuple[dict, Usage | None, int]:
+def message_to_completion(data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, int]:
     """(OpenAI chat.completion, usage, locally counted output tokens) for an Anthropic Message."""
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         raise ValueError("not an Anthropic message")
@@ -93,7 +95,7 @@ def message_to_completion(data: dict) -> tuple[dict, Usage | None, int]:
         elif kind == "tool_use":
             calls.append({"id": block.get("id"), "type": "function",
                           "function": {"name": block.get("name"), "arguments": tool_arguments(block.get("input"))}})
-    message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
     if calls:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import orjson
 
@@ -29,7 +30,7 @@ def data_url(mime: str, data: str) -> str:
     return f"data:{mime};base64,{data}"
 
 
-def tool_input(arguments) -> dict:
+def tool_input(arguments) -> dict[str, Any]:
     """OpenAI's `arguments` (JSON text) as the object Anthropic and Gemini want.
 
     Models sometimes emit arguments that are not valid JSON (cut off by max_tokens); callers send
@@ -65,7 +66,7 @@ def text_parts(content) -> list[str]:
     return out
 
 
-def openai_usage(usage: Usage) -> dict:
+def openai_usage(usage: Usage) -> dict[str, Any]:
     """The five counts back in OpenAI's shape (prompt includes cached, completion includes reasoning)."""
     prompt = usage.input + usage.cache_read + usage.cache_write
     completion = usage.output + usage.reasoning
@@ -81,11 +82,11 @@ def openai_usage(usage: Usage) -> dict:
     }
 
 
-def sse(data: dict | bytes) -> bytes:
+def sse(data: dict[str, Any] | bytes) -> bytes:
     return b"data: " + (data if isinstance(data, bytes) else orjson.dumps(data)) + b"\n\n"
 
 
-def named_sse(name: str, data: dict) -> bytes:
+def named_sse(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
@@ -102,7 +103,7 @@ class ChunkMaker:
         self.created = int(time.time())
         self.model = model
 
-    def chunk(self, delta: dict, finish_reason: str | None = None, index: int = 0) -> dict:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, index: int = 0) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -111,12 +112,12 @@ class ChunkMaker:
             "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
         }
 
-    def usage_chunk(self, usage: Usage) -> dict:
+    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [], "usage": openai_usage(usage)}
 
 
-def completion(completion_id: str, model: str, choices: list[dict], usage: Usage | None) -> dict:
+def completion(completion_id: str, model: str, choices: list[dict[str, Any]], usage: Usage | None) -> dict[str, Any]:
     body = {
         "id": completion_id,
         "object": "chat.completion",

@@ -7,6 +7,8 @@ adds it after the finishing event, so a stream cut before that is recognised as 
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 import orjson
 
@@ -56,10 +58,10 @@ class GeminiChatStream(EventDecoder):
         done = bool(blocked) or (bool(choices) and not self.open)
         return self._event(choices, tokens, done, obj.get("usageMetadata"))
 
-    def _choice(self, candidate: dict, first: bool) -> tuple[dict, int]:
+    def _choice(self, candidate: dict[str, Any], first: bool) -> tuple[dict[str, Any], int]:
         index = int(candidate.get("index") or 0)
         self.open.add(index)
-        delta: dict = {"role": "assistant"} if first else {}
+        delta: dict[str, Any] = {"role": "assistant"} if first else {}
         texts, thoughts, calls = [], [], []
         for part in (candidate.get("content") or {}).get("parts") or ():
             if "functionCall" in part:
@@ -80,7 +82,7 @@ class GeminiChatStream(EventDecoder):
         tokens = sum(text_tokens(t) for t in (*texts, *thoughts)) + sum(text_tokens(c["function"]["arguments"]) for c in calls)
         return {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}, tokens
 
-    def _event(self, choices: list[dict], tokens: int, done: bool, meta) -> StreamEvent:
+    def _event(self, choices: list[dict[str, Any]], tokens: int, done: bool, meta) -> StreamEvent:
         chunk = dict(self.maker.chunk({}), choices=choices) if choices else None
         out = StreamEvent(raw=None, chunk=chunk, output_tokens=tokens, done=done)
         raw = sse(chunk) if chunk is not None and not self.chunks_only else b""

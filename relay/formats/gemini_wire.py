@@ -2,6 +2,8 @@
 GenerateContentResponse as an OpenAI completion."""
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from relay.errors import ErrorKind, UpstreamError
@@ -72,7 +74,7 @@ def classify_gemini(status: int, body: bytes, headers) -> UpstreamError:
     return UpstreamError(error.kind, error.status, error.message or f"upstream status {status}", retry_after(headers))
 
 
-def call_id(part: dict) -> str:
+def call_id(part: dict[str, Any]) -> str:
     """An OpenAI tool call id for a functionCall part. Gemini wants a call's thought signature back
     with it in the next turn; OpenAI callers only send back the id, so the signature rides in it."""
     base = (part.get("functionCall") or {}).get("id") or new_id("call_")
@@ -86,7 +88,7 @@ def split_call_id(tool_call_id: str) -> tuple[str, str | None]:
     return base, (signature if mark else None)
 
 
-def tool_call(part: dict, index: int | None = None) -> dict:
+def tool_call(part: dict[str, Any], index: int | None = None) -> dict[str, Any]:
     fn = part.get("functionCall") or {}
     call = {"id": call_id(part), "type": "function",
             "function": {"name": fn.get("name") or "", "arguments": tool_arguments(fn.get("args") or {})}}
@@ -95,7 +97,7 @@ def tool_call(part: dict, index: int | None = None) -> dict:
     return call
 
 
-def finish_reason(candidate: dict, called: bool) -> str | None:
+def finish_reason(candidate: dict[str, Any], called: bool) -> str | None:
     reason = candidate.get("finishReason")
     if not reason:
         return None
@@ -103,14 +105,14 @@ def finish_reason(candidate: dict, called: bool) -> str | None:
     return "tool_calls" if called and mapped == "stop" else mapped
 
 
-def candidate_choice(candidate: dict) -> tuple[dict, int]:
+def candidate_choice(candidate: dict[str, Any]) -> tuple[dict[str, Any], int]:
     texts, thoughts, calls = [], [], []
     for part in (candidate.get("content") or {}).get("parts") or ():
         if "functionCall" in part:
             calls.append(tool_call(part))
         elif isinstance(part.get("text"), str):
             (thoughts if part.get("thought") else texts).append(part["text"])
-    message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
     if calls:
@@ -121,7 +123,7 @@ def candidate_choice(candidate: dict) -> tuple[dict, int]:
     return choice, local
 
 
-def response_to_completion(data: dict, model: str) -> tuple[dict, Usage | None, int]:
+def response_to_completion(data: dict[str, Any], model: str) -> tuple[dict[str, Any], Usage | None, int]:
     """(OpenAI chat.completion, usage, locally counted output tokens) for a GenerateContentResponse.
     A prompt blocked by safety filters has no candidates: it becomes an empty content_filter answer."""
     if not isinstance(data, dict):

@@ -6,6 +6,8 @@ lists, and $ref. References are inlined (to a bounded depth), `["T", "null"]` be
 """
 from __future__ import annotations
 
+from typing import Any
+
 KEPT = {
     "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties", "required",
     "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "example", "anyOf", "propertyOrdering",
@@ -15,7 +17,7 @@ STRING_FORMATS = {"enum", "date-time"}
 MAX_DEPTH = 12
 
 
-def _resolve(ref: str, root: dict) -> dict:
+def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
     if not ref.startswith("#/"):
         return {}
     node = root
@@ -26,7 +28,7 @@ def _resolve(ref: str, root: dict) -> dict:
     return node if isinstance(node, dict) else {}
 
 
-def clean_schema(schema, root: dict | None = None, depth: int = 0):
+def clean_schema(schema, root: dict[str, Any] | None = None, depth: int = 0):
     if not isinstance(schema, dict):
         return schema
     root = schema if root is None else root
