@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from relay import generation, idempotency, quota
 from relay.health import ARG_READER_LUA, HEALTH_LUA, NO_OUTCOME_ARGS, HealthPolicy, Outcome
 from relay.limits import LIMITS_LUA, Scope
 from relay.quota import Hold
 from relay.selector import Plan, Route
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from relay.snapshot import ChannelView
 
 _ROUTES_LUA = r"""
 local function read_channels()
@@ -201,11 +206,11 @@ class Admission:
         return tuple(s for s in found if s.limits.any)
 
 
-def _text(values) -> list[Any]:
+def _text(values: Iterable[Any]) -> list[Any]:
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
-def _plan_args(channels, routes: list[Route]) -> list[Any]:
+def _plan_args(channels: tuple[ChannelView, ...], routes: list[Route]) -> list[Any]:
     index = {c.id: i + 1 for i, c in enumerate(channels)}
     args: list[Any] = [len(channels)]
     for c in channels:
@@ -217,7 +222,7 @@ def _plan_args(channels, routes: list[Route]) -> list[Any]:
     return args
 
 
-def _scope_args(scopes) -> list[Any]:
+def _scope_args(scopes: tuple[Scope, ...]) -> list[Any]:
     args: list[Any] = [len(scopes)]
     for s in scopes:
         args += s.args()
@@ -231,8 +236,8 @@ def _skips(routes: list[Route], flat: list[Any]) -> list[tuple[Route, str]]:
 class Gate:
     """The relay's Redis side of a request: admit, fail over, settle."""
 
-    def __init__(self, redis, policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time,
-                 register: Callable | None = None, generation_ttl: int = 0):
+    def __init__(self, redis: Redis[bytes], policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time,
+                 register: Callable[[str], Callable[..., Any]] | None = None, generation_ttl: int = 0):
         """`register(text)` makes a callable script; the relay passes relay/resp.py's lean one.
         `generation_ttl`: how long settle keeps each request's record for GET /v1/generation."""
         self.redis = redis
@@ -294,7 +299,7 @@ class Gate:
         return admission.route, wait, record
 
     def settle(self, admission: Admission, cost: int, event: bytes, tokens: int, outcome: Outcome | None,
-               record: list[Any] | None = None) -> tuple[bool, list, int]:
+               record: list[Any] | None = None) -> tuple[bool, list[Any], int]:
         """Settle once: money, leases, tokens, health, and `record` (relay/generation.py's
         `settle_args`) kept for GET /v1/generation. Returns (settled now, the health record, the
         amount charged); (False, [], 0) when it was already settled."""

@@ -17,7 +17,7 @@ import calendar
 import datetime as dt
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 import orjson
@@ -27,6 +27,9 @@ from relay.context import RequestContext, Response, json_response
 from relay.errors import RelayError, bad_request
 from relay.generation import GenerationRecord, record_key
 from relay.snapshot import GroupView, KeyView, Limits, Snapshot
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 GENERATION = "/v1/generation"
 KEY_PATHS = ("/v1/key", "/v1/auth/key")
@@ -42,7 +45,7 @@ def usd(micro: int) -> float:
     return micro / 1_000_000
 
 
-def _int(value) -> int:
+def _int(value: Any) -> int:
     return int(value or 0)
 
 
@@ -92,12 +95,12 @@ def _limits(limits: Limits) -> dict[str, Any] | None:
 
 
 class CustomerApi:
-    def __init__(self, redis, authenticate):
+    def __init__(self, redis: Redis[bytes], authenticate: Callable[[RequestContext, dict[str, Any], Snapshot, float], KeyView]) -> None:
         """`authenticate(ctx, environ, snapshot, now) -> KeyView` is the pipeline's."""
         self.redis = redis
         self.authenticate = authenticate
 
-    def handle(self, ctx: RequestContext, environ, path: str, snap: Snapshot) -> Response:
+    def handle(self, ctx: RequestContext, environ: dict[str, Any], path: str, snap: Snapshot) -> Response:
         now = time.time()
         key = self.authenticate(ctx, environ, snap, now)
         try:

@@ -143,7 +143,7 @@ class Egress:
         self.policy = policy or EgressPolicy()
         self.resolver = resolver
 
-    def _resolve(self, host: str, port: int) -> list[tuple]:
+    def _resolve(self, host: str, port: int) -> list[Any]:
         resolver = self.resolver or socket.getaddrinfo  # looked up now: gevent may have patched it
         try:
             infos = resolver(host, port, 0, socket.SOCK_STREAM)
@@ -154,7 +154,7 @@ class Egress:
         return infos
 
     @staticmethod
-    def _address(info) -> Address:
+    def _address(info: Any) -> Address:
         return ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
 
     def check_name(self, host: str) -> None:

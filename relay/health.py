@@ -15,9 +15,12 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from relay.errors import ErrorKind, UpstreamError
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 REPORTS_STREAM = "sb:health:reports"  # dead keys, for workers/health.py to disable in SQL
 REPORTS_GROUP = "apply"
@@ -249,7 +252,7 @@ class TargetHealth:
 class Health:
     """Records outcomes and reads state outside the request path (console, tests, probes)."""
 
-    def __init__(self, redis, policy: HealthPolicy | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, redis: Redis[bytes], policy: HealthPolicy | None = None, clock: Callable[[], float] = time.time):
         self.redis = redis
         self.policy = policy or HealthPolicy()
         self.clock = clock

@@ -115,7 +115,7 @@ class Price:
         return cls(**fields)
 
 
-def image_table(prices) -> tuple[tuple[str, int], ...]:
+def image_table(prices: Any) -> tuple[tuple[str, int], ...]:
     """A per-image price table in its canonical, hashable form, sorted by tier."""
     return tuple(sorted((str(k), int(v)) for k, v in dict(prices or {}).items()))
 

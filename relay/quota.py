@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay.usage import USAGE_STREAM
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 HOLDS_ZSET = "sb:holds"
 # Spend windows outlive their period by a margin so late settles and the console still find them;
@@ -235,7 +238,7 @@ class Hold:
     key_id: int
     amount: int
     windows: tuple[str, str, str]  # key/day, key/month, member/month spend windows (issue 6)
-    reserved: tuple[bool, bool, bool] = (False, False, False)  # which windows the hold counted in
+    reserved: tuple[bool, ...] = (False, False, False)  # which windows the hold counted in
 
 
 def hold_record(request_id: str, account_id: int, key_id: int, amount: int, budgets: Budgets = NO_BUDGETS,
@@ -274,7 +277,7 @@ SETTLE_FUNCTION = f"local function money_settle(KEYS, ARGV)\n{_SETTLE}\nend\n"
 class Quota:
     """The relay's and the control plane's handle on live money in Redis."""
 
-    def __init__(self, redis):
+    def __init__(self, redis: Redis[bytes]) -> None:
         self.redis = redis
         self._hold = redis.register_script(_HOLD)
         self._settle = redis.register_script(_SETTLE)
@@ -306,8 +309,8 @@ class Quota:
     def release_expired(self, now: float, limit: int = 1000) -> int:
         """Release holds past their expiry (left by a crashed relay). Returns how many."""
         released = 0
-        for rid in self.redis.zrangebyscore(HOLDS_ZSET, "-inf", now, start=0, num=limit):
-            rid = rid.decode() if isinstance(rid, bytes) else rid
+        for raw in self.redis.zrangebyscore(HOLDS_ZSET, "-inf", now, start=0, num=limit):
+            rid = raw.decode() if isinstance(raw, bytes) else raw
             if self._release(keys=[hold_key(rid), HOLDS_ZSET], args=[rid]):
                 released += 1
         return released

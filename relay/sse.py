@@ -36,7 +36,7 @@ class SSEBuffer:
 
     __slots__ = ("_buf",)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buf = b""
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -90,7 +90,7 @@ class EventDecoder:
     Subclasses implement `_decode(event) -> StreamEvent` (the event's bytes, blank line excluded).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sse = SSEBuffer()
 
     def feed(self, data: bytes) -> list[StreamEvent]:

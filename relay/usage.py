@@ -57,7 +57,7 @@ class UsageEvent:
         return cls(**known)
 
     @classmethod
-    def from_stream(cls, fields: dict[str, Any]) -> "UsageEvent":
+    def from_stream(cls, fields: dict[bytes, Any]) -> "UsageEvent":
         """The event of one stream entry. The settle script adds `charged` when it had to charge
         less than the event's cost (no balance, key limit or budget may go below zero); the
         difference is kept on the event as `uncharged` and in its trace."""

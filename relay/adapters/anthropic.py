@@ -5,6 +5,8 @@ Channel config: `default_max_tokens` (Anthropic requires max_tokens; OpenAI call
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 
 from relay.adapters.base import (
@@ -83,7 +85,7 @@ class AnthropicAdapter:
         return HttpRequest("POST", self.url(target.channel, "/messages/count_tokens"), headers, orjson.dumps(payload))
 
     # --- shared -------------------------------------------------------------------------------
-    def classify_error(self, status: int, body: bytes, headers) -> UpstreamError:
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
         return classify_anthropic(status, body, headers)
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from relay.errors import UpstreamError
@@ -117,7 +118,7 @@ class Adapter(Protocol):
 
     def chat_stream(self, target: Target, request: ChatRequest) -> StreamDecoder: ...
 
-    def classify_error(self, status: int, body: bytes, headers) -> UpstreamError: ...
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError: ...
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest: ...
 

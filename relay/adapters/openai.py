@@ -7,6 +7,7 @@ base the other OpenAI-shaped providers (Azure) specialise.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -110,7 +111,7 @@ _AUTH_CODES = {"invalid_api_key", "account_deactivated", "invalid_organization",
 _POLICY_CODES = {"content_policy_violation", "content_filter", "moderation_blocked"}
 
 
-def classify_openai(status: int, body: bytes, headers) -> UpstreamError:
+def classify_openai(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     message, err_type, code = message_of(body)
     tags = {str(err_type or ""), str(code or "")}
     if tags & _QUOTA_CODES or status == 402:
@@ -136,7 +137,7 @@ def classify_openai(status: int, body: bytes, headers) -> UpstreamError:
     return UpstreamError(kind, status, message or f"upstream status {status}", retry_after(headers))
 
 
-def output_tokens_of_delta(choices) -> int:
+def output_tokens_of_delta(choices: Any) -> int:
     tokens = 0
     for choice in choices or ():
         delta = choice.get("delta") or choice.get("message") or {}
@@ -161,11 +162,12 @@ class OpenAIStreamDecoder(EventDecoder):
     `"usage":null` members the upstream adds to every chunk are cut out (a byte replace, no re-encode).
     """
 
-    def __init__(self, strip_usage: bool):
+    def __init__(self, strip_usage: bool) -> None:
         self.strip_usage = strip_usage
         super().__init__()
 
     def _decode(self, event: bytes) -> StreamEvent:
+        data: bytes | None
         if event.startswith(b"data: ") and b"\n" not in event:  # one data line: nearly every event
             data = event[6:]
         else:
@@ -189,6 +191,7 @@ class OpenAIStreamDecoder(EventDecoder):
         usage = chunk.get("usage")
         if usage is not None:
             usage = usage_from_openai(usage)
+        raw: bytes | None  # None: the usage-only chunk the caller did not ask for is dropped
         raw = event + b"\n\n"
         if self.strip_usage:
             if usage is not None and not choices:
@@ -262,7 +265,7 @@ class OpenAIAdapter:
     def chat_stream(self, target: Target, request: ChatRequest) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(strip_usage=not request.wants_usage)
 
-    def classify_error(self, status: int, body: bytes, headers) -> UpstreamError:
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
         return classify_openai(status, body, headers)
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest:

@@ -32,7 +32,7 @@ class AnthropicEvents(EventDecoder):
     reached the caller that failure can still be retried elsewhere, and is not billed.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.usage_fields: dict[str, Any] = {}
         self.opened = False  # the first content has been let through
@@ -71,7 +71,7 @@ class AnthropicEvents(EventDecoder):
     def comment(self, event: bytes) -> StreamEvent:
         return StreamEvent(raw=None)
 
-    def convert(self, event: bytes, kind: str, obj: dict[str, Any]) -> StreamEvent:
+    def convert(self, event: bytes, kind: object, obj: dict[str, Any]) -> StreamEvent:
         raise NotImplementedError
 
 
@@ -81,7 +81,7 @@ class AnthropicNativeStream(AnthropicEvents):
     def comment(self, event: bytes) -> StreamEvent:
         return StreamEvent(raw=event + b"\n\n")
 
-    def convert(self, event: bytes, kind: str, obj: dict[str, Any]) -> StreamEvent:
+    def convert(self, event: bytes, kind: object, obj: dict[str, Any]) -> StreamEvent:
         out = StreamEvent(raw=event + b"\n\n")
         if kind == "content_block_delta":
             out.output_tokens = text_tokens(_delta_text(obj.get("delta") or {}))
@@ -95,7 +95,7 @@ class AnthropicNativeStream(AnthropicEvents):
 class AnthropicChatStream(AnthropicEvents):
     """For OpenAI-format callers: each event becomes a chat.completion.chunk (or nothing)."""
 
-    def __init__(self, wants_usage: bool):
+    def __init__(self, wants_usage: bool) -> None:
         super().__init__()
         self.wants_usage = wants_usage
         self.maker = ChunkMaker(new_id("msg_"), "")
@@ -104,7 +104,7 @@ class AnthropicChatStream(AnthropicEvents):
     def _emit(self, chunk: dict[str, Any], tokens: int = 0) -> StreamEvent:
         return StreamEvent(raw=sse(chunk), chunk=chunk, output_tokens=tokens)
 
-    def convert(self, event: bytes, kind: str, obj: dict[str, Any]) -> StreamEvent:
+    def convert(self, event: bytes, kind: object, obj: dict[str, Any]) -> StreamEvent:
         if kind == "message_start":
             message = obj.get("message") or {}
             self.maker = ChunkMaker(message.get("id") or self.maker.id, message.get("model") or "")

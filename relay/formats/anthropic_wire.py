@@ -1,6 +1,7 @@
 """Facts of Anthropic's wire format: usage, stop reasons, errors, and a Message as an OpenAI completion."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from relay.tokens import text_tokens
 
 MAX_MESSAGE = 500
 
-STOP_TO_FINISH = {
+STOP_TO_FINISH: dict[str | None, str] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -40,7 +41,7 @@ STATUS_KINDS = {401: ErrorKind.AUTH, 402: ErrorKind.QUOTA, 403: ErrorKind.PERMIS
                 529: ErrorKind.OVERLOADED}
 
 
-def usage_from_anthropic(u) -> Usage | None:
+def usage_from_anthropic(u: Any) -> Usage | None:
     """Anthropic's input_tokens exclude cache reads and writes; output_tokens include thinking."""
     if not isinstance(u, dict):
         return None
@@ -56,7 +57,7 @@ def usage_from_anthropic(u) -> Usage | None:
     )
 
 
-def error_of(data) -> tuple[str | None, str]:
+def error_of(data: Any) -> tuple[str | None, str]:
     """(error type, message) of an Anthropic error body, tolerating anything."""
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
@@ -64,7 +65,7 @@ def error_of(data) -> tuple[str | None, str]:
     return None, str(data)[:MAX_MESSAGE]
 
 
-def classify_anthropic(status: int, body: bytes, headers) -> UpstreamError:
+def classify_anthropic(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     try:
         err_type, message = error_of(orjson.loads(body))
     except orjson.JSONDecodeError:

@@ -2,6 +2,7 @@
 GenerateContentResponse as an OpenAI completion."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -41,7 +42,7 @@ HTTP_KINDS = {401: ErrorKind.AUTH, 403: ErrorKind.AUTH, 404: ErrorKind.NOT_FOUND
 AUTH_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED", "ACCESS_TOKEN_EXPIRED"}
 
 
-def usage_from_gemini(meta) -> Usage | None:
+def usage_from_gemini(meta: Any) -> Usage | None:
     """promptTokenCount includes cached content; thoughts are counted apart from candidates."""
     if not isinstance(meta, dict):
         return None
@@ -51,11 +52,12 @@ def usage_from_gemini(meta) -> Usage | None:
                  reasoning=int(meta.get("thoughtsTokenCount") or 0))
 
 
-def classify_error_body(status: int, data) -> UpstreamError:
+def classify_error_body(status: int, data: Any) -> UpstreamError:
     err = data.get("error") if isinstance(data, dict) else None
     err = err if isinstance(err, dict) else {}
     message = str(err.get("message") or data)[:MAX_MESSAGE]
     reasons = {d.get("reason") for d in err.get("details") or () if isinstance(d, dict)}
+    kind: ErrorKind | None
     if reasons & AUTH_REASONS:
         kind = ErrorKind.AUTH
     else:
@@ -65,7 +67,7 @@ def classify_error_body(status: int, data) -> UpstreamError:
     return UpstreamError(kind, status, message)
 
 
-def classify_gemini(status: int, body: bytes, headers) -> UpstreamError:
+def classify_gemini(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -90,7 +92,7 @@ def split_call_id(tool_call_id: str) -> tuple[str, str | None]:
 
 def tool_call(part: dict[str, Any], index: int | None = None) -> dict[str, Any]:
     fn = part.get("functionCall") or {}
-    call = {"id": call_id(part), "type": "function",
+    call: dict[str, Any] = {"id": call_id(part), "type": "function",
             "function": {"name": fn.get("name") or "", "arguments": tool_arguments(fn.get("args") or {})}}
     if index is not None:
         call["index"] = index
@@ -106,7 +108,9 @@ def finish_reason(candidate: dict[str, Any], called: bool) -> str | None:
 
 
 def candidate_choice(candidate: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    texts, thoughts, calls = [], [], []
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
     for part in (candidate.get("content") or {}).get("parts") or ():
         if "functionCall" in part:
             calls.append(tool_call(part))

@@ -31,18 +31,18 @@ def unsupported(what: str) -> RelayError:
     return RelayError(501, "conversion_not_supported", f"{what} cannot be sent to this model's provider.")
 
 
-def parts_of(content, where: str) -> list[Any]:
+def parts_of(content: object, where: str) -> list[Any]:
     parts = content.get("parts") if isinstance(content, dict) else None
     if not isinstance(parts, list):
         raise bad_request(f"{where}.parts must be a list of parts.", param=where)
     return parts
 
 
-def text_of(parts) -> str:
+def text_of(parts: list[Any]) -> str:
     return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought"))
 
 
-def system_text(instruction) -> str:
+def system_text(instruction: object) -> str:
     """systemInstruction is a Content; a bare string is taken too (the REST API accepts neither
     less nor more, but SDKs build it from one)."""
     if instruction is None:
@@ -53,7 +53,7 @@ def system_text(instruction) -> str:
 
 
 # --- schemas ------------------------------------------------------------------------------
-def json_schema(schema, depth: int = 0):
+def json_schema(schema: Any, depth: int = 0) -> Any:
     """Gemini's OpenAPI-style Schema as JSON Schema: types lower-cased ("OBJECT" → "object"),
     `nullable` folded into the type, Gemini-only keys dropped, sizes given as strings made numbers."""
     if not isinstance(schema, dict) or depth > MAX_DEPTH:
@@ -80,7 +80,7 @@ def json_schema(schema, depth: int = 0):
     return out
 
 
-def declaration_parameters(declaration: dict[str, Any]):
+def declaration_parameters(declaration: dict[str, Any]) -> Any:
     if isinstance(declaration.get("parametersJsonSchema"), dict):
         return declaration["parametersJsonSchema"]  # already JSON Schema
     if isinstance(declaration.get("parameters"), dict):
@@ -88,7 +88,7 @@ def declaration_parameters(declaration: dict[str, Any]):
     return None
 
 
-def convert_tools(tools) -> list[dict[str, Any]]:
+def convert_tools(tools: Any) -> list[dict[str, Any]]:
     """Function declarations only: Google's built-in tools (search, code execution, URL context,
     maps) run at Google and are dropped."""
     out = []
@@ -108,7 +108,7 @@ def convert_tools(tools) -> list[dict[str, Any]]:
     return out
 
 
-def tool_choice(config) -> object:
+def tool_choice(config: object) -> object:
     calling = (config or {}).get("functionCallingConfig") if isinstance(config, dict) else None
     if not isinstance(calling, dict):
         return None
@@ -155,7 +155,7 @@ def user_part(part: dict[str, Any]) -> dict[str, Any] | None:
     return None  # executableCode, codeExecutionResult, videoMetadata …: Gemini's own
 
 
-def response_text(response) -> str:
+def response_text(response: object) -> str:
     """A functionResponse's `response` as the tool message's text: the output itself when the
     object only wraps one ({"output": …}, {"content": …}, {"result": …}), else the JSON."""
     if isinstance(response, dict) and len(response) == 1:
@@ -168,13 +168,14 @@ def response_text(response) -> str:
 class Calls:
     """Ids for the tool calls of the conversation, and which are still waiting for a result."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.waiting: list[tuple[str, str]] = []  # (id, function name)
         self.count = 0
 
     def issue(self, call: dict[str, Any]) -> str:
         self.count += 1
-        call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else f"call_{self.count}"
+        given = call.get("id")
+        call_id = given if isinstance(given, str) and given else f"call_{self.count}"
         self.waiting.append((call_id, str(call.get("name") or "")))
         return call_id
 
@@ -206,7 +207,8 @@ def model_message(parts: list[Any], calls: Calls) -> dict[str, Any] | None:
 
 
 def user_messages(parts: list[Any], calls: Calls) -> list[dict[str, Any]]:
-    out, rest = [], []
+    out: list[dict[str, Any]] = []
+    rest: list[dict[str, Any]] = []
     for part in parts:
         if not isinstance(part, dict):
             raise bad_request("Each part must be an object.", param="contents")
@@ -254,7 +256,7 @@ def response_format(config: dict[str, Any]) -> dict[str, Any] | None:
     return {"type": "json_object"}
 
 
-def apply_generation_config(body: dict[str, Any], config, max_tokens_field: str) -> None:
+def apply_generation_config(body: dict[str, Any], config: object, max_tokens_field: str) -> None:
     if not isinstance(config, dict):
         return
     for source, target in (("temperature", "temperature"), ("topP", "top_p"), ("seed", "seed"),
@@ -307,7 +309,7 @@ def wants_thoughts(payload: dict[str, Any]) -> bool:
 
 
 # --- the hold's estimate ------------------------------------------------------------------
-def _part_tokens(part) -> int:
+def _part_tokens(part: object) -> int:
     if not isinstance(part, dict):
         return 0
     if isinstance(part.get("text"), str):
