@@ -22,12 +22,12 @@ def unsupported(what: str) -> RelayError:
     return RelayError(501, "conversion_not_supported", f"{what} cannot be sent to this model's provider (Anthropic).")
 
 
-def safe_id(tool_id) -> str:
+def safe_id(tool_id: object) -> str:
     """Anthropic tool ids allow [a-zA-Z0-9_-] only; others' ids are mapped the same way both times."""
     return _ID_UNSAFE.sub("_", str(tool_id or "")) or "call"
 
 
-def image_block(url: str) -> dict[str, Any]:
+def image_block(url: object) -> dict[str, Any]:
     data = parse_data_url(url)
     if data is not None:
         return {"type": "image", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
@@ -47,13 +47,13 @@ def file_block(part: dict[str, Any]) -> dict[str, Any]:
     return block
 
 
-def content_blocks(content) -> list[dict[str, Any]]:
+def content_blocks(content: Any) -> list[dict[str, Any]]:
     """User (or tool result) content as Anthropic blocks. Empty texts are dropped: Anthropic refuses them."""
     if content is None:
         return []
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for part in content:
         if not isinstance(part, dict):
             continue
@@ -77,7 +77,7 @@ def content_blocks(content) -> list[dict[str, Any]]:
 
 
 def assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
-    blocks = [{"type": "text", "text": t} for t in text_parts(message.get("content")) if t]
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": t} for t in text_parts(message.get("content")) if t]
     if isinstance(message.get("refusal"), str) and message["refusal"] and not blocks:
         blocks.append({"type": "text", "text": message["refusal"]})
     for call in message.get("tool_calls") or ():
@@ -91,7 +91,7 @@ def assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 def tool_result_block(message: dict[str, Any]) -> dict[str, Any]:
     call_id = message.get("tool_call_id") or message.get("name")
-    block = {"type": "tool_result", "tool_use_id": safe_id(call_id)}
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": safe_id(call_id)}
     content = content_blocks(message.get("content"))
     if content:
         block["content"] = content
@@ -144,7 +144,7 @@ def convert_tools(tools: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def convert_tool_choice(choice, parallel) -> dict[str, Any] | None:
+def convert_tool_choice(choice: Any, parallel: object) -> dict[str, Any] | None:
     if choice is None:
         converted = None
     elif choice in ("auto", "none"):
@@ -162,7 +162,7 @@ def convert_tool_choice(choice, parallel) -> dict[str, Any] | None:
     return converted
 
 
-def format_instruction(response_format) -> str | None:
+def format_instruction(response_format: object) -> str | None:
     """Anthropic has no JSON mode: a json_object/json_schema request becomes a system instruction."""
     if not isinstance(response_format, dict):
         return None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ def new_id(prefix: str) -> str:
     return prefix + os.urandom(12).hex()
 
 
-def parse_data_url(url: str) -> tuple[str, str] | None:
+def parse_data_url(url: object) -> tuple[str, str] | None:
     """("image/png", base64 data) from a data: URL, or None when `url` is not a base64 data URL."""
     if not isinstance(url, str) or not url.startswith("data:"):
         return None
@@ -30,7 +31,7 @@ def data_url(mime: str, data: str) -> str:
     return f"data:{mime};base64,{data}"
 
 
-def tool_input(arguments) -> dict[str, Any]:
+def tool_input(arguments: Any) -> dict[str, Any]:
     """OpenAI's `arguments` (JSON text) as the object Anthropic and Gemini want.
 
     Models sometimes emit arguments that are not valid JSON (cut off by max_tokens); callers send
@@ -48,14 +49,14 @@ def tool_input(arguments) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {RAW_ARGUMENTS: str(arguments)}
 
 
-def tool_arguments(value) -> str:
+def tool_arguments(value: object) -> str:
     """An object as OpenAI's `arguments` JSON text (the inverse of `tool_input`)."""
     if isinstance(value, dict) and set(value) == {RAW_ARGUMENTS}:
         return str(value[RAW_ARGUMENTS])
     return orjson.dumps(value if value is not None else {}).decode()
 
 
-def text_parts(content) -> list[str]:
+def text_parts(content: Any) -> list[str]:
     """The texts of an OpenAI message content (a string or a list of parts)."""
     if isinstance(content, str):
         return [content]
@@ -130,7 +131,7 @@ def completion(completion_id: str, model: str, choices: list[dict[str, Any]], us
     return body
 
 
-def retry_after(headers) -> float | None:
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds to wait, from Retry-After (or OpenAI's retry-after-ms), when the upstream says."""
     raw = headers.get("retry-after") if headers is not None else None
     if raw is None:

@@ -17,14 +17,14 @@ from relay.formats.gemini_wire import split_call_id
 from relay.formats.schema import clean_schema
 
 THINKING_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
-AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg", "aac": "audio/aac"}
+AUDIO_MIME: dict[str | None, str] = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg", "aac": "audio/aac"}
 
 
 def unsupported(what: str) -> RelayError:
     return RelayError(501, "conversion_not_supported", f"{what} cannot be sent to this model's provider (Gemini).")
 
 
-def media_part(url: str) -> dict[str, Any]:
+def media_part(url: object) -> dict[str, Any]:
     data = parse_data_url(url)
     if data is not None:
         return {"inlineData": {"mimeType": data[0], "data": data[1]}}
@@ -34,7 +34,7 @@ def media_part(url: str) -> dict[str, Any]:
     raise bad_request("An image_url must be an http(s) URL or a base64 data URL.", param="messages")
 
 
-def content_parts(content) -> list[dict[str, Any]]:
+def content_parts(content: Any) -> list[dict[str, Any]]:
     if content is None:
         return []
     if isinstance(content, str):
@@ -133,7 +133,7 @@ def convert_tools(tools: list[Any]) -> list[dict[str, Any]]:
     return [{"functionDeclarations": declarations}]
 
 
-def tool_config(choice) -> dict[str, Any] | None:
+def tool_config(choice: Any) -> dict[str, Any] | None:
     if choice in ("auto", "none"):
         return {"functionCallingConfig": {"mode": choice.upper()}}
     if choice == "required":

@@ -16,9 +16,9 @@ import orjson
 
 from relay.formats.common import new_id, text_parts, tool_input
 from relay.pricing import Usage
-from relay.sse import StreamEvent
+from relay.sse import StreamDecoder, StreamEvent
 
-FINISH_TO_GEMINI = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "function_call": "STOP", "content_filter": "SAFETY"}
+FINISH_TO_GEMINI: dict[str | None, str] = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "function_call": "STOP", "content_filter": "SAFETY"}
 
 
 class Framing:
@@ -57,16 +57,16 @@ def usage_metadata(usage: Usage | None) -> dict[str, Any]:
     return meta
 
 
-def call_part(call_id, name, arguments) -> dict[str, Any]:
+def call_part(call_id: object, name: object, arguments: object) -> dict[str, Any]:
     """A functionCall part; the OpenAI call id rides in `id`, which Gemini callers send back in
     the functionResponse, so the result finds its call."""
-    call = {"name": name or "", "args": tool_input(arguments)}
+    call: dict[str, Any] = {"name": name or "", "args": tool_input(arguments)}
     if call_id:
         call["id"] = call_id
     return {"functionCall": call}
 
 
-def finish_reason(openai_reason) -> str:
+def finish_reason(openai_reason: str | None) -> str:
     return FINISH_TO_GEMINI.get(openai_reason, "STOP")
 
 
@@ -97,7 +97,7 @@ def completion_to_generate(data: dict[str, Any], usage: Usage | None, include_th
 class GenerateStream:
     """Gemini stream events from a stream of OpenAI chunks (`inner` yields StreamEvents with `chunk`)."""
 
-    def __init__(self, inner, model: str, prompt_estimate: int, framing: Framing, include_thoughts: bool):
+    def __init__(self, inner: StreamDecoder, model: str, prompt_estimate: int, framing: Framing, include_thoughts: bool) -> None:
         self.inner = inner
         self.model = model
         self.prompt_estimate = prompt_estimate

@@ -16,11 +16,12 @@ from relay.errors import bad_request
 from relay.formats.common import data_url, tool_arguments
 
 USER_ID_LIMIT = 64
-TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+TOOL_CHOICE: dict[str | None, str] = {"auto": "auto", "any": "required", "none": "none"}
 
 
 def _text(block: dict[str, Any]) -> str:
-    return block.get("text") if isinstance(block.get("text"), str) else ""
+    text = block.get("text")
+    return text if isinstance(text, str) else ""
 
 
 def image_part(block: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def tool_messages(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
     return {"role": "tool", "tool_call_id": block.get("tool_use_id") or "", "content": text}, images
 
 
-def user_messages(content) -> list[dict[str, Any]]:
+def user_messages(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}] if content else []
     out, images = [], []
@@ -91,7 +92,7 @@ def user_messages(content) -> list[dict[str, Any]]:
     return out
 
 
-def assistant_message(content) -> dict[str, Any] | None:
+def assistant_message(content: Any) -> dict[str, Any] | None:
     if isinstance(content, str):
         return {"role": "assistant", "content": content} if content else None
     texts, calls = [], []
@@ -110,13 +111,13 @@ def assistant_message(content) -> dict[str, Any] | None:
     return message
 
 
-def system_text(system) -> str:
+def system_text(system: Any) -> str:
     if isinstance(system, str):
         return system
     return "\n\n".join(_text(b) for b in system or () if isinstance(b, dict) and _text(b))
 
 
-def loaded_tools(messages) -> set[str]:
+def loaded_tools(messages: Any) -> set[str]:
     """Names of deferred tools a `tool_reference` in a tool result has loaded."""
     names = set()
     for turn in messages if isinstance(messages, list) else ():
@@ -129,7 +130,7 @@ def loaded_tools(messages) -> set[str]:
     return names
 
 
-def convert_tools(tools: list[Any], loaded: frozenset[str] | set[str] = frozenset()) -> list[dict[str, Any]]:
+def convert_tools(tools: list[Any] | None, loaded: frozenset[str] | set[str] = frozenset()) -> list[dict[str, Any]]:
     """Custom tools only: Anthropic's server tools (web search, code execution …) run at Anthropic.
     A deferred tool (`defer_loading`) stays out of the model's sight until tool search loads it."""
     out = []
@@ -145,7 +146,7 @@ def convert_tools(tools: list[Any], loaded: frozenset[str] | set[str] = frozense
     return out
 
 
-def tool_choice(choice) -> tuple[object, bool | None]:
+def tool_choice(choice: Any) -> tuple[object, bool | None]:
     """(OpenAI tool_choice, parallel_tool_calls) for Anthropic's tool_choice."""
     if not isinstance(choice, dict):
         return None, None
@@ -155,7 +156,7 @@ def tool_choice(choice) -> tuple[object, bool | None]:
     return TOOL_CHOICE.get(choice.get("type")), parallel
 
 
-def end_user(user_id) -> str | None:
+def end_user(user_id: object) -> str | None:
     """OpenAI's `user` for Anthropic's `metadata.user_id`. OpenAI takes a short opaque id (64
     characters); Claude Code sends a JSON document of device and session ids, so a longer one
     travels as its SHA-256 (stable per caller, as OpenAI recommends for end-user ids)."""

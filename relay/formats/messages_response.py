@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from relay.formats.common import named_sse, new_id, text_parts, tool_input
 from relay.pricing import Usage
-from relay.sse import StreamEvent
+from relay.sse import StreamDecoder, StreamEvent
 
 FINISH_TO_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                   "content_filter": "refusal"}
@@ -23,7 +23,7 @@ def anthropic_usage(usage: Usage | None) -> dict[str, Any]:
             "output_tokens": u.output + u.reasoning}
 
 
-def message_id(openai_id) -> str:
+def message_id(openai_id: object) -> str:
     return openai_id if isinstance(openai_id, str) and openai_id.startswith("msg_") else new_id("msg_")
 
 
@@ -55,7 +55,7 @@ def completion_to_message(data: dict[str, Any], usage: Usage | None) -> dict[str
 class MessagesStream:
     """Anthropic events from a stream of OpenAI chunks (`inner` yields StreamEvents with `chunk`)."""
 
-    def __init__(self, inner, model: str, prompt_estimate: int):
+    def __init__(self, inner: StreamDecoder, model: str, prompt_estimate: int) -> None:
         self.inner = inner
         self.model = model
         self.prompt_estimate = prompt_estimate
@@ -94,11 +94,11 @@ class MessagesStream:
             frames.append(named_sse("message_stop", {"type": "message_stop"}))
         return StreamEvent(raw=b"".join(frames) or None, usage=event.usage, output_tokens=event.output_tokens, done=event.done)
 
-    def _start(self, frames: list[bytes], chunk_id, model) -> None:
+    def _start(self, frames: list[bytes], chunk_id: object, model: str | None) -> None:
         if self.started:
             return
         self.started = True
-        message = {"id": message_id(chunk_id), "type": "message", "role": "assistant", "model": model or self.model,
+        message: dict[str, Any] = {"id": message_id(chunk_id), "type": "message", "role": "assistant", "model": model or self.model,
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": self.prompt_estimate, "output_tokens": 0}}
         frames.append(named_sse("message_start", {"type": "message_start", "message": message}))
