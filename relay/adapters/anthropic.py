@@ -6,6 +6,7 @@ Channel config: `default_max_tokens` (Anthropic requires max_tokens; OpenAI call
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -85,7 +86,7 @@ class AnthropicAdapter:
         return HttpRequest("POST", self.url(target.channel, "/messages/count_tokens"), headers, orjson.dumps(payload))
 
     # --- shared -------------------------------------------------------------------------------
-    def classify_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
         return classify_anthropic(status, body, headers)
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest:

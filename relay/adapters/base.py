@@ -118,12 +118,44 @@ class Adapter(Protocol):
 
     def chat_stream(self, target: Target, request: ChatRequest) -> StreamDecoder: ...
 
-    def classify_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError: ...
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError: ...
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest: ...
 
     def models_response(self, body: bytes) -> list[str]: ...
 
 
-__all__ = ["DEFAULT_ANTHROPIC_VERSION", "Adapter", "AdapterInfo", "ChatRequest", "ChatResult", "GenerateRequest", "MessagesRequest", "Operation",
+class ForwardingAdapter(Adapter, Protocol):
+    """OpenAI-shaped providers: an OpenAI endpoint's body goes up as it came."""
+
+    def forward_request(self, target: Target, operation: Operation, body: bytes, content_type: str = "application/json",
+                        path: str | None = None) -> HttpRequest: ...
+
+
+class MessagesAdapter(Adapter, Protocol):
+    """Adapters with `info.messages_native`."""
+
+    def messages_request(self, target: Target, request: MessagesRequest) -> HttpRequest: ...
+
+    def messages_response(self, target: Target, request: MessagesRequest, body: bytes) -> ChatResult: ...
+
+    def messages_stream(self, target: Target, request: MessagesRequest) -> StreamDecoder: ...
+
+    def count_tokens_request(self, target: Target, request: MessagesRequest) -> HttpRequest: ...
+
+
+class GenerateAdapter(Adapter, Protocol):
+    """Adapters with `info.generate_native`."""
+
+    def generate_request(self, target: Target, request: GenerateRequest) -> HttpRequest: ...
+
+    def generate_response(self, target: Target, request: GenerateRequest, body: bytes) -> ChatResult: ...
+
+    def generate_stream(self, target: Target, request: GenerateRequest) -> StreamDecoder: ...
+
+    def generate_count_request(self, target: Target, request: GenerateRequest) -> HttpRequest: ...
+
+
+__all__ = ["DEFAULT_ANTHROPIC_VERSION", "Adapter", "AdapterInfo", "ChatRequest", "ChatResult", "ForwardingAdapter", "GenerateAdapter", "GenerateRequest",
+           "MessagesAdapter", "MessagesRequest", "Operation",
            "StreamDecoder", "StreamEvent", "Target"]

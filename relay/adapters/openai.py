@@ -111,7 +111,7 @@ _AUTH_CODES = {"invalid_api_key", "account_deactivated", "invalid_organization",
 _POLICY_CODES = {"content_policy_violation", "content_filter", "moderation_blocked"}
 
 
-def classify_openai(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+def classify_openai(status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
     message, err_type, code = message_of(body)
     tags = {str(err_type or ""), str(code or "")}
     if tags & _QUOTA_CODES or status == 402:
@@ -265,7 +265,7 @@ class OpenAIAdapter:
     def chat_stream(self, target: Target, request: ChatRequest) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(strip_usage=not request.wants_usage)
 
-    def classify_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
         return classify_openai(status, body, headers)
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest:

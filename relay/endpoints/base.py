@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from relay.adapters.base import Operation, Target
-from relay.billing import Settlement
+from relay.adapters.base import Adapter, Operation, Target
 from relay.context import RequestContext, Response
 from relay.errors import UpstreamError
 from relay.pricing import Price, Usage
@@ -53,16 +52,19 @@ class Endpoint(Protocol):
     error_format: str  # "openai" | "anthropic"
     billed: bool  # False: no hold and no charge (attempt gets settlement=None)
 
-    def parse(self, body: bytes, environ) -> object: ...
+    # `request` is the endpoint's own request type (what its `parse` returns).
+    def parse(self, body: bytes, environ: dict[str, Any]) -> Any: ...
 
-    def model_of(self, request) -> str: ...
+    def model_of(self, request: Any) -> str: ...
 
-    def is_stream(self, request) -> bool: ...
+    def is_stream(self, request: Any) -> bool: ...
 
-    def estimate(self, request, price: Price, settings: RelaySettings) -> HoldEstimate: ...
+    def estimate(self, request: Any, price: Price, settings: RelaySettings) -> HoldEstimate: ...
 
     # Endpoints whose estimate is `cappable` also have `cap_output(request, tokens)`: rewrite the
     # request so the upstream writes at most `tokens` per choice (see relay/holds.py).
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
-                request, settlement: Settlement | None) -> Response | UpstreamError: ...
+    # `settlement` is a Settlement when `billed`, else None: each endpoint's own signature says
+    # which, so the protocol cannot name one type for both.
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: Any, settlement: Any) -> Response | UpstreamError: ...

@@ -28,7 +28,7 @@ DELTAS = {"response.output_text.delta", "response.reasoning_summary_text.delta",
           "response.refusal.delta", "response.reasoning_text.delta"}
 
 
-def input_tokens(value) -> int:
+def input_tokens(value: object) -> int:
     """The text of a Responses input: a string, or items whose content is a string or parts."""
     if isinstance(value, str):
         return tokens.text_tokens(value)
@@ -55,7 +55,7 @@ def output_tokens(response: dict[str, Any]) -> int:
 
 
 class ResponsesStreamDecoder(EventDecoder):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
 
     def _decode(self, event: bytes) -> StreamEvent:

@@ -65,7 +65,7 @@ def error_of(data: Any) -> tuple[str | None, str]:
     return None, str(data)[:MAX_MESSAGE]
 
 
-def classify_anthropic(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+def classify_anthropic(status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
     try:
         err_type, message = error_of(orjson.loads(body))
     except orjson.JSONDecodeError:

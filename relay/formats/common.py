@@ -131,7 +131,7 @@ def completion(completion_id: str, model: str, choices: list[dict[str, Any]], us
     return body
 
 
-def retry_after(headers: Mapping[str, str] | None) -> float | None:
+def retry_after(headers: Mapping[str, Any] | None) -> float | None:
     """Seconds to wait, from Retry-After (or OpenAI's retry-after-ms), when the upstream says."""
     raw = headers.get("retry-after") if headers is not None else None
     if raw is None:

@@ -67,7 +67,7 @@ def classify_error_body(status: int, data: Any) -> UpstreamError:
     return UpstreamError(kind, status, message)
 
 
-def classify_gemini(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+def classify_gemini(status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
