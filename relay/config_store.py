@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
 from relay.snapshot import Snapshot, empty_snapshot
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 COUNTER_KEY = "sb:cfg:counter"
 VERSION_KEY = "sb:cfg:version"
@@ -30,17 +34,17 @@ return 1
 """
 
 
-def next_version(redis) -> int:
+def next_version(redis: Redis[bytes]) -> int:
     return int(redis.incr(COUNTER_KEY))
 
 
-def store(redis, version: int, payload: dict) -> bool:
+def store(redis: Redis[bytes], version: int, payload: dict[str, Any]) -> bool:
     """Store and announce a snapshot; False when a newer one is already there."""
     script = redis.register_script(_STORE)
     return bool(script(keys=[VERSION_KEY, SNAPSHOT_KEY], args=[version, orjson.dumps(payload), CHANNEL]))
 
 
-def load(redis, decrypt) -> Snapshot | None:
+def load(redis: Redis[bytes], decrypt: Callable[[str], str]) -> Snapshot | None:
     raw = redis.get(SNAPSHOT_KEY)
     if raw is None:
         return None
@@ -50,7 +54,7 @@ def load(redis, decrypt) -> Snapshot | None:
 class SnapshotHolder:
     """Holds the current snapshot of one relay process; `current` is swapped atomically."""
 
-    def __init__(self, redis, decrypt, poll_seconds: float = 5.0):
+    def __init__(self, redis: Redis[bytes], decrypt: Callable[[str], str], poll_seconds: float = 5.0) -> None:
         self.redis = redis
         self.decrypt = decrypt
         self.poll_seconds = poll_seconds

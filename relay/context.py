@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable
+from typing import Any, Iterable
 
 import orjson
 
@@ -63,22 +63,22 @@ class RequestContext:
     stream: bool = False
     held: bool = False  # a hold exists: its settlement logs the request
     ttft_ms: int | None = None
-    trace: list = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)
     timeouts: Timeouts | None = None  # the current attempt's upstream time limits (its channel's)
     output_cap: int | None = None  # output tokens per choice the relay told the upstream, when it set or lowered them
 
-    def ip_address(self):
+    def ip_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return _parse_ip(self.client_ip) if self.client_ip else None
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started_mono) * 1000)
 
-    def note(self, **entry) -> None:
+    def note(self, **entry: Any) -> None:
         self.trace.append(entry)
 
 
 @lru_cache(maxsize=4096)
-def _parse_ip(text: str):
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """Parsed once per address: the same callers come back, and parsing costs more than the lookup."""
     try:
         return ipaddress.ip_address(text)
@@ -86,5 +86,5 @@ def _parse_ip(text: str):
         return None
 
 
-def dumps(obj) -> bytes:
+def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)

@@ -200,7 +200,7 @@ class CustomerApi:
             pipe.hget(_day_window(key.id, day), "spent")
         spent = [_int(v) for v in pipe.execute()] if days else []
         daily = [{"timestamp": int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()),
-                  "line_items": [{"name": "usage", "cost": micro / 10_000}]} for d, micro in zip(days, spent) if micro]
+                  "line_items": [{"name": "usage", "cost": micro / 10_000}]} for d, micro in zip(days, spent, strict=True) if micro]
         total = sum(spent)
         return {"object": "list", "daily_costs": daily, "total_usage": total / 10_000, "total_usage_micro_usd": total}
 

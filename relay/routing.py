@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable
 
 from relay.adapters import Target, adapter_for
-from relay.adapters.base import Operation
+from relay.adapters.base import Adapter, Operation
 from relay.admission import Admission, Gate
 from relay.context import RequestContext, Response
 from relay.errors import RelayError, UpstreamError, upstream_failure
@@ -26,7 +26,7 @@ from relay.upstream import timeouts_for
 if TYPE_CHECKING:
     from relay.billing import Settlement
 
-Attempt = Callable[[object, Target], "Response | UpstreamError"]
+Attempt = Callable[[Adapter, Target], "Response | UpstreamError"]
 
 
 class RetryBudget:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -28,6 +30,14 @@ from relay.resp import RespPool, Script
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
 
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from gevent import Greenlet
+    from redis import Redis
+
+    from relay.http_server import HttpServer
+
 log = logging.getLogger(__name__)
 # The output tokens per choice the relay told the upstream it may write, when the relay set or lowered
 # the caller's own limit to what the request's hold pays for (docs/holds.md).
@@ -35,7 +45,7 @@ OUTPUT_CAP_HEADER = "X-Switchboard-Max-Tokens"
 
 
 
-def read_body(environ, limit: int) -> bytes:
+def read_body(environ: WSGIEnvironment, limit: int) -> bytes:
     """The request body, refused with 413 before reading when Content-Length is over the limit."""
     length = environ.get("CONTENT_LENGTH")
     if length:
@@ -46,13 +56,13 @@ def read_body(environ, limit: int) -> bytes:
         if size > limit:
             raise RelayError(413, "request_too_large", f"The request body is larger than the limit of {limit} bytes.")
         return environ["wsgi.input"].read(size) if size else b""
-    body = environ["wsgi.input"].read(limit + 1)
+    body: bytes = environ["wsgi.input"].read(limit + 1)
     if len(body) > limit:
         raise RelayError(413, "request_too_large", f"The request body is larger than the limit of {limit} bytes.")
     return body
 
 
-def error_format_for(method: str, path: str, environ) -> str:
+def error_format_for(method: str, path: str, environ: WSGIEnvironment) -> str:
     """The format the caller understands: its endpoint's, and Anthropic's for a model listing
     asked for with `anthropic-version` (the Anthropic SDK sends it on every call)."""
     endpoint = ENDPOINTS.get((method, path)) or next((e for (_, p), e in ENDPOINTS.items() if p == path), None)
@@ -88,7 +98,7 @@ class RelayApp:
         self.customer = CustomerApi(quota.redis, pipeline.authenticate)
         self.started = time.time()
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         COUNTERS.requests += 1
         request_id = new_request_id()
         method = environ["REQUEST_METHOD"]
@@ -115,7 +125,7 @@ class RelayApp:
         start_response(_status_line(response.status), response.headers + ids)
         return response.body
 
-    def dispatch(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
+    def dispatch(self, ctx: RequestContext, environ: WSGIEnvironment, method: str, path: str) -> Response:
         endpoint = ENDPOINTS.get((method, path))
         if endpoint is not None:
             body = read_body(environ, self.settings.max_body_bytes)
@@ -132,7 +142,7 @@ class RelayApp:
             raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
         raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
 
-    def gemini(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
+    def gemini(self, ctx: RequestContext, environ: WSGIEnvironment, method: str, path: str) -> Response:
         """Gemini's routes, whose paths carry the model: an action on a model, or the model list."""
         route = gemini_route(path, GEMINI_ACTIONS)
         if route is None:
@@ -171,7 +181,7 @@ def _status_line(status: int) -> str:
     return f"{status} {_REASONS.get(status, 'Unknown')}"
 
 
-def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
+def build_relay(settings: RelaySettings, redis: Redis[bytes] | None = None) -> RelayApp:
     given_redis = redis is not None
     if redis is None:
         redis = counting_redis(settings.redis_url, max_connections=settings.redis_pool_size, health_check_interval=30)
@@ -192,7 +202,7 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
     return RelayApp(settings, holder, pipeline, quota)
 
 
-def start_follower(app: RelayApp):
+def start_follower(app: RelayApp) -> Greenlet:
     """The process's background work: follow the published snapshot, replay journaled settles."""
     import gevent
 
@@ -227,7 +237,7 @@ def replay_journals(pipeline: Pipeline, once: bool = False) -> None:
         gevent.sleep(JOURNAL_RETRY_SECONDS)
 
 
-def make_server(listener, wsgi_app, max_body: int = 32 * 1024 * 1024):
+def make_server(listener: Any, wsgi_app: WSGIApplication, max_body: int = 32 * 1024 * 1024) -> HttpServer:
     """The relay's HTTP server (relay/http_server.py): headers and body go out together, Nagle off."""
     from relay.http_server import HttpServer
 

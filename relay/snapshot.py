@@ -12,6 +12,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from relay.pricing import Price
 
@@ -36,11 +37,11 @@ class Limits:
     def any(self) -> bool:
         return bool(self.rpm or self.tpm or self.concurrency)
 
-    def to_payload(self) -> list:
+    def to_payload(self) -> list[int | None]:
         return [self.rpm, self.tpm, self.concurrency]
 
     @classmethod
-    def from_payload(cls, raw) -> Limits:
+    def from_payload(cls, raw: Iterable[int | None] | None) -> Limits:
         return cls(*raw) if raw else NO_LIMITS
 
 
@@ -115,7 +116,7 @@ class ChannelView:
     priority: int = 0
     weight: int = 1
     status: str = Status.ENABLED
-    config: dict = field(default_factory=dict)  # type-specific settings (api_version, timeouts, …)
+    config: dict[str, Any] = field(default_factory=dict)  # type-specific settings (api_version, timeouts, …)
     limits: Limits = NO_LIMITS  # upstream capacity of the whole channel
     key_limits: Limits = NO_LIMITS  # upstream capacity of each of its keys
 
@@ -151,7 +152,8 @@ class Bans:
     keys: dict[int, BanView] = field(default_factory=dict)
     networks: tuple[tuple[IPNetwork, BanView], ...] = ()
 
-    def for_request(self, user_id: int | None, key_id: int, ip, now: float) -> BanView | None:
+    def for_request(self, user_id: int | None, key_id: int, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+                    now: float) -> BanView | None:
         for ban in (self.users.get(user_id) if user_id is not None else None, self.keys.get(key_id)):
             if ban is not None and ban.active(now):
                 return ban
@@ -173,7 +175,7 @@ class Snapshot:
     disabled_users: frozenset[int] = frozenset()
     built_at: float = 0.0
     user_limits: dict[int, Limits] = field(default_factory=dict)  # only users that have limits
-    _routes: dict = field(default_factory=dict, repr=False)
+    _routes: dict[str | tuple[str, str], Any] = field(default_factory=dict, repr=False)  # memoised lookups
 
     # --- lookups -------------------------------------------------------------------------------
     def price_at(self, model: str, when: float) -> Price | None:
@@ -208,7 +210,7 @@ class Snapshot:
         if model not in self.served_models():
             return ()
         cache_key = (group, model)
-        found = self._routes.get(cache_key)
+        found: tuple[ChannelView, ...] | None = self._routes.get(cache_key)
         if found is None:
             found = tuple(
                 sorted(
@@ -239,7 +241,7 @@ class Snapshot:
         )
 
     # --- serialisation -------------------------------------------------------------------------
-    def to_payload(self, encrypt: Callable[[str], str]) -> dict:
+    def to_payload(self, encrypt: Callable[[str], str]) -> dict[str, Any]:
         return {
             "version": self.version,
             "built_at": self.built_at,
@@ -303,7 +305,7 @@ class Snapshot:
         }
 
     @classmethod
-    def from_payload(cls, payload: dict, decrypt: Callable[[str], str]) -> Snapshot:
+    def from_payload(cls, payload: dict[str, Any], decrypt: Callable[[str], str]) -> Snapshot:
         keys = {
             k["hash"]: KeyView(
                 id=k["id"],

@@ -38,6 +38,7 @@ from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
 
 if TYPE_CHECKING:
+    from relay.endpoints.base import Endpoint
     from relay.pipeline import Pipeline
 
 DEFAULT_PAGE, MAX_PAGE = 50, 1000  # models per listing page, as Google pages them
@@ -68,7 +69,7 @@ def path_model(raw: str) -> str:
 class GeminiRoute:
     """What a Gemini URL asks for: an action on a model (`endpoint` set), one model, or the list."""
 
-    endpoint: object | None
+    endpoint: Endpoint | None
     model: str | None
     log_path: str  # the URL with the model left out: request logs keep the shape, not the name
 
@@ -87,7 +88,7 @@ def is_gemini_path(path: str, environ: dict[str, Any]) -> bool:
     return path.startswith("/v1/models") and (":" in path or google_caller(environ))
 
 
-def gemini_route(path: str, actions: dict[str, Any]) -> GeminiRoute | None:
+def gemini_route(path: str, actions: dict[str, Endpoint]) -> GeminiRoute | None:
     """The route of a Gemini URL, or None when it is none of them."""
     version = "/v1beta" if path.startswith("/v1beta/") else "/v1"
     rest = path[len(version):]

@@ -181,10 +181,10 @@ class Calls:
 
     def answer(self, response: dict[str, Any]) -> str:
         wanted, name = response.get("id"), str(response.get("name") or "")
-        for n, (call_id, called) in enumerate(self.waiting):
+        for n, (call_id, _called) in enumerate(self.waiting):
             if call_id == wanted:
                 return self.waiting.pop(n)[0]
-        for n, (call_id, called) in enumerate(self.waiting):
+        for n, (_call_id, called) in enumerate(self.waiting):
             if called == name:
                 return self.waiting.pop(n)[0]
         return wanted if isinstance(wanted, str) and wanted else f"call_{name or 'unknown'}"

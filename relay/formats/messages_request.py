@@ -69,7 +69,8 @@ def _result_text(block: dict[str, Any]) -> str:
 def tool_messages(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the tool message, image parts it carried) for a tool_result block."""
     content = block.get("content")
-    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    blocks = ([{"type": "text", "text": content}] if isinstance(content, str)
+              else [b for b in content if isinstance(b, dict)] if isinstance(content, list) else [])
     text = "\n".join(filter(None, (_result_text(b) for b in blocks)))
     images = [image_part(b) for b in blocks if b.get("type") == "image"]
     if block.get("is_error"):
