@@ -14,12 +14,18 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 from wsgiref.handlers import format_date_time
 
 import httptools
 
 from relay.sockets import send_all
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from wsgiref.types import WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +41,12 @@ class _Stop(Exception):
 
 class _Request:
     __slots__ = ("url", "headers", "body", "size", "skipped", "method", "version", "keep_alive")
+    # set once the message is complete (_Reader._finish)
+    method: str
+    version: str
+    keep_alive: bool
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
@@ -47,35 +57,36 @@ class _Request:
 class _Reader:
     """httptools callbacks: collects complete requests in arrival order."""
 
-    def __init__(self, sock, max_body: int):
+    def __init__(self, sock: Any, max_body: int) -> None:
         self.sock = sock
         self.max_body = max_body
         self.parser = httptools.HttpRequestParser(self)
         self.ready: deque[_Request] = deque()
+        # Between on_message_begin and _finish: the callbacks in between rely on it.
         self.current: _Request | None = None
         self.head_bytes = 0
         self.head_too_large = False
 
-    def on_message_begin(self):
+    def on_message_begin(self) -> None:
         self.current = _Request()
         self.head_bytes = 0
 
-    def on_url(self, url: bytes):
-        self.current.url += url
+    def on_url(self, url: bytes) -> None:
+        self.current.url += url  # type: ignore[union-attr]  # inside a message
         self._count(len(url))
 
-    def on_header(self, name: bytes, value: bytes):
-        self.current.headers.append((name, value))
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.current.headers.append((name, value))  # type: ignore[union-attr]  # inside a message
         self._count(len(name) + len(value))
 
-    def _count(self, n: int):
+    def _count(self, n: int) -> None:
         self.head_bytes += n
         if self.head_bytes > MAX_HEAD:
             self.head_too_large = True
             raise _Stop("request head too large")
 
-    def on_headers_complete(self):
-        request = self.current
+    def on_headers_complete(self) -> None:
+        request: _Request = self.current  # type: ignore[assignment]  # inside a message
         length = next((v for k, v in request.headers if k.lower() == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > self.max_body:
             request.skipped = True
@@ -84,8 +95,8 @@ class _Reader:
         if any(k.lower() == b"expect" and v.lower() == b"100-continue" for k, v in request.headers):
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def on_body(self, body: bytes):
-        request = self.current
+    def on_body(self, body: bytes) -> None:
+        request: _Request = self.current  # type: ignore[assignment]  # inside a message
         request.size += len(body)
         if request.size > self.max_body:
             request.body.append(body[: max(self.max_body + 1 - (request.size - len(body)), 0)])
@@ -94,11 +105,12 @@ class _Reader:
             raise _Stop("body over the limit")
         request.body.append(body)
 
-    def on_message_complete(self):
+    def on_message_complete(self) -> None:
         self._finish()
 
-    def _finish(self):
-        request, self.current = self.current, None
+    def _finish(self) -> None:
+        request: _Request = self.current  # type: ignore[assignment]  # inside a message
+        self.current = None
         parser = self.parser
         request.method = parser.get_method().decode("latin-1")
         request.version = parser.get_http_version()
@@ -106,12 +118,12 @@ class _Reader:
         self.ready.append(request)
 
 
-def _no_write(data):
+def _no_write(data: bytes) -> None:
     raise NotImplementedError("the WSGI write() callable is not supported: return an iterable")
 
 
 class HttpServer:
-    def __init__(self, listener, app, max_body: int = 32 * 1024 * 1024, spawn="default"):
+    def __init__(self, listener: Any, app: WSGIApplication, max_body: int = 32 * 1024 * 1024, spawn: Any = "default") -> None:
         from gevent.server import StreamServer
 
         self.app = app
@@ -120,20 +132,20 @@ class HttpServer:
         self._date = (0, "")
 
     # the parts of gevent's server API the launchers use
-    def init_socket(self):
+    def init_socket(self) -> None:
         self.server.init_socket()
 
-    def serve_forever(self):
+    def serve_forever(self) -> None:
         self.server.serve_forever()
 
-    def stop(self, timeout=None):
+    def stop(self, timeout: float | None = None) -> None:
         self.server.stop(timeout)
 
     @property
-    def address(self):
+    def address(self) -> Any:
         return self.server.address
 
-    def handle(self, sock, address):
+    def handle(self, sock: Any, address: Any) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -148,7 +160,7 @@ class HttpServer:
             except OSError:
                 pass
 
-    def _serve(self, sock, reader: _Reader, peer: str):
+    def _serve(self, sock: Any, reader: _Reader, peer: str) -> None:
         waiting = IDLE_SECONDS
         while True:
             sock.settimeout(waiting)
@@ -176,7 +188,7 @@ class HttpServer:
                 return
             waiting = REQUEST_SECONDS if reader.current is not None else IDLE_SECONDS
 
-    def _plain(self, sock, status: int):
+    def _plain(self, sock: Any, status: int) -> None:
         text = {400: b"400 Bad Request", 431: b"431 Request Header Fields Too Large"}[status]
         try:
             sock.sendall(b"HTTP/1.1 " + text + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -189,10 +201,10 @@ class HttpServer:
             self._date = (now, format_date_time(now))
         return self._date[1]
 
-    def environ(self, request: _Request, peer: str) -> dict:
+    def environ(self, request: _Request, peer: str) -> WSGIEnvironment:
         url = httptools.parse_url(request.url)
         body = b"".join(request.body)
-        env = {
+        env: WSGIEnvironment = {
             "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": "",
             "PATH_INFO": unquote_to_bytes(url.path or b"/").decode("latin-1"),
@@ -224,13 +236,14 @@ class HttpServer:
                 env[key] = env[key] + "," + text if key in env else text
         return env
 
-    def _respond(self, sock, request: _Request, peer: str) -> bool:
+    def _respond(self, sock: Any, request: _Request, peer: str) -> bool:
         """Run the app for one request and write its response; False when the connection must close."""
-        state: dict = {}
+        state: dict[str, Any] = {}
 
-        def start_response(status, headers, exc_info=None):
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: OptExcInfo | None = None) -> Callable[[bytes], None]:
             if exc_info is not None and state.get("sent"):
-                raise exc_info[1].with_traceback(exc_info[2])
+                raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]  # given, it holds an exception (PEP 3333)
             state["status"], state["headers"] = status, headers
             return _no_write
 
@@ -254,7 +267,7 @@ class HttpServer:
                 close()
         return keep
 
-    def _write(self, sock, request: _Request, state: dict, result, keep: bool) -> bool:
+    def _write(self, sock: Any, request: _Request, state: dict[str, Any], result: Iterable[bytes], keep: bool) -> bool:
         write_to = getattr(result, "write_to", None)
         if write_to is not None and "status" in state:
             # A body that writes itself (relay/streaming.py pumps an upstream stream from the loop).
@@ -283,7 +296,7 @@ class HttpServer:
             send_all(sock, last)
         return keep
 
-    def _head(self, request: _Request, state: dict, keep: bool):
+    def _head(self, request: _Request, state: dict[str, Any], keep: bool) -> tuple[bytes, Callable[[bytes], bytes] | None, bytes, bool]:
         """(status line and headers, how a body piece is framed — None for no body —, what ends the
         body, whether the connection stays open)."""
         status, headers = state.get("status", "500 Internal Server Error"), state.get("headers", [])
