@@ -24,8 +24,9 @@ import httptools
 from relay.sockets import send_all
 
 if TYPE_CHECKING:
-    from _typeshed import OptExcInfo
     from wsgiref.types import WSGIApplication, WSGIEnvironment
+
+    from _typeshed import OptExcInfo
 
 log = logging.getLogger(__name__)
 

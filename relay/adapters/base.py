@@ -7,8 +7,8 @@ kind of failure an upstream error is. It never does I/O itself: the pipeline sen
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relay.errors import UpstreamError

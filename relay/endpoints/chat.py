@@ -1,9 +1,9 @@
 """POST /v1/chat/completions in OpenAI format, streaming or not."""
 from __future__ import annotations
 
-from relay import tokens
 from typing import Any
 
+from relay import tokens
 from relay.adapters.base import Adapter, ChatRequest, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response
