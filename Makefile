@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 VENDOR  := controlplane/static/vendor
 ASSETS  := $(VENDOR)/.stamp
 
-.PHONY: run test install assets test-fast bench bench-compare bench-scale clean
+.PHONY: run test lint install assets test-fast bench bench-compare bench-scale clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,7 +32,12 @@ run: $(STAMP) $(ASSETS)
 	$(BIN)/switchboard db upgrade
 	$(BIN)/switchboard up
 
-test: $(STAMP) $(ASSETS)
+# Lint and type checks first: `make test` fails on a finding (config in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check relay controlplane workers scripts tests bench wsgi.py
+	$(BIN)/mypy
+
+test: lint $(ASSETS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) $(ASSETS)

@@ -73,7 +73,7 @@ def main() -> None:
         bench.wrk(bench.relay_url, 32)
         for concurrency in concurrencies:
             rows.append({"gateway": "direct", "concurrency": concurrency, **bench.wrk(direct_url, concurrency)})
-            rows.append({"gateway": "switchboard", "concurrency": concurrency, **bench.through_relay(lambda: bench.wrk(bench.relay_url, concurrency))})
+            rows.append({"gateway": "switchboard", "concurrency": concurrency, **bench.through_relay(lambda c=concurrency: bench.wrk(bench.relay_url, c))})
         rows += litellm_rows(bench, concurrencies)
     finally:
         bench.stop()

@@ -34,7 +34,8 @@ def stream_events(chunks: int) -> list[bytes]:
         delta = {"role": "assistant", "content": ""} if i == 0 else {"content": " word"}
         data = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": None}], usage=None)
         events.append(b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
-    events.append(b"data: " + json.dumps(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}], usage=None), separators=(",", ":")).encode() + b"\n\n")
+    last = dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}], usage=None)
+    events.append(b"data: " + json.dumps(last, separators=(",", ":")).encode() + b"\n\n")
     events.append(b"data: " + json.dumps(dict(base, choices=[], usage=USAGE), separators=(",", ":")).encode() + b"\n\n")
     events.append(b"data: [DONE]\n\n")
     return [f"{len(e):x}\r\n".encode() + e + b"\r\n" for e in events]

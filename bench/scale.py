@@ -182,7 +182,9 @@ def latency_during_changes(scale: Scale, secret: str, seconds: float) -> dict:
     busy = load(time.perf_counter() + seconds)
     out, _ = changer.communicate(timeout=120)
     publishes, publish_ms = (float(x) for x in out.split())
-    ms = lambda v: round(v * 1000, 2)
+    def ms(v: float) -> float:
+        return round(v * 1000, 2)
+
     return {"quiet_ms": (ms(p50(quiet)), ms(pct(quiet, 0.99)), ms(max(quiet))), "changing_ms": (ms(p50(busy)), ms(pct(busy, 0.99)), ms(max(busy))),
             "publishes": int(publishes), "publish_ms": round(publish_ms, 2)}
 

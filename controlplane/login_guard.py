@@ -68,7 +68,7 @@ class LoginGuard:
 
     def failed(self, email: str, ip: str) -> None:
         pipe = self.redis.pipeline()
-        for key, ttl in zip(self._keys(email, ip, time.time()), (2 * MINUTE, 2 * MINUTE, 2 * QUARTER)):
+        for key, ttl in zip(self._keys(email, ip, time.time()), (2 * MINUTE, 2 * MINUTE, 2 * QUARTER), strict=True):
             pipe.incr(key)
             pipe.expire(key, ttl)
         pipe.execute()

@@ -98,7 +98,7 @@ def _fold(model, dims: tuple[str, ...], totals: dict[tuple, dict]) -> None:
     if not totals:
         return
     keys = list(totals)
-    clauses = [and_(*(getattr(model, d) == v for d, v in zip(dims, key))) for key in keys]
+    clauses = [and_(*(getattr(model, d) == v for d, v in zip(dims, key, strict=True))) for key in keys]
     existing = {}
     for i in range(0, len(clauses), 200):
         for row in db.session.scalars(select(model).where(or_(*clauses[i:i + 200])).with_for_update()):
@@ -106,7 +106,7 @@ def _fold(model, dims: tuple[str, ...], totals: dict[tuple, dict]) -> None:
     for key, add in totals.items():
         row = existing.get(key)
         if row is None:
-            db.session.add(model(**dict(zip(dims, key)), **add))
+            db.session.add(model(**dict(zip(dims, key, strict=True)), **add))
             continue
         for f in SUM_FIELDS:
             setattr(row, f, getattr(row, f) + add[f])

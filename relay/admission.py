@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from relay import generation, idempotency, quota
 from relay.health import ARG_READER_LUA, HEALTH_LUA, NO_OUTCOME_ARGS, HealthPolicy, Outcome
 from relay.limits import LIMITS_LUA, Scope
 from relay.quota import Hold
 from relay.selector import Plan, Route
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from relay.snapshot import ChannelView
 
 _ROUTES_LUA = r"""
 local function read_channels()
@@ -164,7 +169,7 @@ class LimitRefused(Exception):
 class NoRoute(Exception):
     """No route can serve now: at capacity or cooling down (retry_after > 0), or none at all."""
 
-    def __init__(self, retry_after: int, skips: list, panic: bool):
+    def __init__(self, retry_after: int, skips: list[Any], panic: bool):
         super().__init__("no usable route")
         self.retry_after, self.skips, self.panic = retry_after, skips, panic
 
@@ -192,8 +197,8 @@ class Admission:
     plan: Plan
     route: Route
     panic: bool = False
-    skips: list = field(default_factory=list)  # [(route, why)] from the latest pick
-    tried: list = field(default_factory=list)  # [(channel id, key id)] in attempt order
+    skips: list[Any] = field(default_factory=list)  # [(route, why)] from the latest pick
+    tried: list[Any] = field(default_factory=list)  # [(channel id, key id)] in attempt order
 
     def route_scopes(self) -> tuple[Scope, ...]:
         channel = self.route.channel
@@ -201,13 +206,13 @@ class Admission:
         return tuple(s for s in found if s.limits.any)
 
 
-def _text(values) -> list:
+def _text(values: Iterable[Any]) -> list[Any]:
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
-def _plan_args(channels, routes: list[Route]) -> list:
+def _plan_args(channels: tuple[ChannelView, ...], routes: list[Route]) -> list[Any]:
     index = {c.id: i + 1 for i, c in enumerate(channels)}
-    args: list = [len(channels)]
+    args: list[Any] = [len(channels)]
     for c in channels:
         lim, key = c.limits, c.key_limits
         args += [c.id, lim.rpm or 0, lim.tpm or 0, lim.concurrency or 0, key.rpm or 0, key.tpm or 0, key.concurrency or 0]
@@ -217,22 +222,22 @@ def _plan_args(channels, routes: list[Route]) -> list:
     return args
 
 
-def _scope_args(scopes) -> list:
-    args: list = [len(scopes)]
+def _scope_args(scopes: tuple[Scope, ...]) -> list[Any]:
+    args: list[Any] = [len(scopes)]
     for s in scopes:
         args += s.args()
     return args
 
 
-def _skips(routes: list[Route], flat: list) -> list[tuple[Route, str]]:
+def _skips(routes: list[Route], flat: list[Any]) -> list[tuple[Route, str]]:
     return [(routes[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
 
 
 class Gate:
     """The relay's Redis side of a request: admit, fail over, settle."""
 
-    def __init__(self, redis, policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time,
-                 register: Callable | None = None, generation_ttl: int = 0):
+    def __init__(self, redis: Redis[bytes], policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time,
+                 register: Callable[[str], Callable[..., Any]] | None = None, generation_ttl: int = 0):
         """`register(text)` makes a callable script; the relay passes relay/resp.py's lean one.
         `generation_ttl`: how long settle keeps each request's record for GET /v1/generation."""
         self.redis = redis
@@ -273,7 +278,7 @@ class Gate:
             hold = replace(hold, amount=reserved)
         return Admission(hold, scopes, plan, route, reply[3] == 1, _skips(routes, reply[4:]), [route.ids])
 
-    def failover(self, admission: Admission, failed: Outcome, remaining: list[Route]) -> tuple[Route | None, int, list]:
+    def failover(self, admission: Admission, failed: Outcome, remaining: list[Route]) -> tuple[Route | None, int, list[Any]]:
         """Record the failed attempt and move to the first usable route of `remaining`.
 
         Returns (the new route or None, seconds to wait when only capacity stood in the way, the
@@ -294,7 +299,7 @@ class Gate:
         return admission.route, wait, record
 
     def settle(self, admission: Admission, cost: int, event: bytes, tokens: int, outcome: Outcome | None,
-               record: list | None = None) -> tuple[bool, list, int]:
+               record: list[Any] | None = None) -> tuple[bool, list[Any], int]:
         """Settle once: money, leases, tokens, health, and `record` (relay/generation.py's
         `settle_args`) kept for GET /v1/generation. Returns (settled now, the health record, the
         amount charged); (False, [], 0) when it was already settled."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -17,6 +17,9 @@ from relay.journal import JournalEntry, SettleJournal
 from relay.pricing import Usage
 from relay.quota import Hold
 from relay.usage import UsageEvent
+
+if TYPE_CHECKING:
+    from relay.admission import Admission, Gate
 
 log = logging.getLogger(__name__)
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
@@ -76,7 +79,7 @@ class Settlement:
     __slots__ = ("gate", "admission", "ctx", "price", "multiplier_bp", "prompt_estimate", "settled", "pending", "on_settled", "status",
                  "charged", "journal")
 
-    def __init__(self, gate, admission, ctx: RequestContext, price: pricing.Price, multiplier_bp: int, prompt_estimate: int,
+    def __init__(self, gate: Gate, admission: Admission, ctx: RequestContext, price: pricing.Price, multiplier_bp: int, prompt_estimate: int,
                  on_settled: Callable[[], None] | None = None, journal: SettleJournal | None = None):
         self.gate = gate
         self.admission = admission

@@ -37,7 +37,7 @@ def _fields(micro: int) -> bytes:
     return b'"cost":' + orjson.dumps(usd(micro)) + b',"cost_micro_usd":%d' % micro
 
 
-def _blank(match: re.Match) -> bytes:
+def _blank(match: re.Match[bytes]) -> bytes:
     return b'"' + b"_" * (len(match.group()) - 2) + b'"'
 
 

@@ -70,7 +70,9 @@ def _forwarded_for(header: str) -> list[str]:
 
 
 def _split_quoted(text: str, sep: str) -> list[str]:
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted

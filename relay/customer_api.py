@@ -17,6 +17,7 @@ import calendar
 import datetime as dt
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 import orjson
@@ -27,6 +28,9 @@ from relay.errors import RelayError, bad_request
 from relay.generation import GenerationRecord, record_key
 from relay.keys import KeyView
 from relay.snapshot import GroupView, Limits, Snapshot
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 GENERATION = "/v1/generation"
 KEY_PATHS = ("/v1/key", "/v1/auth/key")
@@ -42,7 +46,7 @@ def usd(micro: int) -> float:
     return micro / 1_000_000
 
 
-def _int(value) -> int:
+def _int(value: Any) -> int:
     return int(value or 0)
 
 
@@ -58,7 +62,7 @@ class Window:
     def remaining(self) -> int | None:
         return None if self.limit is None else max(0, self.limit - self.spent - self.held)
 
-    def to_api(self) -> dict | None:
+    def to_api(self) -> dict[str, Any] | None:
         if self.limit is None:
             return None
         return {"limit": usd(self.limit), "spent": usd(self.spent), "remaining": usd(self.remaining or 0),
@@ -87,17 +91,17 @@ def _iso(epoch: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch is not None else None
 
 
-def _limits(limits: Limits) -> dict | None:
+def _limits(limits: Limits) -> dict[str, Any] | None:
     return {"rpm": limits.rpm, "tpm": limits.tpm, "concurrency": limits.concurrency} if limits.any else None
 
 
 class CustomerApi:
-    def __init__(self, redis, authenticate):
+    def __init__(self, redis: Redis[bytes], authenticate: Callable[[RequestContext, dict[str, Any], Snapshot, float], KeyView]) -> None:
         """`authenticate(ctx, environ, snapshot, now) -> KeyView` is the pipeline's."""
         self.redis = redis
         self.authenticate = authenticate
 
-    def handle(self, ctx: RequestContext, environ, path: str, snap: Snapshot) -> Response:
+    def handle(self, ctx: RequestContext, environ: dict[str, Any], path: str, snap: Snapshot) -> Response:
         now = time.time()
         key = self.authenticate(ctx, environ, snap, now)
         try:
@@ -115,7 +119,7 @@ class CustomerApi:
         return json_response(200, orjson.dumps(body))
 
     # --- GET /v1/generation ---------------------------------------------------------------------
-    def generation(self, key: KeyView, query: dict) -> dict:
+    def generation(self, key: KeyView, query: dict[str, Any]) -> dict[str, Any]:
         request_id = (query.get("id") or [""])[0]
         if not request_id:
             raise bad_request("The query parameter 'id' is required.", param="id", code="missing_required_parameter")
@@ -148,7 +152,7 @@ class CustomerApi:
             member=Window(key.member_allowance, _int(member[0]), _int(member[1])),
         )
 
-    def key_info(self, key: KeyView, group: GroupView | None, user_limits: Limits | None, now: float) -> dict:
+    def key_info(self, key: KeyView, group: GroupView | None, user_limits: Limits | None, now: float) -> dict[str, Any]:
         s = self.standing(key, now)
         rpm = key.limits.rpm
         return {"data": {
@@ -174,7 +178,7 @@ class CustomerApi:
         }}
 
     # --- the legacy OpenAI billing endpoints ------------------------------------------------------
-    def subscription(self, key: KeyView, now: float) -> dict:
+    def subscription(self, key: KeyView, now: float) -> dict[str, Any]:
         """`hard_limit_usd` is this month's spend plus what is left, so the sum front-ends compute
         (hard limit − this month's usage, the range NextChat and its forks ask for) is what is left."""
         s = self.standing(key, now)
@@ -182,7 +186,7 @@ class CustomerApi:
         return {"object": "billing_subscription", "has_payment_method": True, "soft_limit_usd": total, "hard_limit_usd": total,
                 "system_hard_limit_usd": total, "access_until": int(key.expires_at or 0)}
 
-    def usage(self, key: KeyView, query: dict, now: float) -> dict:
+    def usage(self, key: KeyView, query: dict[str, Any], now: float) -> dict[str, Any]:
         """The key's spend from start_date up to end_date (exclusive, as OpenAI's was), in cents."""
         start = _date(query, "start_date")
         end = _date(query, "end_date")
@@ -197,7 +201,7 @@ class CustomerApi:
             pipe.hget(_day_window(key.id, day), "spent")
         spent = [_int(v) for v in pipe.execute()] if days else []
         daily = [{"timestamp": int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()),
-                  "line_items": [{"name": "usage", "cost": micro / 10_000}]} for d, micro in zip(days, spent) if micro]
+                  "line_items": [{"name": "usage", "cost": micro / 10_000}]} for d, micro in zip(days, spent, strict=True) if micro]
         total = sum(spent)
         return {"object": "list", "daily_costs": daily, "total_usage": total / 10_000, "total_usage_micro_usd": total}
 
@@ -206,7 +210,7 @@ def _day_window(key_id: int, day: dt.date) -> str:
     return quota.key_day_key(key_id, calendar.timegm(day.timetuple()))
 
 
-def _date(query: dict, name: str) -> dt.date:
+def _date(query: dict[str, Any], name: str) -> dt.date:
     raw = (query.get(name) or [""])[0]
     try:
         return dt.date.fromisoformat(raw)

@@ -19,6 +19,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from relay.client_ip import Address, Network
@@ -40,7 +41,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # decimal, octal or hex digits per dot.
 _NUMERIC_PART = re.compile(r"0x[0-9a-f]*|[0-9]+")
 
-Resolver = Callable[..., list]
+Resolver = Callable[..., list[Any]]
 
 
 class EgressRefused(OSError):
@@ -142,7 +143,7 @@ class Egress:
         self.policy = policy or EgressPolicy()
         self.resolver = resolver
 
-    def _resolve(self, host: str, port: int) -> list[tuple]:
+    def _resolve(self, host: str, port: int) -> list[Any]:
         resolver = self.resolver or socket.getaddrinfo  # looked up now: gevent may have patched it
         try:
             infos = resolver(host, port, 0, socket.SOCK_STREAM)
@@ -153,7 +154,7 @@ class Egress:
         return infos
 
     @staticmethod
-    def _address(info) -> Address:
+    def _address(info: Any) -> Address:
         return ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
 
     def check_name(self, host: str) -> None:

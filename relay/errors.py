@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -144,7 +145,7 @@ class RelayError(Exception):
     def gemini_body(self, request_id: str) -> bytes:
         """Google's error shape; the relay's own code rides in an ErrorInfo detail, a retry delay in
         RetryInfo (where Google's SDKs and the Gemini CLI look for one)."""
-        details: list[dict] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": self.code.upper(),
+        details: list[dict[str, Any]] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": self.code.upper(),
                                 "domain": "switchboard", "metadata": {"request_id": request_id}}]
         if self.retry_after:
             details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{max(1, round(self.retry_after))}s"})

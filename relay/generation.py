@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -57,7 +58,7 @@ class GenerationRecord:
     def decode(cls, raw: bytes) -> GenerationRecord:
         return cls(*orjson.loads(raw))
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, Any]:
         """OpenRouter's generation fields where they mean the same, plus the exact integers."""
         prompt = self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
         completion = self.output_tokens + self.reasoning_tokens
@@ -89,7 +90,7 @@ class GenerationRecord:
         }
 
 
-def settle_args(event: UsageEvent, ttl_seconds: int) -> list:
+def settle_args(event: UsageEvent, ttl_seconds: int) -> list[Any]:
     """The settle script's last argument list: the record and its lifetime, or nothing."""
     if ttl_seconds <= 0:
         return [0]

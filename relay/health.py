@@ -15,9 +15,12 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from relay.errors import ErrorKind, UpstreamError
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 REPORTS_STREAM = "sb:health:reports"  # dead keys, for workers/health.py to disable in SQL
 REPORTS_GROUP = "apply"
@@ -76,7 +79,7 @@ class HealthPolicy:
     network_window_seconds: float = 10.0  # "everything failing at once" looks back this far
     dead_mark_seconds: int = 900  # relays skip a dead key this long; SQL disables it within seconds
 
-    def args(self) -> list:
+    def args(self) -> list[Any]:
         return [self.failures, self.base_seconds, self.max_seconds, self.cooldown_seconds,
                 self.max_cooldown_seconds, self.network_window_seconds, self.dead_mark_seconds]
 
@@ -94,7 +97,7 @@ class Outcome:
     retry_after: float | None = None
     network: bool = False  # no HTTP answer at all (connect error, timeout, reset)
 
-    def args(self) -> list:
+    def args(self) -> list[Any]:
         return [_RECORDED.get(self.effect, "none"), self.channel_id, self.key_id, self.key_since,
                 -1 if self.retry_after is None else self.retry_after, 1 if self.network else 0,
                 self.kind, self.message[:300]]
@@ -249,13 +252,13 @@ class TargetHealth:
 class Health:
     """Records outcomes and reads state outside the request path (console, tests, probes)."""
 
-    def __init__(self, redis, policy: HealthPolicy | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, redis: Redis[bytes], policy: HealthPolicy | None = None, clock: Callable[[], float] = time.time):
         self.redis = redis
         self.policy = policy or HealthPolicy()
         self.clock = clock
         self._record = redis.register_script(_RECORD)
 
-    def record(self, outcome: Outcome) -> list:
+    def record(self, outcome: Outcome) -> list[Any]:
         reply = self._record(args=[self.clock(), *self.policy.args(), *outcome.args()])
         return [v.decode() if isinstance(v, bytes) else v for v in reply]
 

@@ -13,7 +13,7 @@ import time
 import zlib
 from collections import deque
 from functools import lru_cache
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from geventhttpclient.response import HTTPResponse
@@ -42,7 +42,7 @@ class _Parser(HTTPResponse):
         self.pieces: list[bytes] = []
         self.fed = False
 
-    def _on_body(self, buf) -> None:
+    def _on_body(self, buf: bytearray) -> None:
         self.pieces.append(bytes(buf))
 
     def take(self) -> bytes:
@@ -51,8 +51,11 @@ class _Parser(HTTPResponse):
         return data
 
 
+Origin = tuple[str, str, int]  # (scheme, host, port)
+
+
 @lru_cache(maxsize=4096)
-def _target(url: str) -> tuple[tuple[str, str, int], str, str]:
+def _target(url: str) -> tuple[Origin, str, str]:
     """(origin, request target, Host header) of a URL, parsed once per distinct URL."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -64,7 +67,7 @@ def _target(url: str) -> tuple[tuple[str, str, int], str, str]:
     return (scheme, host, port), path, host_header
 
 
-def _decoder(headers):
+def _decoder(headers: Any) -> zlib._Decompress | None:
     encoding = (headers.get("content-encoding") or "").lower()
     if encoding in ("gzip", "x-gzip"):
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -78,7 +81,7 @@ class Exchange:
 
     __slots__ = ("client", "origin", "sock", "parser", "status", "headers", "_decode", "_raw", "_pending")
 
-    def __init__(self, client: "HttpClient", origin, sock, parser: _Parser):
+    def __init__(self, client: "HttpClient", origin: Origin, sock: Any, parser: _Parser) -> None:
         self.client, self.origin, self.sock, self.parser = client, origin, sock, parser
         self.status = parser.get_code()
         self.headers = parser.info()  # case-insensitive
@@ -100,7 +103,8 @@ class Exchange:
         return self.parser.message_complete
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        fd: int = self.sock.fileno()
+        return fd
 
     def start_nonblocking(self) -> bool:
         """Reads from now on never wait (`read_nowait`). True when the socket is TLS, whose buffer
@@ -197,7 +201,7 @@ class Exchange:
             _close(sock)
 
 
-def _close(sock) -> None:
+def _close(sock: Any) -> None:
     try:
         sock.close()
     except OSError:
@@ -210,7 +214,7 @@ class HttpClient:
 
     def __init__(self, pool_size: int = 256, ssl_context: ssl.SSLContext | None = None, egress: Egress | None = None):
         self.pool_size = pool_size
-        self.idle: dict[tuple, deque] = {}
+        self.idle: dict[Origin, deque[Any]] = {}  # idle sockets per origin
         self._ssl = ssl_context
         self.egress = egress or Egress()
 
@@ -219,7 +223,7 @@ class HttpClient:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
-    def _connect(self, origin, timeout: float):
+    def _connect(self, origin: Origin, timeout: float) -> Any:
         scheme, host, port = origin
         if scheme not in SCHEMES:
             raise ConnectFailed(f"{scheme} is not http or https")
@@ -236,7 +240,7 @@ class HttpClient:
                 raise ConnectFailed(f"TLS: {error}") from error
         return sock
 
-    def release(self, origin, sock) -> None:
+    def release(self, origin: Origin, sock: Any) -> None:
         idle = self.idle.setdefault(origin, deque())
         if len(idle) < self.pool_size:
             idle.append(sock)
@@ -259,9 +263,9 @@ class HttpClient:
             if exchange is not None:
                 return exchange
         sock = self._connect(origin, connect_timeout)
-        return self._exchange(origin, sock, method, payload, first_byte_timeout, reused=False)
+        return self._exchange(origin, sock, method, payload, first_byte_timeout, reused=False)  # type: ignore[return-value]  # None only when reused
 
-    def _exchange(self, origin, sock, method: str, payload: bytes, timeout: float, reused: bool) -> Exchange | None:
+    def _exchange(self, origin: Origin, sock: Any, method: str, payload: bytes, timeout: float, reused: bool) -> Exchange | None:
         parser = _Parser(method)
         try:
             sock.settimeout(timeout)

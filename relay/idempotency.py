@@ -24,12 +24,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from relay.context import Response
 from relay.errors import RelayError
+
+if TYPE_CHECKING:
+    from relay.billing import Settlement
+    from relay.context import RequestContext
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,7 @@ class Claim:
     fingerprint: str
     running_ttl: int  # seconds the in-progress mark outlives a relay that died holding it
 
-    def admit_args(self) -> list:
+    def admit_args(self) -> list[Any]:
         return [self.fingerprint, self.running_ttl]
 
 
@@ -102,11 +108,11 @@ class Prior(Exception):
         self.outcome = outcome
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def prior_from_reply(reply: list) -> Prior:
+def prior_from_reply(reply: list[Any]) -> Prior:
     """The admit script's {'idem', state, status, headers, body, rid} reply (the body stays bytes)."""
     state = _text(reply[1])
     if state in (RUNNING, "reused"):
@@ -120,7 +126,7 @@ def invalid_key() -> RelayError:
     return RelayError(400, "invalid_idempotency_key", f"The Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
 
 
-def fingerprint(environ, body: bytes) -> str:
+def fingerprint(environ: dict[str, Any], body: bytes) -> str:
     """The request as far as replay is concerned: method, path, query and body. A multipart body's
     boundary is left out: SDKs draw a new one for each retry of the same upload."""
     digest = hashlib.sha256()
@@ -134,7 +140,7 @@ def fingerprint(environ, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def claim_of(environ, key_id: int, body: bytes, running_ttl: float) -> Claim | None:
+def claim_of(environ: dict[str, Any], key_id: int, body: bytes, running_ttl: float) -> Claim | None:
     """None without the header (the common case: one dict look-up); 400 for a malformed key."""
     raw = environ.get(HEADER)
     if raw is None:
@@ -149,13 +155,13 @@ def claim_of(environ, key_id: int, body: bytes, running_ttl: float) -> Claim | N
 class Idempotency:
     """Replays recorded outcomes and records new ones (one round trip each time a request finishes)."""
 
-    def __init__(self, register, ttl_seconds: int, max_bytes: int):
+    def __init__(self, register: Callable[[str], Callable[..., Any]], ttl_seconds: int, max_bytes: int) -> None:
         self._finish = register(_FINISH)
         self.ttl_seconds = ttl_seconds
         self.max_bytes = max_bytes
 
     # --- a key seen before ----------------------------------------------------------------------
-    def replay(self, ctx, prior: Prior) -> Response:
+    def replay(self, ctx: RequestContext, prior: Prior) -> Response:
         outcome = prior.outcome
         if outcome.state == RUNNING:
             raise RelayError(409, "idempotency_in_progress", "A request with this Idempotency-Key is still in progress; "
@@ -173,7 +179,7 @@ class Idempotency:
         return Response(outcome.status, [*outcome.headers, REPLAYED], [outcome.body])
 
     # --- a new key, once its request has an outcome ------------------------------------------------
-    def keep(self, claim: Claim, ctx, response: Response, settlement) -> Response:
+    def keep(self, claim: Claim, ctx: RequestContext, response: Response, settlement: Settlement) -> Response:
         """Record a 200 answer; a stream is recorded as it passes and kept once it ended cleanly."""
         if isinstance(response.body, list):
             self._safely(self._record, claim, ctx.request_id, response.status, response.headers, b"".join(response.body))
@@ -190,7 +196,7 @@ class Idempotency:
             self._safely(self.release, claim, request_id)
 
     @staticmethod
-    def _safely(write, claim: Claim, request_id: str, *args) -> None:
+    def _safely(write: Callable[..., None], claim: Claim, request_id: str, *args: Any) -> None:
         """A record that cannot be written must not cost the caller its answer: the in-progress
         mark then expires with the request's deadline and a retry runs again."""
         try:
@@ -201,7 +207,7 @@ class Idempotency:
     def release(self, claim: Claim, request_id: str) -> None:
         self._finish(keys=[claim.redis_key], args=[request_id, "release"])
 
-    def _record(self, claim: Claim, request_id: str, status: int, headers, body: bytes | None) -> None:
+    def _record(self, claim: Claim, request_id: str, status: int, headers: Iterable[tuple[str, str]], body: bytes | None) -> None:
         kept = body is not None and len(body) <= self.max_bytes
         state = DONE if kept else TOO_LARGE
         self._finish(keys=[claim.redis_key], args=[request_id, "keep", self.ttl_seconds, state, status,
@@ -212,7 +218,7 @@ class RecordingBody:
     """A streamed body that keeps a copy of every byte handed to the caller, up to the cap, and
     writes the record when the body is closed (the server closes every body, finished or not)."""
 
-    def __init__(self, keeper: Idempotency, claim: Claim, request_id: str, response: Response, settlement):
+    def __init__(self, keeper: Idempotency, claim: Claim, request_id: str, response: Response, settlement: Settlement) -> None:
         self.keeper, self.claim, self.request_id = keeper, claim, request_id
         self.inner = response.body
         self.status, self.headers = response.status, response.headers
@@ -230,18 +236,19 @@ class RecordingBody:
         else:
             self.parts.append(data)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         for data in self.inner:
             self._keep(data)
             yield data
 
-    def write_to(self, sock, head: bytes, frame, last: bytes) -> None:
+    def write_to(self, sock: Any, head: bytes, frame: Callable[[bytes], bytes], last: bytes) -> None:
         """The server's pumped path (relay/streaming.py): every piece goes through `frame` on its way out."""
         def recording_frame(data: bytes) -> bytes:
             self._keep(data)
             return frame(data)
 
-        self.inner.write_to(sock, head, recording_frame, last)
+        # keep() wraps only streamed bodies (relay/streaming.py's StreamBody); a list is recorded at once
+        self.inner.write_to(sock, head, recording_frame, last)  # type: ignore[attr-defined]  # a StreamBody, see above
 
     def close(self) -> None:
         if self.closed:

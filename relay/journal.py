@@ -18,8 +18,9 @@ import fcntl
 import logging
 import os
 from dataclasses import dataclass
+from io import FileIO
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import orjson
 
@@ -66,9 +67,9 @@ class SettleJournal:
     def __init__(self, directory: Path, pid: int | None = None):
         self.directory = directory
         self.path = directory / f"{PREFIX}{pid or os.getpid()}{SUFFIX}"
-        self._file = None
+        self._file: FileIO | None = None
 
-    def _open(self):
+    def _open(self) -> FileIO:
         if self._file is None:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -138,7 +139,7 @@ def _apply_file(path: Path, apply: Callable[[JournalEntry], None]) -> int:
 class Replayer:
     """Applies journal entries to Redis with the replay script."""
 
-    def __init__(self, register: Callable[[str], Callable]):
+    def __init__(self, register: Callable[[str], Callable[..., Any]]):
         self._script = register(_REPLAY)
 
     def __call__(self, entry: JournalEntry) -> None:

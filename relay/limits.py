@@ -17,6 +17,7 @@ The Lua here is folded into the relay's hold and settle scripts (relay/admission
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from relay.keys import KeyView
 from relay.snapshot import GroupView, Limits
@@ -27,7 +28,7 @@ class Scope:
     name: str  # k:<id> | u:<id> | g:<name> | c:<id> | ck:<id>
     limits: Limits
 
-    def args(self) -> list:
+    def args(self) -> list[Any]:
         return [self.name, self.limits.rpm or 0, self.limits.tpm or 0, self.limits.concurrency or 0]
 
 

@@ -154,7 +154,8 @@ class Pipeline:
         if not endpoint.billed:
             # Free metadata calls (count_tokens): routed in the same order, never held, limited or charged.
             plan = self.plan(ctx, snap, key, model, endpoint)
-            return self.router.run_unbilled(ctx, plan, lambda adapter, target: endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, None))
+            return self.router.run_unbilled(
+                ctx, plan, lambda adapter, target: endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, None))
 
         claim = idempotency.claim_of(environ, key.id, body, self.settings.lease_seconds)
         estimate = endpoint.estimate(request, price, self.settings)

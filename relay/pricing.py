@@ -9,6 +9,7 @@ basis points (10,000 = 1.0×). A request is rounded once, half up, after everyth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 MICRO_PER_USD = 1_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000
@@ -89,7 +90,7 @@ class Price:
                 return table[candidate]
         return self.per_image or 0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The snapshot payload form (JSON-friendly)."""
         return {
             "model": self.model,
@@ -108,13 +109,13 @@ class Price:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Price":
+    def from_dict(cls, data: dict[str, Any]) -> "Price":
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["image_prices"] = image_table(fields.get("image_prices"))
         return cls(**fields)
 
 
-def image_table(prices) -> tuple[tuple[str, int], ...]:
+def image_table(prices: Any) -> tuple[tuple[str, int], ...]:
     """A per-image price table in its canonical, hashable form, sorted by tier."""
     return tuple(sorted((str(k), int(v)) for k, v in dict(prices or {}).items()))
 

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from types import FrameType
 
 from relay.settings import RelaySettings
 
@@ -58,7 +59,7 @@ def serve_processes(settings: RelaySettings, processes: int = 1) -> None:
                 os._exit(0)
         children.append(pid)
 
-    def forward(signum, _frame):
+    def forward(signum: int, _frame: FrameType | None) -> None:
         for pid in children:
             try:
                 os.kill(pid, signum)

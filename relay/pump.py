@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from gevent.hub import Waiter, get_hub
 
@@ -43,7 +43,7 @@ class PumpEnd:
 
 
 class Pump:
-    def __init__(self, source: Exchange, sock, frame: Callable[[bytes], bytes], step: Callable[[bytes], tuple[bytes, UpstreamError | None]],
+    def __init__(self, source: Exchange, sock: Any, frame: Callable[[bytes], bytes], step: Callable[[bytes], tuple[bytes, UpstreamError | None]],
                  idle: float, deadline: float, written: Callable[[], None] = lambda: None):
         """`written()` is called each time everything `step` gave has been taken by the caller's socket."""
         loop = get_hub().loop
@@ -77,7 +77,8 @@ class Pump:
             self.reader.start(self._readable)
             self.hangup.start(self._caller_readable)
             self.timer.start(self._tick)
-            return self.waiter.get()
+            end: PumpEnd = self.waiter.get()
+            return end
         finally:
             self.ended = True
             for watcher in (self.reader, self.writer, self.hangup, self.timer):

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from relay.usage import USAGE_STREAM
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 HOLDS_ZSET = "sb:holds"
 # Spend windows outlive their period by a margin so late settles and the console still find them;
@@ -234,7 +238,7 @@ class Hold:
     key_id: int
     amount: int
     windows: tuple[str, str, str]  # key/day, key/month, member/month spend windows (issue 6)
-    reserved: tuple[bool, bool, bool] = (False, False, False)  # which windows the hold counted in
+    reserved: tuple[bool, ...] = (False, False, False)  # which windows the hold counted in
 
 
 def hold_record(request_id: str, account_id: int, key_id: int, amount: int, budgets: Budgets = NO_BUDGETS,
@@ -246,7 +250,7 @@ def hold_record(request_id: str, account_id: int, key_id: int, amount: int, budg
 
 
 def hold_call(hold: Hold, key_limit: int | None, expires_at: float, budgets: Budgets = NO_BUDGETS,
-              least: int | None = None) -> tuple[list, list]:
+              least: int | None = None) -> tuple[list[Any], list[Any]]:
     """KEYS and ARGV of the hold script (relay/admission.py runs the same script inside its own).
     `least` makes the hold flexible: as much of `hold.amount` as every scope has room for, down to it."""
     return ([account_key(hold.account_id), api_key_key(hold.key_id), hold_key(hold.request_id), HOLDS_ZSET, *hold.windows],
@@ -255,7 +259,7 @@ def hold_call(hold: Hold, key_limit: int | None, expires_at: float, budgets: Bud
              -1 if least is None else least])
 
 
-def settle_call(hold: Hold, cost: int, event: bytes) -> tuple[list, list]:
+def settle_call(hold: Hold, cost: int, event: bytes) -> tuple[list[Any], list[Any]]:
     return ([hold_key(hold.request_id), HOLDS_ZSET, USAGE_STREAM, account_key(hold.account_id), api_key_key(hold.key_id), *hold.windows],
             [hold.request_id, cost, event, *("1" if r else "0" for r in hold.reserved), DAY_TTL_SECONDS, MONTH_TTL_SECONDS])
 
@@ -273,7 +277,7 @@ SETTLE_FUNCTION = f"local function money_settle(KEYS, ARGV)\n{_SETTLE}\nend\n"
 class Quota:
     """The relay's and the control plane's handle on live money in Redis."""
 
-    def __init__(self, redis):
+    def __init__(self, redis: Redis[bytes]) -> None:
         self.redis = redis
         self._hold = redis.register_script(_HOLD)
         self._settle = redis.register_script(_SETTLE)
@@ -305,8 +309,8 @@ class Quota:
     def release_expired(self, now: float, limit: int = 1000) -> int:
         """Release holds past their expiry (left by a crashed relay). Returns how many."""
         released = 0
-        for rid in self.redis.zrangebyscore(HOLDS_ZSET, "-inf", now, start=0, num=limit):
-            rid = rid.decode() if isinstance(rid, bytes) else rid
+        for raw in self.redis.zrangebyscore(HOLDS_ZSET, "-inf", now, start=0, num=limit):
+            rid = raw.decode() if isinstance(raw, bytes) else raw
             if self._release(keys=[hold_key(rid), HOLDS_ZSET], args=[rid]):
                 released += 1
         return released

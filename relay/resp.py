@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import socket
 from collections import deque
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -20,7 +22,7 @@ from relay.metrics import COUNTERS
 from relay.sockets import send_all
 
 
-def encode(*parts) -> bytes:
+def encode(*parts: Any) -> bytes:
     """A command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
@@ -30,6 +32,9 @@ def encode(*parts) -> bytes:
     return b"".join(out)
 
 
+Connection = tuple[socket.socket, Any]  # the socket and its hiredis reader
+
+
 class RespPool:
     """Connections to one Redis (redis://, unix://), each with its own hiredis reader."""
 
@@ -37,7 +42,7 @@ class RespPool:
         self.url = url
         self.size = size
         self.timeout = timeout
-        self.idle: deque = deque()
+        self.idle: deque[Connection] = deque()
         # At most `size` connections in use: callers beyond that wait their turn instead of opening
         # (and closing) a connection each. gevent's own semaphore: the patched threading one costs
         # a Condition and two lock operations per acquire.
@@ -45,18 +50,19 @@ class RespPool:
         parts = urlsplit(url)
         self.unix = parts.path if parts.scheme == "unix" else None
         self.address = None if self.unix else (parts.hostname or "127.0.0.1", parts.port or 6379)
-        self.db = int(parts.path.strip("/") or 0) if parts.scheme != "unix" else int(dict(q.split("=") for q in parts.query.split("&") if "=" in q).get("db", 0))
+        self.db = (int(parts.path.strip("/") or 0) if parts.scheme != "unix"
+                   else int(dict(q.split("=") for q in parts.query.split("&") if "=" in q).get("db", 0)))
         self.password = unquote(parts.password) if parts.password else None
         self.username = unquote(parts.username) if parts.username else None
 
-    def _connect(self):
+    def _connect(self) -> Connection:
         try:
             if self.unix:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(self.timeout)
                 sock.connect(self.unix)
             else:
-                sock = socket.create_connection(self.address, timeout=self.timeout)
+                sock = socket.create_connection(self.address, timeout=self.timeout)  # type: ignore[arg-type]  # set when unix is not
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as error:
             raise RedisConnectionError(f"cannot connect to Redis: {error}") from None
@@ -72,7 +78,7 @@ class RespPool:
                 raise ResponseError(str(reply))
         return conn
 
-    def _round_trip(self, conn, payload: bytes):
+    def _round_trip(self, conn: Connection, payload: bytes) -> Any:
         sock, reader = conn
         send_all(sock, payload)
         while True:
@@ -84,7 +90,7 @@ class RespPool:
                 raise ConnectionResetError("Redis closed the connection")
             reader.feed(data)
 
-    def execute(self, payload: bytes):
+    def execute(self, payload: bytes) -> Any:
         """Send one encoded command and return its reply (a ReplyError is returned, not raised)."""
         with self.slots:
             conn = self.idle.pop() if self.idle else self._connect()
@@ -109,7 +115,7 @@ class Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
 
-    def __call__(self, keys=(), args=()):
+    def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         reply = self.pool.execute(encode("EVALSHA", self.sha, len(keys), *keys, *args))
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             # First use on this Redis (or after SCRIPT FLUSH / a restart): EVAL loads it.

@@ -9,10 +9,11 @@ Every step goes into the request's decision trace (`ctx.note`), which ends up in
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from relay.adapters import Target, adapter_for
-from relay.adapters.base import Operation
+from relay.adapters.base import Adapter, Operation
 from relay.admission import Admission, Gate
 from relay.context import RequestContext, Response
 from relay.errors import RelayError, UpstreamError, upstream_failure
@@ -22,7 +23,10 @@ from relay.settings import Timeouts
 from relay.snapshot import ChannelView
 from relay.upstream import timeouts_for
 
-Attempt = Callable[[object, Target], "Response | UpstreamError"]
+if TYPE_CHECKING:
+    from relay.billing import Settlement
+
+Attempt = Callable[[Adapter, Target], "Response | UpstreamError"]
 
 
 class RetryBudget:
@@ -66,12 +70,12 @@ def supports(operation: Operation) -> Callable[[ChannelView], bool]:
     return check
 
 
-def note_skips(ctx: RequestContext, skips) -> None:
+def note_skips(ctx: RequestContext, skips: Iterable[tuple[Route, str]]) -> None:
     for route, why in skips:
         ctx.note(step="skip", channel=route.channel.id, key=route.key.id, why=why)
 
 
-def remaining_routes(plan: Plan, tried: list, failed_channels: set[int]) -> list[Route]:
+def remaining_routes(plan: Plan, tried: list[Any], failed_channels: set[int]) -> list[Route]:
     """Routes not tried yet; those on a channel that just failed as a whole go last."""
     untried = [r for r in plan.routes if r.ids not in tried]
     return [r for r in untried if r.channel.id not in failed_channels] + [r for r in untried if r.channel.id in failed_channels]
@@ -85,7 +89,7 @@ class Router:
         self.deadline_seconds = deadline_seconds
         self.budget = budget
 
-    def run(self, ctx: RequestContext, admission: Admission, settlement, attempt: Attempt) -> Response:
+    def run(self, ctx: RequestContext, admission: Admission, settlement: Settlement, attempt: Attempt) -> Response:
         """Attempts until a response, or raises the caller-facing error (nothing is sent yet)."""
         deadline = ctx.started_mono + self.deadline_seconds
         failed_channels: set[int] = set()
@@ -128,11 +132,12 @@ class Router:
     def run_unbilled(self, ctx: RequestContext, plan: Plan, attempt: Attempt) -> Response:
         """A free metadata call (count_tokens): the plan's routes in order, no hold, limits or health."""
         deadline = ctx.started_mono + self.deadline_seconds
-        outcome: UpstreamError | None = None
+        outcome: UpstreamError | None = None  # the last failure
         for number, route in enumerate(plan.routes[: self.max_attempts], start=1):
-            outcome = self._attempt(ctx, route, attempt, deadline, number)
-            if isinstance(outcome, Response):
-                return outcome
+            result = self._attempt(ctx, route, attempt, deadline, number)
+            if isinstance(result, Response):
+                return result
+            outcome = result
             if not retryable(effect_of(outcome.kind)) or time.monotonic() >= deadline:
                 break
         if outcome is None:
@@ -148,7 +153,7 @@ class Router:
             return "deadline passed"
         return None
 
-    def _attempt(self, ctx: RequestContext, route: Route, attempt: Attempt, deadline: float, number: int):
+    def _attempt(self, ctx: RequestContext, route: Route, attempt: Attempt, deadline: float, number: int) -> Response | UpstreamError:
         adapter = adapter_for(route.channel.type)
         ctx.channel_id, ctx.channel_key_id, ctx.upstream_model = route.channel.id, route.key.id, route.upstream_model
         ctx.timeouts = timeouts_for(route.channel, self.defaults).within(deadline - time.monotonic())
@@ -166,7 +171,7 @@ class Router:
         return outcome
 
     @staticmethod
-    def _note_record(ctx: RequestContext, failed: Outcome, record: list) -> None:
+    def _note_record(ctx: RequestContext, failed: Outcome, record: list[Any]) -> None:
         what = record[0] if record else "none"
         entry = {"step": "health", "channel": failed.channel_id, "key": failed.key_id, "result": what}
         if what == "failure" and record[1]:

@@ -43,7 +43,7 @@ class Selector:
 
     def __init__(self, rng: random.Random | None = None):
         self.rng = rng or random.Random()
-        self._counters: dict[int, itertools.count] = {}
+        self._counters: dict[int, itertools.count[int]] = {}
 
     def plan(self, channels: tuple[ChannelView, ...], model: str, supports: Callable[[ChannelView], bool] = lambda c: True) -> Plan:
         """Every route worth trying, best first. `channels` come highest priority first."""

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from relay.client_ip import Network, parse_networks
 from relay.edge import EdgeLimits
@@ -12,7 +14,7 @@ from relay.health import HealthPolicy
 DEFAULT_INSTANCE = "instance"
 
 
-def env_int(name: str, default: int, environ: dict | None = None) -> int:
+def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
     raw = (environ if environ is not None else os.environ).get(name)
     if raw is None or raw == "":
         return default
@@ -22,7 +24,7 @@ def env_int(name: str, default: int, environ: dict | None = None) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
-def env_float(name: str, default: float, environ: dict | None = None) -> float:
+def env_float(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
     raw = (environ if environ is not None else os.environ).get(name)
     if raw is None or raw == "":
         return default
@@ -32,14 +34,14 @@ def env_float(name: str, default: float, environ: dict | None = None) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
-def env_networks(name: str, environ: dict | None = None) -> tuple[Network, ...]:
+def env_networks(name: str, environ: Mapping[str, str] | None = None) -> tuple[Network, ...]:
     try:
         return parse_networks((environ if environ is not None else os.environ).get(name))
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
 
 
-def read_secret(name: str, env_var: str, instance_dir: Path, environ: dict | None = None) -> str | None:
+def read_secret(name: str, env_var: str, instance_dir: Path, environ: Mapping[str, str] | None = None) -> str | None:
     """A secret given in the environment wins; otherwise the one generated into the instance folder."""
     env = environ if environ is not None else os.environ
     if env.get(env_var):
@@ -123,10 +125,10 @@ class RelaySettings:
         return self.timeouts.total + 60
 
     @classmethod
-    def from_env(cls, environ: dict | None = None, **overrides) -> "RelaySettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "RelaySettings":
         env = environ if environ is not None else os.environ
         instance = Path(env.get("SWITCHBOARD_INSTANCE", DEFAULT_INSTANCE)).resolve()
-        values = dict(
+        values: dict[str, Any] = dict(
             redis_url=env.get("REDIS_URL", ""),
             encryption_key=read_secret("encryption.key", "SWITCHBOARD_ENCRYPTION_KEY", instance, env),
             instance_dir=instance,

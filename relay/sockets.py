@@ -8,17 +8,18 @@ write the kernel cannot take whole falls back to gevent, which waits cooperative
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from gevent.socket import socket as GeventSocket
 
 
-def raw_socket(sock):
+def raw_socket(sock: Any) -> Any:
     """The OS socket under a plain gevent socket; any other socket (TLS above all: its bytes must
     go through the SSL object) is returned as it is."""
     return sock._sock if type(sock) is GeventSocket else sock
 
 
-def send_all(sock, data: bytes) -> None:
+def send_all(sock: Any, data: bytes | memoryview) -> None:
     """`sock.sendall(data)`, trying one direct non-blocking send first."""
     if type(sock) is GeventSocket:
         try:
@@ -32,11 +33,11 @@ def send_all(sock, data: bytes) -> None:
 
 
 
-def peer_closed(sock) -> bool:
+def peer_closed(sock: Any) -> bool:
     """Whether the other side has closed the connection, without waiting or consuming anything: a
     caller that hung up reads as end-of-stream; one still there has nothing to read (or its next
     pipelined request). A TLS socket cannot be peeked at and counts as present."""
-    raw = raw_socket(sock)
+    raw: socket.socket = raw_socket(sock)
     try:
         blocking = raw.gettimeout()
         raw.settimeout(0.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 from relay.errors import UpstreamError
 from relay.pricing import Usage
@@ -18,7 +18,7 @@ class StreamEvent:
     """
 
     raw: bytes | None
-    chunk: dict | None = None
+    chunk: dict[str, Any] | None = None
     usage: Usage | None = None
     output_tokens: int = 0  # local count of the text this event delivers
     done: bool = False
@@ -36,7 +36,7 @@ class SSEBuffer:
 
     __slots__ = ("_buf",)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buf = b""
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -90,7 +90,7 @@ class EventDecoder:
     Subclasses implement `_decode(event) -> StreamEvent` (the event's bytes, blank line excluded).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sse = SSEBuffer()
 
     def feed(self, data: bytes) -> list[StreamEvent]:

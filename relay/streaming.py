@@ -8,15 +8,18 @@ exactly once, for what was delivered.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Iterator
+from typing import Any, Callable
 
 from relay import charges
 from relay.billing import Settlement
 from relay.context import SSE_HEADERS, RequestContext
 from relay.errors import OPENAI, ErrorKind, RelayError, UpstreamError
+from relay.pricing import Usage
 from relay.pump import Pump, PumpEnd
 from relay.settings import Timeouts
 from relay.sockets import peer_closed, send_all
+from relay.sse import StreamDecoder, StreamEvent
 from relay.upstream import UpstreamCallFailed, UpstreamResponse
 
 
@@ -29,7 +32,7 @@ def _nothing() -> None:
 
 
 class StreamBody:
-    def __init__(self, ctx: RequestContext, decoder, response: UpstreamResponse, settlement: Settlement, timeouts: Timeouts,
+    def __init__(self, ctx: RequestContext, decoder: StreamDecoder, response: UpstreamResponse, settlement: Settlement, timeouts: Timeouts,
                  error_format: str = OPENAI):
         self.ctx = ctx
         self.error_format = error_format  # a failure mid-stream is told in the caller's own event format
@@ -41,7 +44,7 @@ class StreamBody:
         self.timeouts = timeouts
         self.chunks = response.iter_chunks(timeouts.first_byte, timeouts.idle, self.deadline)
         self.pending: list[tuple[bytes, int]] = []
-        self.usage = None
+        self.usage: Usage | None = None
         self.done = False
         self.delivered = 0  # output tokens whose bytes the caller's socket has taken, counted locally
         self.queued = 0  # output tokens handed to the server and not yet known to be written
@@ -51,7 +54,7 @@ class StreamBody:
     def headers(self) -> list[tuple[str, str]]:
         return list(SSE_HEADERS)
 
-    def _absorb(self, event) -> None:
+    def _absorb(self, event: StreamEvent) -> None:
         if event.usage is not None:
             self.usage = event.usage
         if event.done:
@@ -85,7 +88,7 @@ class StreamBody:
             return None
         return UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "the upstream stream ended without any output")
 
-    def _take(self, event, out: list) -> None:
+    def _take(self, event: StreamEvent, out: list[Any]) -> None:
         self._absorb(event)
         if event.raw:
             raw = event.raw
@@ -93,7 +96,7 @@ class StreamBody:
                 raw = charges.annotate_event(raw, self.usage, self.settlement.price, self.settlement.multiplier_bp)
             out.append((raw, event.output_tokens))
 
-    def _drain(self, batch: list) -> bytes:
+    def _drain(self, batch: list[Any]) -> bytes:
         """One write for everything one read brought: fewer syscalls when events come in bursts."""
         if not batch:
             return b""
@@ -111,7 +114,7 @@ class StreamBody:
 
     def _step(self, data: bytes) -> tuple[bytes, UpstreamError | None]:
         """What one upstream read gives the caller, and the upstream's error that stopped it, if any."""
-        batch: list = []
+        batch: list[Any] = []
         for event in self.decoder.feed(data):
             if event.error is not None:
                 return self._drain(batch), event.error
@@ -125,7 +128,7 @@ class StreamBody:
         end, is charged for what was delivered, so it settles after the last write, whose output
         then counts."""
         if error is None:
-            batch: list = []
+            batch: list[Any] = []
             for event in self.decoder.finish():
                 self._take(event, batch)
             out = self._drain(batch)
@@ -143,7 +146,7 @@ class StreamBody:
         if self.usage is None:
             self._written()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         """The body for any WSGI server: a greenlet reads the upstream and yields what it brings. The
         server asks for the next piece once it has written the last one: that is when it counts as
         delivered."""
@@ -174,7 +177,7 @@ class StreamBody:
         self._written()
         settle()
 
-    def write_to(self, sock, head: bytes, frame, last: bytes) -> None:
+    def write_to(self, sock: Any, head: bytes, frame: Callable[[bytes], bytes], last: bytes) -> None:
         """The whole response on the caller's socket, for relay/http_server.py: the head with the
         first output in one write, then the upstream pumped by the event loop (relay/pump.py), then
         the end of the body (`last`, the chunked terminator) with the final bytes. Raises OSError

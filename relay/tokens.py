@@ -5,12 +5,12 @@ estimate follows the byte mix of the text. Counts made here are recorded as `usa
 """
 from __future__ import annotations
 
+from typing import Any
+
 import base64
 import binascii
 import math
 import re
-
-import orjson
 
 import orjson
 
@@ -87,11 +87,11 @@ def document_tokens(data: str) -> int:
     return pages * DOCUMENT_TOKENS_PER_PAGE
 
 
-def image_tokens(detail) -> int:
+def image_tokens(detail: object) -> int:
     return LOW_DETAIL_IMAGE_TOKENS if detail == "low" else IMAGE_TOKENS
 
 
-def part_tokens(part) -> int:
+def part_tokens(part: object) -> int:
     """Tokens of one content part, in any of the formats the relay reads: OpenAI chat (`text`,
     `image_url`, `input_audio`, `file`), Responses (`input_text`, `input_image`, `input_audio`,
     `input_file`), Anthropic (`text`, `image`, `document`, `tool_use`, `tool_result`, `thinking`)
@@ -115,7 +115,9 @@ def part_tokens(part) -> int:
         data = file.get("file_data") if isinstance(file, dict) else None
         return document_tokens(data) if isinstance(data, str) else FILE_REFERENCE_TOKENS
     if kind == "document":
-        source = part.get("source") if isinstance(part.get("source"), dict) else {}
+        source = part.get("source")
+        if not isinstance(source, dict):
+            source = {}
         if source.get("type") == "base64" and isinstance(source.get("data"), str):
             return document_tokens(source["data"])
         if source.get("type") == "text" and isinstance(source.get("data"), str):
@@ -125,14 +127,18 @@ def part_tokens(part) -> int:
         return text_tokens(str(part.get("name", ""))) + _json_tokens(part.get("input"))
     if kind == "tool_result":
         content = part.get("content")
-        return text_tokens(content) if isinstance(content, str) else sum(part_tokens(p) for p in content if isinstance(content, list))
+        if isinstance(content, str):
+            return text_tokens(content)
+        return sum(part_tokens(p) for p in content) if isinstance(content, list) else 0
     for field in ("text", "thinking", "refusal"):
         if isinstance(part.get(field), str):
             return text_tokens(part[field])
     inline = part.get("inlineData") or part.get("inline_data")
     if isinstance(inline, dict):
         mime = str(inline.get("mimeType") or inline.get("mime_type") or "")
-        data = inline.get("data") if isinstance(inline.get("data"), str) else ""
+        data = inline.get("data")
+        if not isinstance(data, str):
+            data = ""
         if mime.startswith("audio/"):
             return audio_tokens(data)
         return image_tokens(None) if mime.startswith("image/") else document_tokens(data)
@@ -141,16 +147,7 @@ def part_tokens(part) -> int:
     return 0
 
 
-def _json_tokens(value) -> int:
-    if value is None:
-        return 0
-    try:
-        return text_tokens(orjson.dumps(value).decode())
-    except TypeError:
-        return 0
-
-
-def _content_tokens(content) -> int:
+def _content_tokens(content: object) -> int:
     """Tokens of a message's content: a string or a list of parts."""
     if content is None:
         return 0
@@ -161,7 +158,7 @@ def _content_tokens(content) -> int:
     return 0
 
 
-def prompt_tokens(messages: list, tools: list | None = None) -> int:
+def prompt_tokens(messages: list[Any], tools: list[Any] | None = None) -> int:
     """Estimated prompt tokens of an OpenAI chat request."""
     total = PER_REQUEST_OVERHEAD
     for message in messages or ():
@@ -176,7 +173,7 @@ def prompt_tokens(messages: list, tools: list | None = None) -> int:
     return total
 
 
-def _json_tokens(value) -> int:
+def _json_tokens(value: object) -> int:
     try:
         return text_tokens(orjson.dumps(value).decode())
     except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels): not a prompt anyone means
@@ -188,7 +185,7 @@ def _json_tokens(value) -> int:
 _BLOCK_TEXT = ("text", "thinking", "name", "tool_name")
 
 
-def _block_tokens(block, depth: int = 0) -> int:
+def _block_tokens(block: object, depth: int = 0) -> int:
     """Tokens of one Anthropic content block, whatever its type: unknown blocks count as their JSON."""
     if depth > 3:  # tool results hold blocks, documents hold blocks; nothing real nests deeper
         return _json_tokens(block)
@@ -214,13 +211,13 @@ def _block_tokens(block, depth: int = 0) -> int:
     return _json_tokens(block)
 
 
-def _anthropic_content_tokens(content, depth: int = 0) -> int:
+def _anthropic_content_tokens(content: object, depth: int = 0) -> int:
     if isinstance(content, list):
         return sum(_block_tokens(b, depth) for b in content)
     return _block_tokens(content, depth)
 
 
-def anthropic_prompt_tokens(payload: dict) -> int:
+def anthropic_prompt_tokens(payload: dict[str, Any]) -> int:
     """Estimated prompt tokens of an Anthropic Messages request, read from the payload as the caller
     sent it. It never refuses a shape: any role (Claude Code puts `system` turns inside `messages`),
     any block type, strings where lists are usual. The hold must accept whatever native forwarding
@@ -232,7 +229,7 @@ def anthropic_prompt_tokens(payload: dict) -> int:
     return total + (_json_tokens(payload["tools"]) if payload.get("tools") else 0)
 
 
-def hold_prompt_tokens(messages: list, tools: list | None = None) -> int:
+def hold_prompt_tokens(messages: list[Any], tools: list[Any] | None = None) -> int:
     """A deliberately generous prompt estimate for the hold: twice the local estimate.
 
     Holds must not fall short of the real charge; over-reserving only delays a request that a

@@ -5,6 +5,7 @@ The transport is relay/http_client.py (pooled keep-alive sockets, a C response p
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from geventhttpclient.response import HTTPParseError
@@ -85,7 +86,7 @@ class UpstreamResponse:
         except TRANSPORT_ERRORS as exc:
             raise failure_of(exc) from None
 
-    def iter_chunks(self, first_timeout: float, idle_timeout: float, deadline: float | None = None):
+    def iter_chunks(self, first_timeout: float, idle_timeout: float, deadline: float | None = None) -> Iterator[bytes]:
         """Yield body bytes as they arrive. The first chunk may take `first_timeout`; after it, a gap
         longer than `idle_timeout` — or passing the monotonic `deadline` — raises a timeout."""
         try:

@@ -6,6 +6,7 @@ when it cost anything, one ledger entry. Fields are primitives so the event surv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -44,7 +45,7 @@ class UsageEvent:
     latency_ms: int | None = None
     ttft_ms: int | None = None
     client_ip: str | None = None
-    trace: list = field(default_factory=list)
+    trace: list[Any] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~10× faster than asdict
@@ -56,7 +57,7 @@ class UsageEvent:
         return cls(**known)
 
     @classmethod
-    def from_stream(cls, fields: dict) -> "UsageEvent":
+    def from_stream(cls, fields: dict[bytes, Any]) -> "UsageEvent":
         """The event of one stream entry. The settle script adds `charged` when it had to charge
         less than the event's cost (no balance, key limit or budget may go below zero); the
         difference is kept on the event as `uncharged` and in its trace."""

@@ -42,7 +42,8 @@ def _deliver(row: AlertSetting, balance: int) -> str:
     results = []
     if row.email:
         for address in account_recipients(row.account_id):
-            sent = send_email(rt.settings.smtp, address, f"Low balance: {micro_to_usd(balance, 2)} left", summary + "\n\nTop up or redeem a code to keep your keys working.")
+            sent = send_email(rt.settings.smtp, address, f"Low balance: {micro_to_usd(balance, 2)} left",
+                              summary + "\n\nTop up or redeem a code to keep your keys working.")
             results.append(f"email {address}: {'sent' if sent.ok else sent.detail}")
     if row.webhook_url:
         payload = {"account_id": account.id, "account_name": account.name, "balance_micro_usd": balance, "threshold_micro_usd": row.threshold}

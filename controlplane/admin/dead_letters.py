@@ -49,7 +49,7 @@ def _rows(letters: list[DeadLetter]) -> list[Row]:
         emails = dict(db.session.execute(select(Account.id, Account.name).where(Account.id.in_(accounts))).all())
         emails.update(db.session.execute(select(User.account_id, User.email).where(User.account_id.in_(accounts))).all())
     return [Row(letter, e, _when(letter.at), _when(e.started_at) if e else None, emails.get(e.account_id) if e else None)
-            for letter, e in zip(letters, events)]
+            for letter, e in zip(letters, events, strict=True)]
 
 
 @bp.get("/")

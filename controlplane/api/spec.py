@@ -27,7 +27,8 @@ def _parameters(op) -> list[dict]:
 
 def _operation(op) -> dict:
     roles = ", ".join(str(r) for r in op.roles)
-    ok = {"description": "No content"} if op.status == 204 else {"description": "OK", "content": {op.returns: {"schema": {"type": "string"} if op.returns != "application/json" else {"type": "object"}}}}
+    schema = {"type": "string"} if op.returns != "application/json" else {"type": "object"}
+    ok = {"description": "No content"} if op.status == 204 else {"description": "OK", "content": {op.returns: {"schema": schema}}}
     entry = {
         "operationId": op.endpoint.split(".")[-1],
         "summary": op.summary,

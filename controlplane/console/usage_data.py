@@ -81,7 +81,7 @@ def series(clauses: list, since: datetime, granularity: str, by: str | None) -> 
         i = index.get(period_of(row[0], granularity))
         if i is None:
             continue
-        for field, value in zip(("cost", "requests", "tokens"), row[1:4]):
+        for field, value in zip(("cost", "requests", "tokens"), row[1:4], strict=True):
             data[name][field][i] += int(value or 0)
     ranked = sorted(data.items(), key=lambda kv: -sum(kv[1]["cost"]))
     if len(ranked) > TOP:
@@ -111,7 +111,7 @@ def breakdown(clauses: list, since: datetime) -> tuple[dict, list[dict], list[di
     grouped = select(UsageRollup.api_key_id, UsageRollup.model, *sums).where(*where).group_by(UsageRollup.api_key_id, UsageRollup.model)
     for key_id, model, *values in db.session.execute(grouped):
         for t in (overall, keys.setdefault(key_id, _blank(key_id)), models.setdefault(model, _blank(model))):
-            for field, value in zip(("requests", "errors", "cost", *TOKENS), values):
+            for field, value in zip(("requests", "errors", "cost", *TOKENS), values, strict=True):
                 t[field] += int(value or 0)
     # A month of hourly rows is tens of thousands of histograms: read them as raw JSON text (no ORM
     # type processing), parse with orjson and add them element-wise in C.

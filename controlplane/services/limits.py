@@ -32,13 +32,13 @@ def columns(target, each_key: bool) -> tuple[str, str, str]:
 
 
 def describe(target, each_key: bool = False) -> dict:
-    return {f: getattr(target, c) for f, c in zip(FIELDS, columns(target, each_key))}
+    return {f: getattr(target, c) for f, c in zip(FIELDS, columns(target, each_key), strict=True)}
 
 
 def set_limits(actor: Actor, target, *, each_key: bool = False, rpm=UNCHANGED, tpm=UNCHANGED, concurrency=UNCHANGED) -> dict:
     """Change the limits given (others stay); returns the target's limits after the change."""
     names = columns(target, each_key)
-    wanted = {f: clean(v, f) for f, v in zip(FIELDS, (rpm, tpm, concurrency)) if v is not UNCHANGED}
+    wanted = {f: clean(v, f) for f, v in zip(FIELDS, (rpm, tpm, concurrency), strict=True) if v is not UNCHANGED}
     before = describe(target, each_key)
     for field, value in wanted.items():
         setattr(target, names[FIELDS.index(field)], value)

@@ -5,6 +5,9 @@ Channel config: `default_max_tokens` (Anthropic requires max_tokens; OpenAI call
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import orjson
 
 from relay.adapters.base import (
@@ -83,7 +86,7 @@ class AnthropicAdapter:
         return HttpRequest("POST", self.url(target.channel, "/messages/count_tokens"), headers, orjson.dumps(payload))
 
     # --- shared -------------------------------------------------------------------------------
-    def classify_error(self, status: int, body: bytes, headers) -> UpstreamError:
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
         return classify_anthropic(status, body, headers)
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest:

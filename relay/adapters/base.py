@@ -7,8 +7,9 @@ kind of failure an upstream error is. It never does I/O itself: the pipeline sen
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from relay.errors import UpstreamError
 from relay.pricing import Usage
@@ -42,7 +43,7 @@ class ChatRequest:
     """A chat completion request in OpenAI format, as the caller sent it."""
 
     model: str
-    payload: dict  # the caller's JSON body; unknown fields pass through to OpenAI-type upstreams
+    payload: dict[str, Any]  # the caller's JSON body; unknown fields pass through to OpenAI-type upstreams
     stream: bool = False
     wants_usage: bool = False  # the caller asked for stream_options.include_usage
     max_tokens: int | None = None
@@ -56,7 +57,7 @@ class MessagesRequest:
     """A /v1/messages (or count_tokens) request in Anthropic format, as the caller sent it."""
 
     model: str
-    payload: dict
+    payload: dict[str, Any]
     stream: bool = False
     max_tokens: int | None = None
     version: str = DEFAULT_ANTHROPIC_VERSION  # the caller's anthropic-version, forwarded
@@ -69,7 +70,7 @@ class GenerateRequest:
     caller sent it; the model comes from the URL."""
 
     model: str
-    payload: dict
+    payload: dict[str, Any]
     body: bytes  # the body as received: native channels get it unchanged
     stream: bool = False
     sse: bool = True  # streamed as SSE (alt=sse), else as one JSON array as Google does without it
@@ -117,12 +118,44 @@ class Adapter(Protocol):
 
     def chat_stream(self, target: Target, request: ChatRequest) -> StreamDecoder: ...
 
-    def classify_error(self, status: int, body: bytes, headers) -> UpstreamError: ...
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError: ...
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest: ...
 
     def models_response(self, body: bytes) -> list[str]: ...
 
 
-__all__ = ["DEFAULT_ANTHROPIC_VERSION", "Adapter", "AdapterInfo", "ChatRequest", "ChatResult", "GenerateRequest", "MessagesRequest", "Operation",
+class ForwardingAdapter(Adapter, Protocol):
+    """OpenAI-shaped providers: an OpenAI endpoint's body goes up as it came."""
+
+    def forward_request(self, target: Target, operation: Operation, body: bytes, content_type: str = "application/json",
+                        path: str | None = None) -> HttpRequest: ...
+
+
+class MessagesAdapter(Adapter, Protocol):
+    """Adapters with `info.messages_native`."""
+
+    def messages_request(self, target: Target, request: MessagesRequest) -> HttpRequest: ...
+
+    def messages_response(self, target: Target, request: MessagesRequest, body: bytes) -> ChatResult: ...
+
+    def messages_stream(self, target: Target, request: MessagesRequest) -> StreamDecoder: ...
+
+    def count_tokens_request(self, target: Target, request: MessagesRequest) -> HttpRequest: ...
+
+
+class GenerateAdapter(Adapter, Protocol):
+    """Adapters with `info.generate_native`."""
+
+    def generate_request(self, target: Target, request: GenerateRequest) -> HttpRequest: ...
+
+    def generate_response(self, target: Target, request: GenerateRequest, body: bytes) -> ChatResult: ...
+
+    def generate_stream(self, target: Target, request: GenerateRequest) -> StreamDecoder: ...
+
+    def generate_count_request(self, target: Target, request: GenerateRequest) -> HttpRequest: ...
+
+
+__all__ = ["DEFAULT_ANTHROPIC_VERSION", "Adapter", "AdapterInfo", "ChatRequest", "ChatResult", "ForwardingAdapter", "GenerateAdapter", "GenerateRequest",
+           "MessagesAdapter", "MessagesRequest", "Operation",
            "StreamDecoder", "StreamEvent", "Target"]

@@ -8,6 +8,8 @@ URL names none); model names may be given with or without the "models/" prefix.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -89,7 +91,7 @@ class GeminiAdapter:
         url = gemini_base(target.channel.base_url) + model_path(target.upstream_model) + ":countTokens"
         return HttpRequest("POST", url, self.headers(target.key), body)
 
-    def classify_error(self, status: int, body: bytes, headers) -> UpstreamError:
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
         return classify_gemini(status, body, headers)
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest:

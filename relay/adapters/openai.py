@@ -7,6 +7,8 @@ base the other OpenAI-shaped providers (Azure) specialise.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -31,7 +33,7 @@ _USAGE_NULLS = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage
 MAX_MESSAGE = 500
 
 
-def usage_from_openai(u: dict | None) -> Usage | None:
+def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
     """Normalise OpenAI's usage: prompt_tokens include cached ones, completion_tokens reasoning."""
     if not isinstance(u, dict):
         return None
@@ -70,7 +72,7 @@ def output_limit_field(target: Target) -> str | None:
     return None
 
 
-def rename_output_limit(payload: dict, field: str | None) -> None:
+def rename_output_limit(payload: dict[str, Any], field: str | None) -> None:
     if field is None:
         return
     other = OUTPUT_LIMIT_FIELDS[1] if field == OUTPUT_LIMIT_FIELDS[0] else OUTPUT_LIMIT_FIELDS[0]
@@ -109,7 +111,7 @@ _AUTH_CODES = {"invalid_api_key", "account_deactivated", "invalid_organization",
 _POLICY_CODES = {"content_policy_violation", "content_filter", "moderation_blocked"}
 
 
-def classify_openai(status: int, body: bytes, headers) -> UpstreamError:
+def classify_openai(status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
     message, err_type, code = message_of(body)
     tags = {str(err_type or ""), str(code or "")}
     if tags & _QUOTA_CODES or status == 402:
@@ -135,7 +137,7 @@ def classify_openai(status: int, body: bytes, headers) -> UpstreamError:
     return UpstreamError(kind, status, message or f"upstream status {status}", retry_after(headers))
 
 
-def output_tokens_of_delta(choices) -> int:
+def output_tokens_of_delta(choices: Any) -> int:
     tokens = 0
     for choice in choices or ():
         delta = choice.get("delta") or choice.get("message") or {}
@@ -160,11 +162,12 @@ class OpenAIStreamDecoder(EventDecoder):
     `"usage":null` members the upstream adds to every chunk are cut out (a byte replace, no re-encode).
     """
 
-    def __init__(self, strip_usage: bool):
+    def __init__(self, strip_usage: bool) -> None:
         self.strip_usage = strip_usage
         super().__init__()
 
     def _decode(self, event: bytes) -> StreamEvent:
+        data: bytes | None
         if event.startswith(b"data: ") and b"\n" not in event:  # one data line: nearly every event
             data = event[6:]
         else:
@@ -188,6 +191,7 @@ class OpenAIStreamDecoder(EventDecoder):
         usage = chunk.get("usage")
         if usage is not None:
             usage = usage_from_openai(usage)
+        raw: bytes | None  # None: the usage-only chunk the caller did not ask for is dropped
         raw = event + b"\n\n"
         if self.strip_usage:
             if usage is not None and not choices:
@@ -238,7 +242,7 @@ class OpenAIAdapter:
         """One of the OpenAI endpoints the relay forwards as they are (the endpoint set the model)."""
         return HttpRequest("POST", self.operation_url(target, operation, path), self.headers(target.key, content_type), body)
 
-    def chat_payload(self, target: Target, request: ChatRequest) -> dict:
+    def chat_payload(self, target: Target, request: ChatRequest) -> dict[str, Any]:
         payload = dict(request.payload)
         payload["model"] = target.upstream_model
         rename_output_limit(payload, output_limit_field(target))
@@ -261,7 +265,7 @@ class OpenAIAdapter:
     def chat_stream(self, target: Target, request: ChatRequest) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(strip_usage=not request.wants_usage)
 
-    def classify_error(self, status: int, body: bytes, headers) -> UpstreamError:
+    def classify_error(self, status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
         return classify_openai(status, body, headers)
 
     def models_request(self, channel: ChannelView, key: ChannelKeyView) -> HttpRequest:

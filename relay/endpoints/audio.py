@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import Any
 
 import orjson
 
 from relay import multipart, tokens
-from relay.adapters.base import Operation, Target
+from relay.adapters.base import Adapter, ForwardingAdapter, Operation, Target
 from relay.adapters.openai import usage_from_openai
 from relay.billing import Settlement
 from relay.endpoints.base import HoldEstimate
@@ -74,7 +75,7 @@ class TranscriptionEndpoint(ForwardedEndpoint):
     def __init__(self, path: str = "/audio/transcriptions"):
         self.path = path
 
-    def parse(self, body: bytes, environ) -> Forwarded:
+    def parse(self, body: bytes, environ: dict[str, Any]) -> Forwarded:
         form = multipart.parse(body, environ.get("CONTENT_TYPE"))
         spec = check_form(form.fields(), TranscriptionForm)
         upload = form.file("file")
@@ -85,7 +86,7 @@ class TranscriptionEndpoint(ForwardedEndpoint):
         return Forwarded(model=spec.model, payload={"response_format": spec.response_format or "json"}, upload=form)
 
     def measured_seconds(self, request: Forwarded) -> float:
-        data = request.upload.file("file").data
+        data = request.upload.file("file").data  # type: ignore[union-attr]  # parse() required both
         seconds = wav_seconds(data)
         return seconds if seconds is not None else len(data) / ASSUMED_BYTES_PER_SECOND
 
@@ -97,15 +98,18 @@ class TranscriptionEndpoint(ForwardedEndpoint):
         return HoldEstimate(prompt_tokens=50 * seconds, max_output_tokens=price.max_output_tokens or settings.default_hold_output_tokens,
                             local_prompt_tokens=0)
 
-    def upstream_request(self, adapter, target: Target, request: Forwarded) -> HttpRequest:
-        form = request.upload.with_field("model", target.upstream_model)
-        return adapter.forward_request(target, self.operation, form.encode(), form.content_type, self.path)
+    def upstream_request(self, adapter: Adapter, target: Target, request: Forwarded) -> HttpRequest:
+        form = request.upload.with_field("model", target.upstream_model)  # type: ignore[union-attr]  # parse() set it
+        forwarding: ForwardingAdapter = adapter  # type: ignore[assignment]  # routes here have the capability: OpenAI-shaped
+        return forwarding.forward_request(target, self.operation, form.encode(), form.content_type, self.path)
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         data = orjson.loads(body) if request.payload["response_format"] in ("json", "verbose_json", "diarized_json") else {}
         if not isinstance(data, dict):
             raise TypeError("not a transcription")
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
         seconds = usage.get("seconds") if usage.get("type") == "duration" else data.get("duration")
         if settlement.price.per_minute_audio is not None:
             measured = float(seconds) if isinstance(seconds, (int, float)) else self.measured_seconds(request)

@@ -6,10 +6,9 @@ endpoint says how to read its request, how big a hold it needs, and how one upst
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from relay.adapters.base import Operation, Target
-from relay.billing import Settlement
+from relay.adapters.base import Adapter, Operation, Target
 from relay.context import RequestContext, Response
 from relay.errors import UpstreamError
 from relay.pricing import Price, Usage
@@ -38,7 +37,7 @@ def output_ceiling(asked: int | None, price: Price, settings: RelaySettings) -> 
     return cap or settings.default_hold_output_tokens
 
 
-def choices_of(payload: dict, *fields: str) -> int:
+def choices_of(payload: dict[str, Any], *fields: str) -> int:
     """How many answers the request asks for (the largest of `fields`; validation has checked them)."""
     most = 1
     for name in fields:
@@ -53,16 +52,19 @@ class Endpoint(Protocol):
     error_format: str  # "openai" | "anthropic"
     billed: bool  # False: no hold and no charge (attempt gets settlement=None)
 
-    def parse(self, body: bytes, environ) -> object: ...
+    # `request` is the endpoint's own request type (what its `parse` returns).
+    def parse(self, body: bytes, environ: dict[str, Any]) -> Any: ...
 
-    def model_of(self, request) -> str: ...
+    def model_of(self, request: Any) -> str: ...
 
-    def is_stream(self, request) -> bool: ...
+    def is_stream(self, request: Any) -> bool: ...
 
-    def estimate(self, request, price: Price, settings: RelaySettings) -> HoldEstimate: ...
+    def estimate(self, request: Any, price: Price, settings: RelaySettings) -> HoldEstimate: ...
 
     # Endpoints whose estimate is `cappable` also have `cap_output(request, tokens)`: rewrite the
     # request so the upstream writes at most `tokens` per choice (see relay/holds.py).
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
-                request, settlement: Settlement | None) -> Response | UpstreamError: ...
+    # `settlement` is a Settlement when `billed`, else None: each endpoint's own signature says
+    # which, so the protocol cannot name one type for both.
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: Any, settlement: Any) -> Response | UpstreamError: ...

@@ -2,15 +2,20 @@
 `UpstreamError`s the router can judge, and hand a stream to `StreamBody`."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from relay.adapters.base import Adapter
 from relay.billing import Settlement
 from relay.context import RequestContext, Response, json_response
 from relay.errors import OPENAI, ErrorKind, UpstreamError
+from relay.pricing import Usage
 from relay.settings import RelaySettings
+from relay.sse import StreamDecoder
 from relay.streaming import StreamBody
 from relay.upstream import HttpRequest, UpstreamCallFailed, UpstreamClient, UpstreamResponse
 
 
-def send(client: UpstreamClient, ctx: RequestContext, settings: RelaySettings, adapter, request: HttpRequest) -> UpstreamResponse | UpstreamError:
+def send(client: UpstreamClient, ctx: RequestContext, settings: RelaySettings, adapter: Adapter, request: HttpRequest) -> UpstreamResponse | UpstreamError:
     """The upstream's 200 response with its body unread, or what went wrong, classified by the adapter.
 
     Time limits are the attempt's channel's (set by the router on `ctx`), else the relay's defaults.
@@ -38,7 +43,7 @@ def invalid(what: str) -> UpstreamError:
     return UpstreamError(ErrorKind.INVALID_RESPONSE, 200, f"the upstream's response is not {what}")
 
 
-def stream(ctx: RequestContext, settings: RelaySettings, decoder, response: UpstreamResponse, settlement: Settlement,
+def stream(ctx: RequestContext, settings: RelaySettings, decoder: StreamDecoder, response: UpstreamResponse, settlement: Settlement,
            error_format: str = OPENAI) -> Response | UpstreamError:
     """Start relaying an SSE stream; a failure before the first event is still retryable."""
     body = StreamBody(ctx, decoder, response, settlement, ctx.timeouts or settings.timeouts, error_format)
@@ -49,10 +54,13 @@ def stream(ctx: RequestContext, settings: RelaySettings, decoder, response: Upst
 
 
 PARSE_FAILURES = (ValueError, KeyError, TypeError, AttributeError)
+# (the body for the caller, the upstream's usage, the output tokens counted locally)
+Parsed = tuple[bytes, Usage | None, int]
 
 
-def answer(client: UpstreamClient, ctx: RequestContext, settings: RelaySettings, adapter, request: HttpRequest,
-           settlement: Settlement, *, decoder=None, parse, what: str, error_format: str = OPENAI) -> Response | UpstreamError:
+def answer(client: UpstreamClient, ctx: RequestContext, settings: RelaySettings, adapter: Adapter, request: HttpRequest,
+           settlement: Settlement, *, decoder: StreamDecoder | None = None, parse: Callable[[bytes], Parsed], what: str,
+           error_format: str = OPENAI) -> Response | UpstreamError:
     """One upstream attempt end to end: send; then stream through `decoder` when given, else read the
     body, `parse` it into (body for the caller, usage, locally counted output tokens) and settle."""
     response = send(client, ctx, settings, adapter, request)

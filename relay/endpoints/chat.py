@@ -1,8 +1,10 @@
 """POST /v1/chat/completions in OpenAI format, streaming or not."""
 from __future__ import annotations
 
+from typing import Any
+
 from relay import tokens
-from relay.adapters.base import ChatRequest, Operation, Target
+from relay.adapters.base import Adapter, ChatRequest, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response
 from relay.endpoints import calls, parsing
@@ -29,7 +31,7 @@ class ChatEndpoint:
     error_format = OPENAI
     billed = True
 
-    def parse(self, body: bytes, environ) -> ChatRequest:
+    def parse(self, body: bytes, environ: dict[str, Any]) -> ChatRequest:
         return parse_chat(body)
 
     def model_of(self, request: ChatRequest) -> str:
@@ -59,9 +61,9 @@ class ChatEndpoint:
         request.payload[field] = limit
         return True
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
                 request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:
-        def parse(body: bytes):
+        def parse(body: bytes) -> calls.Parsed:
             result = adapter.chat_response(target, request, body)
             return result.body, result.usage, result.output_text_tokens
 

@@ -5,10 +5,11 @@ the answer's usage is."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from relay.adapters.base import Operation, Target
+from relay.adapters.base import Adapter, ForwardingAdapter, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response
 from relay.endpoints import calls
@@ -17,6 +18,7 @@ from relay.errors import OPENAI, RelayError, UpstreamError
 from relay.multipart import Form
 from relay.pricing import Usage
 from relay.settings import RelaySettings
+from relay.sse import StreamDecoder
 from relay.upstream import HttpRequest, UpstreamClient
 from relay.validation import check
 from relay.validation.openai import Body
@@ -25,7 +27,7 @@ from relay.validation.openai import Body
 @dataclass(slots=True)
 class Forwarded:
     model: str
-    payload: dict
+    payload: dict[str, Any]
     stream: bool = False
     wants_usage: bool = False
     upload: Form | None = None  # a parsed multipart form (transcriptions)
@@ -49,7 +51,7 @@ class ForwardedEndpoint:
     path: str | None = None  # overrides the adapter's path for the operation
     streams = False  # the endpoint has a streamed form the relay relays
 
-    def parse(self, body: bytes, environ) -> Forwarded:
+    def parse(self, body: bytes, environ: dict[str, Any]) -> Forwarded:
         payload = json_object(body)
         spec = check(payload, self.schema)
         stream = spec.stream is True
@@ -58,7 +60,9 @@ class ForwardedEndpoint:
                              "send the request without 'stream'.", param="stream")
         options = payload.get("stream_options")
         wants_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
-        return Forwarded(model=spec.model or self.default_model, payload=payload, stream=stream, wants_usage=wants_usage)
+        # A body's model is required, except where the endpoint names a default_model.
+        return Forwarded(model=spec.model or self.default_model, payload=payload, stream=stream,  # type: ignore[arg-type]  # see above
+                         wants_usage=wants_usage)
 
     def model_of(self, request: Forwarded) -> str:
         return request.model
@@ -66,17 +70,18 @@ class ForwardedEndpoint:
     def is_stream(self, request: Forwarded) -> bool:
         return request.stream
 
-    def upstream_request(self, adapter, target: Target, request: Forwarded) -> HttpRequest:
+    def upstream_request(self, adapter: Adapter, target: Target, request: Forwarded) -> HttpRequest:
         payload = dict(request.payload, model=target.upstream_model)
-        return adapter.forward_request(target, self.operation, orjson.dumps(payload), "application/json", self.path)
+        forwarding: ForwardingAdapter = adapter  # type: ignore[assignment]  # routes here have the capability: OpenAI-shaped
+        return forwarding.forward_request(target, self.operation, orjson.dumps(payload), "application/json", self.path)
 
     def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
         raise NotImplementedError
 
-    def decoder(self, request: Forwarded):
+    def decoder(self, request: Forwarded) -> StreamDecoder:
         raise NotImplementedError
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
                 request: Forwarded, settlement: Settlement) -> Response | UpstreamError:
         response = calls.send(client, ctx, settings, adapter, self.upstream_request(adapter, target, request))
         if isinstance(response, UpstreamError):
@@ -92,4 +97,5 @@ class ForwardedEndpoint:
             return calls.invalid(self.what)
         settlement.succeed(outcome.usage, outcome.output_tokens, status=200)
         content_type = response.headers.get("content-type") or "application/json"
-        return Response(200, [("Content-Type", content_type), ("Content-Length", str(len(body)))], [body])
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        return Response(200, headers, [body])  # type: ignore[arg-type]  # one Content-Type (a repeated one would be a list)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
 
-from relay.adapters.base import ChatRequest, GenerateRequest, Operation, Target
+from relay.adapters.base import Adapter, ChatRequest, GenerateAdapter, GenerateRequest, Operation, Target
 from relay.billing import Settlement
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import calls
@@ -36,12 +37,16 @@ from relay.pricing import Price
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
 
+if TYPE_CHECKING:
+    from relay.endpoints.base import Endpoint
+    from relay.pipeline import Pipeline
+
 DEFAULT_PAGE, MAX_PAGE = 50, 1000  # models per listing page, as Google pages them
 ARRAY_STREAM_HEADERS = [("Content-Type", "application/json; charset=UTF-8"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
 METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
 
 
-def query(environ, name: str) -> str | None:
+def query(environ: dict[str, Any], name: str) -> str | None:
     text = environ.get("QUERY_STRING") or ""
     if name + "=" not in text:
         return None
@@ -64,26 +69,26 @@ def path_model(raw: str) -> str:
 class GeminiRoute:
     """What a Gemini URL asks for: an action on a model (`endpoint` set), one model, or the list."""
 
-    endpoint: object | None
+    endpoint: Endpoint | None
     model: str | None
     log_path: str  # the URL with the model left out: request logs keep the shape, not the name
 
 
-def google_caller(environ) -> bool:
+def google_caller(environ: dict[str, Any]) -> bool:
     """Whether a caller of a path both APIs share (GET /v1/models…) speaks Google's API: Google's
     SDKs send their key in x-goog-api-key and name themselves in x-goog-api-client."""
     return ("HTTP_X_GOOG_API_KEY" in environ or "HTTP_X_GOOG_API_CLIENT" in environ
             or "key=" in (environ.get("QUERY_STRING") or ""))
 
 
-def is_gemini_path(path: str, environ) -> bool:
+def is_gemini_path(path: str, environ: dict[str, Any]) -> bool:
     """Google's SDKs use /v1beta (the Gemini CLI, older SDKs) or /v1 (google-genai for Python 3.x)."""
     if path.startswith("/v1beta/"):
         return True
     return path.startswith("/v1/models") and (":" in path or google_caller(environ))
 
 
-def gemini_route(path: str, actions: dict) -> GeminiRoute | None:
+def gemini_route(path: str, actions: dict[str, Endpoint]) -> GeminiRoute | None:
     """The route of a Gemini URL, or None when it is none of them."""
     version = "/v1beta" if path.startswith("/v1beta/") else "/v1"
     rest = path[len(version):]
@@ -104,7 +109,7 @@ def gemini_route(path: str, actions: dict) -> GeminiRoute | None:
 ROLES = (None, "", "user", "model", "function")  # unset is the user; "function" is the old role of function responses
 
 
-def check_contents(contents: list) -> None:
+def check_contents(contents: list[Any]) -> None:
     """What Google refuses, refused before any upstream call: a content that is not an object, a
     role other than user or model, parts that are missing or empty."""
     for n, content in enumerate(contents):
@@ -117,7 +122,7 @@ def check_contents(contents: list) -> None:
             raise bad_request(f"contents[{n}].parts must be a non-empty list of objects.", param="contents")
 
 
-def parse_generate(body: bytes, environ, stream: bool) -> GenerateRequest:
+def parse_generate(body: bytes, environ: dict[str, Any], stream: bool) -> GenerateRequest:
     payload = json_object(body)
     route_model = environ.get("switchboard.model")
     model = path_model(route_model if route_model is not None else "")
@@ -150,10 +155,10 @@ class GenerateEndpoint:
     billed = True
     accepts_query_key = True  # Google's `?key=`
 
-    def __init__(self, stream: bool):
+    def __init__(self, stream: bool) -> None:
         self.stream = stream
 
-    def parse(self, body: bytes, environ) -> GenerateRequest:
+    def parse(self, body: bytes, environ: dict[str, Any]) -> GenerateRequest:
         return parse_generate(body, environ, self.stream)
 
     def model_of(self, request: GenerateRequest) -> str:
@@ -177,22 +182,24 @@ class GenerateEndpoint:
         request.body = orjson.dumps(request.payload)
         return True
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
                 request: GenerateRequest, settlement: Settlement) -> Response | UpstreamError:
         error_format = GEMINI if request.sse else GEMINI_ARRAY  # how a failure mid-stream is told
         if adapter.info.generate_native:
-            def parse(body: bytes):
-                result = adapter.generate_response(target, request, body)
+            native: GenerateAdapter = adapter  # type: ignore[assignment]  # info.generate_native: it has generate_*
+
+            def parse(body: bytes) -> calls.Parsed:
+                result = native.generate_response(target, request, body)
                 return result.body, result.usage, result.output_text_tokens
 
-            decoder = adapter.generate_stream(target, request) if request.stream else None
-            outcome = calls.answer(client, ctx, settings, adapter, adapter.generate_request(target, request), settlement,
-                                   decoder=decoder, parse=parse, what="a Gemini response", error_format=error_format)
+            native_decoder = native.generate_stream(target, request) if request.stream else None
+            outcome = calls.answer(client, ctx, settings, adapter, native.generate_request(target, request), settlement,
+                                   decoder=native_decoder, parse=parse, what="a Gemini response", error_format=error_format)
             return self._framed(outcome, request)
         chat = as_chat(request, target, settlement.price.max_output_tokens)
         thoughts = wants_thoughts(request.payload)
 
-        def parse_chat(body: bytes):
+        def parse_chat(body: bytes) -> calls.Parsed:
             result = adapter.chat_response(target, chat, body)
             return orjson.dumps(completion_to_generate(orjson.loads(result.body), result.usage, thoughts)), result.usage, result.output_text_tokens
 
@@ -205,7 +212,7 @@ class GenerateEndpoint:
         return self._framed(outcome, request)
 
     @staticmethod
-    def _framed(outcome, request: GenerateRequest):
+    def _framed(outcome: Response | UpstreamError, request: GenerateRequest) -> Response | UpstreamError:
         """A stream without alt=sse is one JSON array, served as JSON, as Google does."""
         if request.stream and not request.sse and isinstance(outcome, Response):
             outcome.headers = list(ARRAY_STREAM_HEADERS)
@@ -220,7 +227,7 @@ class GeminiCountTokensEndpoint:
     billed = False
     accepts_query_key = True
 
-    def parse(self, body: bytes, environ) -> GenerateRequest:
+    def parse(self, body: bytes, environ: dict[str, Any]) -> GenerateRequest:
         payload = json_object(body)
         model = path_model(environ.get("switchboard.model") or "")
         inner = payload.get("generateContentRequest")
@@ -238,13 +245,14 @@ class GeminiCountTokensEndpoint:
     def estimate(self, request: GenerateRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
         return HoldEstimate(0, 0, 0)
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
                 request: GenerateRequest, settlement: Settlement | None) -> Response | UpstreamError:
         if not adapter.info.generate_native:
             inner = request.payload.get("generateContentRequest")
             local = prompt_tokens(inner if isinstance(inner, dict) else request.payload)
             return json_response(200, orjson.dumps({"totalTokens": local}))
-        response = calls.send(client, ctx, settings, adapter, adapter.generate_count_request(target, request))
+        native: GenerateAdapter = adapter  # type: ignore[assignment]  # info.generate_native: it has generate_*
+        response = calls.send(client, ctx, settings, adapter, native.generate_count_request(target, request))
         if isinstance(response, UpstreamError):
             return response
         body = calls.read(response)
@@ -259,15 +267,15 @@ class GeminiCountTokensEndpoint:
 
 
 # --- the model list -----------------------------------------------------------------------
-def model_entry(name: str, price: Price | None) -> dict:
-    entry = {"name": f"models/{name}", "baseModelId": name, "version": "switchboard", "displayName": name,
+def model_entry(name: str, price: Price | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": f"models/{name}", "baseModelId": name, "version": "switchboard", "displayName": name,
              "supportedGenerationMethods": METHODS}
     if price is not None and price.max_output_tokens:
         entry["outputTokenLimit"] = price.max_output_tokens
     return entry
 
 
-def list_models(pipeline, ctx: RequestContext, environ, name: str | None) -> Response:
+def list_models(pipeline: Pipeline, ctx: RequestContext, environ: dict[str, Any], name: str | None) -> Response:
     """The models this key may use, in Google's shape (paged by pageSize/pageToken), or one of them."""
     snap = pipeline.holder.current
     now = time.time()
@@ -278,12 +286,12 @@ def list_models(pipeline, ctx: RequestContext, environ, name: str | None) -> Res
         if model not in models:
             raise RelayError(404, "model_not_found", f"models/{model} is not found or this key may not use it.", param="model")
         return json_response(200, orjson.dumps(model_entry(model, snap.price_at(model, now))))
-    size = query(environ, "pageSize")
-    size = min(int(size), MAX_PAGE) if size and size.isdigit() and int(size) > 0 else DEFAULT_PAGE
+    asked = query(environ, "pageSize")
+    size = min(int(asked), MAX_PAGE) if asked and asked.isdigit() and int(asked) > 0 else DEFAULT_PAGE
     token = query(environ, "pageToken") or "0"
     start = int(token) if token.isdigit() else 0
     page = models[start:start + size]
-    body: dict = {"models": [model_entry(m, snap.price_at(m, now)) for m in page]}
+    body: dict[str, Any] = {"models": [model_entry(m, snap.price_at(m, now)) for m in page]}
     if start + size < len(models):
         body["nextPageToken"] = str(start + size)
     return json_response(200, orjson.dumps(body))

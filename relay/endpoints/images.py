@@ -6,6 +6,8 @@ and quality the request asked for (design: `Price.image_rate`). A model without 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from relay import tokens
@@ -21,7 +23,7 @@ from relay.validation.openai import ImageBody
 UNSPECIFIED = "auto"  # the size/quality tier a request that names none is priced at
 
 
-def tier(payload: dict) -> str:
+def tier(payload: dict[str, Any]) -> str:
     return f"{payload.get('size') or UNSPECIFIED}/{payload.get('quality') or UNSPECIFIED}"
 
 

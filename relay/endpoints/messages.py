@@ -6,12 +6,16 @@ answer (or stream) is turned back into Anthropic's shape. Errors are Anthropic-f
 """
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from relay import tokens
 from relay.adapters.base import (
     DEFAULT_ANTHROPIC_VERSION,
+    Adapter,
     ChatRequest,
+    MessagesAdapter,
     MessagesRequest,
     Operation,
     Target,
@@ -31,7 +35,7 @@ from relay.validation import check
 from relay.validation.anthropic import CountTokensBody, MessagesBody
 
 
-def parse_messages(body: bytes, environ, schema: type[CountTokensBody]) -> MessagesRequest:
+def parse_messages(body: bytes, environ: dict[str, Any], schema: type[CountTokensBody]) -> MessagesRequest:
     payload = json_object(body)
     spec = check(payload, schema, ANTHROPIC)
     return MessagesRequest(
@@ -48,7 +52,7 @@ def parse_messages(body: bytes, environ, schema: type[CountTokensBody]) -> Messa
 MIN_THINKING_BUDGET = 1024
 
 
-def cap_thinking(payload: dict, max_tokens: int) -> None:
+def cap_thinking(payload: dict[str, Any], max_tokens: int) -> None:
     """Keep a thinking budget valid under a lowered max_tokens: below it, or off when the cap leaves
     no room for the smallest budget Anthropic accepts (the answer is then written without thinking)."""
     thinking = payload.get("thinking")
@@ -80,7 +84,7 @@ class MessagesEndpoint:
     error_format = ANTHROPIC
     billed = True
 
-    def parse(self, body: bytes, environ) -> MessagesRequest:
+    def parse(self, body: bytes, environ: dict[str, Any]) -> MessagesRequest:
         return parse_messages(body, environ, MessagesBody)
 
     def model_of(self, request: MessagesRequest) -> str:
@@ -102,13 +106,13 @@ class MessagesEndpoint:
         cap_thinking(request.payload, limit)
         return True
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
                 request: MessagesRequest, settlement: Settlement) -> Response | UpstreamError:
         if adapter.info.messages_native:
             return self._native(client, settings, ctx, adapter, target, request, settlement)
         chat = as_chat(request, target, settlement.price.max_output_tokens)
 
-        def parse(body: bytes):
+        def parse(body: bytes) -> calls.Parsed:
             result = adapter.chat_response(target, chat, body)
             return orjson.dumps(completion_to_message(orjson.loads(result.body), result.usage)), result.usage, result.output_text_tokens
 
@@ -116,13 +120,16 @@ class MessagesEndpoint:
         return calls.answer(client, ctx, settings, adapter, adapter.chat_request(target, chat), settlement,
                             decoder=decoder, parse=parse, what="a chat completion", error_format=ANTHROPIC)
 
-    def _native(self, client, settings, ctx, adapter, target, request: MessagesRequest, settlement: Settlement):
-        def parse(body: bytes):
-            result = adapter.messages_response(target, request, body)
+    def _native(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: MessagesRequest, settlement: Settlement) -> Response | UpstreamError:
+        native: MessagesAdapter = adapter  # type: ignore[assignment]  # info.messages_native: it has messages_*
+
+        def parse(body: bytes) -> calls.Parsed:
+            result = native.messages_response(target, request, body)
             return result.body, result.usage, result.output_text_tokens
 
-        return calls.answer(client, ctx, settings, adapter, adapter.messages_request(target, request), settlement,
-                            decoder=adapter.messages_stream(target, request) if request.stream else None,
+        return calls.answer(client, ctx, settings, adapter, native.messages_request(target, request), settlement,
+                            decoder=native.messages_stream(target, request) if request.stream else None,
                             parse=parse, what="an Anthropic message", error_format=ANTHROPIC)
 
 
@@ -133,7 +140,7 @@ class CountTokensEndpoint:
     error_format = ANTHROPIC
     billed = False
 
-    def parse(self, body: bytes, environ) -> MessagesRequest:
+    def parse(self, body: bytes, environ: dict[str, Any]) -> MessagesRequest:
         return parse_messages(body, environ, CountTokensBody)
 
     def model_of(self, request: MessagesRequest) -> str:
@@ -145,11 +152,12 @@ class CountTokensEndpoint:
     def estimate(self, request: MessagesRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
         return HoldEstimate(0, 0, 0)
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter, target: Target,
+    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
                 request: MessagesRequest, settlement: Settlement | None) -> Response | UpstreamError:
         if not adapter.info.messages_native:
             return json_response(200, orjson.dumps({"input_tokens": tokens.anthropic_prompt_tokens(request.payload)}))
-        response = calls.send(client, ctx, settings, adapter, adapter.count_tokens_request(target, request))
+        native: MessagesAdapter = adapter  # type: ignore[assignment]  # info.messages_native: it has count_tokens_request
+        response = calls.send(client, ctx, settings, adapter, native.count_tokens_request(target, request))
         if isinstance(response, UpstreamError):
             return response
         body = calls.read(response)

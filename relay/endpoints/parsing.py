@@ -2,12 +2,14 @@
 (relay/validation/)."""
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from relay.errors import bad_request
 
 
-def json_object(body: bytes) -> dict:
+def json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -7,6 +7,8 @@ event (completed or incomplete). response.failed and error events end the stream
 """
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from relay import tokens
@@ -26,7 +28,7 @@ DELTAS = {"response.output_text.delta", "response.reasoning_summary_text.delta",
           "response.refusal.delta", "response.reasoning_text.delta"}
 
 
-def input_tokens(value) -> int:
+def input_tokens(value: object) -> int:
     """The text of a Responses input: a string, or items whose content is a string or parts."""
     if isinstance(value, str):
         return tokens.text_tokens(value)
@@ -43,7 +45,7 @@ def input_tokens(value) -> int:
     return total
 
 
-def output_tokens(response: dict) -> int:
+def output_tokens(response: dict[str, Any]) -> int:
     total = 0
     for item in response.get("output") or ():
         for part in item.get("content") or () if isinstance(item, dict) else ():
@@ -53,7 +55,7 @@ def output_tokens(response: dict) -> int:
 
 
 class ResponsesStreamDecoder(EventDecoder):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
 
     def _decode(self, event: bytes) -> StreamEvent:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from relay import tokens
-from relay.adapters.base import Operation, Target
+from relay.adapters.base import Adapter, ForwardingAdapter, Operation, Target
 from relay.adapters.openai import (
     OpenAIStreamDecoder,
     output_tokens_of_delta,
@@ -20,7 +20,7 @@ from relay.upstream import HttpRequest
 from relay.validation.openai import CompletionBody, EmbeddingBody, ModerationBody
 
 
-def input_tokens(value) -> int:
+def input_tokens(value: object) -> int:
     """A prompt or input given as text, a list of texts, token ids, or lists of token ids."""
     if isinstance(value, str):
         return tokens.text_tokens(value)
@@ -33,7 +33,7 @@ def input_tokens(value) -> int:
     return 0
 
 
-def _is_batch(prompt) -> bool:
+def _is_batch(prompt: object) -> bool:
     """A list of prompts (texts or token-id lists), as opposed to one prompt given as token ids."""
     return isinstance(prompt, list) and len(prompt) > 1 and not all(isinstance(v, int) for v in prompt)
 
@@ -58,11 +58,12 @@ class CompletionsEndpoint(ForwardedEndpoint):
         request.payload["max_tokens"] = limit
         return True
 
-    def upstream_request(self, adapter, target: Target, request: Forwarded) -> HttpRequest:
+    def upstream_request(self, adapter: Adapter, target: Target, request: Forwarded) -> HttpRequest:
         payload = dict(request.payload, model=target.upstream_model)
         if request.stream:  # billing needs the usage chunk even when the caller did not ask for it
             payload["stream_options"] = dict(payload.get("stream_options") or {}, include_usage=True)
-        return adapter.forward_request(target, self.operation, orjson.dumps(payload))
+        forwarding: ForwardingAdapter = adapter  # type: ignore[assignment]  # routes here have the capability: OpenAI-shaped
+        return forwarding.forward_request(target, self.operation, orjson.dumps(payload))
 
     def decoder(self, request: Forwarded) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(strip_usage=not request.wants_usage)

@@ -7,6 +7,7 @@ Anthropic requires alternation.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 
@@ -21,12 +22,12 @@ def unsupported(what: str) -> RelayError:
     return RelayError(501, "conversion_not_supported", f"{what} cannot be sent to this model's provider (Anthropic).")
 
 
-def safe_id(tool_id) -> str:
+def safe_id(tool_id: object) -> str:
     """Anthropic tool ids allow [a-zA-Z0-9_-] only; others' ids are mapped the same way both times."""
     return _ID_UNSAFE.sub("_", str(tool_id or "")) or "call"
 
 
-def image_block(url: str) -> dict:
+def image_block(url: object) -> dict[str, Any]:
     data = parse_data_url(url)
     if data is not None:
         return {"type": "image", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
@@ -35,7 +36,7 @@ def image_block(url: str) -> dict:
     raise bad_request("An image_url must be an http(s) URL or a base64 data URL.", param="messages")
 
 
-def file_block(part: dict) -> dict:
+def file_block(part: dict[str, Any]) -> dict[str, Any]:
     file = part.get("file") or {}
     data = parse_data_url(file.get("file_data") or "")
     if data is None or data[0] != "application/pdf":
@@ -46,13 +47,13 @@ def file_block(part: dict) -> dict:
     return block
 
 
-def content_blocks(content) -> list[dict]:
+def content_blocks(content: Any) -> list[dict[str, Any]]:
     """User (or tool result) content as Anthropic blocks. Empty texts are dropped: Anthropic refuses them."""
     if content is None:
         return []
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for part in content:
         if not isinstance(part, dict):
             continue
@@ -75,8 +76,8 @@ def content_blocks(content) -> list[dict]:
     return blocks
 
 
-def assistant_blocks(message: dict) -> list[dict]:
-    blocks = [{"type": "text", "text": t} for t in text_parts(message.get("content")) if t]
+def assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": t} for t in text_parts(message.get("content")) if t]
     if isinstance(message.get("refusal"), str) and message["refusal"] and not blocks:
         blocks.append({"type": "text", "text": message["refusal"]})
     for call in message.get("tool_calls") or ():
@@ -88,16 +89,16 @@ def assistant_blocks(message: dict) -> list[dict]:
     return blocks
 
 
-def tool_result_block(message: dict) -> dict:
+def tool_result_block(message: dict[str, Any]) -> dict[str, Any]:
     call_id = message.get("tool_call_id") or message.get("name")
-    block = {"type": "tool_result", "tool_use_id": safe_id(call_id)}
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": safe_id(call_id)}
     content = content_blocks(message.get("content"))
     if content:
         block["content"] = content
     return block
 
 
-def append_turn(turns: list[dict], role: str, blocks: list[dict]) -> None:
+def append_turn(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
     if turns and turns[-1]["role"] == role:
         turns[-1]["content"].extend(blocks)
     else:
@@ -107,9 +108,9 @@ def append_turn(turns: list[dict], role: str, blocks: list[dict]) -> None:
         turns[-1]["content"].sort(key=lambda b: b.get("type") != "tool_result")
 
 
-def convert_messages(messages: list) -> tuple[list[dict], list[dict]]:
-    system: list[dict] = []
-    turns: list[dict] = []
+def convert_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
     for message in messages:
         if not isinstance(message, dict):
             raise bad_request("Each message must be an object.", param="messages")
@@ -130,7 +131,7 @@ def convert_messages(messages: list) -> tuple[list[dict], list[dict]]:
     return system, turns
 
 
-def convert_tools(tools: list) -> list[dict]:
+def convert_tools(tools: list[Any]) -> list[dict[str, Any]]:
     out = []
     for tool in tools:
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
@@ -143,7 +144,7 @@ def convert_tools(tools: list) -> list[dict]:
     return out
 
 
-def convert_tool_choice(choice, parallel) -> dict | None:
+def convert_tool_choice(choice: Any, parallel: object) -> dict[str, Any] | None:
     if choice is None:
         converted = None
     elif choice in ("auto", "none"):
@@ -161,7 +162,7 @@ def convert_tool_choice(choice, parallel) -> dict | None:
     return converted
 
 
-def format_instruction(response_format) -> str | None:
+def format_instruction(response_format: object) -> str | None:
     """Anthropic has no JSON mode: a json_object/json_schema request becomes a system instruction."""
     if not isinstance(response_format, dict):
         return None
@@ -174,7 +175,7 @@ def format_instruction(response_format) -> str | None:
     return None
 
 
-def chat_to_messages(payload: dict, model: str, default_max_tokens: int) -> dict:
+def chat_to_messages(payload: dict[str, Any], model: str, default_max_tokens: int) -> dict[str, Any]:
     """The Anthropic request for an OpenAI chat payload. Fields with no counterpart are dropped
     (logprobs, seed, penalties, logit_bias); n > 1 and audio cannot be served and answer 501."""
     if payload.get("n") not in (None, 1):
@@ -184,7 +185,7 @@ def chat_to_messages(payload: dict, model: str, default_max_tokens: int) -> dict
     if instruction:
         system.append({"type": "text", "text": instruction})
     max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens") or default_max_tokens
-    body: dict = {"model": model, "max_tokens": max_tokens, "messages": turns}
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": turns}
     if system:
         body["system"] = system
     if payload.get("tools"):

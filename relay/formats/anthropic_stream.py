@@ -5,6 +5,8 @@ _stop, then message_delta (stop reason, cumulative usage) and message_stop, with
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 import orjson
 
@@ -18,7 +20,7 @@ MALFORMED = UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "malformed stream eve
 PREAMBLE = ("message_start", "ping")
 
 
-def _delta_text(delta: dict) -> str:
+def _delta_text(delta: dict[str, Any]) -> str:
     return delta.get("text") or delta.get("thinking") or delta.get("partial_json") or ""
 
 
@@ -30,9 +32,9 @@ class AnthropicEvents(EventDecoder):
     reached the caller that failure can still be retried elsewhere, and is not billed.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self.usage_fields: dict = {}
+        self.usage_fields: dict[str, Any] = {}
         self.opened = False  # the first content has been let through
         self.held = b""
 
@@ -69,7 +71,7 @@ class AnthropicEvents(EventDecoder):
     def comment(self, event: bytes) -> StreamEvent:
         return StreamEvent(raw=None)
 
-    def convert(self, event: bytes, kind: str, obj: dict) -> StreamEvent:
+    def convert(self, event: bytes, kind: object, obj: dict[str, Any]) -> StreamEvent:
         raise NotImplementedError
 
 
@@ -79,7 +81,7 @@ class AnthropicNativeStream(AnthropicEvents):
     def comment(self, event: bytes) -> StreamEvent:
         return StreamEvent(raw=event + b"\n\n")
 
-    def convert(self, event: bytes, kind: str, obj: dict) -> StreamEvent:
+    def convert(self, event: bytes, kind: object, obj: dict[str, Any]) -> StreamEvent:
         out = StreamEvent(raw=event + b"\n\n")
         if kind == "content_block_delta":
             out.output_tokens = text_tokens(_delta_text(obj.get("delta") or {}))
@@ -93,16 +95,16 @@ class AnthropicNativeStream(AnthropicEvents):
 class AnthropicChatStream(AnthropicEvents):
     """For OpenAI-format callers: each event becomes a chat.completion.chunk (or nothing)."""
 
-    def __init__(self, wants_usage: bool):
+    def __init__(self, wants_usage: bool) -> None:
         super().__init__()
         self.wants_usage = wants_usage
         self.maker = ChunkMaker(new_id("msg_"), "")
         self.tool_index: dict[int, int] = {}  # content block index → OpenAI tool call index
 
-    def _emit(self, chunk: dict, tokens: int = 0) -> StreamEvent:
+    def _emit(self, chunk: dict[str, Any], tokens: int = 0) -> StreamEvent:
         return StreamEvent(raw=sse(chunk), chunk=chunk, output_tokens=tokens)
 
-    def convert(self, event: bytes, kind: str, obj: dict) -> StreamEvent:
+    def convert(self, event: bytes, kind: object, obj: dict[str, Any]) -> StreamEvent:
         if kind == "message_start":
             message = obj.get("message") or {}
             self.maker = ChunkMaker(message.get("id") or self.maker.id, message.get("model") or "")
@@ -124,7 +126,7 @@ class AnthropicChatStream(AnthropicEvents):
             return StreamEvent(raw=raw + DONE, usage=usage, done=True)
         return StreamEvent(raw=None)  # ping, content_block_stop, and event types added later
 
-    def _block_start(self, index: int, block: dict) -> StreamEvent:
+    def _block_start(self, index: int, block: dict[str, Any]) -> StreamEvent:
         if block.get("type") == "tool_use":
             position = self.tool_index.setdefault(index, len(self.tool_index))
             call = {"index": position, "id": block.get("id"), "type": "function",
@@ -134,7 +136,7 @@ class AnthropicChatStream(AnthropicEvents):
             return self._emit(self.maker.chunk({"content": block["text"]}), text_tokens(block["text"]))
         return StreamEvent(raw=None)
 
-    def _delta(self, index: int, delta: dict) -> StreamEvent:
+    def _delta(self, index: int, delta: dict[str, Any]) -> StreamEvent:
         kind = delta.get("type")
         if kind == "text_delta":
             return self._emit(self.maker.chunk({"content": delta.get("text") or ""}), text_tokens(delta.get("text") or ""))

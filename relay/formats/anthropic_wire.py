@@ -1,6 +1,9 @@
 """Facts of Anthropic's wire format: usage, stop reasons, errors, and a Message as an OpenAI completion."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import orjson
 
 from relay.errors import ErrorKind, UpstreamError
@@ -10,7 +13,7 @@ from relay.tokens import text_tokens
 
 MAX_MESSAGE = 500
 
-STOP_TO_FINISH = {
+STOP_TO_FINISH: dict[str | None, str] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -38,7 +41,7 @@ STATUS_KINDS = {401: ErrorKind.AUTH, 402: ErrorKind.QUOTA, 403: ErrorKind.PERMIS
                 529: ErrorKind.OVERLOADED}
 
 
-def usage_from_anthropic(u) -> Usage | None:
+def usage_from_anthropic(u: Any) -> Usage | None:
     """Anthropic's input_tokens exclude cache reads and writes; output_tokens include thinking."""
     if not isinstance(u, dict):
         return None
@@ -54,7 +57,7 @@ def usage_from_anthropic(u) -> Usage | None:
     )
 
 
-def error_of(data) -> tuple[str | None, str]:
+def error_of(data: Any) -> tuple[str | None, str]:
     """(error type, message) of an Anthropic error body, tolerating anything."""
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
@@ -62,7 +65,7 @@ def error_of(data) -> tuple[str | None, str]:
     return None, str(data)[:MAX_MESSAGE]
 
 
-def classify_anthropic(status: int, body: bytes, headers) -> UpstreamError:
+def classify_anthropic(status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
     try:
         err_type, message = error_of(orjson.loads(body))
     except orjson.JSONDecodeError:
@@ -73,13 +76,13 @@ def classify_anthropic(status: int, body: bytes, headers) -> UpstreamError:
     return UpstreamError(kind, status, message or f"upstream status {status}", retry_after(headers))
 
 
-def stream_error(data: dict) -> UpstreamError:
+def stream_error(data: dict[str, Any]) -> UpstreamError:
     """An `error` event inside a 200 stream (overloaded mid-way, usually)."""
     err_type, message = error_of(data)
     return UpstreamError(ERROR_KINDS.get(err_type or "", ErrorKind.TRANSIENT), 200, message or "stream error")
 
 
-def message_to_completion(data: dict) -> tuple[dict, Usage | None, int]:
+def message_to_completion(data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, int]:
     """(OpenAI chat.completion, usage, locally counted output tokens) for an Anthropic Message."""
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         raise ValueError("not an Anthropic message")
@@ -93,7 +96,7 @@ def message_to_completion(data: dict) -> tuple[dict, Usage | None, int]:
         elif kind == "tool_use":
             calls.append({"id": block.get("id"), "type": "function",
                           "function": {"name": block.get("name"), "arguments": tool_arguments(block.get("input"))}})
-    message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
     if calls:

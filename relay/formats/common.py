@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -15,7 +17,7 @@ def new_id(prefix: str) -> str:
     return prefix + os.urandom(12).hex()
 
 
-def parse_data_url(url: str) -> tuple[str, str] | None:
+def parse_data_url(url: object) -> tuple[str, str] | None:
     """("image/png", base64 data) from a data: URL, or None when `url` is not a base64 data URL."""
     if not isinstance(url, str) or not url.startswith("data:"):
         return None
@@ -29,7 +31,7 @@ def data_url(mime: str, data: str) -> str:
     return f"data:{mime};base64,{data}"
 
 
-def tool_input(arguments) -> dict:
+def tool_input(arguments: Any) -> dict[str, Any]:
     """OpenAI's `arguments` (JSON text) as the object Anthropic and Gemini want.
 
     Models sometimes emit arguments that are not valid JSON (cut off by max_tokens); callers send
@@ -47,14 +49,14 @@ def tool_input(arguments) -> dict:
     return parsed if isinstance(parsed, dict) else {RAW_ARGUMENTS: str(arguments)}
 
 
-def tool_arguments(value) -> str:
+def tool_arguments(value: object) -> str:
     """An object as OpenAI's `arguments` JSON text (the inverse of `tool_input`)."""
     if isinstance(value, dict) and set(value) == {RAW_ARGUMENTS}:
         return str(value[RAW_ARGUMENTS])
     return orjson.dumps(value if value is not None else {}).decode()
 
 
-def text_parts(content) -> list[str]:
+def text_parts(content: Any) -> list[str]:
     """The texts of an OpenAI message content (a string or a list of parts)."""
     if isinstance(content, str):
         return [content]
@@ -65,7 +67,7 @@ def text_parts(content) -> list[str]:
     return out
 
 
-def openai_usage(usage: Usage) -> dict:
+def openai_usage(usage: Usage) -> dict[str, Any]:
     """The five counts back in OpenAI's shape (prompt includes cached, completion includes reasoning)."""
     prompt = usage.input + usage.cache_read + usage.cache_write
     completion = usage.output + usage.reasoning
@@ -81,11 +83,11 @@ def openai_usage(usage: Usage) -> dict:
     }
 
 
-def sse(data: dict | bytes) -> bytes:
+def sse(data: dict[str, Any] | bytes) -> bytes:
     return b"data: " + (data if isinstance(data, bytes) else orjson.dumps(data)) + b"\n\n"
 
 
-def named_sse(name: str, data: dict) -> bytes:
+def named_sse(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
@@ -102,7 +104,7 @@ class ChunkMaker:
         self.created = int(time.time())
         self.model = model
 
-    def chunk(self, delta: dict, finish_reason: str | None = None, index: int = 0) -> dict:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, index: int = 0) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -111,12 +113,12 @@ class ChunkMaker:
             "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
         }
 
-    def usage_chunk(self, usage: Usage) -> dict:
+    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [], "usage": openai_usage(usage)}
 
 
-def completion(completion_id: str, model: str, choices: list[dict], usage: Usage | None) -> dict:
+def completion(completion_id: str, model: str, choices: list[dict[str, Any]], usage: Usage | None) -> dict[str, Any]:
     body = {
         "id": completion_id,
         "object": "chat.completion",
@@ -129,7 +131,7 @@ def completion(completion_id: str, model: str, choices: list[dict], usage: Usage
     return body
 
 
-def retry_after(headers) -> float | None:
+def retry_after(headers: Mapping[str, Any] | None) -> float | None:
     """Seconds to wait, from Retry-After (or OpenAI's retry-after-ms), when the upstream says."""
     raw = headers.get("retry-after") if headers is not None else None
     if raw is None:

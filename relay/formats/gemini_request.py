@@ -7,6 +7,7 @@ matches by name, OpenAI by id); consecutive turns of one role are merged.
 from __future__ import annotations
 
 import mimetypes
+from typing import Any
 
 import orjson
 
@@ -16,14 +17,14 @@ from relay.formats.gemini_wire import split_call_id
 from relay.formats.schema import clean_schema
 
 THINKING_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
-AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg", "aac": "audio/aac"}
+AUDIO_MIME: dict[str | None, str] = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg", "aac": "audio/aac"}
 
 
 def unsupported(what: str) -> RelayError:
     return RelayError(501, "conversion_not_supported", f"{what} cannot be sent to this model's provider (Gemini).")
 
 
-def media_part(url: str) -> dict:
+def media_part(url: object) -> dict[str, Any]:
     data = parse_data_url(url)
     if data is not None:
         return {"inlineData": {"mimeType": data[0], "data": data[1]}}
@@ -33,7 +34,7 @@ def media_part(url: str) -> dict:
     raise bad_request("An image_url must be an http(s) URL or a base64 data URL.", param="messages")
 
 
-def content_parts(content) -> list[dict]:
+def content_parts(content: Any) -> list[dict[str, Any]]:
     if content is None:
         return []
     if isinstance(content, str):
@@ -59,19 +60,19 @@ def content_parts(content) -> list[dict]:
     return parts
 
 
-def model_parts(message: dict) -> list[dict]:
+def model_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
     parts = [{"text": t} for t in text_parts(message.get("content")) if t]
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
         _, signature = split_call_id(call.get("id"))
-        part: dict = {"functionCall": {"name": fn.get("name") or "", "args": tool_input(fn.get("arguments"))}}
+        part: dict[str, Any] = {"functionCall": {"name": fn.get("name") or "", "args": tool_input(fn.get("arguments"))}}
         if signature:
             part["thoughtSignature"] = signature
         parts.append(part)
     return parts
 
 
-def tool_response_parts(message: dict, names: dict[str, str]) -> list[dict]:
+def tool_response_parts(message: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
     """A tool message as a functionResponse (an object: JSON results as they are, text under
     "content") followed by any images it carries."""
     content = message.get("content")
@@ -86,9 +87,9 @@ def tool_response_parts(message: dict, names: dict[str, str]) -> list[dict]:
     return [{"functionResponse": {"name": name, "response": response}}, *media]
 
 
-def convert_messages(messages: list) -> tuple[list[dict], list[dict]]:
-    system: list[dict] = []
-    contents: list[dict] = []
+def convert_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool call id → function name, for the responses that follow
     for message in messages:
         if not isinstance(message, dict):
@@ -116,7 +117,7 @@ def convert_messages(messages: list) -> tuple[list[dict], list[dict]]:
     return system, contents
 
 
-def convert_tools(tools: list) -> list[dict]:
+def convert_tools(tools: list[Any]) -> list[dict[str, Any]]:
     declarations = []
     for tool in tools:
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
@@ -132,7 +133,7 @@ def convert_tools(tools: list) -> list[dict]:
     return [{"functionDeclarations": declarations}]
 
 
-def tool_config(choice) -> dict | None:
+def tool_config(choice: Any) -> dict[str, Any] | None:
     if choice in ("auto", "none"):
         return {"functionCallingConfig": {"mode": choice.upper()}}
     if choice == "required":
@@ -144,8 +145,8 @@ def tool_config(choice) -> dict | None:
     return None
 
 
-def generation_config(payload: dict) -> dict:
-    config: dict = {}
+def generation_config(payload: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
     for source, target in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK"), ("seed", "seed"),
                            ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
         if isinstance(payload.get(source), (int, float)) and not isinstance(payload.get(source), bool):
@@ -171,13 +172,13 @@ def generation_config(payload: dict) -> dict:
     return config
 
 
-def chat_to_gemini(payload: dict) -> dict:
+def chat_to_gemini(payload: dict[str, Any]) -> dict[str, Any]:
     """The generateContent body for an OpenAI chat payload. Fields with no counterpart (logprobs,
     logit_bias, user, parallel_tool_calls) are dropped."""
     system, contents = convert_messages(payload["messages"])
     if not contents:
         raise bad_request("The conversation has no user or assistant content to send.", param="messages")
-    body: dict = {"contents": contents}
+    body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
     if payload.get("tools"):

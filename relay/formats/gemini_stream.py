@@ -7,6 +7,8 @@ adds it after the finishing event, so a stream cut before that is recognised as 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -15,6 +17,9 @@ from relay.formats.common import DONE, ChunkMaker, new_id, sse
 from relay.formats.gemini_wire import classify_error_body, finish_reason, tool_call, usage_from_gemini
 from relay.sse import NOT_SSE, EventDecoder, StreamEvent, event_data, is_sse
 from relay.tokens import text_tokens
+
+if TYPE_CHECKING:
+    from relay.formats.generate_response import Framing
 
 MALFORMED = UpstreamError(ErrorKind.INVALID_RESPONSE, 200, "malformed stream event")
 
@@ -56,11 +61,13 @@ class GeminiChatStream(EventDecoder):
         done = bool(blocked) or (bool(choices) and not self.open)
         return self._event(choices, tokens, done, obj.get("usageMetadata"))
 
-    def _choice(self, candidate: dict, first: bool) -> tuple[dict, int]:
+    def _choice(self, candidate: dict[str, Any], first: bool) -> tuple[dict[str, Any], int]:
         index = int(candidate.get("index") or 0)
         self.open.add(index)
-        delta: dict = {"role": "assistant"} if first else {}
-        texts, thoughts, calls = [], [], []
+        delta: dict[str, Any] = {"role": "assistant"} if first else {}
+        texts: list[str] = []
+        thoughts: list[str] = []
+        calls: list[dict[str, Any]] = []
         for part in (candidate.get("content") or {}).get("parts") or ():
             if "functionCall" in part:
                 position = self.calls.get(index, 0)
@@ -80,8 +87,9 @@ class GeminiChatStream(EventDecoder):
         tokens = sum(text_tokens(t) for t in (*texts, *thoughts)) + sum(text_tokens(c["function"]["arguments"]) for c in calls)
         return {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}, tokens
 
-    def _event(self, choices: list[dict], tokens: int, done: bool, meta) -> StreamEvent:
-        chunk = dict(self.maker.chunk({}), choices=choices) if choices else None
+    def _event(self, choices: list[dict[str, Any]], tokens: int, done: bool, meta: Any) -> StreamEvent:
+        # _decode sets self.maker before it builds any event
+        chunk = dict(self.maker.chunk({}), choices=choices) if choices else None  # type: ignore[union-attr]  # set by _decode
         out = StreamEvent(raw=None, chunk=chunk, output_tokens=tokens, done=done)
         raw = sse(chunk) if chunk is not None and not self.chunks_only else b""
         if done:
@@ -89,13 +97,13 @@ class GeminiChatStream(EventDecoder):
             out.usage = usage_from_gemini(meta)
             if not self.chunks_only:
                 if self.wants_usage and out.usage is not None:
-                    raw += sse(self.maker.usage_chunk(out.usage))
+                    raw += sse(self.maker.usage_chunk(out.usage))  # type: ignore[union-attr]  # set by _decode
                 raw += DONE
         out.raw = raw or None
         return out
 
 
-def parts_tokens(candidates) -> int:
+def parts_tokens(candidates: Any) -> int:
     """Output tokens counted locally in candidates' parts (text, thoughts, function calls)."""
     total = 0
     for candidate in candidates or ():
@@ -114,7 +122,7 @@ class GeminiNativeStream(EventDecoder):
     (re-framed as JSON array elements when the caller streams without alt=sse); usage is read on
     the way and counts once every candidate has finished, as a cut stream must not look complete."""
 
-    def __init__(self, framing):
+    def __init__(self, framing: Framing) -> None:
         super().__init__()
         self.framing = framing
         self.open: set[int] = set()  # candidates seen and not finished
@@ -146,7 +154,7 @@ class GeminiNativeStream(EventDecoder):
             out.usage = usage_from_gemini(obj.get("usageMetadata"))
         return out
 
-    def finish(self):
+    def finish(self) -> Iterator[StreamEvent]:
         yield from super().finish()
         if self.finished:  # a cut stream is closed by the error event that reports it
             tail = self.framing.close()

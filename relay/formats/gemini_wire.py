@@ -2,6 +2,9 @@
 GenerateContentResponse as an OpenAI completion."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import orjson
 
 from relay.errors import ErrorKind, UpstreamError
@@ -39,7 +42,7 @@ HTTP_KINDS = {401: ErrorKind.AUTH, 403: ErrorKind.AUTH, 404: ErrorKind.NOT_FOUND
 AUTH_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED", "ACCESS_TOKEN_EXPIRED"}
 
 
-def usage_from_gemini(meta) -> Usage | None:
+def usage_from_gemini(meta: Any) -> Usage | None:
     """promptTokenCount includes cached content; thoughts are counted apart from candidates."""
     if not isinstance(meta, dict):
         return None
@@ -49,11 +52,12 @@ def usage_from_gemini(meta) -> Usage | None:
                  reasoning=int(meta.get("thoughtsTokenCount") or 0))
 
 
-def classify_error_body(status: int, data) -> UpstreamError:
+def classify_error_body(status: int, data: Any) -> UpstreamError:
     err = data.get("error") if isinstance(data, dict) else None
     err = err if isinstance(err, dict) else {}
     message = str(err.get("message") or data)[:MAX_MESSAGE]
     reasons = {d.get("reason") for d in err.get("details") or () if isinstance(d, dict)}
+    kind: ErrorKind | None
     if reasons & AUTH_REASONS:
         kind = ErrorKind.AUTH
     else:
@@ -63,7 +67,7 @@ def classify_error_body(status: int, data) -> UpstreamError:
     return UpstreamError(kind, status, message)
 
 
-def classify_gemini(status: int, body: bytes, headers) -> UpstreamError:
+def classify_gemini(status: int, body: bytes, headers: Mapping[str, Any]) -> UpstreamError:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -72,7 +76,7 @@ def classify_gemini(status: int, body: bytes, headers) -> UpstreamError:
     return UpstreamError(error.kind, error.status, error.message or f"upstream status {status}", retry_after(headers))
 
 
-def call_id(part: dict) -> str:
+def call_id(part: dict[str, Any]) -> str:
     """An OpenAI tool call id for a functionCall part. Gemini wants a call's thought signature back
     with it in the next turn; OpenAI callers only send back the id, so the signature rides in it."""
     base = (part.get("functionCall") or {}).get("id") or new_id("call_")
@@ -86,16 +90,16 @@ def split_call_id(tool_call_id: str) -> tuple[str, str | None]:
     return base, (signature if mark else None)
 
 
-def tool_call(part: dict, index: int | None = None) -> dict:
+def tool_call(part: dict[str, Any], index: int | None = None) -> dict[str, Any]:
     fn = part.get("functionCall") or {}
-    call = {"id": call_id(part), "type": "function",
+    call: dict[str, Any] = {"id": call_id(part), "type": "function",
             "function": {"name": fn.get("name") or "", "arguments": tool_arguments(fn.get("args") or {})}}
     if index is not None:
         call["index"] = index
     return call
 
 
-def finish_reason(candidate: dict, called: bool) -> str | None:
+def finish_reason(candidate: dict[str, Any], called: bool) -> str | None:
     reason = candidate.get("finishReason")
     if not reason:
         return None
@@ -103,14 +107,16 @@ def finish_reason(candidate: dict, called: bool) -> str | None:
     return "tool_calls" if called and mapped == "stop" else mapped
 
 
-def candidate_choice(candidate: dict) -> tuple[dict, int]:
-    texts, thoughts, calls = [], [], []
+def candidate_choice(candidate: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
     for part in (candidate.get("content") or {}).get("parts") or ():
         if "functionCall" in part:
             calls.append(tool_call(part))
         elif isinstance(part.get("text"), str):
             (thoughts if part.get("thought") else texts).append(part["text"])
-    message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
     if calls:
@@ -121,7 +127,7 @@ def candidate_choice(candidate: dict) -> tuple[dict, int]:
     return choice, local
 
 
-def response_to_completion(data: dict, model: str) -> tuple[dict, Usage | None, int]:
+def response_to_completion(data: dict[str, Any], model: str) -> tuple[dict[str, Any], Usage | None, int]:
     """(OpenAI chat.completion, usage, locally counted output tokens) for a GenerateContentResponse.
     A prompt blocked by safety filters has no candidates: it becomes an empty content_filter answer."""
     if not isinstance(data, dict):

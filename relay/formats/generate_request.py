@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 import orjson
 
@@ -30,18 +31,18 @@ def unsupported(what: str) -> RelayError:
     return RelayError(501, "conversion_not_supported", f"{what} cannot be sent to this model's provider.")
 
 
-def parts_of(content, where: str) -> list:
+def parts_of(content: object, where: str) -> list[Any]:
     parts = content.get("parts") if isinstance(content, dict) else None
     if not isinstance(parts, list):
         raise bad_request(f"{where}.parts must be a list of parts.", param=where)
     return parts
 
 
-def text_of(parts) -> str:
+def text_of(parts: list[Any]) -> str:
     return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought"))
 
 
-def system_text(instruction) -> str:
+def system_text(instruction: object) -> str:
     """systemInstruction is a Content; a bare string is taken too (the REST API accepts neither
     less nor more, but SDKs build it from one)."""
     if instruction is None:
@@ -52,12 +53,12 @@ def system_text(instruction) -> str:
 
 
 # --- schemas ------------------------------------------------------------------------------
-def json_schema(schema, depth: int = 0):
+def json_schema(schema: Any, depth: int = 0) -> Any:
     """Gemini's OpenAPI-style Schema as JSON Schema: types lower-cased ("OBJECT" → "object"),
     `nullable` folded into the type, Gemini-only keys dropped, sizes given as strings made numbers."""
     if not isinstance(schema, dict) or depth > MAX_DEPTH:
         return schema
-    out: dict = {}
+    out: dict[str, Any] = {}
     for key, value in schema.items():
         if key in ("nullable", "propertyOrdering"):
             continue
@@ -79,7 +80,7 @@ def json_schema(schema, depth: int = 0):
     return out
 
 
-def declaration_parameters(declaration: dict):
+def declaration_parameters(declaration: dict[str, Any]) -> Any:
     if isinstance(declaration.get("parametersJsonSchema"), dict):
         return declaration["parametersJsonSchema"]  # already JSON Schema
     if isinstance(declaration.get("parameters"), dict):
@@ -87,7 +88,7 @@ def declaration_parameters(declaration: dict):
     return None
 
 
-def convert_tools(tools) -> list[dict]:
+def convert_tools(tools: Any) -> list[dict[str, Any]]:
     """Function declarations only: Google's built-in tools (search, code execution, URL context,
     maps) run at Google and are dropped."""
     out = []
@@ -97,7 +98,7 @@ def convert_tools(tools) -> list[dict]:
         for declaration in tool.get("functionDeclarations") or ():
             if not isinstance(declaration, dict) or not isinstance(declaration.get("name"), str):
                 raise bad_request("Each function declaration needs a name.", param="tools")
-            fn: dict = {"name": declaration["name"]}
+            fn: dict[str, Any] = {"name": declaration["name"]}
             if isinstance(declaration.get("description"), str) and declaration["description"]:
                 fn["description"] = declaration["description"]
             parameters = declaration_parameters(declaration)
@@ -107,7 +108,7 @@ def convert_tools(tools) -> list[dict]:
     return out
 
 
-def tool_choice(config) -> object:
+def tool_choice(config: object) -> object:
     calling = (config or {}).get("functionCallingConfig") if isinstance(config, dict) else None
     if not isinstance(calling, dict):
         return None
@@ -123,7 +124,7 @@ def tool_choice(config) -> object:
 
 
 # --- contents -----------------------------------------------------------------------------
-def media_part(mime: str, data: str) -> dict:
+def media_part(mime: str, data: str) -> dict[str, Any]:
     """An inlineData part in the OpenAI part type that holds it."""
     mime = (mime or "application/octet-stream").lower()
     if mime.startswith("image/"):
@@ -139,7 +140,7 @@ def media_part(mime: str, data: str) -> dict:
     return {"type": "file", "file": {"filename": f"file.{extension}", "file_data": data_url(mime, data)}}
 
 
-def user_part(part: dict) -> dict | None:
+def user_part(part: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(part.get("text"), str):
         return {"type": "text", "text": part["text"]} if part["text"] and not part.get("thought") else None
     inline = part.get("inlineData")
@@ -154,7 +155,7 @@ def user_part(part: dict) -> dict | None:
     return None  # executableCode, codeExecutionResult, videoMetadata …: Gemini's own
 
 
-def response_text(response) -> str:
+def response_text(response: object) -> str:
     """A functionResponse's `response` as the tool message's text: the output itself when the
     object only wraps one ({"output": …}, {"content": …}, {"result": …}), else the JSON."""
     if isinstance(response, dict) and len(response) == 1:
@@ -167,28 +168,29 @@ def response_text(response) -> str:
 class Calls:
     """Ids for the tool calls of the conversation, and which are still waiting for a result."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.waiting: list[tuple[str, str]] = []  # (id, function name)
         self.count = 0
 
-    def issue(self, call: dict) -> str:
+    def issue(self, call: dict[str, Any]) -> str:
         self.count += 1
-        call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else f"call_{self.count}"
+        given = call.get("id")
+        call_id = given if isinstance(given, str) and given else f"call_{self.count}"
         self.waiting.append((call_id, str(call.get("name") or "")))
         return call_id
 
-    def answer(self, response: dict) -> str:
+    def answer(self, response: dict[str, Any]) -> str:
         wanted, name = response.get("id"), str(response.get("name") or "")
-        for n, (call_id, called) in enumerate(self.waiting):
+        for n, (call_id, _called) in enumerate(self.waiting):
             if call_id == wanted:
                 return self.waiting.pop(n)[0]
-        for n, (call_id, called) in enumerate(self.waiting):
+        for n, (_call_id, called) in enumerate(self.waiting):
             if called == name:
                 return self.waiting.pop(n)[0]
         return wanted if isinstance(wanted, str) and wanted else f"call_{name or 'unknown'}"
 
 
-def model_message(parts: list, calls: Calls) -> dict | None:
+def model_message(parts: list[Any], calls: Calls) -> dict[str, Any] | None:
     text = text_of(parts)
     tool_calls = []
     for part in parts:
@@ -198,14 +200,15 @@ def model_message(parts: list, calls: Calls) -> dict | None:
                                "function": {"name": str(call.get("name") or ""), "arguments": tool_arguments(call.get("args") or {})}})
     if not text and not tool_calls:
         return None  # thoughts (or Gemini-only parts) alone: nothing another model can take back
-    message: dict = {"role": "assistant", "content": text or None}
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return message
 
 
-def user_messages(parts: list, calls: Calls) -> list[dict]:
-    out, rest = [], []
+def user_messages(parts: list[Any], calls: Calls) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    rest: list[dict[str, Any]] = []
     for part in parts:
         if not isinstance(part, dict):
             raise bad_request("Each part must be an object.", param="contents")
@@ -222,8 +225,8 @@ def user_messages(parts: list, calls: Calls) -> list[dict]:
     return out
 
 
-def convert_contents(contents: list) -> list[dict]:
-    messages: list[dict] = []
+def convert_contents(contents: list[Any]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
     calls = Calls()
     for n, content in enumerate(contents):
         if not isinstance(content, dict):
@@ -242,7 +245,7 @@ def convert_contents(contents: list) -> list[dict]:
 
 
 # --- the request --------------------------------------------------------------------------
-def response_format(config: dict) -> dict | None:
+def response_format(config: dict[str, Any]) -> dict[str, Any] | None:
     if str(config.get("responseMimeType") or "") != "application/json":
         return None
     schema = config.get("responseJsonSchema")
@@ -253,7 +256,7 @@ def response_format(config: dict) -> dict | None:
     return {"type": "json_object"}
 
 
-def apply_generation_config(body: dict, config, max_tokens_field: str) -> None:
+def apply_generation_config(body: dict[str, Any], config: object, max_tokens_field: str) -> None:
     if not isinstance(config, dict):
         return
     for source, target in (("temperature", "temperature"), ("topP", "top_p"), ("seed", "seed"),
@@ -273,7 +276,7 @@ def apply_generation_config(body: dict, config, max_tokens_field: str) -> None:
         body["response_format"] = converted
 
 
-def gemini_to_chat(payload: dict, model: str, stream: bool, max_tokens_field: str = "max_tokens") -> dict:
+def gemini_to_chat(payload: dict[str, Any], model: str, stream: bool, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
     """The OpenAI chat payload for a generateContent payload. `cachedContent` names content stored
     at Google and cannot be served elsewhere (501)."""
     if payload.get("cachedContent"):
@@ -285,7 +288,7 @@ def gemini_to_chat(payload: dict, model: str, stream: bool, max_tokens_field: st
     messages.extend(convert_contents(payload.get("contents") or []))
     if not any(m["role"] != "system" for m in messages):
         raise bad_request("The conversation has no content to send.", param="contents")
-    body: dict = {"model": model, "messages": messages}
+    body: dict[str, Any] = {"model": model, "messages": messages}
     tools = convert_tools(payload.get("tools"))
     if tools:
         body["tools"] = tools
@@ -298,7 +301,7 @@ def gemini_to_chat(payload: dict, model: str, stream: bool, max_tokens_field: st
     return body
 
 
-def wants_thoughts(payload: dict) -> bool:
+def wants_thoughts(payload: dict[str, Any]) -> bool:
     """Gemini returns thought summaries only when asked (thinkingConfig.includeThoughts)."""
     config = payload.get("generationConfig")
     thinking = config.get("thinkingConfig") if isinstance(config, dict) else None
@@ -306,7 +309,7 @@ def wants_thoughts(payload: dict) -> bool:
 
 
 # --- the hold's estimate ------------------------------------------------------------------
-def _part_tokens(part) -> int:
+def _part_tokens(part: object) -> int:
     if not isinstance(part, dict):
         return 0
     if isinstance(part.get("text"), str):
@@ -322,7 +325,7 @@ def _part_tokens(part) -> int:
     return tokens.IMAGE_TOKENS if "fileData" in part else 0
 
 
-def prompt_tokens(payload: dict) -> int:
+def prompt_tokens(payload: dict[str, Any]) -> int:
     """Estimated prompt tokens of a generateContent payload, read as it is (native channels get it
     unconverted, so the estimate must not depend on a conversion)."""
     total = tokens.PER_REQUEST_OVERHEAD

@@ -10,14 +10,15 @@ reason and usageMetadata.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 
 from relay.formats.common import new_id, text_parts, tool_input
 from relay.pricing import Usage
-from relay.sse import StreamEvent
+from relay.sse import StreamDecoder, StreamEvent
 
-FINISH_TO_GEMINI = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "function_call": "STOP", "content_filter": "SAFETY"}
+FINISH_TO_GEMINI: dict[str | None, str] = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "function_call": "STOP", "content_filter": "SAFETY"}
 
 
 class Framing:
@@ -43,7 +44,7 @@ class Framing:
         return b"]" if self.started else b"[]"
 
 
-def usage_metadata(usage: Usage | None) -> dict:
+def usage_metadata(usage: Usage | None) -> dict[str, Any]:
     """The five counts in Gemini's vocabulary (the prompt count includes cached tokens; cache
     writes, which Gemini does not report, are part of the prompt)."""
     u = usage or Usage()
@@ -56,20 +57,20 @@ def usage_metadata(usage: Usage | None) -> dict:
     return meta
 
 
-def call_part(call_id, name, arguments) -> dict:
+def call_part(call_id: object, name: object, arguments: object) -> dict[str, Any]:
     """A functionCall part; the OpenAI call id rides in `id`, which Gemini callers send back in
     the functionResponse, so the result finds its call."""
-    call = {"name": name or "", "args": tool_input(arguments)}
+    call: dict[str, Any] = {"name": name or "", "args": tool_input(arguments)}
     if call_id:
         call["id"] = call_id
     return {"functionCall": call}
 
 
-def finish_reason(openai_reason) -> str:
+def finish_reason(openai_reason: str | None) -> str:
     return FINISH_TO_GEMINI.get(openai_reason, "STOP")
 
 
-def completion_to_generate(data: dict, usage: Usage | None, include_thoughts: bool) -> dict:
+def completion_to_generate(data: dict[str, Any], usage: Usage | None, include_thoughts: bool) -> dict[str, Any]:
     """The GenerateContentResponse for an OpenAI chat.completion: one candidate per choice."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
@@ -77,7 +78,7 @@ def completion_to_generate(data: dict, usage: Usage | None, include_thoughts: bo
     candidates = []
     for n, choice in enumerate(choices):
         message = choice.get("message") or {}
-        parts: list[dict] = []
+        parts: list[dict[str, Any]] = []
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         if include_thoughts and isinstance(reasoning, str) and reasoning:
             parts.append({"text": reasoning, "thought": True})
@@ -96,7 +97,7 @@ def completion_to_generate(data: dict, usage: Usage | None, include_thoughts: bo
 class GenerateStream:
     """Gemini stream events from a stream of OpenAI chunks (`inner` yields StreamEvents with `chunk`)."""
 
-    def __init__(self, inner, model: str, prompt_estimate: int, framing: Framing, include_thoughts: bool):
+    def __init__(self, inner: StreamDecoder, model: str, prompt_estimate: int, framing: Framing, include_thoughts: bool) -> None:
         self.inner = inner
         self.model = model
         self.prompt_estimate = prompt_estimate
@@ -105,7 +106,7 @@ class GenerateStream:
         self.response_id: str | None = None
         self.model_version: str | None = None
         self.order: list[int] = []  # candidate indexes in the order they appeared
-        self.calls: dict[int, dict[int, dict]] = {}  # candidate → OpenAI tool call index → id, name, arguments so far
+        self.calls: dict[int, dict[int, dict[str, Any]]] = {}  # candidate → OpenAI tool call index → id, name, arguments so far
         self.reasons: dict[int, str] = {}  # candidate → Gemini finish reason
         self.usage: Usage | None = None
         self.output = 0  # output tokens counted locally, for when the upstream reports no usage
@@ -138,8 +139,8 @@ class GenerateStream:
             frames.append(self.framing.close())
         return StreamEvent(raw=b"".join(frames) or None, usage=event.usage, output_tokens=event.output_tokens, done=event.done)
 
-    def _response(self, candidates: list[dict], usage: dict | None = None) -> dict:
-        body: dict = {"candidates": candidates}
+    def _response(self, candidates: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"candidates": candidates}
         if usage is not None:
             body["usageMetadata"] = usage
         body["modelVersion"] = self.model_version or self.model
@@ -147,12 +148,12 @@ class GenerateStream:
         self.response_id = body["responseId"]
         return body
 
-    def _candidate(self, choice: dict) -> dict | None:
+    def _candidate(self, choice: dict[str, Any]) -> dict[str, Any] | None:
         index = int(choice.get("index") or 0)
         if index not in self.order:
             self.order.append(index)
         delta = choice.get("delta") or {}
-        parts: list[dict] = []
+        parts: list[dict[str, Any]] = []
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if self.include_thoughts and isinstance(reasoning, str) and reasoning:
             parts.append({"text": reasoning, "thought": True})
@@ -169,7 +170,7 @@ class GenerateStream:
             self.reasons[index] = finish_reason(choice["finish_reason"])
         return {"content": {"role": "model", "parts": parts}, "index": index} if parts else None
 
-    def _final(self) -> dict:
+    def _final(self) -> dict[str, Any]:
         candidates = []
         for index in self.order or [0]:
             calls = [call_part(c["id"], c["name"], c["arguments"]) for _, c in sorted(self.calls.get(index, {}).items())]

@@ -10,19 +10,21 @@ as Anthropic's tool search does.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from relay.errors import bad_request
 from relay.formats.common import data_url, tool_arguments
 
 USER_ID_LIMIT = 64
-TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+TOOL_CHOICE: dict[str | None, str] = {"auto": "auto", "any": "required", "none": "none"}
 
 
-def _text(block: dict) -> str:
-    return block.get("text") if isinstance(block.get("text"), str) else ""
+def _text(block: dict[str, Any]) -> str:
+    text = block.get("text")
+    return text if isinstance(text, str) else ""
 
 
-def image_part(block: dict) -> dict:
+def image_part(block: dict[str, Any]) -> dict[str, Any]:
     source = block.get("source") or {}
     if source.get("type") == "base64":
         url = data_url(source.get("media_type") or "image/png", source.get("data") or "")
@@ -33,7 +35,7 @@ def image_part(block: dict) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def document_part(block: dict) -> dict:
+def document_part(block: dict[str, Any]) -> dict[str, Any]:
     source = block.get("source") or {}
     if source.get("type") == "base64":
         return {"type": "file", "file": {"filename": block.get("title") or "document.pdf",
@@ -43,7 +45,7 @@ def document_part(block: dict) -> dict:
     raise bad_request("A document source must be base64 or text.", param="messages")
 
 
-def user_parts(blocks: list) -> list[dict]:
+def user_parts(blocks: list[Any]) -> list[dict[str, Any]]:
     parts = []
     for block in blocks:
         kind = block.get("type")
@@ -56,7 +58,7 @@ def user_parts(blocks: list) -> list[dict]:
     return parts
 
 
-def _result_text(block: dict) -> str:
+def _result_text(block: dict[str, Any]) -> str:
     if block.get("type") == "text":
         return _text(block)
     if block.get("type") == "tool_reference" and isinstance(block.get("tool_name"), str):
@@ -64,10 +66,11 @@ def _result_text(block: dict) -> str:
     return ""
 
 
-def tool_messages(block: dict) -> tuple[dict, list[dict]]:
+def tool_messages(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the tool message, image parts it carried) for a tool_result block."""
     content = block.get("content")
-    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    blocks = ([{"type": "text", "text": content}] if isinstance(content, str)
+              else [b for b in content if isinstance(b, dict)] if isinstance(content, list) else [])
     text = "\n".join(filter(None, (_result_text(b) for b in blocks)))
     images = [image_part(b) for b in blocks if b.get("type") == "image"]
     if block.get("is_error"):
@@ -75,7 +78,7 @@ def tool_messages(block: dict) -> tuple[dict, list[dict]]:
     return {"role": "tool", "tool_call_id": block.get("tool_use_id") or "", "content": text}, images
 
 
-def user_messages(content) -> list[dict]:
+def user_messages(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}] if content else []
     out, images = [], []
@@ -90,7 +93,7 @@ def user_messages(content) -> list[dict]:
     return out
 
 
-def assistant_message(content) -> dict | None:
+def assistant_message(content: Any) -> dict[str, Any] | None:
     if isinstance(content, str):
         return {"role": "assistant", "content": content} if content else None
     texts, calls = [], []
@@ -103,19 +106,19 @@ def assistant_message(content) -> dict | None:
                           "function": {"name": block.get("name") or "", "arguments": tool_arguments(block.get("input") or {})}})
     if not texts and not calls:
         return None  # thinking blocks alone: nothing an OpenAI model can take back
-    message: dict = {"role": "assistant", "content": "".join(texts) if texts else None}
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls
     return message
 
 
-def system_text(system) -> str:
+def system_text(system: Any) -> str:
     if isinstance(system, str):
         return system
     return "\n\n".join(_text(b) for b in system or () if isinstance(b, dict) and _text(b))
 
 
-def loaded_tools(messages) -> set[str]:
+def loaded_tools(messages: Any) -> set[str]:
     """Names of deferred tools a `tool_reference` in a tool result has loaded."""
     names = set()
     for turn in messages if isinstance(messages, list) else ():
@@ -128,7 +131,7 @@ def loaded_tools(messages) -> set[str]:
     return names
 
 
-def convert_tools(tools: list, loaded: frozenset[str] | set[str] = frozenset()) -> list[dict]:
+def convert_tools(tools: list[Any] | None, loaded: frozenset[str] | set[str] = frozenset()) -> list[dict[str, Any]]:
     """Custom tools only: Anthropic's server tools (web search, code execution …) run at Anthropic.
     A deferred tool (`defer_loading`) stays out of the model's sight until tool search loads it."""
     out = []
@@ -144,7 +147,7 @@ def convert_tools(tools: list, loaded: frozenset[str] | set[str] = frozenset()) 
     return out
 
 
-def tool_choice(choice) -> tuple[object, bool | None]:
+def tool_choice(choice: Any) -> tuple[object, bool | None]:
     """(OpenAI tool_choice, parallel_tool_calls) for Anthropic's tool_choice."""
     if not isinstance(choice, dict):
         return None, None
@@ -154,7 +157,7 @@ def tool_choice(choice) -> tuple[object, bool | None]:
     return TOOL_CHOICE.get(choice.get("type")), parallel
 
 
-def end_user(user_id) -> str | None:
+def end_user(user_id: object) -> str | None:
     """OpenAI's `user` for Anthropic's `metadata.user_id`. OpenAI takes a short opaque id (64
     characters); Claude Code sends a JSON document of device and session ids, so a longer one
     travels as its SHA-256 (stable per caller, as OpenAI recommends for end-user ids)."""
@@ -163,9 +166,9 @@ def end_user(user_id) -> str | None:
     return user_id if len(user_id) <= USER_ID_LIMIT else hashlib.sha256(user_id.encode()).hexdigest()
 
 
-def messages_to_chat(payload: dict, model: str, max_tokens_field: str = "max_tokens") -> dict:
+def messages_to_chat(payload: dict[str, Any], model: str, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
     """The OpenAI chat payload for an Anthropic Messages payload."""
-    messages: list[dict] = []
+    messages: list[dict[str, Any]] = []
     system = system_text(payload.get("system"))
     if system:
         messages.append({"role": "system", "content": system})
@@ -184,7 +187,7 @@ def messages_to_chat(payload: dict, model: str, max_tokens_field: str = "max_tok
                 messages.append({"role": "system", "content": text})
         else:
             raise bad_request(f"Unknown message role '{turn.get('role')}'.", param="messages")
-    body: dict = {"model": model, "messages": messages}
+    body: dict[str, Any] = {"model": model, "messages": messages}
     if payload.get("max_tokens"):
         body[max_tokens_field] = payload["max_tokens"]
     for field in ("temperature", "top_p"):

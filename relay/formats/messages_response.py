@@ -7,34 +7,34 @@ reason and usage, message_stop.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from relay.formats.common import named_sse, new_id, text_parts, tool_input
 from relay.pricing import Usage
-from relay.sse import StreamEvent
+from relay.sse import StreamDecoder, StreamEvent
 
 FINISH_TO_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                   "content_filter": "refusal"}
 
 
-def anthropic_usage(usage: Usage | None) -> dict:
+def anthropic_usage(usage: Usage | None) -> dict[str, Any]:
     u = usage or Usage()
     return {"input_tokens": u.input, "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cache_read,
             "output_tokens": u.output + u.reasoning}
 
 
-def message_id(openai_id) -> str:
+def message_id(openai_id: object) -> str:
     return openai_id if isinstance(openai_id, str) and openai_id.startswith("msg_") else new_id("msg_")
 
 
-def completion_to_message(data: dict, usage: Usage | None) -> dict:
+def completion_to_message(data: dict[str, Any], usage: Usage | None) -> dict[str, Any]:
     """The Anthropic Message for an OpenAI chat.completion (its first choice)."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
         raise ValueError("not a chat completion")
     choice = choices[0]
     message = choice.get("message") or {}
-    content: list[dict] = []
+    content: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
@@ -55,7 +55,7 @@ def completion_to_message(data: dict, usage: Usage | None) -> dict:
 class MessagesStream:
     """Anthropic events from a stream of OpenAI chunks (`inner` yields StreamEvents with `chunk`)."""
 
-    def __init__(self, inner, model: str, prompt_estimate: int):
+    def __init__(self, inner: StreamDecoder, model: str, prompt_estimate: int) -> None:
         self.inner = inner
         self.model = model
         self.prompt_estimate = prompt_estimate
@@ -94,16 +94,16 @@ class MessagesStream:
             frames.append(named_sse("message_stop", {"type": "message_stop"}))
         return StreamEvent(raw=b"".join(frames) or None, usage=event.usage, output_tokens=event.output_tokens, done=event.done)
 
-    def _start(self, frames: list[bytes], chunk_id, model) -> None:
+    def _start(self, frames: list[bytes], chunk_id: object, model: str | None) -> None:
         if self.started:
             return
         self.started = True
-        message = {"id": message_id(chunk_id), "type": "message", "role": "assistant", "model": model or self.model,
+        message: dict[str, Any] = {"id": message_id(chunk_id), "type": "message", "role": "assistant", "model": model or self.model,
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": self.prompt_estimate, "output_tokens": 0}}
         frames.append(named_sse("message_start", {"type": "message_start", "message": message}))
 
-    def _open(self, frames: list[bytes], kind: str, tool: int, block: dict) -> None:
+    def _open(self, frames: list[bytes], kind: str, tool: int, block: dict[str, Any]) -> None:
         self._close(frames)
         frames.append(named_sse("content_block_start", {"type": "content_block_start", "index": self.blocks, "content_block": block}))
         self.block = (kind, tool)
@@ -114,10 +114,10 @@ class MessagesStream:
             frames.append(named_sse("content_block_stop", {"type": "content_block_stop", "index": self.blocks - 1}))
             self.block = None
 
-    def _delta(self, frames: list[bytes], index: int, delta: dict) -> None:
+    def _delta(self, frames: list[bytes], index: int, delta: dict[str, Any]) -> None:
         frames.append(named_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
 
-    def _choice(self, frames: list[bytes], choice: dict) -> None:
+    def _choice(self, frames: list[bytes], choice: dict[str, Any]) -> None:
         delta = choice.get("delta") or {}
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
@@ -137,7 +137,7 @@ class MessagesStream:
                 self.stop_reason = "tool_use"
             self._close(frames)
 
-    def _tool_call(self, frames: list[bytes], call: dict) -> None:
+    def _tool_call(self, frames: list[bytes], call: dict[str, Any]) -> None:
         position = call.get("index", 0)
         fn = call.get("function") or {}
         if position not in self.tools:

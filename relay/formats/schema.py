@@ -6,6 +6,8 @@ lists, and $ref. References are inlined (to a bounded depth), `["T", "null"]` be
 """
 from __future__ import annotations
 
+from typing import Any
+
 KEPT = {
     "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties", "required",
     "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "example", "anyOf", "propertyOrdering",
@@ -15,10 +17,10 @@ STRING_FORMATS = {"enum", "date-time"}
 MAX_DEPTH = 12
 
 
-def _resolve(ref: str, root: dict) -> dict:
+def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
     if not ref.startswith("#/"):
         return {}
-    node = root
+    node: Any = root
     for key in ref[2:].split("/"):
         node = node.get(key) if isinstance(node, dict) else None
         if node is None:
@@ -26,14 +28,14 @@ def _resolve(ref: str, root: dict) -> dict:
     return node if isinstance(node, dict) else {}
 
 
-def clean_schema(schema, root: dict | None = None, depth: int = 0):
+def clean_schema(schema: Any, root: dict[str, Any] | None = None, depth: int = 0) -> Any:
     if not isinstance(schema, dict):
         return schema
     root = schema if root is None else root
     if "$ref" in schema and depth < MAX_DEPTH:
         merged = {**_resolve(schema["$ref"], root), **{k: v for k, v in schema.items() if k != "$ref"}}
         return clean_schema(merged, root, depth + 1)
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in schema.items():
         if key not in KEPT and key != "const":
             continue

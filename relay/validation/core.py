@@ -10,7 +10,7 @@ A schema may add rules across fields with a `problem()` method returning (field,
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -45,7 +45,7 @@ def anthropic_path(param: str | None) -> str | None:
     return re.sub(r"\[(\d+)\]", r".\1", param) if param else param
 
 
-def check(payload: dict, schema: type[T], error_format: str = OPENAI) -> T:
+def check(payload: dict[str, Any], schema: type[T], error_format: str = OPENAI) -> T:
     """`payload` as an instance of `schema`, or a 400 RelayError naming the first field that does not fit."""
     try:
         spec = msgspec.convert(payload, schema)

@@ -182,7 +182,7 @@ class EmbeddingBody(Body, kw_only=True):
 
 
 class ModerationBody(Body, kw_only=True):
-    model: ModelName | None = None  # the endpoint names a default
+    model: ModelName | None = None  # type: ignore[assignment]  # optional here: the endpoint names a default
     input: NonEmptyText | Annotated[list[str | Object], Meta(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
 
 

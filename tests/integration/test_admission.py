@@ -16,7 +16,10 @@ from tests.fakes.clock import Clock
 ACCOUNT, KEY = 1, 7
 
 
-def channel(cid: int, keys: int = 1, limits=Limits(), key_limits=Limits()) -> ChannelView:
+NO_LIMITS = Limits()
+
+
+def channel(cid: int, keys: int = 1, limits: Limits = NO_LIMITS, key_limits: Limits = NO_LIMITS) -> ChannelView:
     views = tuple(ChannelKeyView(id=cid * 10 + i, secret="sk", since=0.0) for i in range(keys))
     return ChannelView(id=cid, name=f"c{cid}", type="openai", base_url="http://x", models=("m",), keys=views,
                        limits=limits, key_limits=key_limits)
@@ -141,7 +144,7 @@ def test_a_burst_across_a_minute_boundary_gets_the_limit_not_double(gate, clock)
     plan = plan_of(channel(1))
     clock.now = 1_700_000_039.5  # 0.5 s before a minute starts (1_700_000_040 is a multiple of 60)
     admitted = 0
-    for step in range(10):
+    for _step in range(10):
         clock.now += 0.1
         try:
             admit(gate, plan, scopes)

@@ -26,7 +26,8 @@ def test_create_a_channel_with_every_field_and_many_keys(as_operator):
     response = post(as_operator, "/admin/channels/new", FORM)
     assert response.status_code == 302
     channel = db.session.scalar(select(Channel))
-    assert (channel.name, channel.models, channel.model_map, channel.groups) == ("Primary", ["gpt-4o", "gpt-4o-mini"], {"gpt-4": "gpt-4-0613"}, ["default", "pro"])
+    assert (channel.name, channel.models, channel.model_map, channel.groups) == (
+        "Primary", ["gpt-4o", "gpt-4o-mini"], {"gpt-4": "gpt-4-0613"}, ["default", "pro"])
     assert (channel.priority, channel.weight, channel.tag, channel.cost_bp, channel.config) == (5, 3, "prod", 6250, {"api_version": "2024-06-01"})
     assert [k.last4 for k in channel.keys] == ["1111", "2222"]
     page = text(as_operator.get(response.headers["Location"]))
@@ -62,7 +63,8 @@ def test_edit_changes_every_field_and_an_invalid_edit_changes_nothing(as_operato
     assert channel.name == "Old" and channel.weight == 1
     assert post(as_operator, f"/admin/channels/{channel.id}/edit", dict(FORM, name="New", cost="")).status_code == 302
     db.session.refresh(channel)
-    assert (channel.name, channel.models, channel.model_map, channel.cost_bp, channel.tag) == ("New", ["gpt-4o", "gpt-4o-mini"], {"gpt-4": "gpt-4-0613"}, None, "prod")
+    assert (channel.name, channel.models, channel.model_map, channel.cost_bp, channel.tag) == (
+        "New", ["gpt-4o", "gpt-4o-mini"], {"gpt-4": "gpt-4-0613"}, None, "prod")
     audit = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "channel.update"))
     assert audit.before["name"] == "Old" and audit.after["name"] == "New" and audit.actor == "operator@example.com"
 

@@ -258,7 +258,8 @@ def test_five_failures_in_a_row_eject_a_channel_and_requests_skip_it(world):
         assert world.relay.chat(world.key).status_code == 200
     sixth = world.relay.chat(world.key)
     assert len(world.a.chat_requests()) == 5
-    assert steps(request_log(sixth.headers["X-Request-Id"]), "skip") == [{"step": "skip", "channel": first.id, "key": first.keys[0].id, "why": "channel_ejected"}]
+    assert steps(request_log(sixth.headers["X-Request-Id"]), "skip") == [
+        {"step": "skip", "channel": first.id, "key": first.keys[0].id, "why": "channel_ejected"}]
 
 
 def test_when_every_channel_is_ejected_requests_still_go_out_panic_routing(world):

@@ -74,7 +74,8 @@ def test_the_round_trip_through_anthropic_format_keeps_the_conversation():
     assert back["messages"][0]["content"] == "You are terse.\n\nAnswer in German."
     assert back["messages"][1]["content"][0]["text"] == original["messages"][2]["content"][0]["text"]
     assert back["messages"][2]["tool_calls"] == [
-        {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": json.dumps({"city": "Zürich"}, ensure_ascii=False, separators=(",", ":"))}},
+        {"id": "call_1", "type": "function",
+         "function": {"name": "weather", "arguments": json.dumps({"city": "Zürich"}, ensure_ascii=False, separators=(",", ":"))}},
         {"id": "call_2", "type": "function", "function": {"name": "screenshot", "arguments": "{}"}}]
     assert back["messages"][3] == {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'}
     assert back["messages"][4] == {"role": "tool", "tool_call_id": "call_2", "content": "the radar"}

@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 13:53:08.955877
 
 """
@@ -17,7 +17,7 @@ depends_on = None
 
 
 def upgrade():
-    
+
     op.create_table('accounts',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
@@ -265,11 +265,11 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_refunds_account_id'), ['account_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_refunds_request_id'), ['request_id'], unique=False)
 
-    
+
 
 
 def downgrade():
-    
+
     with op.batch_alter_table('refunds', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_refunds_request_id'))
         batch_op.drop_index(batch_op.f('ix_refunds_account_id'))
@@ -323,4 +323,4 @@ def downgrade():
 
     op.drop_table('channels')
     op.drop_table('accounts')
-    
+

@@ -17,7 +17,7 @@ depends_on = None
 
 
 def upgrade():
-    
+
     op.create_table('usage_rollups',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('bucket', sa.DateTime(), nullable=False),
@@ -44,14 +44,14 @@ def upgrade():
         batch_op.create_index('ix_usage_rollups_account_bucket', ['account_id', 'bucket'], unique=False)
         batch_op.create_index('ix_usage_rollups_bucket', ['bucket'], unique=False)
 
-    
+
 
 
 def downgrade():
-    
+
     with op.batch_alter_table('usage_rollups', schema=None) as batch_op:
         batch_op.drop_index('ix_usage_rollups_bucket')
         batch_op.drop_index('ix_usage_rollups_account_bucket')
 
     op.drop_table('usage_rollups')
-    
+

@@ -119,7 +119,8 @@ def test_azure_transcription_goes_to_the_deployment_with_the_mapped_model(world,
     raw = world.oai.audio.transcriptions.with_raw_response.create(model="az-whisper", file=("clip.wav", wav(61), "audio/wav"))
     assert raw.parse().text == "Hello from the fake transcriber."
     sent = fakes.azure.azure_requests[-1]
-    assert (sent["path"], sent["api_key"], sent["api_version"]) == ("/openai/deployments/whisper-deploy/audio/transcriptions", "sk-azure-upstream", "2024-10-21")
+    assert (sent["path"], sent["api_key"], sent["api_version"]) == (
+        "/openai/deployments/whisper-deploy/audio/transcriptions", "sk-azure-upstream", "2024-10-21")
     assert fakes.azure.requests[-1]["body"]["fields"]["model"] == "whisper-deploy"
     assert world.cost(raw.headers["x-request-id"]) == 61 * 100
 
@@ -233,8 +234,10 @@ def test_an_overload_before_any_content_is_a_clean_retryable_failure_and_free(wo
 
 @pytest.mark.parametrize("reply,status,sdk_error", [
     (AnthropicReply(status=529, error={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}), 429, anthropic.RateLimitError),
-    (AnthropicReply(status=400, error={"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long"}}), 400, anthropic.BadRequestError),
-    (AnthropicReply(status=401, error={"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}), 503, anthropic.ServiceUnavailableError),
+    (AnthropicReply(status=400, error={"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long"}}),
+     400, anthropic.BadRequestError),
+    (AnthropicReply(status=401, error={"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}),
+     503, anthropic.ServiceUnavailableError),
 ], ids=["overloaded", "bad-request", "dead-upstream-key"])
 def test_upstream_errors_are_classified_and_never_charged(world, fakes, reply, status, sdk_error):
     fakes.anthropic.push(*[reply] * 3)

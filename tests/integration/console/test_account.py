@@ -131,9 +131,11 @@ def test_log_out_everywhere_ends_every_session_including_this_one(app, ana):
 
 def test_a_password_change_keeps_this_session_and_ends_the_others(app, ana):
     laptop, phone = client_for(app, ana), client_for(app, ana)
-    wrong = post_form(laptop, "/account/password", {"current_password": "nope", "new_password": "another long one", "confirm": "another long one"}, token_from="/account")
+    wrong = post_form(laptop, "/account/password", {"current_password": "nope", "new_password": "another long one", "confirm": "another long one"},
+                      token_from="/account")
     assert wrong.status_code == 400 and "not your current password" in wrong.get_data(as_text=True)
-    ok = post_form(laptop, "/account/password", {"current_password": PASSWORD, "new_password": "another long one", "confirm": "another long one"}, token_from="/account")
+    ok = post_form(laptop, "/account/password", {"current_password": PASSWORD, "new_password": "another long one", "confirm": "another long one"},
+                   token_from="/account")
     assert ok.status_code == 302
     assert laptop.get("/keys/").status_code == 200
     assert phone.get("/keys/").status_code == 302
