@@ -52,3 +52,7 @@ _ = (channel_keys, user_actions)  # these add routes to the channels and users b
 from controlplane.admin import dead_letters  # noqa: E402 - usage events ingestion could not write
 
 bp.register_blueprint(dead_letters.bp)
+
+from controlplane.admin import account  # noqa: E402 - the operator's own account: two-factor sign-in, sessions
+
+bp.register_blueprint(account.bp)
