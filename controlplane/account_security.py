@@ -40,9 +40,10 @@ def _actor() -> Actor:
     return Actor(name=current_user.email, id=current_user.id, ip=request.remote_addr)
 
 
-def add_routes(bp, guard, layout: str, account_endpoint: str) -> None:
-    """Add the two-factor pages to `bp`, each wrapped in `guard`, rendered inside `layout`."""
-    endpoint = lambda name: f"{bp.name}.{name}"
+def add_routes(bp, guard, layout: str, account_endpoint: str, prefix: str = "") -> None:
+    """Add the two-factor pages to `bp` under `prefix`, each wrapped in `guard`, rendered inside `layout`."""
+    base = account_endpoint.rsplit(".", 1)[0]  # the blueprint's full name once nested ("console.account")
+    endpoint = lambda name: f"{base}.{name}"
     # Names the url_for calls in the shared templates need.
     names = {"start": endpoint("two_factor_start"), "page": endpoint("two_factor"), "confirm": endpoint("two_factor_confirm"),
              "disable": endpoint("two_factor_disable"), "account": account_endpoint}
@@ -54,12 +55,12 @@ def add_routes(bp, guard, layout: str, account_endpoint: str) -> None:
                                qr=qr_data_uri(enrolment.uri) if enrolment else None, left=two_factor.recovery_left(user),
                                code_form=code_form or CodeForm(formdata=None), disable_form=disable_form or DisableForm(formdata=None)), status
 
-    @bp.get("/two-factor", endpoint="two_factor")
+    @bp.get(prefix + "/two-factor", endpoint="two_factor")
     @guard
     def show():
         return page()
 
-    @bp.post("/two-factor/start", endpoint="two_factor_start")
+    @bp.post(prefix + "/two-factor/start", endpoint="two_factor_start")
     @guard
     def start():
         form = FlaskForm()
@@ -70,7 +71,7 @@ def add_routes(bp, guard, layout: str, account_endpoint: str) -> None:
                 flash(error.message, "error")
         return redirect(url_for(names["page"]))
 
-    @bp.post("/two-factor/confirm", endpoint="two_factor_confirm")
+    @bp.post(prefix + "/two-factor/confirm", endpoint="two_factor_confirm")
     @guard
     def confirm():
         form = CodeForm()
@@ -84,7 +85,7 @@ def add_routes(bp, guard, layout: str, account_endpoint: str) -> None:
         # Rendered here, not after a redirect: the codes exist in this response only.
         return render_template("account/recovery_codes.html", layout=layout, names=names, codes=codes)
 
-    @bp.post("/two-factor/disable", endpoint="two_factor_disable")
+    @bp.post(prefix + "/two-factor/disable", endpoint="two_factor_disable")
     @guard
     def disable():
         form = DisableForm()

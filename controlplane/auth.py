@@ -153,8 +153,10 @@ def _pending_user() -> User | None:
     return user
 
 
-def _complete_sign_in(user: User):
+def _complete_sign_in(user: User, notice: str | None = None):
     session.clear()  # a fresh session at sign-in: nothing from before survives
+    if notice:
+        flash(notice, "warn")
     login_user(user)
     sessions.start(user)
     user.last_login_at = utcnow()
@@ -184,9 +186,8 @@ def code():
             guard.failed(user.email, address)
             form.code.errors.append("That code does not match, or it has been used already. Enter the current code.")
             return render_template("auth/code.html", form=form), 401
-        if proof.recovery:
-            flash(f"You signed in with a recovery code; {proof.recovery_left} left. Each one works once.", "warn")
-        return _complete_sign_in(user)
+        notice = f"You signed in with a recovery code; {proof.recovery_left} left. Each one works once." if proof.recovery else None
+        return _complete_sign_in(user, notice)
     return render_template("auth/code.html", form=form), 400 if request.method == "POST" else 200
 
 

@@ -7,7 +7,7 @@ from flask_login import current_user, logout_user
 
 from controlplane import account_security
 from controlplane.admin import OPERATORS
-from controlplane.admin.common import actor
+from controlplane.admin.common import actor, confirm, confirmed
 from controlplane.auth import require_roles
 from controlplane.services import ServiceError, sessions
 
@@ -37,6 +37,8 @@ def end_session(session_id: int):
 @bp.post("/sessions/end-all")
 @signed_in
 def end_all():
+    if not confirmed():
+        return confirm("Sign out of every session, including this one?", "Log out everywhere", url_for(".index"))
     sessions.revoke_all(actor(), current_user._get_current_object())
     logout_user()
     session.clear()

@@ -134,4 +134,4 @@ def end_all():
     return redirect(url_for("auth.login"))
 
 
-account_security.add_routes(bp, console_view, "console/layout.html", "console.account.index")
+account_security.add_routes(bp, console_view, "console/layout.html", "console.account.index", prefix="/account")
