@@ -13,7 +13,6 @@ from wtforms import PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length
 
 from controlplane import totp
-from controlplane.admin.forms import attach_error
 from controlplane.services import ServiceError, two_factor
 from controlplane.services.base import Actor
 
@@ -34,6 +33,13 @@ class DisableForm(FlaskForm):
 def qr_data_uri(uri: str) -> str:
     """The otpauth:// URI as an SVG QR code in a data: URI (the content policy allows data: images)."""
     return segno.make(uri, error="m").svg_data_uri(scale=4, border=2)
+
+
+def attach_error(form, error: ServiceError) -> None:
+    # Imported here: the admin package imports this module.
+    from controlplane.admin.forms import attach_error as attach
+
+    attach(form, error)
 
 
 def _actor() -> Actor:

@@ -138,3 +138,16 @@ def disable(actor: Actor, user: User, password: str, code: str) -> None:
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     audit(actor, "two_factor.disable", "user", user.id)
     commit(publish=False)
+
+
+def reset(actor: Actor, user: User) -> None:
+    """Turn two-factor sign-in off for someone who lost both phone and recovery codes (the CLI's
+    `user reset-2fa`: whoever runs it has the server, so no code is asked for)."""
+    if not user.totp_secret and not user.two_factor_enabled:
+        return
+    user.totp_secret = None
+    user.totp_enabled_at = None
+    user.totp_last_step = None
+    db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    audit(actor, "two_factor.reset", "user", user.id)
+    commit(publish=False)

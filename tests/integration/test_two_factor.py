@@ -212,3 +212,20 @@ def test_an_operator_sees_and_ends_their_own_sessions(sql_app):
     assert laptop.get("/admin/channels/").status_code == 200  # nothing ends before it is confirmed
     post_form(laptop, "/admin/account/sessions/end-all", {"confirmed": "yes"}, token_from="/admin/account/")
     assert laptop.get("/admin/channels/").status_code == 302
+
+
+def test_the_cli_turns_it_off_for_someone_locked_out(app):
+    import json
+
+    from controlplane.cli.group import cli
+
+    ana = factories.user("ana@example.com", password=PASSWORD)
+    setup = app.test_client()
+    login(setup, ana.email, PASSWORD)
+    enrol(setup)
+    result = app.test_cli_runner().invoke(cli, ["user", "reset-2fa", "--email", ana.email, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["two_factor"] is False
+    db.session.refresh(ana)
+    assert not ana.two_factor_enabled and actions(ana)[-1] == "two_factor.reset"
+    assert login(app.test_client(), ana.email, PASSWORD).headers["Location"] == "/"
