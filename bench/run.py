@@ -40,9 +40,10 @@ class Bench:
         self.relay_workers = relay_workers
         self.dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
         self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        # The fake upstream listens on loopback, which the egress guard admits only when asked.
+        # The fake upstream listens on loopback, which the egress guard admits only when asked; every
+        # load generator connects from 127.0.0.1: one address holding 2,000 streams.
         self.env.update(SWITCHBOARD_INSTANCE=str(self.dir), SWITCHBOARD_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1",
-                        SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8")
+                        SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8", SWITCHBOARD_HTTP_MAX_CONNECTIONS_PER_IP="0")
         self.procs: list[subprocess.Popen] = []
         self.redis = EmbeddedRedis(self.dir)
 

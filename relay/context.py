@@ -10,6 +10,7 @@ from typing import Iterable
 
 import orjson
 
+from relay.client_ip import Network, client_address
 from relay.errors import RelayError
 from relay.settings import Timeouts
 from relay.snapshot import KeyView
@@ -84,6 +85,34 @@ def _parse_ip(text: str):
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+class ClientAddresses:
+    """The client's address from the peer and its forwarding headers (relay/client_ip.py), remembered
+    per combination: the same proxies and clients come back, and walking the headers costs more than
+    the lookup. With no trusted proxies the peer is the client and nothing is looked at."""
+
+    MAX_ENTRIES = 4096
+    MAX_KEY_CHARS = 256  # longer headers are walked every time rather than kept
+
+    def __init__(self, trusted: tuple[Network, ...]):
+        self.trusted = trusted
+        self.known: dict[tuple, str] = {}
+
+    def of(self, environ) -> str | None:
+        peer = environ.get("REMOTE_ADDR")
+        if not self.trusted or not peer:
+            return peer
+        forwarded_for, forwarded = environ.get("HTTP_X_FORWARDED_FOR"), environ.get("HTTP_FORWARDED")
+        key = (peer, forwarded_for, forwarded)
+        found = self.known.get(key)
+        if found is None:
+            found = client_address(peer, forwarded_for, forwarded, self.trusted)
+            if len(forwarded_for or "") + len(forwarded or "") <= self.MAX_KEY_CHARS:
+                if len(self.known) >= self.MAX_ENTRIES:
+                    self.known.clear()
+                self.known[key] = found
+        return found
 
 
 def dumps(obj) -> bytes:

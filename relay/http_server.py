@@ -2,9 +2,11 @@
 out in as few writes as possible (headers with the first body piece, one write per streamed chunk).
 
 Replaces gevent's pywsgi, whose per-request and per-chunk Python costs measured ~45 µs a request on
-this machine (bench/README.md). Limits: request head 64 KB, body as configured (a larger body still
-reaches the app — with its length and no bytes — so the app answers 413 in its own format, and the
-connection closes), 30 s between reads while a request is incomplete, 75 s idle keep-alive.
+this machine (bench/README.md). What a request may look like, how long it may take and when its body
+is read is relay/http_request.py's; the limits are relay/edge.py's. Here: connection caps (503 with
+`Retry-After` past the total or the per-address cap), running the app, writing its response (chunked
+to HTTP/1.1 clients, close-delimited to HTTP/1.0 ones), and closing so that the client reads the
+last answer (the write side shut first, then what it still sends drained for a moment).
 """
 from __future__ import annotations
 
@@ -13,97 +15,37 @@ import logging
 import socket
 import sys
 import time
-from collections import deque
+from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 from wsgiref.handlers import format_date_time
 
 import httptools
+import orjson
 
+from relay.client_ip import Network
+from relay.edge import ConnectionCaps, EdgeLimits
+from relay.http_request import Reader, Refused, Request, RequestBody
 from relay.sockets import send_all
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 64 * 1024
-REQUEST_SECONDS = 30.0
-IDLE_SECONDS = 75.0
 _REASONLESS = {204, 304}
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+# After the last answer on a connection: how long, and how much, of what the client still sends is
+# read and dropped, so that closing does not reset the connection before the answer is read.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
+# A connection over a cap is answered at once from whatever of its request has arrived.
+REFUSED_LINGER_SECONDS = 0.5
+
+# (status, code, message, request path) -> JSON error body
+ErrorRenderer = Callable[[int, str, str, str], bytes]
 
 
-class _Stop(Exception):
-    """Parsing stops here: the request is answered without reading its body, then the connection closes."""
-
-
-class _Request:
-    __slots__ = ("url", "headers", "body", "size", "skipped", "method", "version", "keep_alive")
-
-    def __init__(self):
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.size = 0
-        self.skipped = False  # the body was too large to read
-
-
-class _Reader:
-    """httptools callbacks: collects complete requests in arrival order."""
-
-    def __init__(self, sock, max_body: int):
-        self.sock = sock
-        self.max_body = max_body
-        self.parser = httptools.HttpRequestParser(self)
-        self.ready: deque[_Request] = deque()
-        self.current: _Request | None = None
-        self.head_bytes = 0
-        self.head_too_large = False
-
-    def on_message_begin(self):
-        self.current = _Request()
-        self.head_bytes = 0
-
-    def on_url(self, url: bytes):
-        self.current.url += url
-        self._count(len(url))
-
-    def on_header(self, name: bytes, value: bytes):
-        self.current.headers.append((name, value))
-        self._count(len(name) + len(value))
-
-    def _count(self, n: int):
-        self.head_bytes += n
-        if self.head_bytes > MAX_HEAD:
-            self.head_too_large = True
-            raise _Stop("request head too large")
-
-    def on_headers_complete(self):
-        request = self.current
-        length = next((v for k, v in request.headers if k.lower() == b"content-length"), None)
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            request.skipped = True
-            self._finish()
-            raise _Stop("body over the limit")
-        if any(k.lower() == b"expect" and v.lower() == b"100-continue" for k, v in request.headers):
-            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes):
-        request = self.current
-        request.size += len(body)
-        if request.size > self.max_body:
-            request.body.append(body[: max(self.max_body + 1 - (request.size - len(body)), 0)])
-            request.skipped = True
-            self._finish()
-            raise _Stop("body over the limit")
-        request.body.append(body)
-
-    def on_message_complete(self):
-        self._finish()
-
-    def _finish(self):
-        request, self.current = self.current, None
-        parser = self.parser
-        request.method = parser.get_method().decode("latin-1")
-        request.version = parser.get_http_version()
-        request.keep_alive = parser.should_keep_alive() and not request.skipped
-        self.ready.append(request)
+def default_error_body(status: int, code: str, message: str, path: str) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error",
+                                   "param": None, "code": code}})
 
 
 def _no_write(data):
@@ -111,11 +53,16 @@ def _no_write(data):
 
 
 class HttpServer:
-    def __init__(self, listener, app, max_body: int = 32 * 1024 * 1024, spawn="default"):
+    def __init__(self, listener, app, max_body: int = 32 * 1024 * 1024, limits: EdgeLimits | None = None,
+                 trusted: tuple[Network, ...] = (), render_error: ErrorRenderer | None = None, spawn="default"):
         from gevent.server import StreamServer
 
         self.app = app
         self.max_body = max_body
+        self.limits = limits = limits or EdgeLimits()
+        # Trusted proxies carry many clients' connections: only the total cap applies to them.
+        self.caps = ConnectionCaps(limits.connection_cap(), limits.max_connections_per_ip, trusted)
+        self.render_error = render_error or default_error_body
         self.server = StreamServer(listener, self.handle, spawn=spawn)
         self._date = (0, "")
 
@@ -134,54 +81,77 @@ class HttpServer:
         return self.server.address
 
     def handle(self, sock, address):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # unix sockets
-        reader = _Reader(sock, self.max_body)
         peer = address[0] if isinstance(address, tuple) else ""
+        admitted, counted = self.caps.admit(peer)
         try:
-            self._serve(sock, reader, peer)
+            if not admitted:
+                self._refuse_connection(sock)
+                return
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # unix sockets
+            reader = Reader(sock, self.limits, self.max_body, time.monotonic())
+            if self._serve(sock, reader, peer):
+                _linger(sock, LINGER_SECONDS)
         finally:
+            if admitted:
+                self.caps.release(counted)
             try:
                 sock.close()
             except OSError:
                 pass
 
-    def _serve(self, sock, reader: _Reader, peer: str):
-        waiting = IDLE_SECONDS
+    def _serve(self, sock, reader: Reader, peer: str) -> bool:
+        """Answer requests until the connection ends; True when the server ends it after an answer
+        (the client may still be sending)."""
         while True:
-            sock.settimeout(waiting)
             try:
-                data = sock.recv(65536)
+                if not reader.fill():
+                    return False
+            except TimeoutError:
+                if reader.current is None:
+                    return False  # nothing of a request arrived: close quietly
+                self._error(sock, Refused(408, "request_timeout", "The request did not arrive in time."), reader.current)
+                return True
             except OSError:
-                return
-            if not data:
-                return
-            stop = False
-            try:
-                reader.parser.feed_data(data)
-            except (_Stop, httptools.HttpParserCallbackError):
-                if not reader.ready:  # the head itself was too large, or a callback failed
-                    self._plain(sock, 431 if reader.head_too_large else 400)
-                    return
-                stop = True
-            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-                self._plain(sock, 400)
-                return
+                return False
             while reader.ready:
-                if not self._respond(sock, reader.ready.popleft(), peer):
-                    return
-            if stop:
-                return
-            waiting = REQUEST_SECONDS if reader.current is not None else IDLE_SECONDS
+                if not self._respond(sock, reader, reader.ready.popleft(), peer):
+                    return True
+            if reader.refused is not None:
+                self._error(sock, reader.refused, reader.current)
+                return True
+            if reader.stopped:
+                return True
 
-    def _plain(self, sock, status: int):
-        text = {400: b"400 Bad Request", 431: b"431 Request Header Fields Too Large"}[status]
+    def _error(self, sock, refusal: Refused, request: Request | None, extra: bytes = b"") -> None:
+        """An answer of the server's own, in the app's error format, on a connection about to close."""
+        path = _path_of(request.url) if request is not None else ""
+        body = self.render_error(refusal.status, refusal.code, refusal.message, path)
+        head = (f"HTTP/1.1 {refusal.status} {_REASONS.get(refusal.status, 'Error')}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nDate: {self._http_date()}\r\nConnection: close\r\n").encode("latin-1")
         try:
-            sock.sendall(b"HTTP/1.1 " + text + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            send_all(sock, head + extra + b"\r\n" + body)
         except OSError:
             pass
+
+    def _refuse_connection(self, sock) -> None:
+        """503 to a connection over a cap, from the request line if it has arrived (for the path)."""
+        request = None
+        try:
+            sock.setblocking(False)
+            data = sock.recv(65536)
+            line = data.split(b"\r\n", 1)[0].split(b" ")
+            if len(line) == 3:
+                request = Request(0.0)
+                request.url = line[1]
+        except OSError:
+            pass
+        sock.settimeout(REFUSED_LINGER_SECONDS)
+        refusal = Refused(503, "too_many_connections", "The server has too many open connections; retry shortly.")
+        self._error(sock, refusal, request, b"Retry-After: 1\r\n")
+        _linger(sock, REFUSED_LINGER_SECONDS)
 
     def _http_date(self) -> str:
         now = int(time.time())
@@ -189,9 +159,8 @@ class HttpServer:
             self._date = (now, format_date_time(now))
         return self._date[1]
 
-    def environ(self, request: _Request, peer: str) -> dict:
+    def environ(self, request: Request, peer: str, reader: Reader) -> dict:
         url = httptools.parse_url(request.url)
-        body = b"".join(request.body)
         env = {
             "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": "",
@@ -203,28 +172,36 @@ class HttpServer:
             "REMOTE_ADDR": peer,
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": False,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
         }
-        if not request.skipped:
+        if request.deferred:
+            if request.length is None:  # chunked: the input ends where the body does
+                env["wsgi.input"] = RequestBody(reader, request, self.max_body + 1)
+                env["wsgi.input_terminated"] = True
+            else:
+                env["wsgi.input"] = RequestBody(reader, request, request.length)
+                env["CONTENT_LENGTH"] = str(request.length)
+        elif request.skipped:
+            env["wsgi.input"] = io.BytesIO(b"")
+            env["CONTENT_LENGTH"] = str(request.length)  # the app answers 413 from the declared length
+        else:
+            body = b"".join(request.body)
+            env["wsgi.input"] = io.BytesIO(body)
             env["CONTENT_LENGTH"] = str(len(body))
         for name, value in request.headers:
             key = name.decode("latin-1").upper().replace("-", "_")
             text = value.decode("latin-1")
             if key == "CONTENT_TYPE":
                 env["CONTENT_TYPE"] = text
-            elif key == "CONTENT_LENGTH":
-                if request.skipped:
-                    env["CONTENT_LENGTH"] = text  # the app answers 413 from the declared length
-            elif key != "TRANSFER_ENCODING":
+            elif key != "CONTENT_LENGTH" and key != "TRANSFER_ENCODING":
                 key = "HTTP_" + key
                 env[key] = env[key] + "," + text if key in env else text
         return env
 
-    def _respond(self, sock, request: _Request, peer: str) -> bool:
+    def _respond(self, sock, reader: Reader, request: Request, peer: str) -> bool:
         """Run the app for one request and write its response; False when the connection must close."""
         state: dict = {}
 
@@ -235,15 +212,18 @@ class HttpServer:
             return _no_write
 
         try:
-            result = self.app(self.environ(request, peer), start_response)
+            result = self.app(self.environ(request, peer, reader), start_response)
         except Exception:
             log.exception("WSGI app failed for %s %s", request.method, request.url[:200])
             try:
-                sock.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                send_all(sock, b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             except OSError:
                 pass
             return False
-        keep = request.keep_alive
+        # The connection carries on only if this request was read to its end (a refused upload's
+        # body was not) and nothing after it was malformed.
+        keep = request.keep_alive and request.complete and not reader.stopped
+        sock.settimeout(self.limits.idle_timeout)  # a caller that takes nothing for this long is gone
         try:
             keep = self._write(sock, request, state, result, keep)
         except OSError:
@@ -254,7 +234,7 @@ class HttpServer:
                 close()
         return keep
 
-    def _write(self, sock, request: _Request, state: dict, result, keep: bool) -> bool:
+    def _write(self, sock, request: Request, state: dict, result, keep: bool) -> bool:
         write_to = getattr(result, "write_to", None)
         if write_to is not None and "status" in state:
             # A body that writes itself (relay/streaming.py pumps an upstream stream from the loop).
@@ -283,7 +263,7 @@ class HttpServer:
             send_all(sock, last)
         return keep
 
-    def _head(self, request: _Request, state: dict, keep: bool):
+    def _head(self, request: Request, state: dict, keep: bool):
         """(status line and headers, how a body piece is framed — None for no body —, what ends the
         body, whether the connection stays open)."""
         status, headers = state.get("status", "500 Internal Server Error"), state.get("headers", [])
@@ -300,6 +280,8 @@ class HttpServer:
             lines.append("Transfer-Encoding: chunked\r\n")
         if not keep:
             lines.append("Connection: close\r\n")
+        elif request.version == "1.0":
+            lines.append("Connection: keep-alive\r\n")  # an HTTP/1.0 client that asked for it
         lines.append("\r\n")
         state["sent"] = True
         head = "".join(lines).encode("latin-1")
@@ -316,3 +298,27 @@ def _chunk(data: bytes) -> bytes:
 
 def _as_is(data: bytes) -> bytes:
     return data
+
+
+def _path_of(url: bytes) -> str:
+    return url.split(b"?", 1)[0].decode("latin-1")
+
+
+def _linger(sock, seconds: float) -> None:
+    """Close the write side, then drop what the client still sends for a moment: closing with unread
+    bytes would reset the connection, and the client could lose the answer it has not yet read."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + seconds
+        dropped = 0
+        while dropped < LINGER_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                return
+            dropped += len(data)
+    except OSError:
+        pass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import orjson
@@ -138,11 +139,12 @@ class Pipeline:
         data = [{"id": m, "object": "model", "created": created, "owned_by": "switchboard"} for m in models]
         return json_response(200, orjson.dumps({"object": "list", "data": data}))
 
-    def handle(self, endpoint: Endpoint, ctx: RequestContext, environ, body: bytes) -> Response:
-        """A billed call: authenticate, check, hold, route with retries, settle exactly once."""
+    def handle(self, endpoint: Endpoint, ctx: RequestContext, environ, read_body: Callable[[], bytes]) -> Response:
+        """A billed call: authenticate, read the body, check, hold, route with retries, settle exactly once."""
         snap = self.holder.current
         now = ctx.started_at
         key = self.authenticate(ctx, environ, snap, now, getattr(endpoint, "accepts_query_key", False))
+        body = read_body()
         request = endpoint.parse(body, environ)
         model = endpoint.model_of(request)
         ctx.model = model

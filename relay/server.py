@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import random
 import time
+from functools import partial
 
 import orjson
 
 from relay.billing import REDIS_DOWN, usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
-from relay.context import RequestContext, Response, json_response, new_request_id
+from relay.context import ClientAddresses, RequestContext, Response, json_response, new_request_id
 from relay.customer_api import PATHS as CUSTOMER_PATHS
 from relay.customer_api import CustomerApi
 from relay.egress import Egress, EgressPolicy
@@ -36,7 +37,18 @@ OUTPUT_CAP_HEADER = "X-Switchboard-Max-Tokens"
 
 
 def read_body(environ, limit: int) -> bytes:
-    """The request body, refused with 413 before reading when Content-Length is over the limit."""
+    """The request body, refused with 413 before reading when Content-Length is over the limit, with
+    408 when it arrives too slowly and 400 when it ends early or is malformed (the server's
+    `wsgi.input` raises TimeoutError or another OSError)."""
+    try:
+        return _read(environ, limit)
+    except TimeoutError as exc:
+        raise RelayError(408, "request_timeout", f"The request body did not arrive in time: {exc}.") from None
+    except OSError as exc:
+        raise RelayError(400, "incomplete_body", f"The request body could not be read: {exc}.") from None
+
+
+def _read(environ, limit: int) -> bytes:
     length = environ.get("CONTENT_LENGTH")
     if length:
         try:
@@ -65,6 +77,12 @@ def error_format_for(method: str, path: str, environ) -> str:
     return OPENAI
 
 
+def edge_error(status: int, code: str, message: str, path: str) -> bytes:
+    """The body of an answer the HTTP server gives by itself (a malformed or slow request, too many
+    connections), in the error format of the endpoint the request was for."""
+    return RelayError(status, code, message).body(new_request_id(), error_format_for("", path, {}))
+
+
 def redis_unavailable() -> RelayError:
     """Nothing can be held or settled without Redis: the request is refused before it costs anything.
     Callers are told to come back after a random 1-5 s so that they do not all return at once."""
@@ -87,13 +105,14 @@ class RelayApp:
         self.quota = quota
         self.customer = CustomerApi(quota.redis, pipeline.authenticate)
         self.started = time.time()
+        self.clients = ClientAddresses(settings.trusted_proxies)
 
     def __call__(self, environ, start_response):
         COUNTERS.requests += 1
         request_id = new_request_id()
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
-        ctx = RequestContext(request_id=request_id, endpoint=path, client_ip=environ.get("REMOTE_ADDR"))
+        ctx = RequestContext(request_id=request_id, endpoint=path, client_ip=self.clients.of(environ))
         error_format = error_format_for(method, path, environ)
         try:
             response = self.dispatch(ctx, environ, method, path)
@@ -118,8 +137,8 @@ class RelayApp:
     def dispatch(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
         endpoint = ENDPOINTS.get((method, path))
         if endpoint is not None:
-            body = read_body(environ, self.settings.max_body_bytes)
-            return self.pipeline.handle(endpoint, ctx, environ, body)
+            # The body is read only once the caller is known: an unauthenticated upload is never received.
+            return self.pipeline.handle(endpoint, ctx, environ, partial(read_body, environ, self.settings.max_body_bytes))
         if is_gemini_path(path, environ):
             return self.gemini(ctx, environ, method, path)
         if path == "/v1/models" and method == "GET":
@@ -144,7 +163,7 @@ class RelayApp:
         if route.endpoint is None:
             return list_models(self.pipeline, ctx, environ, route.model)
         environ["switchboard.model"] = route.model
-        return self.pipeline.handle(route.endpoint, ctx, environ, read_body(environ, self.settings.max_body_bytes))
+        return self.pipeline.handle(route.endpoint, ctx, environ, partial(read_body, environ, self.settings.max_body_bytes))
 
     def health(self) -> Response:
         snap = self.holder.current
@@ -162,7 +181,7 @@ class RelayApp:
             log.exception("could not log refused request %s", ctx.request_id)
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
             413: "Payload Too Large", 429: "Too Many Requests", 499: "Client Closed Request", 500: "Internal Server Error",
             501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -186,6 +205,9 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
     if not given_redis:
         scripts = RespPool(settings.redis_url, settings.redis_pool_size)
         register = lambda text: Script(scripts, text)  # noqa: E731
+    if settings.egress_allow:  # an operator's decision worth seeing in every relay's log
+        log.warning("upstreams may be in these private ranges (SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS): %s",
+                    ", ".join(map(str, settings.egress_allow)))
     upstream = UpstreamClient(settings.upstream_pool_size, egress=Egress(EgressPolicy(settings.egress_allow)),
                               max_response_bytes=settings.max_response_bytes)
     pipeline = Pipeline(settings, holder, quota, upstream, register_script=register)
@@ -227,16 +249,19 @@ def replay_journals(pipeline: Pipeline, once: bool = False) -> None:
         gevent.sleep(JOURNAL_RETRY_SECONDS)
 
 
-def make_server(listener, wsgi_app, max_body: int = 32 * 1024 * 1024):
-    """The relay's HTTP server (relay/http_server.py): headers and body go out together, Nagle off."""
+def make_server(listener, wsgi_app, settings: RelaySettings | None = None):
+    """The relay's HTTP server (relay/http_server.py) with the settings' limits: headers and body go
+    out together, Nagle off, its own refusals in the endpoints' error formats."""
     from relay.http_server import HttpServer
 
-    return HttpServer(listener, wsgi_app, max_body=max_body)
+    settings = settings or RelaySettings(redis_url="", encryption_key=None)
+    return HttpServer(listener, wsgi_app, max_body=settings.max_body_bytes, limits=settings.edge,
+                      trusted=settings.trusted_proxies, render_error=edge_error)
 
 
 def serve(settings: RelaySettings) -> None:
     app = build_relay(settings)
     start_follower(app)
-    server = make_server((settings.host, settings.port), app, settings.max_body_bytes)
+    server = make_server((settings.host, settings.port), app, settings)
     log.info("relay listening on %s:%s", settings.host, settings.port)
     server.serve_forever()

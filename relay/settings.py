@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.client_ip import Network, parse_networks
+from relay.edge import EdgeLimits
 from relay.health import HealthPolicy
 
 DEFAULT_INSTANCE = "instance"
@@ -90,6 +91,10 @@ class RelaySettings:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     retry_budget_percent: float = 20.0
     retry_budget_min: int = 3
+    # What the HTTP server allows a client (relay/edge.py), and the proxies whose forwarding
+    # headers name the client (relay/client_ip.py).
+    edge: EdgeLimits = field(default_factory=EdgeLimits)
+    trusted_proxies: tuple[Network, ...] = ()
     # Idempotent retries: how long a finished request's outcome is kept for replay, and the largest
     # response (a stream's bytes included) that is kept; a larger one is charged once and not replayed.
     idempotency_ttl_seconds: int = 86_400
@@ -144,6 +149,19 @@ class RelaySettings:
             ),
             retry_budget_percent=env_float("SWITCHBOARD_RETRY_BUDGET_PERCENT", 20.0, env),
             retry_budget_min=env_int("SWITCHBOARD_RETRY_BUDGET_MIN", 3, env),
+            edge=EdgeLimits(
+                header_timeout=env_float("SWITCHBOARD_HTTP_HEADER_TIMEOUT", 10.0, env),
+                idle_timeout=env_float("SWITCHBOARD_HTTP_IDLE_TIMEOUT", 75.0, env),
+                body_read_timeout=env_float("SWITCHBOARD_HTTP_BODY_READ_TIMEOUT", 30.0, env),
+                body_min_rate=env_int("SWITCHBOARD_HTTP_BODY_MIN_RATE", 4096, env),
+                body_rate_grace=env_float("SWITCHBOARD_HTTP_BODY_RATE_GRACE", 10.0, env),
+                max_header_bytes=env_int("SWITCHBOARD_HTTP_MAX_HEADER_BYTES", 64 * 1024, env),
+                max_headers=env_int("SWITCHBOARD_HTTP_MAX_HEADERS", 100, env),
+                buffer_body_bytes=env_int("SWITCHBOARD_HTTP_BUFFER_BODY_BYTES", 64 * 1024, env),
+                max_connections=env_int("SWITCHBOARD_HTTP_MAX_CONNECTIONS", 0, env),
+                max_connections_per_ip=env_int("SWITCHBOARD_HTTP_MAX_CONNECTIONS_PER_IP", 1000, env),
+            ),
+            trusted_proxies=env_networks("SWITCHBOARD_TRUSTED_PROXIES", env),
             idempotency_ttl_seconds=env_int("SWITCHBOARD_IDEMPOTENCY_TTL_SECONDS", 86_400, env),
             idempotency_max_bytes=env_int("SWITCHBOARD_IDEMPOTENCY_MAX_BYTES", 1024 * 1024, env),
             generation_ttl_seconds=env_int("SWITCHBOARD_GENERATION_TTL_SECONDS", 86_400, env),

@@ -56,13 +56,13 @@ class Relay:
         the WSGI iteration the in-process client drives. Yields the server's address."""
         from gevent import get_hub
 
-        from relay.http_server import HttpServer
+        from relay.server import make_server
 
         box: dict = {}
         ready = threading.Event()
 
         def run():
-            server = HttpServer(("127.0.0.1", 0), self.app)
+            server = make_server(("127.0.0.1", 0), self.app, self.settings)
             server.init_socket()
             box["server"], box["loop"] = server, get_hub().loop
             ready.set()

@@ -28,7 +28,7 @@ def web_command(host, port):
     from relay.server import make_server
 
     settings = current_app.config["SWITCHBOARD"]
-    server = make_server((host or settings.host, port or settings.port), current_app._get_current_object())
+    server = make_server((host or settings.host, port or settings.port), current_app._get_current_object(), settings.relay_settings())
     click.echo(f"control plane on http://{host or settings.host}:{port or settings.port}")
     server.serve_forever()
 
@@ -125,7 +125,7 @@ def up_command():
             return relay_app(environ, start_response)
         return app(environ, start_response)
 
-    server = make_server((settings.host, settings.port), dispatch, settings.relay_settings().max_body_bytes)
+    server = make_server((settings.host, settings.port), dispatch, settings.relay_settings())
     server.init_socket()  # bind now so a busy port fails before we announce anything
 
     # Channel probes get a worker of their own: a slow probe run never delays usage ingestion.

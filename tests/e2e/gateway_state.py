@@ -15,6 +15,7 @@ from tests.gateway import ROOT, Gateway, free_port
 def state_app(gateway: Gateway):
     from controlplane.app import create_app
     from controlplane.settings import Settings
+    from relay.settings import RelaySettings
 
     instance = gateway.instance
     settings = Settings(
@@ -23,6 +24,7 @@ def state_app(gateway: Gateway):
         secret_key="inspector",
         encryption_key=(instance / "encryption.key").read_text().strip(),
         instance_dir=instance,
+        relay=RelaySettings.from_env(gateway.env),
     )
     return create_app(settings)
 
