@@ -66,6 +66,8 @@ class Settings:
     login_attempts_per_minute: int = 10
     login_attempts_per_ip_per_minute: int = 30
     login_delay_cap_seconds: float = 4.0
+    # Admins must turn on two-factor sign-in before they can do anything else (controlplane/two_factor.py).
+    require_2fa: bool = False
     # Proxies whose X-Forwarded-For / Forwarded is believed (relay/client_ip.py); empty: none.
     trusted_proxies: tuple[Network, ...] = ()
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -99,6 +101,7 @@ class Settings:
             login_attempts_per_ip_per_minute=env_int("SWITCHBOARD_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", 30, env),
             login_delay_cap_seconds=env_float("SWITCHBOARD_LOGIN_DELAY_CAP_SECONDS", 4.0, env),
             trusted_proxies=trusted_proxies(env),
+            require_2fa=env_bool("SWITCHBOARD_REQUIRE_2FA", False, env),
             smtp=SmtpSettings(
                 host=env.get("SWITCHBOARD_SMTP_HOST", ""),
                 port=env_int("SWITCHBOARD_SMTP_PORT", 587, env),

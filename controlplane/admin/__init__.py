@@ -42,11 +42,12 @@ def register(app) -> None:
 
 # Areas attach to the parent once, at import, so several apps (tests) can register the parent.
 from controlplane.admin import (  # noqa: E402
-    audit, bans, channel_keys, channel_probe, channels, dashboard, groups, logs, operators, prices, redemption, refunds, tokens, user_actions, users,
+    account, audit, bans, channel_keys, channel_probe, channels, dashboard, groups, logs, operators, prices, redemption, refunds, tokens,
+    user_actions, users,
 )
 
 for _child in (dashboard.bp, channels.bp, channel_probe.bp, prices.bp, groups.bp, users.bp, bans.bp, refunds.bp, logs.bp, audit.bp,
-               operators.bp, tokens.bp, redemption.bp):
+               operators.bp, tokens.bp, redemption.bp, account.bp):
     bp.register_blueprint(_child)
 _ = (channel_keys, user_actions)  # these add routes to the channels and users blueprints
 

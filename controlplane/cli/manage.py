@@ -51,6 +51,20 @@ def user_create(email, password, group, as_json):
     emit(as_json, {"id": created.id, "email": created.email, "account_id": created.account_id}, f"user {created.email} created (account {created.account_id})")
 
 
+@user.command("reset-2fa")
+@click.option("--email", required=True)
+@json_option
+@with_appcontext
+def user_reset_2fa(email, as_json):
+    """Turn off someone's two-factor sign-in (lost phone and recovery codes); they sign in with the
+    password alone, and an admin who must have it is sent to set it up again."""
+    from controlplane.services import two_factor
+
+    target = users.user_by_email(email)
+    two_factor.reset(Actor.cli(), target)
+    emit(as_json, {"id": target.id, "email": target.email, "two_factor": False}, f"two-factor sign-in is off for {target.email}")
+
+
 @click.group()
 def group():
     """User groups."""

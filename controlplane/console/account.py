@@ -1,10 +1,11 @@
-"""A person's own account: sign-up, email and password, and the sessions they are signed in with."""
+"""A person's own account: sign-up, email and password, two-factor sign-in (account_security.py),
+and the sessions they are signed in with."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
-from controlplane import throttle
+from controlplane import account_security, throttle
 from controlplane.admin.forms import attach_error
 from controlplane.console.access import actor, console_view
 from controlplane.console.forms import EmailForm, PasswordForm, SignupForm
@@ -131,3 +132,6 @@ def end_all():
     session.clear()
     flash("You are signed out everywhere, including here.")
     return redirect(url_for("auth.login"))
+
+
+account_security.add_routes(bp, console_view, "console/layout.html", "console.account.index", prefix="/account")

@@ -13,6 +13,7 @@ from controlplane.models.alerts import AlertSetting
 from controlplane.models.organisations import Invitation, MemberRole, Membership
 from controlplane.models.redemption import RedemptionBatch, RedemptionCode
 from controlplane.models.sessions import UserSession
+from controlplane.models.recovery_codes import RecoveryCode
 
 __all__ = [
     "Account", "AccountKind", "ApiKey", "ApiToken", "AuditEntry", "Ban", "BanKind", "Channel", "ChannelEvent",
@@ -20,4 +21,5 @@ __all__ = [
     "OPERATOR_ROLES", "Refund", "RefundKind", "RequestLog", "Role", "UsageRollup", "User", "UserStatus", "utcnow",
     # user console (issue 6)
     "AlertSetting", "Invitation", "MemberRole", "Membership", "RedemptionBatch", "RedemptionCode", "UserSession",
+    "RecoveryCode",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Integer, String, Boolean
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from controlplane.extensions import db
@@ -74,6 +74,11 @@ class User(UserMixin, db.Model):
     concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Two-factor sign-in (services/two_factor.py): the TOTP secret, encrypted like upstream keys; set
+    # but not enabled while the person is enrolling. The last accepted time step stops a replay.
+    totp_secret: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     group: Mapped[Group] = relationship(lazy="joined")
     account: Mapped[Account] = relationship(lazy="joined")
@@ -84,6 +89,10 @@ class User(UserMixin, db.Model):
     @property
     def is_operator(self) -> bool:
         return self.role in {r.value for r in OPERATOR_ROLES}
+
+    @property
+    def two_factor_enabled(self) -> bool:
+        return self.totp_enabled_at is not None
 
     @property
     def is_active(self) -> bool:

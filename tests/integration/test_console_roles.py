@@ -51,6 +51,10 @@ CONSOLE = {
     ("admin.tokens.revoke", "POST"): A,  # the sample token is the admin's: others may revoke only their own
     ("admin.redemption.index", "GET"): R, ("admin.redemption.index", "POST"): W, ("admin.redemption.detail", "GET"): R,
     ("admin.redemption.export", "GET"): W, ("admin.redemption.withdraw", "POST"): W,
+    # each operator's own account: two-factor sign-in and their sessions
+    ("admin.account.index", "GET"): R, ("admin.account.end_session", "POST"): R, ("admin.account.end_all", "POST"): R,
+    ("admin.account.two_factor", "GET"): R, ("admin.account.two_factor_start", "POST"): R, ("admin.account.two_factor_confirm", "POST"): R,
+    ("admin.account.two_factor_disable", "POST"): R,
 }
 MISSING = 999_999  # deletions in the API matrix target nothing, so allowed roles get 404 and nothing goes
 
@@ -74,7 +78,7 @@ def world(sqlite_app, redis_slot):
         batch, _ = redemption.generate_batch(factories.ACTOR, "launch", "1", 1, None)
         ids = dict(batch_id=batch.id, channel_id=channel.id, key_id=channel.keys[0].id, group_id=customer.group_id, user_id=customer.id, api_key_id=key.id,
                    ban_id=ban.id, price_id=scheduled.id, token_id=token.id, topup_id=topup.id, request_id="req_none",
-                   entry_id="1-0")
+                   entry_id="1-0", session_id=MISSING)
         yield {"people": people, "ids": ids, "secrets": secrets}
     clean_tables(sqlite_app)
 
