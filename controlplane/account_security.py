@@ -49,7 +49,10 @@ def _actor() -> Actor:
 def add_routes(bp, guard, layout: str, account_endpoint: str, prefix: str = "") -> None:
     """Add the two-factor pages to `bp` under `prefix`, each wrapped in `guard`, rendered inside `layout`."""
     base = account_endpoint.rsplit(".", 1)[0]  # the blueprint's full name once nested ("console.account")
-    endpoint = lambda name: f"{base}.{name}"
+
+    def endpoint(name: str) -> str:
+        return f"{base}.{name}"
+
     # Names the url_for calls in the shared templates need.
     names = {"start": endpoint("two_factor_start"), "page": endpoint("two_factor"), "confirm": endpoint("two_factor_confirm"),
              "disable": endpoint("two_factor_disable"), "account": account_endpoint}
