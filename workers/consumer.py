@@ -112,8 +112,11 @@ class Consumer:
         batch stays pending, ours to read again first)."""
         if not rows:
             return False
+        started = time.perf_counter()
         out = usage.store(usage.pending(rows))
         usage.acknowledge(self.redis, out)
+        log.debug("batch of %d: %d written, %d dead-lettered in %.1f ms", len(rows), out.written, len(out.dead),
+                  (time.perf_counter() - started) * 1000)
         self.totals.batches += 1
         self.totals.written += out.written
         self.totals.dead_lettered += len(out.dead)
@@ -148,7 +151,7 @@ class Consumer:
                 return rows
         rows = self._read(">", self.batch_size, self.block_ms if wait else None)
         if wait and rows and len(rows) < self.batch_size and self.linger > 0 and not self.stopping:
-            # A batch gathers: at 2,000 events a second, 400 of them in 0.2 s.
+            # A batch gathers: at 2,000 events a second, 500 of them in 0.25 s.
             self._stop.wait(self.linger)
             rows += self._read(">", self.batch_size - len(rows))
         return rows
@@ -165,8 +168,11 @@ class Consumer:
             if not info["pending"]:
                 self.redis.xgroup_delconsumer(USAGE_STREAM, USAGE_GROUP, name)
                 continue
-            ids = [p["message_id"] for p in self.redis.xpending_range(USAGE_STREAM, USAGE_GROUP, "-", "+", self.batch_size, consumername=name)]
-            rows = self.redis.xclaim(USAGE_STREAM, USAGE_GROUP, self.name, 0, ids)
+            ids = [p["message_id"] for p in
+                   self.redis.xpending_range(USAGE_STREAM, USAGE_GROUP, "-", "+", self.batch_size + 1, consumername=name)]
+            rows = self.redis.xclaim(USAGE_STREAM, USAGE_GROUP, self.name, 0, ids[:self.batch_size])
+            if len(ids) <= self.batch_size:  # all it had is ours now
+                self.redis.xgroup_delconsumer(USAGE_STREAM, USAGE_GROUP, name)
             if rows:
                 log.warning("took over %d usage events from %s, which is gone", len(rows), name)
                 return rows
