@@ -94,7 +94,7 @@ def recent(rng: random.Random, now: float, count: int, customers: list[Customer]
 
 
 def ingest(events, batch: int = 500) -> tuple[dict[int, int], int]:
-    """Write events through the worker's batch writer; returns µ$ charged per account, and how many."""
+    """Write events through ingestion's batch writer; returns µ$ charged per account, and how many."""
     from workers.usage import write_batch
 
     charged: dict[int, int] = {}
