@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 VENDOR  := controlplane/static/vendor
 ASSETS  := $(VENDOR)/.stamp
 
-.PHONY: run test lint install assets test-fast bench bench-compare bench-scale clean
+.PHONY: run test lint install assets test-fast bench bench-ingest bench-compare bench-scale clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,10 @@ test-fast: $(STAMP) $(ASSETS)
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (echo "installing wrk" && apt-get install -y -q wrk >/dev/null)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Usage ingestion alone, on SQLite and PostgreSQL (bench/ingest.py; PostgreSQL from SWITCHBOARD_TEST_POSTGRES_URL).
+bench-ingest: $(STAMP)
+	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
 
 # Optional, not in CI: LiteLLM proxy measured side by side in one run (installs it in bench/.venv-litellm).
 bench-compare: $(STAMP)

@@ -1,5 +1,5 @@
-"""`make bench`: one relay process on core 0; the fake upstream, the load generators, the worker and
-Redis on core 1. Direct-to-upstream vs through-the-relay, non-streaming (wrk) and streaming (a gevent
+"""`make bench`: one relay process on core 0; the fake upstream, the load generators, the worker, the
+usage consumer and Redis on core 1. Direct-to-upstream vs through-the-relay, non-streaming (wrk) and streaming (a gevent
 client), at 1, 32 and 256 in flight; then 2,000 slow streams held open at once.
 
 Prints one table and writes bench/results/<time>.json. Bounded: every run stops by time, loopback
@@ -81,10 +81,10 @@ class Bench:
         cores = RELAY_CORES if self.relay_workers == 1 else f"0-{self.relay_workers - 1}"
         self.relay = self.spawn(pinned(cores, PY, "-m", "controlplane", "relay", "--host", "127.0.0.1", "--port", str(self.relay_port),
                                        "--workers", str(self.relay_workers)))
-        # Request logging on: usage events are ingested as in production, by a worker on the load core.
-        # It runs at the lowest priority so that catching up never slows the load generator, whose
-        # timings are the measurement; what it has not ingested yet is reported after each run.
-        for name in ("worker", "scheduler"):
+        # Request logging on: usage events are ingested as in production, by the usage consumer on the
+        # load core. It runs at the lowest priority so that catching up never slows the load generator,
+        # whose timings are the measurement; what it has not ingested yet is reported after each run.
+        for name in ("worker", "scheduler", "ingest"):
             self.spawn(["nice", "-n", "19", *pinned(LOAD_CORES, PY, "-m", "controlplane", name)])
         wait_http(self.relay_url + "/healthz")
         deadline = time.time() + 20

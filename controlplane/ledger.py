@@ -2,8 +2,11 @@
 balance is a cache of their sum, updated in the same transaction (the caller commits)."""
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+import time
 
+from sqlalchemy import bindparam, func, select, update
+
+from controlplane.bulk import BulkInsert, utc_text
 from controlplane.extensions import db
 from controlplane.models import Account, EntryKind, LedgerEntry
 
@@ -36,19 +39,29 @@ def post(
     return entry
 
 
+_CHARGES = BulkInsert(LedgerEntry.__table__, ("account_id", "kind", "amount", "request_id", "api_key_id", "created_at"))
+_ACCOUNTS = Account.__table__
+_ADD_TO_BALANCE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("account"))
+                   .values(balance=_ACCOUNTS.c.balance + bindparam("delta", type_=_ACCOUNTS.c.balance.type)))
+
+
 def post_charges(charges: list[tuple[int, int, str, int | None]]) -> None:
     """Charge entries for many requests at once: (account_id, amount µ$, request_id, api_key_id).
 
-    One UPDATE per account rather than per entry keeps ingestion cheap under load.
+    Two statements whatever the batch size (the entries by the driver's bulk route, one UPDATE per
+    account run as one executemany) keep ingestion cheap under load.
     """
-    deltas: dict[int, int] = {}
+    rows, deltas = [], {}
+    now = utc_text(time.time())
+    charge = str(EntryKind.CHARGE)
     for account_id, amount, request_id, api_key_id in charges:
         if amount <= 0:
             continue
-        db.session.add(LedgerEntry(account_id=account_id, kind=str(EntryKind.CHARGE), amount=-amount, request_id=request_id, api_key_id=api_key_id))
+        rows.append((account_id, charge, -amount, request_id, api_key_id, now))
         deltas[account_id] = deltas.get(account_id, 0) - amount
-    for account_id, delta in deltas.items():
-        db.session.execute(update(Account).where(Account.id == account_id).values(balance=Account.balance + delta))
+    if rows:
+        _CHARGES.run(rows)
+        db.session.execute(_ADD_TO_BALANCE, [{"account": account_id, "delta": delta} for account_id, delta in deltas.items()])
 
 
 def open_accounts(accounts: list[dict], credit: int, reason: str) -> list[int]:

@@ -6,10 +6,12 @@ and into `channel_rollups` (per model and channel only, for the operator dashboa
 from __future__ import annotations
 
 import bisect
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import cache
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import bindparam, insert, select, update
 
+from controlplane.bulk import one_of
 from controlplane.extensions import db
 from controlplane.models.rollups import ChannelRollup, UsageRollup
 
@@ -53,7 +55,7 @@ def percentile(hist: list[int] | None, q: float) -> int | None:
 
 
 def hour_of(ts: float) -> datetime:
-    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
+    moment = datetime.fromtimestamp(ts, tz=UTC)
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
@@ -72,46 +74,104 @@ def _blank(with_user: bool) -> dict:
 
 
 def accumulate(events, upstream: dict[str, int] | None = None, dims: tuple[str, ...] = USAGE_DIMS) -> dict[tuple, dict]:
-    """Sum a batch of usage events per rollup row; `upstream` maps request ids to upstream cost."""
+    """Sum a batch of usage events per rollup row; `upstream` maps request ids to upstream cost.
+
+    One pass over the events at the finest grain (`USAGE_DIMS`); coarser rollups are sums of its rows."""
     upstream = upstream or {}
-    with_user = "account_id" in dims
+    hours: dict[int, datetime] = {}  # one datetime per hour of the batch, not one per event
     rows: dict[tuple, dict] = {}
     for e in events:
-        row = rows.setdefault(dims_of(e, dims), _blank(with_user))
-        if with_user:
-            row["user_id"] = e.user_id or row["user_id"]
+        hour = int(e.started_at // 3600)
+        bucket = hours.get(hour)
+        if bucket is None:
+            bucket = hours[hour] = hour_of(e.started_at)
+        key = (bucket, e.account_id or 0, e.api_key_id or 0, e.model or "", e.channel_id or 0)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = _blank(True)
+        row["user_id"] = e.user_id or row["user_id"]
         row["requests"] += 1
-        row["errors"] += 1 if e.status >= 400 else 0
+        if e.status >= 400:
+            row["errors"] += 1
         row["cost"] += e.cost
-        row["upstream_cost"] += upstream.get(e.request_id, 0)
-        for f in TOKEN_FIELDS:
-            row[f] += getattr(e, f)
+        if upstream:
+            row["upstream_cost"] += upstream.get(e.request_id, 0)
+        row["input_tokens"] += e.input_tokens
+        row["cache_read_tokens"] += e.cache_read_tokens
+        row["cache_write_tokens"] += e.cache_write_tokens
+        row["output_tokens"] += e.output_tokens
+        row["reasoning_tokens"] += e.reasoning_tokens
         if e.latency_ms is not None:
-            row["latency_hist"][bucket_index(e.latency_ms)] += 1
+            row["latency_hist"][bisect.bisect_left(BOUNDS_MS, e.latency_ms)] += 1
         if e.ttft_ms is not None:
-            row["ttft_hist"][bucket_index(e.ttft_ms)] += 1
-    return rows
+            row["ttft_hist"][bisect.bisect_left(BOUNDS_MS, e.ttft_ms)] += 1
+    return rows if dims == USAGE_DIMS else coarsen(rows, dims)
+
+
+def coarsen(rows: dict[tuple, dict], dims: tuple[str, ...]) -> dict[tuple, dict]:
+    """`USAGE_DIMS` rows summed over the dimensions `dims` leaves out."""
+    picks = [USAGE_DIMS.index(d) for d in dims]
+    with_user = "account_id" in dims
+    out: dict[tuple, dict] = {}
+    for key, row in rows.items():
+        coarse = tuple(key[i] for i in picks)
+        into = out.get(coarse)
+        if into is None:
+            into = out[coarse] = _blank(with_user)
+        for f in SUM_FIELDS:
+            into[f] += row[f]
+        into["latency_hist"] = add_hist(into["latency_hist"], row["latency_hist"])
+        into["ttft_hist"] = add_hist(into["ttft_hist"], row["ttft_hist"])
+        if with_user:
+            into["user_id"] = row["user_id"] or into["user_id"]
+    return out
+
+
+HISTS = ("latency_hist", "ttft_hist")
+# The rows a batch may touch are found by two dimensions (hour, and key or model), each a short list
+# of values; the dimension tuples are matched here. One parameter per dimension on PostgreSQL.
+_NARROW = {UsageRollup: "api_key_id", ChannelRollup: "model"}
+
+
+@cache
+def _statements(model, dims: tuple[str, ...], dialect: str):
+    """The three statements of a fold, built once per table (their compiled forms are cached too)."""
+    table = model.__table__
+    narrow = _NARROW[model]
+    found = (select(table.c.id, *(table.c[d] for d in dims), *(table.c[f] for f in SUM_FIELDS + HISTS))
+             .where(one_of(table.c.bucket, "hours", dialect), one_of(table.c[narrow], "narrow", dialect)).with_for_update())
+    # Absolute values: the rows are locked (PostgreSQL) or the database is (SQLite) until the commit.
+    change = (update(table).where(table.c.id == bindparam("row_id"))
+              .values({f: bindparam(f"new_{f}", type_=table.c[f].type) for f in SUM_FIELDS + HISTS}))
+    return found, change, insert(table)
 
 
 def _fold(model, dims: tuple[str, ...], totals: dict[tuple, dict]) -> None:
-    """Add `totals` to the rows of `model` (rows locked on PostgreSQL), creating missing ones."""
+    """Add `totals` to the rows of `model` (rows locked on PostgreSQL), creating missing ones: one
+    SELECT, one UPDATE and one INSERT per batch, each over many rows. Two consumers creating the same
+    row at once: the second's batch fails on the unique constraint and ingestion writes it again event
+    by event, finding the row the first committed."""
     if not totals:
         return
-    keys = list(totals)
-    clauses = [and_(*(getattr(model, d) == v for d, v in zip(dims, key, strict=True))) for key in keys]
-    existing = {}
-    for i in range(0, len(clauses), 200):
-        for row in db.session.scalars(select(model).where(or_(*clauses[i:i + 200])).with_for_update()):
-            existing[tuple(getattr(row, d) for d in dims)] = row
-    for key, add in totals.items():
-        row = existing.get(key)
-        if row is None:
-            db.session.add(model(**dict(zip(dims, key, strict=True)), **add))
+    found, change, add = _statements(model, dims, db.session.get_bind().dialect.name)
+    narrow = dims.index(_NARROW[model])
+    hours = sorted({key[0] for key in totals})
+    values = sorted({key[narrow] for key in totals})
+    changes = []
+    for row in db.session.execute(found, {"hours": hours, "narrow": values}):
+        key = tuple(row)[1:1 + len(dims)]
+        more = totals.pop(key, None)
+        if more is None:
             continue
-        for f in SUM_FIELDS:
-            setattr(row, f, getattr(row, f) + add[f])
-        row.latency_hist = add_hist(row.latency_hist, add["latency_hist"])
-        row.ttft_hist = add_hist(row.ttft_hist, add["ttft_hist"])
+        current = row._mapping
+        change_values = {f"new_{f}": current[f] + more[f] for f in SUM_FIELDS}
+        change_values.update(new_latency_hist=add_hist(current["latency_hist"], more["latency_hist"]),
+                             new_ttft_hist=add_hist(current["ttft_hist"], more["ttft_hist"]), row_id=row[0])
+        changes.append(change_values)
+    if changes:
+        db.session.execute(change, changes)
+    if totals:
+        db.session.execute(add, [dict(zip(dims, key)) | more for key, more in totals.items()])
 
 
 def upsert(events) -> None:
@@ -120,6 +180,7 @@ def upsert(events) -> None:
         return
     from controlplane.costs import upstream_costs
 
-    upstream = upstream_costs(events)
-    _fold(UsageRollup, USAGE_DIMS, accumulate(events, upstream, USAGE_DIMS))
-    _fold(ChannelRollup, CHANNEL_DIMS, accumulate(events, upstream, CHANNEL_DIMS))
+    usage = accumulate(events, upstream_costs(events), USAGE_DIMS)
+    channels = coarsen(usage, CHANNEL_DIMS)
+    _fold(UsageRollup, USAGE_DIMS, usage)
+    _fold(ChannelRollup, CHANNEL_DIMS, channels)

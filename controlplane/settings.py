@@ -57,7 +57,8 @@ class Settings:
     public_url: str = ""  # how users reach the gateway; shown in the consoles
     secure_cookies: bool = False
     testing: bool = False
-    usage_batch_size: int = 500
+    usage_batch_size: int = 1_000
+    usage_linger_ms: int = 250  # how long the consumer lets a batch gather after its first event
     # Raw request logs older than this are deleted (the hourly rollups, the ledger and refunds stay).
     log_retention_days: int = 90
     # Sign-in throttles (controlplane/login_guard.py): failures per minute for one email from one
@@ -95,7 +96,8 @@ class Settings:
             port=port,
             public_url=env.get("SWITCHBOARD_PUBLIC_URL", f"http://127.0.0.1:{port}"),
             secure_cookies=env_bool("SWITCHBOARD_SECURE_COOKIES", False, env),
-            usage_batch_size=env_int("SWITCHBOARD_USAGE_BATCH", 500, env),
+            usage_batch_size=env_int("SWITCHBOARD_USAGE_BATCH", 1_000, env),
+            usage_linger_ms=env_int("SWITCHBOARD_USAGE_LINGER_MS", 250, env),
             log_retention_days=env_int("SWITCHBOARD_LOG_RETENTION_DAYS", 90, env),
             login_attempts_per_minute=env_int("SWITCHBOARD_LOGIN_ATTEMPTS_PER_MINUTE", 10, env),
             login_attempts_per_ip_per_minute=env_int("SWITCHBOARD_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", 30, env),

@@ -53,8 +53,10 @@ class UsageEvent:
     @classmethod
     def decode(cls, raw: bytes | str) -> "UsageEvent":
         data = orjson.loads(raw)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        try:
+            return cls(**data)
+        except TypeError:  # a field this version does not know (or one missing: raised again below)
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @classmethod
     def from_stream(cls, fields: dict[bytes, Any]) -> "UsageEvent":

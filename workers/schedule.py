@@ -1,9 +1,9 @@
-"""What the scheduler runs, and how often (RQ's cron scheduler)."""
+"""What the scheduler runs, and how often (RQ's cron scheduler). Usage ingestion is not a job: it is
+its own process, `switchboard ingest` (workers/consumer.py)."""
 from __future__ import annotations
 
-from workers import alerts, health, maintenance, queues, usage
+from workers import alerts, health, maintenance, queues
 
-INGEST_EVERY = 1  # seconds: a finished request's charge shows in SQL within a few seconds
 SWEEP_EVERY = 60
 REPUBLISH_EVERY = 300
 KEY_RECORDS_EVERY = 30  # after a Redis loss, the rebuild starts within this
@@ -20,7 +20,6 @@ def register(scheduler, probe_every: int | None = None) -> None:
         from controlplane.runtime import runtime
 
         probe_every = runtime().settings.probe.every_seconds
-    scheduler.register(usage.ingest, queues.USAGE, interval=INGEST_EVERY, job_timeout=queues.INGEST_TIMEOUT, result_ttl=0, ttl=30)
     scheduler.register(maintenance.sweep_holds, queues.DEFAULT, interval=SWEEP_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(maintenance.republish_snapshot, queues.DEFAULT, interval=REPUBLISH_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(maintenance.ensure_key_records, queues.DEFAULT, interval=KEY_RECORDS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT,

@@ -12,22 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from redis.exceptions import ResponseError
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from controlplane import dead_letters, ledger, rollups
+from controlplane import dead_letters, ledger
 from controlplane.extensions import db
-from controlplane.models import ApiKey, RequestLog
+from controlplane.models import RequestLog
 from controlplane.runtime import runtime
 from relay.usage import USAGE_GROUP, USAGE_STREAM, UsageEvent
 from workers import usage_fields
 from workers.context import in_app_context
+from workers.usage_writes import write_batch, write_fresh  # noqa: F401 - write_batch: the demo seed's and the tests' entry
 
 log = logging.getLogger(__name__)
 STALE_MS = 60_000  # an entry a dead consumer read this long ago is taken over
@@ -36,7 +34,7 @@ TRANSIENT_TRIES = 3
 TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "08000", "08003", "08006", "57P01"}
 
 
-def _consumer() -> str:
+def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -46,68 +44,6 @@ def ensure_group(redis) -> None:
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
-
-
-def _log_row(e: UsageEvent) -> RequestLog:
-    return RequestLog(
-        request_id=e.request_id,
-        started_at=_utc(e.started_at),
-        finished_at=_utc(e.finished_at),
-        api_key_id=e.api_key_id,
-        account_id=e.account_id,
-        user_id=e.user_id,
-        channel_id=e.channel_id,
-        channel_key_id=e.channel_key_id,
-        model=e.model,
-        upstream_model=e.upstream_model,
-        endpoint=e.endpoint,
-        stream=e.stream,
-        status=e.status,
-        error_code=e.error_code,
-        input_tokens=e.input_tokens,
-        cache_read_tokens=e.cache_read_tokens,
-        cache_write_tokens=e.cache_write_tokens,
-        output_tokens=e.output_tokens,
-        reasoning_tokens=e.reasoning_tokens,
-        usage_source=e.usage_source,
-        cost=e.cost,
-        latency_ms=e.latency_ms,
-        ttft_ms=e.ttft_ms,
-        client_ip=e.client_ip,
-        trace=e.trace,
-    )
-
-
-def write_batch(events: list[UsageEvent]) -> int:
-    """Write the events not written before; returns how many were new. The caller commits."""
-    return len(write_fresh(events))
-
-
-def write_fresh(events: list[UsageEvent]) -> list[UsageEvent]:
-    """Write the events not written before and return them. The caller commits."""
-    unique: dict[str, UsageEvent] = {}
-    for e in events:
-        unique.setdefault(e.request_id, e)
-    seen = set(db.session.scalars(select(RequestLog.request_id).where(RequestLog.request_id.in_(list(unique)))))
-    fresh = [e for rid, e in unique.items() if rid not in seen]
-    spent_by_key: dict[int, int] = defaultdict(int)
-    last_used: dict[int, float] = {}
-    db.session.add_all([_log_row(e) for e in fresh])
-    ledger.post_charges([(e.account_id, e.cost, e.request_id, e.api_key_id) for e in fresh if e.cost and e.account_id is not None])
-    for e in fresh:
-        if e.api_key_id is not None:
-            spent_by_key[e.api_key_id] += e.cost
-            last_used[e.api_key_id] = max(last_used.get(e.api_key_id, 0.0), e.finished_at)
-    rollups.upsert(fresh)
-    for key_id, amount in spent_by_key.items():
-        db.session.execute(
-            update(ApiKey).where(ApiKey.id == key_id).values(spent=ApiKey.spent + amount, last_used_at=_utc(last_used[key_id]))
-        )
-    return fresh
 
 
 def apply_unheld(fresh: list[UsageEvent]) -> None:
@@ -268,36 +204,18 @@ def _tries(fields: dict | None) -> int:
         return 0
 
 
-def _pending(rows) -> list[Pending]:
+def pending(rows) -> list[Pending]:
     return [Pending(entry_id, fields or None, _tries(fields)) for entry_id, fields in rows]
 
 
 @in_app_context
 def ingest(batch_size: int | None = None, max_seconds: float = 10.0) -> int:
-    """Drain the usage stream into SQL for up to `max_seconds`. Returns events written."""
+    """Drain the usage stream into SQL for up to `max_seconds` (what `switchboard ingest --drain`
+    does; the resident consumer is workers/consumer.py). Returns events written."""
+    from workers.consumer import Consumer
+
     rt = runtime()
-    redis = rt.redis
-    batch_size = batch_size or rt.settings.usage_batch_size
-    ensure_group(redis)
-    consumer = _consumer()
-    deadline = time.monotonic() + max_seconds
-    written = 0
-    # First take over what crashed consumers (or a database outage) left unacknowledged.
-    claimed = redis.xautoclaim(USAGE_STREAM, USAGE_GROUP, consumer, min_idle_time=STALE_MS, start_id="0-0", count=batch_size)
-    rows = claimed[1] if claimed else []
-    while True:
-        if not rows:
-            reply = redis.xreadgroup(USAGE_GROUP, consumer, {USAGE_STREAM: ">"}, count=batch_size)
-            rows = reply[0][1] if reply else []
-        if not rows:
-            break
-        out = store(_pending(rows))
-        acknowledge(redis, out)
-        written += out.written
-        rows = []
-        if out.stuck or time.monotonic() >= deadline:
-            break
-    return written
+    return Consumer(rt.redis, batch_size or rt.settings.usage_batch_size).drain(max_seconds).written
 
 
 def backlog() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 import click
@@ -108,8 +109,17 @@ def _customers(rng, group_bp: dict) -> list[Customer]:
     return out
 
 
-def seed(days: int = 7, per_hour: int = 40, rng_seed: int = 7) -> dict:
-    rng = random.Random(rng_seed)
+@dataclass(frozen=True)
+class Stage:
+    """What traffic needs: who sends it, where each model is routed, and what it costs."""
+
+    customers: list[Customer]
+    routes: dict  # model → [(channel id, channel key id)]
+    prices: dict  # model → its price view
+
+
+def stage(rng: random.Random) -> Stage:
+    """Operators, groups, channels, prices and customers, without any traffic."""
     now = utcnow()
     for email, role in (("ops@switchboard.local", Role.OPERATOR), ("help@switchboard.local", Role.SUPPORT)):
         if db.session.scalar(select(User.id).where(User.email == email)) is None:
@@ -121,8 +131,14 @@ def seed(days: int = 7, per_hour: int = 40, rng_seed: int = 7) -> dict:
     routes, _ = _channels(rng)
     price_views = _prices(now)
     customers = _customers(rng, group_bp)
-    routes = {m: r for m, r in routes.items() if m in price_views}
-    charged, count = ingest(generate(rng, time.time(), days, per_hour, customers, routes, price_views))
+    return Stage(customers, {m: r for m, r in routes.items() if m in price_views}, price_views)
+
+
+def seed(days: int = 7, per_hour: int = 40, rng_seed: int = 7) -> dict:
+    rng = random.Random(rng_seed)
+    staged = stage(rng)
+    customers = staged.customers
+    charged, count = ingest(generate(rng, time.time(), days, per_hour, customers, staged.routes, staged.prices))
     for account_id, amount in charged.items():
         billing.apply_live(account_id, -amount)  # the relay would have debited Redis as it went
     _aftermath(customers)

@@ -85,8 +85,16 @@ def generate(rng: random.Random, now: float, days: int, per_hour: int, customers
             yield _event(rng, started, customer, model, routes, prices)
 
 
+def recent(rng: random.Random, now: float, count: int, customers: list[Customer], routes: dict, prices: dict):
+    """Yield `count` events of the last minute, customers weighted as in `generate` (for benchmarks)."""
+    weights = [c.weight for c in customers]
+    for _ in range(count):
+        customer = rng.choices(customers, weights)[0]
+        yield _event(rng, now - 60 + rng.random() * 55, customer, rng.choice(customer.models), routes, prices)
+
+
 def ingest(events, batch: int = 500) -> tuple[dict[int, int], int]:
-    """Write events through the worker's batch writer; returns µ$ charged per account, and how many."""
+    """Write events through ingestion's batch writer; returns µ$ charged per account, and how many."""
     from workers.usage import write_batch
 
     charged: dict[int, int] = {}

@@ -35,6 +35,7 @@ COMMANDS = {
     "web": "controlplane.cli.web:web_command",
     "worker": "controlplane.cli.processes:worker_command",
     "scheduler": "controlplane.cli.processes:scheduler_command",
+    "ingest": "controlplane.cli.processes:ingest_command",
 }
 
 

@@ -46,7 +46,7 @@ def test_up_starts_everything_and_a_signal_stops_everything(tmp_path, sig):
         signed_in = session.post(gateway.url + "/login", data={"csrf_token": token, "email": "admin@switchboard.local", "password": password})
         assert signed_in.url.endswith("/admin/dashboard/")
         children = subprocess.run(["pgrep", "-g", str(gateway.proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) >= 3  # up, worker, scheduler
+        assert len(children) >= 5  # up, worker, probe worker, scheduler, usage consumer
         redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())
     finally:
         code = gateway.stop(sig)
@@ -123,7 +123,7 @@ def _until(condition, timeout: float = 30.0) -> bool:
     return condition()
 
 
-def test_a_killed_worker_comes_back_and_ingests_and_sigterm_stops_everything(tmp_path):
+def test_killed_children_come_back_the_consumer_ingests_and_sigterm_stops_everything(tmp_path):
     import redis
 
     from relay.usage import USAGE_STREAM, UsageEvent
@@ -132,15 +132,17 @@ def test_a_killed_worker_comes_back_and_ingests_and_sigterm_stops_everything(tmp
     try:
         account = gateway.cli("user", "create", "--email", "ana@example.com")["account_id"]
         gateway.cli("topup", "--user", "ana@example.com", "--usd", "5", "--reason", "e2e funds")
-        worker = next(pid for pid, cmd in _children(gateway).items() if "worker --queue usage" in cmd)
-        os.kill(worker, signal.SIGKILL)
-        assert _until(lambda: any("worker --queue usage" in cmd and pid != worker for pid, cmd in _children(gateway).items()))
+        killed = {name: next(pid for pid, cmd in _children(gateway).items() if cmd.endswith(f" {name} ")) for name in ("ingest", "scheduler")}
+        for pid in killed.values():
+            os.kill(pid, signal.SIGKILL)
+        for name, pid in killed.items():
+            assert _until(lambda name=name, pid=pid: any(cmd.endswith(f" {name} ") and p != pid for p, cmd in _children(gateway).items()))
         now = time.time()
         event = UsageEvent(request_id="req_after_restart", started_at=now, finished_at=now, endpoint="/v1/chat/completions", status=200,
                            account_id=account, model="gpt-4o-mini", cost=1_234)
         redis.Redis(unix_socket_path=str(tmp_path / "instance" / "redis" / "redis.sock")).xadd(USAGE_STREAM, {"e": event.encode()})
         gateway.wait_for_balance("ana@example.com", 5_000_000 - 1_234)
-        assert "exited with -9; restarting" in "\n".join(gateway.output)
+        assert "ingest (pid" in "\n".join(gateway.output) and "exited with -9; restarting" in "\n".join(gateway.output)
         children = list(_children(gateway))
         redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())
         os.kill(gateway.proc.pid, signal.SIGTERM)  # to `up` alone, as a process manager would
@@ -166,7 +168,7 @@ def test_no_child_outlives_a_killed_up(tmp_path):
     gateway = Gateway(tmp_path / "instance")
     try:
         children = list(_children(gateway))
-        assert len(children) == 3  # worker, probe worker, scheduler
+        assert len(children) == 4  # worker, probe worker, scheduler, usage consumer
         # Each child registers with the embedded Redis itself, so none is left without it.
         assert _until(lambda: _redis_users(tmp_path / "instance") == {gateway.proc.pid, *children})
         redis_pid = int((tmp_path / "instance" / "redis" / "redis.pid").read_text())

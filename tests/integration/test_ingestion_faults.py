@@ -103,7 +103,7 @@ def test_a_crash_between_the_write_and_the_acknowledgement_does_not_charge_twice
     usage_worker.ensure_group(redis_client)
     _queue(redis_client, *[_event(f"req_crash{i}", user.account_id, key.id, 10) for i in range(5)])
     rows = redis_client.xreadgroup(USAGE_GROUP, "crashed", {USAGE_STREAM: ">"}, count=10)[0][1]
-    assert usage_worker.store(usage_worker._pending(rows)).written == 5  # committed; the consumer dies before acknowledging
+    assert usage_worker.store(usage_worker.pending(rows)).written == 5  # committed; the consumer dies before acknowledging
     # Its entries age past the takeover threshold (XCLAIM's IDLE sets their idle time, as time passing would).
     redis_client.xclaim(USAGE_STREAM, USAGE_GROUP, "crashed", 0, [r[0] for r in rows], idle=usage_worker.STALE_MS + 1)
     assert usage_worker.ingest() == 0
