@@ -297,7 +297,8 @@ def run_backend(database: Database, folder: Path, args) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| back end | events | drained in s | ingestion CPU µs/event | Redis µs/event | PostgreSQL µs/event | at rate: max backlog (s) | empty after last event s |",
+    lines = ["| back end | events | drained in s | ingestion CPU µs/event | Redis µs/event | PostgreSQL µs/event "
+             "| at rate: max backlog (s) | empty after last event s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         d, s = r["drain"], r.get("steady")

@@ -171,7 +171,7 @@ def _fold(model, dims: tuple[str, ...], totals: dict[tuple, dict]) -> None:
     if changes:
         db.session.execute(change, changes)
     if totals:
-        db.session.execute(add, [dict(zip(dims, key)) | more for key, more in totals.items()])
+        db.session.execute(add, [dict(zip(dims, key, strict=True)) | more for key, more in totals.items()])
 
 
 def upsert(events) -> None:

@@ -19,21 +19,6 @@ def _logging() -> None:
     logging.basicConfig(level=os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@click.command("web")
-@click.option("--host", default=None)
-@click.option("--port", default=None, type=int)
-@with_appcontext
-def web_command(host, port):
-    """Serve the consoles and the admin API (production: gunicorn -k gevent wsgi:app)."""
-    _logging()
-    from relay.server import make_server
-
-    settings = current_app.config["SWITCHBOARD"]
-    server = make_server((host or settings.host, port or settings.port), current_app._get_current_object(), settings.relay_settings())
-    click.echo(f"control plane on http://{host or settings.host}:{port or settings.port}")
-    server.serve_forever()
-
-
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Run the queued jobs, then exit.")
 @click.option("--queue", "queue_names", multiple=True, help="Only these queues (repeatable); default all.")
@@ -80,7 +65,6 @@ def scheduler_command():
 def ingest_command(drain):
     """Ingest usage: the Redis usage stream into SQL as requests finish, until SIGTERM."""
     _logging()
-    die_with_parent()
     import gc
 
     from controlplane.runtime import runtime
