@@ -11,12 +11,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from relay.key_cache import CacheLimits, KeyCache
 from relay.keys import WAKE_MESSAGE
 from relay.snapshot import Snapshot, empty_snapshot
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 COUNTER_KEY = "sb:cfg:counter"
 VERSION_KEY = "sb:cfg:version"
@@ -39,23 +44,23 @@ return 1
 """
 
 
-def next_version(redis) -> int:
+def next_version(redis: Redis[bytes]) -> int:
     return int(redis.incr(COUNTER_KEY))
 
 
-def digest(payload: dict) -> str:
+def digest(payload: dict[str, Any]) -> str:
     """What the snapshot says, without when it was built or its version."""
     content = {k: v for k, v in payload.items() if k not in ("version", "built_at")}
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def store(redis, version: int, payload: dict) -> bool:
+def store(redis: Redis[bytes], version: int, payload: dict[str, Any]) -> bool:
     """Store and announce a snapshot; False when a newer one, or the same content, is already there."""
     script = redis.register_script(_STORE)
     return bool(script(keys=[VERSION_KEY, SNAPSHOT_KEY, DIGEST_KEY], args=[version, orjson.dumps(payload), CHANNEL, digest(payload)]))
 
 
-def load(redis, decrypt) -> Snapshot | None:
+def load(redis: Redis[bytes], decrypt: Callable[[str], str]) -> Snapshot | None:
     raw = redis.get(SNAPSHOT_KEY)
     if raw is None:
         return None
@@ -66,7 +71,8 @@ class SnapshotHolder:
     """Holds the current snapshot of one relay process (`current` is swapped atomically) and its
     cache of key records (`keys`), and keeps both current."""
 
-    def __init__(self, redis, decrypt, poll_seconds: float = 5.0, key_cache: CacheLimits | None = None):
+    def __init__(self, redis: Redis[bytes], decrypt: Callable[[str], str], poll_seconds: float = 5.0,
+                 key_cache: CacheLimits | None = None) -> None:
         self.redis = redis
         self.decrypt = decrypt
         self.poll_seconds = poll_seconds

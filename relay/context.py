@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 
@@ -14,6 +14,10 @@ from relay.client_ip import Network, client_address
 from relay.errors import RelayError
 from relay.keys import KeyView
 from relay.settings import Timeouts
+from relay.snapshot import IPAddress
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIEnvironment
 
 
 def new_request_id() -> str:
@@ -64,22 +68,22 @@ class RequestContext:
     stream: bool = False
     held: bool = False  # a hold exists: its settlement logs the request
     ttft_ms: int | None = None
-    trace: list = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)
     timeouts: Timeouts | None = None  # the current attempt's upstream time limits (its channel's)
     output_cap: int | None = None  # output tokens per choice the relay told the upstream, when it set or lowered them
 
-    def ip_address(self):
+    def ip_address(self) -> IPAddress | None:
         return _parse_ip(self.client_ip) if self.client_ip else None
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started_mono) * 1000)
 
-    def note(self, **entry) -> None:
+    def note(self, **entry: Any) -> None:
         self.trace.append(entry)
 
 
 @lru_cache(maxsize=4096)
-def _parse_ip(text: str):
+def _parse_ip(text: str) -> IPAddress | None:
     """Parsed once per address: the same callers come back, and parsing costs more than the lookup."""
     try:
         return ipaddress.ip_address(text)
@@ -95,14 +99,16 @@ class ClientAddresses:
     MAX_ENTRIES = 4096
     MAX_KEY_CHARS = 256  # longer headers are walked every time rather than kept
 
-    def __init__(self, trusted: tuple[Network, ...]):
+    def __init__(self, trusted: tuple[Network, ...]) -> None:
         self.trusted = trusted
-        self.known: dict[tuple, str] = {}
+        self.known: dict[tuple[str, str | None, str | None], str] = {}
 
-    def of(self, environ) -> str | None:
-        peer = environ.get("REMOTE_ADDR")
+    def of(self, environ: WSGIEnvironment) -> str | None:
+        peer: str | None = environ.get("REMOTE_ADDR")
         if not self.trusted or not peer:
             return peer
+        forwarded_for: str | None
+        forwarded: str | None
         forwarded_for, forwarded = environ.get("HTTP_X_FORWARDED_FOR"), environ.get("HTTP_FORWARDED")
         key = (peer, forwarded_for, forwarded)
         found = self.known.get(key)
@@ -115,5 +121,5 @@ class ClientAddresses:
         return found
 
 
-def dumps(obj) -> bytes:
+def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
+from typing import Any
 
 import httptools
 
@@ -30,7 +32,7 @@ RECV_BYTES = 65536
 class Refused(Exception):
     """A request the server answers by itself (`status`, in the app's error format), then closes."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -63,8 +65,12 @@ class Request:
         "url",
         "version",
     )
+    # set when the head is complete (on_headers_complete)
+    method: str
+    version: str
+    keep_alive: bool
 
-    def __init__(self, started: float):
+    def __init__(self, started: float) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []  # received and not yet handed to the app
@@ -83,7 +89,7 @@ class Reader:
     """One connection's reading side: httptools callbacks, the time limits, complete (or deferred)
     requests queued in arrival order in `ready`."""
 
-    def __init__(self, sock, limits: EdgeLimits, max_body: int, accepted: float):
+    def __init__(self, sock: Any, limits: EdgeLimits, max_body: int, accepted: float) -> None:
         self.sock = sock
         self.limits = limits
         self.max_body = max_body
@@ -156,27 +162,28 @@ class Reader:
         return wait
 
     # --- httptools callbacks ----------------------------------------------------------------------
-    def on_message_begin(self):
+    def on_message_begin(self) -> None:
         self.current = request = Request(self.first_at if self.first_at is not None else self.now)
         self.fields = request.headers
         self.first_at = None
         self.head_bytes = 0
 
-    def on_url(self, url: bytes):
-        self.current.url += url
+    def on_url(self, url: bytes) -> None:
+        request: Request = self.current  # type: ignore[assignment]  # httptools calls this only between on_message_begin and on_message_complete
+        request.url += url
         self.head_bytes += len(url)
         if self.head_bytes > self.max_head:
             self._refuse(_too_large())
 
-    def on_header(self, name: bytes, value: bytes):
+    def on_header(self, name: bytes, value: bytes) -> None:
         fields = self.fields
         fields.append((name, value))
         self.head_bytes += len(name) + len(value)
         if self.head_bytes > self.max_head or len(fields) > self.max_headers:
             self._refuse(_too_large())
 
-    def on_headers_complete(self):
-        request = self.current
+    def on_headers_complete(self) -> None:
+        request: Request = self.current  # type: ignore[assignment]  # httptools calls this only between on_message_begin and on_message_complete
         parser = self.parser
         request.in_body = True
         self.fields = []  # trailer fields are counted, never believed
@@ -184,7 +191,9 @@ class Reader:
         request.method = parser.get_method().decode("latin-1")
         request.version = version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
-        length = coding = expect = None
+        length: bytes | None = None
+        coding: bytes | None = None
+        expect: bytes | None = None
         hosts = 0
         for name, value in request.headers:
             name = name.lower()
@@ -217,13 +226,14 @@ class Reader:
             if size > self.limits.buffer_body_bytes or (expect is not None and size):
                 self._defer(request, expect)
 
-    def on_body(self, body: bytes):
-        request = self.current
+    def on_body(self, body: bytes) -> None:
+        request: Request = self.current  # type: ignore[assignment]  # httptools calls this only between on_message_begin and on_message_complete
         request.size += len(body)
         request.body.append(body)
 
-    def on_message_complete(self):
-        request, self.current = self.current, None
+    def on_message_complete(self) -> None:
+        request: Request = self.current  # type: ignore[assignment]  # httptools calls this only between on_message_begin and on_message_complete
+        self.current = None
         request.complete = True
         if not request.deferred:
             self.ready.append(request)
@@ -235,7 +245,7 @@ class Reader:
         request.expect = expect is not None and expect.lower() == b"100-continue" and request.version == "1.1"
         self.ready.append(request)
 
-    def _refuse(self, refusal: Refused):
+    def _refuse(self, refusal: Refused) -> None:
         self.refused = refusal
         raise _Stop()
 
@@ -251,7 +261,7 @@ class RequestBody:
     Never returns more than the declared length (for a chunked body: the server's limit plus one
     byte, so the app can tell it is over)."""
 
-    def __init__(self, reader: Reader, request: Request, cap: int):
+    def __init__(self, reader: Reader, request: Request, cap: int) -> None:
         self.reader = reader
         self.request = request
         self.left = cap
@@ -282,7 +292,7 @@ class RequestBody:
             total += len(line)
         return lines
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         return iter(self.readline, b"")
 
     def _take(self, n: int) -> bytes:

@@ -15,7 +15,8 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import unquote_to_bytes
 from wsgiref.handlers import format_date_time
 
@@ -26,6 +27,15 @@ from relay.client_ip import Network
 from relay.edge import ConnectionCaps, EdgeLimits
 from relay.http_request import Reader, Refused, Request, RequestBody
 from relay.sockets import send_all
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from wsgiref.types import WSGIApplication, WSGIEnvironment
+
+# start_response's (status, headers) and whether the head was sent, for one request
+ResponseState = dict[str, Any]
+# a response head: status line and headers, how a body piece is framed (None: no body), what ends the body, keep-alive
+Head = tuple[bytes, Callable[[bytes], bytes] | None, bytes, bool]
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +58,13 @@ def default_error_body(status: int, code: str, message: str, path: str) -> bytes
                                    "param": None, "code": code}})
 
 
-def _no_write(data):
+def _no_write(data: bytes) -> NoReturn:
     raise NotImplementedError("the WSGI write() callable is not supported: return an iterable")
 
 
 class HttpServer:
-    def __init__(self, listener, app, max_body: int = 32 * 1024 * 1024, limits: EdgeLimits | None = None,
-                 trusted: tuple[Network, ...] = (), render_error: ErrorRenderer | None = None, spawn="default"):
+    def __init__(self, listener: Any, app: WSGIApplication, max_body: int = 32 * 1024 * 1024, limits: EdgeLimits | None = None,
+                 trusted: tuple[Network, ...] = (), render_error: ErrorRenderer | None = None, spawn: Any = "default") -> None:
         from gevent.server import StreamServer
 
         self.app = app
@@ -67,20 +77,20 @@ class HttpServer:
         self._date = (0, "")
 
     # the parts of gevent's server API the launchers use
-    def init_socket(self):
+    def init_socket(self) -> None:
         self.server.init_socket()
 
-    def serve_forever(self):
+    def serve_forever(self) -> None:
         self.server.serve_forever()
 
-    def stop(self, timeout=None):
+    def stop(self, timeout: float | None = None) -> None:
         self.server.stop(timeout)
 
     @property
-    def address(self):
+    def address(self) -> Any:
         return self.server.address
 
-    def handle(self, sock, address):
+    def handle(self, sock: Any, address: Any) -> None:
         peer = address[0] if isinstance(address, tuple) else ""
         admitted, counted = self.caps.admit(peer)
         try:
@@ -102,7 +112,7 @@ class HttpServer:
             except OSError:
                 pass
 
-    def _serve(self, sock, reader: Reader, peer: str) -> bool:
+    def _serve(self, sock: Any, reader: Reader, peer: str) -> bool:
         """Answer requests until the connection ends; True when the server ends it after an answer
         (the client may still be sending)."""
         while True:
@@ -125,7 +135,7 @@ class HttpServer:
             if reader.stopped:
                 return True
 
-    def _error(self, sock, refusal: Refused, request: Request | None, extra: bytes = b"") -> None:
+    def _error(self, sock: Any, refusal: Refused, request: Request | None, extra: bytes = b"") -> None:
         """An answer of the server's own, in the app's error format, on a connection about to close."""
         path = _path_of(request.url) if request is not None else ""
         body = self.render_error(refusal.status, refusal.code, refusal.message, path)
@@ -136,7 +146,7 @@ class HttpServer:
         except OSError:
             pass
 
-    def _refuse_connection(self, sock) -> None:
+    def _refuse_connection(self, sock: Any) -> None:
         """503 to a connection over a cap, from the request line if it has arrived (for the path)."""
         request = None
         try:
@@ -159,9 +169,9 @@ class HttpServer:
             self._date = (now, format_date_time(now))
         return self._date[1]
 
-    def environ(self, request: Request, peer: str, reader: Reader) -> dict:
+    def environ(self, request: Request, peer: str, reader: Reader) -> WSGIEnvironment:
         url = httptools.parse_url(request.url)
-        env = {
+        env: WSGIEnvironment = {
             "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": "",
             "PATH_INFO": unquote_to_bytes(url.path or b"/").decode("latin-1"),
@@ -201,13 +211,13 @@ class HttpServer:
                 env[key] = env[key] + "," + text if key in env else text
         return env
 
-    def _respond(self, sock, reader: Reader, request: Request, peer: str) -> bool:
+    def _respond(self, sock: Any, reader: Reader, request: Request, peer: str) -> bool:
         """Run the app for one request and write its response; False when the connection must close."""
-        state: dict = {}
+        state: ResponseState = {}
 
-        def start_response(status, headers, exc_info=None):
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
             if exc_info is not None and state.get("sent"):
-                raise exc_info[1].with_traceback(exc_info[2])
+                raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]  # an app passes a caught exception's triple
             state["status"], state["headers"] = status, headers
             return _no_write
 
@@ -234,7 +244,7 @@ class HttpServer:
                 close()
         return keep
 
-    def _write(self, sock, request: Request, state: dict, result, keep: bool) -> bool:
+    def _write(self, sock: Any, request: Request, state: ResponseState, result: Iterable[bytes], keep: bool) -> bool:
         write_to = getattr(result, "write_to", None)
         if write_to is not None and "status" in state:
             # A body that writes itself (relay/streaming.py pumps an upstream stream from the loop).
@@ -263,7 +273,7 @@ class HttpServer:
             send_all(sock, last)
         return keep
 
-    def _head(self, request: Request, state: dict, keep: bool):
+    def _head(self, request: Request, state: ResponseState, keep: bool) -> Head:
         """(status line and headers, how a body piece is framed — None for no body —, what ends the
         body, whether the connection stays open)."""
         status, headers = state.get("status", "500 Internal Server Error"), state.get("headers", [])
@@ -304,7 +314,7 @@ def _path_of(url: bytes) -> str:
     return url.split(b"?", 1)[0].decode("latin-1")
 
 
-def _linger(sock, seconds: float) -> None:
+def _linger(sock: Any, seconds: float) -> None:
     """Close the write side, then drop what the client still sends for a moment: closing with unread
     bytes would reset the connection, and the client could lose the answer it has not yet read."""
     try:

@@ -18,10 +18,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from relay.errors import RelayError
 from relay.keys import CHANGES_STREAM, EVERYTHING, KeyView, decode, id_key, record_key
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ def _unavailable() -> RelayError:
 
 
 class KeyCache:
-    def __init__(self, redis, limits: CacheLimits | None = None, clock=time.monotonic):
+    def __init__(self, redis: Redis[bytes], limits: CacheLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.redis = redis
         self.limits = limits or CacheLimits()
         self.clock = clock
@@ -126,7 +131,7 @@ class KeyCache:
         return key
 
     # --- invalidation ----------------------------------------------------------------------------
-    def invalidate(self, hashes) -> None:
+    def invalidate(self, hashes: Iterable[str]) -> None:
         self.epoch += 1
         for h in hashes:
             self._found.pop(h, None)
@@ -166,7 +171,7 @@ class KeyCache:
             if len(entries) < READ_BATCH:
                 return read
 
-    def _apply(self, fields: dict) -> None:
+    def _apply(self, fields: dict[bytes | str, bytes | str]) -> None:
         named = fields.get(b"h", fields.get("h", b""))
         named = named.decode() if isinstance(named, bytes) else named
         if named == EVERYTHING:
@@ -175,6 +180,6 @@ class KeyCache:
             self.invalidate(named.split(" "))
 
 
-def _seq(entry_id) -> int:
+def _seq(entry_id: bytes | str) -> int:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.split("-", 1)[0])

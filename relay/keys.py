@@ -99,7 +99,7 @@ class KeyView:
         return None
 
 
-def _limits(raw) -> Limits:
+def _limits(raw: list[int | None] | None) -> Limits:
     return Limits(*raw) if raw and any(raw) else NO_LIMITS
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -29,16 +30,22 @@ from relay.settings import RelaySettings
 from relay.snapshot import GroupView, Snapshot, Status
 from relay.upstream import UpstreamClient
 
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIEnvironment
 
-def api_key_from(environ, query_key: bool = False) -> str | None:
+    from relay.adapters.base import Adapter, Target
+    from relay.errors import UpstreamError
+
+
+def api_key_from(environ: WSGIEnvironment, query_key: bool = False) -> str | None:
     """The caller's key: `Authorization: Bearer …`, Anthropic's `x-api-key`, Google's
     `x-goog-api-key`, or — on the Gemini endpoints, as Google allows — the `key` query parameter."""
-    header = environ.get("HTTP_AUTHORIZATION")
+    header: str | None = environ.get("HTTP_AUTHORIZATION")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    key = environ.get("HTTP_X_API_KEY") or environ.get("HTTP_X_GOOG_API_KEY")
+    key: str | None = environ.get("HTTP_X_API_KEY") or environ.get("HTTP_X_GOOG_API_KEY")
     if key and key.strip():
         return key.strip()
     if query_key and "key=" in (environ.get("QUERY_STRING") or ""):
@@ -66,7 +73,7 @@ def hold_refusal(reason: str) -> RelayError:
 
 class Pipeline:
     def __init__(self, settings: RelaySettings, holder: SnapshotHolder, quota: Quota, client: UpstreamClient, selector: Selector | None = None,
-                 register_script=None):
+                 register_script: Callable[[str], Callable[..., Any]] | None = None) -> None:
         self.settings = settings
         self.holder = holder
         self.quota = quota
@@ -84,7 +91,7 @@ class Pipeline:
         self.playground_key = playground.signing_key(settings.encryption_key) if settings.encryption_key else None
 
     # --- who is calling, and may they ---------------------------------------------------------
-    def authenticate(self, ctx: RequestContext, environ, snap: Snapshot, now: float, query_key: bool = False) -> KeyView:
+    def authenticate(self, ctx: RequestContext, environ: WSGIEnvironment, snap: Snapshot, now: float, query_key: bool = False) -> KeyView:
         secret = api_key_from(environ, query_key)
         if secret is None:
             raise RelayError(401, "missing_api_key", "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")
@@ -124,7 +131,7 @@ class Pipeline:
         return group, price
 
     # --- endpoints -----------------------------------------------------------------------------
-    def models(self, ctx: RequestContext, environ) -> Response:
+    def models(self, ctx: RequestContext, environ: WSGIEnvironment) -> Response:
         """The models this key may use, in OpenAI's list format or, for a caller that sends
         `anthropic-version`, Anthropic's."""
         snap = self.holder.current
@@ -134,13 +141,13 @@ class Pipeline:
         models = snap.models_for_key(key, now)
         if environ.get("HTTP_ANTHROPIC_VERSION"):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
-            data = [{"type": "model", "id": m, "display_name": m, "created_at": stamp} for m in models]
+            data: list[dict[str, Any]] = [{"type": "model", "id": m, "display_name": m, "created_at": stamp} for m in models]
             body = {"data": data, "has_more": False, "first_id": models[0] if models else None, "last_id": models[-1] if models else None}
             return json_response(200, orjson.dumps(body))
         data = [{"id": m, "object": "model", "created": created, "owned_by": "switchboard"} for m in models]
         return json_response(200, orjson.dumps({"object": "list", "data": data}))
 
-    def handle(self, endpoint: Endpoint, ctx: RequestContext, environ, read_body: Callable[[], bytes]) -> Response:
+    def handle(self, endpoint: Endpoint, ctx: RequestContext, environ: WSGIEnvironment, read_body: Callable[[], bytes]) -> Response:
         """A billed call: authenticate, read the body, check, hold, route with retries, settle exactly once."""
         snap = self.holder.current
         now = ctx.started_at
@@ -177,7 +184,7 @@ class Pipeline:
         settlement = Settlement(self.gate, admission, ctx, price, group.multiplier_bp, estimate.local_prompt_tokens,
                                 on_settled=self.budget.end_request, journal=self.journal)
         try:
-            def attempt(adapter, target):
+            def attempt(adapter: Adapter, target: Target) -> Response | UpstreamError:
                 return endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, settlement)
 
             response = self.router.run(ctx, admission, settlement, attempt)
@@ -206,12 +213,12 @@ class Pipeline:
             raise no_route_error(0)
         return plan
 
-    def cap_output(self, ctx: RequestContext, endpoint: Endpoint, request, estimate: HoldEstimate, reserved: int,
+    def cap_output(self, ctx: RequestContext, endpoint: Endpoint, request: Any, estimate: HoldEstimate, reserved: int,
                    price: pricing.Price, multiplier_bp: int) -> None:
         """Hold the upstream to the output the reservation pays for: the request is rewritten so it
         may write no more, and the caller is told the cap when the relay set or lowered it."""
         budget = holds.output_budget(estimate, reserved, price, multiplier_bp)
-        if endpoint.cap_output(request, budget):
+        if endpoint.cap_output(request, budget):  # type: ignore[attr-defined]  # only endpoints with cap_output make cappable estimates
             ctx.output_cap = budget
             ctx.note(step="output_cap", tokens=budget, reserved=reserved)
 

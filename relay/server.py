@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +32,15 @@ from relay.resp import RespPool, Script
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
 
+if TYPE_CHECKING:
+    import socket
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from gevent import Greenlet
+    from redis import Redis
+
+    from relay.http_server import HttpServer
+
 log = logging.getLogger(__name__)
 # The output tokens per choice the relay told the upstream it may write, when the relay set or lowered
 # the caller's own limit to what the request's hold pays for (docs/holds.md).
@@ -37,7 +48,7 @@ OUTPUT_CAP_HEADER = "X-Switchboard-Max-Tokens"
 
 
 
-def read_body(environ, limit: int) -> bytes:
+def read_body(environ: WSGIEnvironment, limit: int) -> bytes:
     """The request body, refused with 413 before reading when Content-Length is over the limit, with
     408 when it arrives too slowly and 400 when it ends early or is malformed (the server's
     `wsgi.input` raises TimeoutError or another OSError)."""
@@ -49,7 +60,7 @@ def read_body(environ, limit: int) -> bytes:
         raise RelayError(400, "incomplete_body", f"The request body could not be read: {exc}.") from None
 
 
-def _read(environ, limit: int) -> bytes:
+def _read(environ: WSGIEnvironment, limit: int) -> bytes:
     length = environ.get("CONTENT_LENGTH")
     if length:
         try:
@@ -59,13 +70,13 @@ def _read(environ, limit: int) -> bytes:
         if size > limit:
             raise RelayError(413, "request_too_large", f"The request body is larger than the limit of {limit} bytes.")
         return environ["wsgi.input"].read(size) if size else b""
-    body = environ["wsgi.input"].read(limit + 1)
+    body: bytes = environ["wsgi.input"].read(limit + 1)
     if len(body) > limit:
         raise RelayError(413, "request_too_large", f"The request body is larger than the limit of {limit} bytes.")
     return body
 
 
-def error_format_for(method: str, path: str, environ) -> str:
+def error_format_for(method: str, path: str, environ: WSGIEnvironment) -> str:
     """The format the caller understands: its endpoint's, and Anthropic's for a model listing
     asked for with `anthropic-version` (the Anthropic SDK sends it on every call)."""
     endpoint = ENDPOINTS.get((method, path)) or next((e for (_, p), e in ENDPOINTS.items() if p == path), None)
@@ -99,7 +110,7 @@ def error_response(error: RelayError, request_id: str, error_format: str) -> Res
 class RelayApp:
     """The WSGI callable for /v1/* (and /healthz when the relay runs on its own)."""
 
-    def __init__(self, settings: RelaySettings, holder: SnapshotHolder, pipeline: Pipeline, quota: Quota):
+    def __init__(self, settings: RelaySettings, holder: SnapshotHolder, pipeline: Pipeline, quota: Quota) -> None:
         self.settings = settings
         self.holder = holder
         self.pipeline = pipeline
@@ -108,11 +119,11 @@ class RelayApp:
         self.started = time.time()
         self.clients = ClientAddresses(settings.trusted_proxies)
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         COUNTERS.requests += 1
         request_id = new_request_id()
-        method = environ["REQUEST_METHOD"]
-        path = environ.get("PATH_INFO") or "/"
+        method: str = environ["REQUEST_METHOD"]
+        path: str = environ.get("PATH_INFO") or "/"
         ctx = RequestContext(request_id=request_id, endpoint=path, client_ip=self.clients.of(environ))
         error_format = error_format_for(method, path, environ)
         try:
@@ -135,7 +146,7 @@ class RelayApp:
         start_response(_status_line(response.status), response.headers + ids)
         return response.body
 
-    def dispatch(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
+    def dispatch(self, ctx: RequestContext, environ: WSGIEnvironment, method: str, path: str) -> Response:
         endpoint = ENDPOINTS.get((method, path))
         if endpoint is not None:
             # The body is read only once the caller is known: an unauthenticated upload is never received.
@@ -152,7 +163,7 @@ class RelayApp:
             raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
         raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
 
-    def gemini(self, ctx: RequestContext, environ, method: str, path: str) -> Response:
+    def gemini(self, ctx: RequestContext, environ: WSGIEnvironment, method: str, path: str) -> Response:
         """Gemini's routes, whose paths carry the model: an action on a model, or the model list."""
         route = gemini_route(path, GEMINI_ACTIONS)
         if route is None:
@@ -193,7 +204,7 @@ def _status_line(status: int) -> str:
     return f"{status} {_REASONS.get(status, 'Unknown')}"
 
 
-def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
+def build_relay(settings: RelaySettings, redis: Redis[bytes] | None = None) -> RelayApp:
     given_redis = redis is not None
     if redis is None:
         redis = counting_redis(settings.redis_url, max_connections=settings.redis_pool_size, health_check_interval=30)
@@ -205,7 +216,7 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
     quota = Quota(redis)
     # The per-request scripts (admit, failover, settle) go through the lean RESP client, unless the
     # caller brought its own Redis client (tests that watch every command).
-    register = None
+    register: Callable[[str], Callable[..., Any]] | None = None
     if not given_redis:
         scripts = RespPool(settings.redis_url, settings.redis_pool_size)
         register = lambda text: Script(scripts, text)  # noqa: E731
@@ -218,7 +229,7 @@ def build_relay(settings: RelaySettings, redis=None) -> RelayApp:
     return RelayApp(settings, holder, pipeline, quota)
 
 
-def start_follower(app: RelayApp):
+def start_follower(app: RelayApp) -> Greenlet:
     """The process's background work: follow the published snapshot, replay journaled settles."""
     import gevent
 
@@ -253,7 +264,7 @@ def replay_journals(pipeline: Pipeline, once: bool = False) -> None:
         gevent.sleep(JOURNAL_RETRY_SECONDS)
 
 
-def make_server(listener, wsgi_app, settings: RelaySettings | None = None):
+def make_server(listener: tuple[str, int] | socket.socket, wsgi_app: WSGIApplication, settings: RelaySettings | None = None) -> HttpServer:
     """The relay's HTTP server (relay/http_server.py) with the settings' limits: headers and body go
     out together, Nagle off, its own refusals in the endpoints' error formats."""
     from relay.http_server import HttpServer

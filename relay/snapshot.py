@@ -14,7 +14,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from relay.pricing import Price
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from relay.keys import KeyView
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Status:
@@ -42,11 +43,11 @@ class Limits:
     def any(self) -> bool:
         return bool(self.rpm or self.tpm or self.concurrency)
 
-    def to_payload(self) -> list:
+    def to_payload(self) -> list[int | None]:
         return [self.rpm, self.tpm, self.concurrency]
 
     @classmethod
-    def from_payload(cls, raw) -> Limits:
+    def from_payload(cls, raw: list[int | None] | None) -> Limits:
         return cls(*raw) if raw else NO_LIMITS
 
 
@@ -92,7 +93,7 @@ class ChannelView:
     priority: int = 0
     weight: int = 1
     status: str = Status.ENABLED
-    config: dict = field(default_factory=dict)  # type-specific settings (api_version, timeouts, …)
+    config: dict[str, Any] = field(default_factory=dict)  # type-specific settings (api_version, timeouts, …)
     limits: Limits = NO_LIMITS  # upstream capacity of the whole channel
     key_limits: Limits = NO_LIMITS  # upstream capacity of each of its keys
 
@@ -127,7 +128,7 @@ class Bans:
 
     networks: tuple[tuple[IPNetwork, BanView], ...] = ()
 
-    def for_ip(self, ip, now: float) -> BanView | None:
+    def for_ip(self, ip: IPAddress | None, now: float) -> BanView | None:
         if ip is not None:
             for net, ban in self.networks:
                 if ip.version == net.version and ip in net and ban.active(now):
@@ -143,7 +144,8 @@ class Snapshot:
     channels: tuple[ChannelView, ...]
     bans: Bans
     built_at: float = 0.0
-    _routes: dict = field(default_factory=dict, repr=False)
+    # "__served__" → frozenset of model names; (group, model) → tuple of ChannelView
+    _routes: dict[str | tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     # --- lookups -------------------------------------------------------------------------------
     def price_at(self, model: str, when: float) -> Price | None:
@@ -156,7 +158,7 @@ class Snapshot:
 
     def served_models(self) -> frozenset[str]:
         """Every public model name an enabled channel serves (indexed once per snapshot)."""
-        served = self._routes.get("__served__")
+        served: frozenset[str] | None = self._routes.get("__served__")
         if served is None:
             served = frozenset(m for c in self.channels if c.status == Status.ENABLED for m in c.public_models)
             self._routes["__served__"] = served
@@ -170,7 +172,7 @@ class Snapshot:
         if model not in self.served_models():
             return ()
         cache_key = (group, model)
-        found = self._routes.get(cache_key)
+        found: tuple[ChannelView, ...] | None = self._routes.get(cache_key)
         if found is None:
             found = tuple(
                 sorted(
@@ -201,7 +203,7 @@ class Snapshot:
         )
 
     # --- serialisation -------------------------------------------------------------------------
-    def to_payload(self, encrypt: Callable[[str], str]) -> dict:
+    def to_payload(self, encrypt: Callable[[str], str]) -> dict[str, Any]:
         return {
             "version": self.version,
             "built_at": self.built_at,
@@ -243,7 +245,7 @@ class Snapshot:
         }
 
     @classmethod
-    def from_payload(cls, payload: dict, decrypt: Callable[[str], str]) -> Snapshot:
+    def from_payload(cls, payload: dict[str, Any], decrypt: Callable[[str], str]) -> Snapshot:
         groups = {
             g["name"]: GroupView(
                 name=g["name"],
