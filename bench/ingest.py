@@ -140,14 +140,23 @@ class Stand:
 
         return int(self.redis.xlen(USAGE_STREAM))
 
-    def written(self) -> int:
+    def written(self) -> dict:
+        """What is in SQL, and whether the rollups and the ledger agree with the request logs."""
         from sqlalchemy import func, select
 
         from controlplane.extensions import db
-        from controlplane.models import RequestLog
+        from controlplane.models import ChannelRollup, LedgerEntry, RequestLog
+        from controlplane.models.rollups import UsageRollup
 
         with self.app.app_context():
-            return int(db.session.scalar(select(func.count()).select_from(RequestLog)))
+            logs, cost = db.session.execute(select(func.count(), func.coalesce(func.sum(RequestLog.cost), 0))).one()
+            totals = {"request_logs": int(logs), "cost": int(cost)}  # PostgreSQL sums bigints as numeric
+            for name, model in (("usage_rollups", UsageRollup), ("channel_rollups", ChannelRollup)):
+                requests, rolled = db.session.execute(select(func.sum(model.requests), func.sum(model.cost))).one()
+                totals[name] = requests == logs and rolled == cost
+            charged = db.session.scalar(select(func.coalesce(-func.sum(LedgerEntry.amount), 0)).where(LedgerEntry.kind == "charge"))
+            totals["ledger"] = charged == cost
+            return totals
 
     # --- CPU ---------------------------------------------------------------------------------------
     def redis_cpu(self) -> float:
@@ -339,6 +348,10 @@ def main() -> None:
     path = Path(args.out) / f"ingest-{report['when'].replace(':', '')}.json"
     path.write_text(json.dumps(report, indent=2))
     print(table(results))
+    for r in results:
+        w = r["written"]
+        agree = all(w[k] for k in ("usage_rollups", "channel_rollups", "ledger"))
+        print(f"{r['backend']}: {w['request_logs']} request logs; rollups and ledger {'agree with them' if agree else 'DISAGREE: ' + str(w)}")
     print(f"\nresults: {path}")
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 import orjson
-from sqlalchemy import Table, any_, bindparam
+from sqlalchemy import JSON, Table, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
@@ -98,4 +98,59 @@ class BulkInsert:
             raise DBAPIError.instance(sql, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect) from error
 
 
-__all__ = ["BulkInsert", "json_text", "one_of", "utc_text"]
+class BulkUpdate:
+    """An UPDATE of `columns` of many rows of `table`, each found by its `id`; rows are tuples of
+    (id, *values), values ready to store. PostgreSQL: one statement over arrays (`unnest`); SQLite:
+    sqlite3's `executemany`."""
+
+    def __init__(self, table: Table, columns: Sequence[str]):
+        self.table = table
+        self.columns = tuple(columns)
+        self._sql: dict[str, str] = {}
+
+    def _statement(self, dialect) -> str:
+        sql = self._sql.get(dialect.name)
+        if sql is None:
+            quote = dialect.identifier_preparer.quote
+            table = dialect.identifier_preparer.format_table(self.table)
+            if dialect.name == "postgresql":
+                arrays = ", ".join(f"%s::{_array_type(self.table.c[c].type, dialect)}" for c in ("id", *self.columns))
+                names = ", ".join(quote(c) for c in ("id", *self.columns))
+                sets = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in self.columns)
+                sql = f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({names}) WHERE t.id = v.id"
+            else:
+                sets = ", ".join(f"{quote(c)} = ?" for c in self.columns)
+                sql = f"UPDATE {table} SET {sets} WHERE id = ?"
+            self._sql[dialect.name] = sql
+        return sql
+
+    def run(self, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        connection = db.session.connection()
+        dialect = connection.dialect
+        sql = self._statement(dialect)
+        raw = connection.connection.driver_connection
+        try:
+            cursor = raw.cursor()
+            try:
+                if dialect.name == "postgresql":
+                    cursor.execute(sql, [list(column) for column in zip(*rows)])
+                else:
+                    cursor.executemany(sql, [(*row[1:], row[0]) for row in rows])
+            finally:
+                cursor.close()
+        except dialect.loaded_dbapi.Error as error:
+            lost = dialect.is_disconnect(error, raw, None)
+            if lost:
+                connection.invalidate(error)
+            raise DBAPIError.instance(sql, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect) from error
+
+
+def _array_type(type_, dialect) -> str:
+    if isinstance(type_.dialect_impl(dialect), JSON) or isinstance(type_, JSON):
+        return "text[]::jsonb[]"  # the values come as `json_text`
+    return type_.dialect_impl(dialect).compile(dialect) + "[]"
+
+
+__all__ = ["BulkInsert", "BulkUpdate", "json_text", "one_of", "utc_text"]

@@ -9,9 +9,9 @@ import bisect
 from datetime import UTC, datetime
 from functools import cache
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select
 
-from controlplane.bulk import one_of
+from controlplane.bulk import BulkUpdate, json_text, one_of
 from controlplane.extensions import db
 from controlplane.models.rollups import ChannelRollup, UsageRollup
 
@@ -141,14 +141,12 @@ def _statements(model, dims: tuple[str, ...], dialect: str):
     found = (select(table.c.id, *(table.c[d] for d in dims), *(table.c[f] for f in SUM_FIELDS + HISTS))
              .where(one_of(table.c.bucket, "hours", dialect), one_of(table.c[narrow], "narrow", dialect)).with_for_update())
     # Absolute values: the rows are locked (PostgreSQL) or the database is (SQLite) until the commit.
-    change = (update(table).where(table.c.id == bindparam("row_id"))
-              .values({f: bindparam(f"new_{f}", type_=table.c[f].type) for f in SUM_FIELDS + HISTS}))
-    return found, change, insert(table)
+    return found, BulkUpdate(table, SUM_FIELDS + HISTS), insert(table)
 
 
 def _fold(model, dims: tuple[str, ...], totals: dict[tuple, dict]) -> None:
     """Add `totals` to the rows of `model` (rows locked on PostgreSQL), creating missing ones: one
-    SELECT, one UPDATE and one INSERT per batch, each over many rows. Two consumers creating the same
+    SELECT, one UPDATE (controlplane/bulk.py) and one INSERT per batch, each over many rows. Two consumers creating the same
     row at once: the second's batch fails on the unique constraint and ingestion writes it again event
     by event, finding the row the first committed."""
     if not totals:
@@ -164,12 +162,10 @@ def _fold(model, dims: tuple[str, ...], totals: dict[tuple, dict]) -> None:
         if more is None:
             continue
         current = row._mapping
-        change_values = {f"new_{f}": current[f] + more[f] for f in SUM_FIELDS}
-        change_values.update(new_latency_hist=add_hist(current["latency_hist"], more["latency_hist"]),
-                             new_ttft_hist=add_hist(current["ttft_hist"], more["ttft_hist"]), row_id=row[0])
-        changes.append(change_values)
-    if changes:
-        db.session.execute(change, changes)
+        changes.append((row[0], *(current[f] + more[f] for f in SUM_FIELDS),
+                        json_text(add_hist(current["latency_hist"], more["latency_hist"])),
+                        json_text(add_hist(current["ttft_hist"], more["ttft_hist"]))))
+    change.run(changes)
     if totals:
         db.session.execute(add, [dict(zip(dims, key, strict=True)) | more for key, more in totals.items()])
 

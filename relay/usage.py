@@ -51,15 +51,18 @@ class UsageEvent:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~10× faster than asdict
 
     @classmethod
-    def decode(cls, raw: bytes | str) -> "UsageEvent":
+    def decode(cls, raw: bytes | str) -> UsageEvent:
         data = orjson.loads(raw)
+        if type(data) is dict and tuple(data) == _FIELDS:
+            # As `encode` wrote it: every field, in order. Positional arguments cost a quarter of keywords.
+            return cls(*data.values())
         try:
             return cls(**data)
         except TypeError:  # a field this version does not know (or one missing: raised again below)
             return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @classmethod
-    def from_stream(cls, fields: dict[bytes, Any]) -> "UsageEvent":
+    def from_stream(cls, fields: dict[bytes, Any]) -> UsageEvent:
         """The event of one stream entry. The settle script adds `charged` when it had to charge
         less than the event's cost (no balance, key limit or budget may go below zero); the
         difference is kept on the event as `uncharged` and in its trace."""
@@ -71,3 +74,6 @@ class UsageEvent:
             event.trace = [*event.trace, {"step": "charge_cut", "cost": event.cost, "charged": int(charged)}]
             event.cost = int(charged)
         return event
+
+
+_FIELDS = tuple(UsageEvent.__dataclass_fields__)

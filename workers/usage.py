@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from redis.exceptions import ResponseError
 from sqlalchemy import select, text
@@ -62,8 +63,7 @@ def apply_unheld(fresh: list[UsageEvent]) -> None:
             log.exception("live balance of account %s not debited for journaled %s", e.account_id, e.request_id)
 
 
-@dataclass(frozen=True)
-class Pending:
+class Pending(NamedTuple):
     """One usage-stream entry to ingest; `tries` counts earlier dead-letterings (an operator's retry)."""
 
     id: bytes
@@ -197,15 +197,17 @@ def acknowledge(redis, out: Outcome) -> None:
     pipe.execute()
 
 
-def _tries(fields: dict | None) -> int:
+def _tries(fields: dict) -> int:
     try:
-        return int((fields or {}).get(b"n") or 0)
+        return int(fields.get(b"n") or 0)
     except ValueError:
         return 0
 
 
 def pending(rows) -> list[Pending]:
-    return [Pending(entry_id, fields or None, _tries(fields)) for entry_id, fields in rows]
+    # Only an operator's retry carries a try count (`n`): the rest skip reading one.
+    return [Pending(entry_id, fields, _tries(fields) if b"n" in fields else 0) if fields else Pending(entry_id, None)
+            for entry_id, fields in rows]
 
 
 @in_app_context

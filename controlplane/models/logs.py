@@ -24,7 +24,7 @@ class RequestLog(db.Model):
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
     api_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     account_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # indexed with started_at, above
     channel_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     channel_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
