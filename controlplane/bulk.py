@@ -135,7 +135,7 @@ class BulkUpdate:
             cursor = raw.cursor()
             try:
                 if dialect.name == "postgresql":
-                    cursor.execute(sql, [list(column) for column in zip(*rows)])
+                    cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
                 else:
                     cursor.executemany(sql, [(*row[1:], row[0]) for row in rows])
             finally:
