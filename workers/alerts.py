@@ -88,7 +88,8 @@ def _dead_letter_notice(settings, letters: list, waiting: int) -> bool:
             delivered &= send_email(settings.smtp, address, f"Switchboard: {waiting} usage event(s) not written", body).ok
     if settings.alert_webhook_url:
         payload = {"waiting": waiting, "newest": [letter.as_dict() for letter in letters], "console": url}
-        delivered &= send_webhook(settings.alert_webhook_url, "usage.dead_lettered", payload, settings.webhook_secret).ok
+        delivered &= send_webhook(settings.alert_webhook_url, "usage.dead_lettered", payload, egress=runtime().egress(),
+                                  secret=settings.webhook_secret).ok
     return delivered
 
 
