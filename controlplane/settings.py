@@ -35,7 +35,7 @@ def trusted_proxies(environ) -> tuple[Network, ...]:
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """Active health checks (workers/health.py, issue 7)."""
+    """Active health checks (workers/health.py)."""
 
     every_seconds: int = 300  # how often the scheduler probes every channel
     disable_after: int = 3  # consecutive failing probes that auto-disable
@@ -73,8 +73,8 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     webhook_secret: str = ""  # signs outgoing webhooks (X-Switchboard-Signature)
-    signup: str = "open"  # user console (issue 6): who may create an account — open | invite | closed
-    # issue 7: who hears about channel state changes, and the active health checks
+    signup: str = "open"  # user console: who may create an account — open | invite | closed
+    # who hears about channel state changes, and the active health checks
     alert_emails: tuple[str, ...] = ()
     alert_webhook_url: str = ""
     probe: ProbeSettings = field(default_factory=ProbeSettings)

@@ -1,4 +1,4 @@
-"""A request's two Redis round trips (issue 5's budget): admit, and settle. Plus one per retry.
+"""A request's two Redis round trips: admit, and settle. Plus one per retry.
 
 - `admit` (one Lua script): the caller's rate and concurrency limits, then the first route in the
   selector's order that is not ejected, cooling down, proven dead or at capacity, then the credit
@@ -182,7 +182,7 @@ class MoneyHold:
     amount: int
     key_limit: int | None
     expires_at: float
-    budgets: quota.Budgets = quota.NO_BUDGETS  # spend windows (issue 6)
+    budgets: quota.Budgets = quota.NO_BUDGETS  # spend windows
     user_id: int | None = None
     started_at: float | None = None  # names the spend windows
     least: int | None = None  # a flexible hold: reserve as much of `amount` as there is room for, at least this

@@ -1,4 +1,4 @@
-"""Errors the relay answers with, in the caller's format (design.md §6): OpenAI's, Anthropic's on
+"""Errors the relay answers with, in the caller's format: OpenAI's, Anthropic's on
 the Anthropic endpoints, Google's on the Gemini endpoints.
 
 A `RelayError` carries everything needed to render the response; `ErrorKind` is what an adapter

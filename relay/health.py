@@ -1,5 +1,5 @@
 """Passive channel health: what an upstream failure does to a channel and its key, and the shared
-state in Redis that every relay process reads and writes (design.md §5, issue 7).
+state in Redis that every relay process reads and writes.
 
 `effect_of` is the one pure function that decides what an `ErrorKind` does. The Redis side is Lua
 (`HEALTH_LUA`) so the relay can fold it into the scripts it already runs per request (hold and

@@ -1,4 +1,4 @@
-"""Rate and capacity limits in Redis, shared by every relay process (issue 7).
+"""Rate and capacity limits in Redis, shared by every relay process.
 
 Limits apply to scopes: the caller's API key (`k:<id>`), user (`u:<id>`) and group (`g:<name>`),
 and the upstream's channel (`c:<id>`) and channel key (`ck:<id>`). Each scope may limit requests

@@ -1,4 +1,4 @@
-"""A request's life (design.md §3): auth → checks → hold → route → call → stream → settle.
+"""A request's life: auth → checks → hold → route → call → stream → settle.
 
 Everything here reads the in-memory snapshot; the only I/O is Redis (hold, settle) and the
 upstream call. No SQL, no Flask. Endpoint-specific work lives in relay/endpoints/.
@@ -201,7 +201,7 @@ class Pipeline:
             response = self.idempotency.keep(claim, ctx, response, settlement)
         return response
 
-    # --- routing and admission (issue 7) -------------------------------------------------------
+    # --- routing and admission -------------------------------------------------------
     def plan(self, ctx: RequestContext, snap: Snapshot, key: KeyView, model: str, endpoint: Endpoint) -> Plan:
         channels = snap.channels_for(key.group, model)
         plan = self.selector.plan(channels, model, supports(endpoint.operation))

@@ -3,8 +3,8 @@ no floats.
 
 Token prices are µ$ per 1M tokens; images are µ$ per image (by size/quality), speech input µ$ per 1M
 characters, transcription µ$ per minute of audio billed by the whole second. Group multipliers are
-basis points (10,000 = 1.0×). A request is rounded once, half up, after everything is summed
-(design.md §2).
+basis points (10,000 = 1.0×). A request is rounded once, half up, after everything is summed.
+
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def hold_key(request_id: str) -> str:
     return f"sb:hold:{request_id}"
 
 
-# --- spend windows (issue 6): named by the UTC day / month the request started in -------------------
+# --- spend windows: named by the UTC day / month the request started in -------------------
 def day_of(now: float) -> str:
     return time.strftime("%Y%m%d", time.gmtime(now))
 
@@ -195,7 +195,7 @@ local acct = redis.call('HGET', KEYS[1], 'acct')
 local akey = redis.call('HGET', KEYS[1], 'akey')
 redis.call('HINCRBY', acct, 'held', 0 - tonumber(amt))
 redis.call('HINCRBY', akey, 'held', 0 - tonumber(amt))
--- spend windows (issue 6): the hold record names the windows it reserved
+-- spend windows: the hold record names the windows it reserved
 for i = 1, 3 do
   local w = redis.call('HGET', KEYS[1], 'w' .. i)
   if w then redis.call('HINCRBY', w, 'held', 0 - tonumber(amt)) end
@@ -237,7 +237,7 @@ class Hold:
     account_id: int
     key_id: int
     amount: int
-    windows: tuple[str, str, str]  # key/day, key/month, member/month spend windows (issue 6)
+    windows: tuple[str, str, str]  # key/day, key/month, member/month spend windows
     reserved: tuple[bool, ...] = (False, False, False)  # which windows the hold counted in
 
 
@@ -338,7 +338,7 @@ class Quota:
         spent, held = self.redis.hmget(api_key_key(key_id), "spent", "held")
         return int(spent or 0), int(held or 0)
 
-    # --- spend windows (issue 6): what the consoles show, and seeding after a Redis loss --------------
+    # --- spend windows: what the consoles show, and seeding after a Redis loss --------------
     def window(self, name: str) -> tuple[int, int]:
         """(spent, held) in one spend window."""
         spent, held = self.redis.hmget(name, "spent", "held")

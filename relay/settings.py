@@ -89,7 +89,7 @@ class RelaySettings:
     upstream_pool_size: int = 256
     redis_pool_size: int = 64
     timeouts: Timeouts = field(default_factory=Timeouts)
-    # issue 7: passive health (Envoy outlier detection) and Envoy's retry budget
+    # passive health (Envoy outlier detection) and Envoy's retry budget
     health: HealthPolicy = field(default_factory=HealthPolicy)
     retry_budget_percent: float = 20.0
     retry_budget_min: int = 3

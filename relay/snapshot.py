@@ -33,7 +33,7 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Requests per minute, tokens per minute, concurrent requests (issue 7); None is unlimited."""
+    """Requests per minute, tokens per minute, concurrent requests; None is unlimited."""
 
     rpm: int | None = None
     tpm: int | None = None

@@ -1,4 +1,4 @@
-"""Active channel health on RQ (issue 7): probe channels on a schedule, apply the dead keys relays
+"""Active channel health on RQ: probe channels on a schedule, apply the dead keys relays
 report, and tell operators what changed.
 
 Two workers never act on one channel at once: each channel is probed under its own Redis lock, and

@@ -1,6 +1,6 @@
 """The operator console under /admin: one blueprint per area, nested under `admin`.
 
-Roles (design.md §8): admin does everything, operator everything but operator management, support
+Roles: admin does everything, operator everything but operator management, support
 reads everything and may refund requests. Every view names the roles it allows.
 """
 from __future__ import annotations

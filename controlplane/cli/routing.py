@@ -1,4 +1,4 @@
-"""Management commands for routing and health (issue 7): limits, and testing a channel now."""
+"""Management commands for routing and health: limits, and testing a channel now."""
 from __future__ import annotations
 
 import click

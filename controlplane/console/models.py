@@ -16,7 +16,7 @@ LABELS = {"input": "Input", "cache_read": "Cached input", "cache_write": "Cache 
 
 
 def effective(row: ModelPrice) -> dict[str, int]:
-    """What each kind is billed at (design.md §2: no cache price bills as input, no reasoning as output)."""
+    """What each kind is billed at (no cache price bills as input, no reasoning as output)."""
     return {"input": row.input, "cache_read": row.input if row.cache_read is None else row.cache_read,
             "cache_write": row.input if row.cache_write is None else row.cache_write, "output": row.output,
             "reasoning": row.output if row.reasoning is None else row.reasoning, "per_request": row.per_request}

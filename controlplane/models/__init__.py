@@ -19,7 +19,7 @@ __all__ = [
     "Account", "AccountKind", "ApiKey", "ApiToken", "AuditEntry", "Ban", "BanKind", "Channel", "ChannelEvent",
     "ChannelKey", "ChannelRollup", "ChannelStatus", "EntryKind", "Group", "KeyDecider", "KeyStatus", "LedgerEntry", "ModelPrice",
     "OPERATOR_ROLES", "Refund", "RefundKind", "RequestLog", "Role", "UsageRollup", "User", "UserStatus", "utcnow",
-    # user console (issue 6)
+    # user console
     "AlertSetting", "Invitation", "MemberRole", "Membership", "RedemptionBatch", "RedemptionCode", "UserSession",
     "RecoveryCode",
 ]

@@ -68,7 +68,7 @@ class User(UserMixin, db.Model):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     # Bumped to invalidate every session of this user ("log out everywhere", password change).
     session_version: Mapped[int] = mapped_column(Integer, default=1)
-    # issue 7: rate limits of this user across all their keys (None: unlimited)
+    # rate limits of this user across all their keys (None: unlimited)
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)

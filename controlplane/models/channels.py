@@ -37,7 +37,7 @@ class Channel(db.Model):
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     status_since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # >>> issue 7: upstream capacity (None: unlimited) — of the whole channel, and of each key
+    # >>> upstream capacity (None: unlimited) — of the whole channel, and of each key
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -50,7 +50,7 @@ class Channel(db.Model):
     probed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     probe_latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     probe_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # <<< issue 7
+    # <<<
 
     keys: Mapped[list["ChannelKey"]] = relationship(
         back_populates="channel", cascade="all, delete-orphan", order_by="ChannelKey.id"
@@ -68,13 +68,13 @@ class ChannelKey(db.Model):
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     status_since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # >>> issue 7: active health of this key (consecutive probe failures / passes, the last probe)
+    # >>> active health of this key (consecutive probe failures / passes, the last probe)
     probe_failures: Mapped[int] = mapped_column(Integer, default=0)
     probe_passes: Mapped[int] = mapped_column(Integer, default=0)
     probed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     probe_latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     probe_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # <<< issue 7
+    # <<<
 
     channel: Mapped[Channel] = relationship(back_populates="keys")
 
@@ -96,5 +96,5 @@ class ChannelEvent(db.Model):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     actor: Mapped[str] = mapped_column(String(254))  # an operator's email, "health", "relay"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    # issue 7: the notification outbox — set once operators were told (automatic transitions only)
+    # the notification outbox — set once operators were told (automatic transitions only)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

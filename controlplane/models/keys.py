@@ -37,7 +37,7 @@ class ApiKey(db.Model):
     # Spend caps per UTC calendar day / month, µ$; enforced by the relay's hold (relay/quota.py).
     daily_budget: Mapped[int | None] = mapped_column(Money, nullable=True)
     monthly_budget: Mapped[int | None] = mapped_column(Money, nullable=True)
-    # issue 7: rate limits of this key (None: unlimited)
+    # rate limits of this key (None: unlimited)
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)

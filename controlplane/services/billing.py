@@ -51,7 +51,7 @@ def credit(actor: Actor, account: Account, kind: EntryKind, amount: int, reason:
 def topup(actor: Actor, account: Account, usd: str, reason: str) -> LedgerEntry:
     amount = validation.usd(usd, "amount", allow_zero=False)
     entry = credit(actor, account, EntryKind.TOPUP, amount, reason)
-    from controlplane.services import notices  # user console (issue 6): an email receipt when SMTP is set
+    from controlplane.services import notices  # user console: an email receipt when SMTP is set
 
     notices.receipt(entry.id)
     return entry

@@ -1,4 +1,4 @@
-"""Channel and key state changes the system makes (issue 7): from probe results, and from the dead
+"""Channel and key state changes the system makes: from probe results, and from the dead
 keys relays report. Every change is a compare-and-set in SQL with its channel event (reason, time,
 actor) and audit entry in the same transaction, so a worker killed midway leaves all of it or none.
 An operator's `disabled` is never matched, so never changed. Operators hear about changes through

@@ -1,4 +1,4 @@
-"""Rate limits and upstream capacity (issue 7): requests per minute, tokens per minute and concurrent
+"""Rate limits and upstream capacity: requests per minute, tokens per minute and concurrent
 requests of an API key, a user, a group, a channel, or each key of a channel. Empty or 0 is unlimited.
 
 Validated here, audited and published like every write; the relay enforces them from the snapshot.

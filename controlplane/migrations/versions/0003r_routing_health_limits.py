@@ -1,4 +1,4 @@
-"""routing, health and limits (issue 7): rate limits on keys and users, upstream capacity and
+"""routing, health and limits: rate limits on keys and users, upstream capacity and
 probe state on channels and their keys, the notification outbox on channel events
 
 Revision ID: 0003r
