@@ -6,5 +6,7 @@ from gevent import monkey
 monkey.patch_all()
 
 from controlplane.cli.group import make_app  # noqa: E402 - after the patch, on purpose
+from relay import logs  # noqa: E402
 
+logs.configure()  # SWITCHBOARD_LOG_FORMAT=json: one JSON object a line, with the request id
 app = make_app()

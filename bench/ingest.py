@@ -111,7 +111,7 @@ class Stand:
 
             upgrade()
             self.rng = random.Random(12)
-            self.staged = stage(self.rng)
+            self.staged, _ = stage(self.rng)
             self.redis = runtime().redis
             self.redis_pid = int(self.redis.info("server")["process_id"])
 

@@ -55,6 +55,21 @@ def health(base: str) -> dict:
     return requests.get(base + "/healthz", timeout=10).json()
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel has just handed out (all bound together, so they differ): two runs on one
+    machine (a benchmark beside the test suite's smoke run) never find each other's servers."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -2,6 +2,11 @@
 usage consumer and Redis on core 1. Direct-to-upstream vs through-the-relay, non-streaming (wrk) and streaming (a gevent
 client), at 1, 32 and 256 in flight; then 2,000 slow streams held open at once.
 
+Each relay run also reports the whole system per request, by component: the relay, the usage
+consumer (`switchboard ingest`) and Redis — CPU from /proc, the consumer's and Redis's read once the
+run's usage is ingested, so that they cover exactly the run's events. Their sum is what one request
+costs one core.
+
 Prints one table and writes bench/results/<time>.json. Bounded: every run stops by time, loopback
 only, a full run takes about two minutes.
 """
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from bench.measure import ProcessSample, health, added, rss_kb, sql_driver_loaded, wait_http
+from bench.measure import ProcessSample, added, cpu_seconds, free_ports, health, rss_kb, sql_driver_loaded, wait_http
 from controlplane.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +39,12 @@ def pinned(cores: str, *argv: str) -> list[str]:
 
 
 class Bench:
-    def __init__(self, seconds: float, relay_workers: int, ramp: float | None = None):
+    def __init__(self, seconds: float, relay_workers: int, ramp: float | None = None, hold_gap_ms: int = 1000):
         self.seconds = seconds
+        self.hold_gap_ms = hold_gap_ms  # between the held streams' 20 chunks
+        # bench.instructions runs the relay under valgrind: a command in front of it, a longer start
+        self.relay_prefix: list[str] = []
+        self.relay_start_seconds = 30.0
         self.ramp = CHUNKS * GAP_MS / 1000 if ramp is None else ramp
         self.relay_workers = relay_workers
         self.dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
@@ -64,9 +73,11 @@ class Bench:
         redis_pid = self.redis.pidfile.read_text().strip()
         subprocess.run(["taskset", "-p", "-c", LOAD_CORES, redis_pid], capture_output=True)
         subprocess.run([PY, "-m", "controlplane", "db", "upgrade"], cwd=ROOT, env=self.env, capture_output=True, check=True)
-        self.upstream_port, self.slow_port, self.relay_port = 18431, 18432, 18433
+        # Free ports, not fixed ones: another run on the same machine (a test's smoke run) must not
+        # answer in this one's place.
+        self.upstream_port, self.slow_port, self.relay_port = free_ports(3)
         self.spawn(pinned(LOAD_CORES, PY, "-m", "bench.fake_upstream", str(self.upstream_port), "--chunks", str(CHUNKS), "--gap-ms", str(GAP_MS)))
-        self.spawn(pinned(LOAD_CORES, PY, "-m", "bench.fake_upstream", str(self.slow_port), "--chunks", "20", "--gap-ms", "1000"))
+        self.spawn(pinned(LOAD_CORES, PY, "-m", "bench.fake_upstream", str(self.slow_port), "--chunks", "20", "--gap-ms", str(self.hold_gap_ms)))
         wait_http(f"http://127.0.0.1:{self.upstream_port}/v1/models")
         wait_http(f"http://127.0.0.1:{self.slow_port}/v1/models")
         self.cli("channel", "add", "--name", "bench", "--type", "openai", "--base-url", f"http://127.0.0.1:{self.upstream_port}/v1",
@@ -79,21 +90,27 @@ class Bench:
         self.cli("topup", "--user", "bench@example.com", "--usd", "1000000", "--reason", "benchmark")
         self.key = self.cli("key", "create", "--user", "bench@example.com", "--name", "bench")["key"]
         cores = RELAY_CORES if self.relay_workers == 1 else f"0-{self.relay_workers - 1}"
-        self.relay = self.spawn(pinned(cores, PY, "-m", "controlplane", "relay", "--host", "127.0.0.1", "--port", str(self.relay_port),
+        self.relay = self.spawn(pinned(cores, *self.relay_prefix, PY, "-m", "controlplane", "relay", "--host", "127.0.0.1", "--port", str(self.relay_port),
                                        "--workers", str(self.relay_workers)))
         # Request logging on: usage events are ingested as in production, by the usage consumer on the
         # load core. It runs at the lowest priority so that catching up never slows the load generator,
         # whose timings are the measurement; what it has not ingested yet is reported after each run.
-        for name in ("worker", "scheduler", "ingest"):
-            self.spawn(["nice", "-n", "19", *pinned(LOAD_CORES, PY, "-m", "controlplane", name)])
-        wait_http(self.relay_url + "/healthz")
-        deadline = time.time() + 20
+        # (nice and taskset exec the command: the process spawned is the consumer itself.)
+        spawned = {name: self.spawn(["nice", "-n", "19", *pinned(LOAD_CORES, PY, "-m", "controlplane", name)])
+                   for name in ("worker", "scheduler", "ingest")}
+        self.ingest = spawned["ingest"]
+        wait_http(self.relay_url + "/healthz", timeout=self.relay_start_seconds)
+        deadline = time.time() + self.relay_start_seconds
         while time.time() < deadline and health(self.relay_url)["snapshot_version"] == 0:
             time.sleep(0.1)
 
     @property
     def relay_url(self) -> str:
         return f"http://127.0.0.1:{self.relay_port}"
+
+    def side_pids(self) -> dict[str, int]:
+        """The rest of the system a request costs: the usage consumer and Redis."""
+        return {"ingest": self.ingest.pid, "redis": int(self.redis.pidfile.read_text().strip())}
 
     def relay_pids(self) -> list[int]:
         children = subprocess.run(["pgrep", "-P", str(self.relay.pid)], capture_output=True, text=True).stdout.split()
@@ -134,6 +151,7 @@ class Bench:
     def through_relay(self, load) -> dict:
         """Run `load` against the relay and add what the relay spent doing it."""
         before = ProcessSample.of(self.relay_pids())
+        sides_before = {name: cpu_seconds(pid) for name, pid in self.side_pids().items()}
         counters_before = health(self.relay_url)
         result = load()
         counters_after = health(self.relay_url)
@@ -149,6 +167,13 @@ class Bench:
         if self.relay_workers > 1:  # the two /healthz reads may come from different processes: not comparable
             result["redis_rt_per_req"] = None
         result["usage_backlog"] = self.usage_backlog()
+        # The consumer runs at the lowest priority and catches up after the load: its CPU (and
+        # Redis's) is read once the run's events are all ingested.
+        result["usage_drain_s"] = self.drain_usage(60)["seconds"]
+        for name, pid in self.side_pids().items():
+            result[f"{name}_cpu_us_per_req"] = round((cpu_seconds(pid) - sides_before[name]) * 1e6 / max(completed, 1), 1)
+        parts = (result["cpu_us_per_req"], result["ingest_cpu_us_per_req"], result["redis_cpu_us_per_req"])
+        result["system_cpu_us_per_req"] = round(sum(parts), 1)
         return result
 
     def usage_backlog(self) -> int:
@@ -175,13 +200,15 @@ class Bench:
         return {"left": self.usage_backlog(), "seconds": round(time.time() - started, 1)}
 
 
-def run(seconds: float, concurrencies: list[int], relay_workers: int, hold_streams: int, ramp: float | None = None) -> dict:
-    bench = Bench(seconds, relay_workers, ramp)
+def run(seconds: float, concurrencies: list[int], relay_workers: int, hold_streams: int, ramp: float | None = None,
+        hold_gap_ms: int = 1000) -> dict:
+    bench = Bench(seconds, relay_workers, ramp, hold_gap_ms)
     rows = []
     try:
         bench.start()
         direct_url = f"http://127.0.0.1:{bench.upstream_port}"
         bench.wrk(bench.relay_url, 32)  # warm-up: pools, snapshot, JIT-free but cache-warm
+        bench.drain_usage()  # and the usage consumer running (its start-up is not a request's cost)
         for concurrency in concurrencies:
             direct = bench.wrk(direct_url, concurrency)
             relay = bench.through_relay(lambda c=concurrency: bench.wrk(bench.relay_url, c))
@@ -233,6 +260,8 @@ def table(report: dict) -> str:
     lines = ["| mode | in flight | direct req/s | relay req/s | direct p50 / p99 ms | relay p50 / p99 ms | added p50 / p99 ms "
              "| relay CPU µs/req (kernel share) | relay RSS MB | Redis RT/req |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    system = ["| mode | in flight | relay µs/req | ingest µs/req | Redis µs/req | whole system µs/req | req/s on one core |",
+              "|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         d, r = row["direct"], row["relay"]
         if row["mode"] == "non-stream":
@@ -244,6 +273,12 @@ def table(report: dict) -> str:
             added = f"TTFT {row['added_ttft_p50_ms']} / {row['added_ttft_p99_ms']}"
         lines.append(f"| {row['mode']} | {row['concurrency']} | {d['rps']} | {r['rps']} | {lat_d} | {lat_r} | {added} | "
                      f"{r['cpu_us_per_req']} ({r.get('kernel_share')}) | {r['rss_mb']} | {r['redis_rt_per_req']} |")
+        whole = r.get("system_cpu_us_per_req")
+        if whole:
+            system.append(f"| {row['mode']} | {row['concurrency']} | {r['cpu_us_per_req']} | {r['ingest_cpu_us_per_req']} | "
+                          f"{r['redis_cpu_us_per_req']} | {whole} | {round(1e6 / whole)} |")
+    if len(system) > 2:
+        lines += ["", "The whole system per request (relay + usage consumer + Redis; CPU, all cores):", "", *system]
     held = report.get("held_streams")
     if held:
         lines.append("")
@@ -268,13 +303,15 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,32,256")
     parser.add_argument("--relay-workers", type=int, default=1)
     parser.add_argument("--hold-streams", type=int, default=2000, help="slow streams to hold open at once (0 to skip)")
+    parser.add_argument("--hold-gap-ms", type=int, default=1000, help="between a held stream's 20 chunks")
     parser.add_argument("--stream-ramp", type=float, default=None,
                         help="seconds over which stream clients start (default: one stream's length; 0: all at once, in lockstep)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench: wrk is not installed (apt-get install wrk)")
-    report = run(args.seconds, [int(c) for c in args.concurrency.split(",")], args.relay_workers, args.hold_streams, args.stream_ramp)
+    report = run(args.seconds, [int(c) for c in args.concurrency.split(",")], args.relay_workers, args.hold_streams, args.stream_ramp,
+                 args.hold_gap_ms)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     path = Path(args.out) / f"{report['when'].replace(':', '')}.json"
     path.write_text(json.dumps(report, indent=2))

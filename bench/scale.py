@@ -65,7 +65,9 @@ class Scale:
         base = self.admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
         self.redis_server = EmbeddedRedis(self.dir)
         os.environ.update(DATABASE_URL=f"{base}/{self.dbname}", REDIS_URL=self.redis_server.acquire(), SWITCHBOARD_INSTANCE=str(self.dir),
-                          SWITCHBOARD_LOG_LEVEL="WARNING")
+                          SWITCHBOARD_LOG_LEVEL="WARNING",
+                          # the fake upstream listens on loopback, which the egress guard admits only when asked
+                          SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8", SWITCHBOARD_HTTP_MAX_CONNECTIONS_PER_IP="0")
         subprocess.run([PY, "-m", "controlplane", "db", "upgrade"], cwd=ROOT, capture_output=True, check=True)
         self.spawn([PY, "-m", "bench.fake_upstream", str(UPSTREAM_PORT)])
         wait_http(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/models")

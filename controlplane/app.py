@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["switchboard"] = Runtime.build(settings)
     app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)
 
-    from controlplane import auth, filters, headers
+    from controlplane import auth, filters, headers, stripe_webhook
     from controlplane.admin import register as register_admin
     from controlplane.api import register as register_api
     from controlplane.console import register as register_console
@@ -73,24 +73,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_admin(app)
     register_console(app)
     register_api(app)
+    stripe_webhook.init_app(app)  # POST /stripe/webhook: card payments credited from Stripe's signed events
 
-    @app.get("/healthz")
-    def healthz():
-        from sqlalchemy import text
+    from controlplane import operations
 
-        checks = {}
-        try:
-            db.session.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception:
-            checks["database"] = "unreachable"
-        try:
-            app.extensions["switchboard"].redis.ping()
-            checks["redis"] = "ok"
-        except Exception:
-            checks["redis"] = "unreachable"
-        healthy = all(v == "ok" for v in checks.values())
-        return jsonify(status="ok" if healthy else "degraded", **checks), 200 if healthy else 503
+    operations.init_app(app)  # /healthz, /readyz, /metrics, request ids
 
     @app.errorhandler(404)
     def not_found(error):

@@ -69,7 +69,8 @@ class BulkInsert:
             if dialect.name == "postgresql":
                 sql = f"COPY {table} ({names}) FROM STDIN"
             else:
-                sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in self.columns)})"
+                # Table and column names come from our metadata, quoted by the dialect; values are bound.
+                sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in self.columns)})"  # nosec B608
             self._sql[dialect.name] = sql
         return sql
 
@@ -117,10 +118,11 @@ class BulkUpdate:
                 arrays = ", ".join(f"%s::{_array_type(self.table.c[c].type, dialect)}" for c in ("id", *self.columns))
                 names = ", ".join(quote(c) for c in ("id", *self.columns))
                 sets = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in self.columns)
-                sql = f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({names}) WHERE t.id = v.id"
+                # Names from our metadata, quoted by the dialect; values are bound.
+                sql = f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({names}) WHERE t.id = v.id"  # nosec B608
             else:
                 sets = ", ".join(f"{quote(c)} = ?" for c in self.columns)
-                sql = f"UPDATE {table} SET {sets} WHERE id = ?"
+                sql = f"UPDATE {table} SET {sets} WHERE id = ?"  # as above  # nosec B608
             self._sql[dialect.name] = sql
         return sql
 

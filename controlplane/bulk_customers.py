@@ -59,7 +59,7 @@ def create(redis, users: int, keys: int, credit: int = 10_000_000, sample: int =
            progress: Callable[[int, int], None] | None = None, rng_seed: int | None = None) -> BulkResult:
     """Create `users` customers (each with an account opened with `credit` µ$) and `keys` keys."""
     started = time.monotonic()
-    rng = random.Random(rng_seed)
+    rng = random.Random(rng_seed)  # shapes test data (key counts, flags); secrets come from os.urandom  # nosec B311
     groups = dict(db.session.execute(select(Group.name, Group.id)).all())
     default = db.session.scalar(select(Group).where(Group.is_default.is_(True)))
     if default is None:

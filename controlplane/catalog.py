@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from controlplane.extensions import db
-from controlplane.models import Channel, ChannelStatus, Group, ModelPrice, utcnow
+from controlplane.models import Channel, ChannelStatus, Group, ModelPrice, ModelRoute, utcnow
 
 
 @dataclass
@@ -52,3 +52,13 @@ def offers(group: Group | None = None) -> list[Offer]:
 def allowed_models(group: Group) -> list[str]:
     """Models a key of this group can call right now: served to the group, priced, allowed."""
     return [o.model for o in offers(group) if o.current is not None]
+
+
+def aliases(allowed: list[str]) -> dict[str, list[str]]:
+    """The operator's aliases that stand for at least one of `allowed`, each with those of its models."""
+    found = {}
+    for route in db.session.scalars(select(ModelRoute).order_by(ModelRoute.model)):
+        usable = [m for m in route.targets or () if m in allowed]
+        if usable:
+            found[route.model] = usable
+    return found

@@ -1,7 +1,7 @@
 """What a unit of work changed that the relays must hear about, noticed as the session flushes.
 
 Every ORM write to a key, a user, a membership or a ban marks the key records it affects; a write to
-a channel, channel key, group, price or an address ban marks the routing snapshot. The service
+a channel, channel key, group, price, model route or an address ban marks the routing snapshot. The service
 layer's `commit` (controlplane/services/base.py) then rewrites exactly those records and, only when
 routing changed, publishes a new snapshot — so a write costs O(what it touched), not O(customers).
 
@@ -22,6 +22,7 @@ from controlplane.models import (
     Group,
     Membership,
     ModelPrice,
+    ModelRoute,
     User,
 )
 
@@ -33,7 +34,7 @@ KEY_COLUMNS = ("account_id", "user_id", "key_hash", "prefix", "credit_limit", "d
 USER_COLUMNS = ("status", "group_id", "rpm", "tpm", "concurrency")
 MEMBER_COLUMNS = ("account_id", "user_id", "monthly_allowance")
 BAN_COLUMNS = ("kind", "subject", "expires_at", "lifted_at")
-ROUTING = (Channel, ChannelKey, Group, ModelPrice)
+ROUTING = (Channel, ChannelKey, Group, ModelPrice, ModelRoute)
 
 
 @dataclass
@@ -41,10 +42,11 @@ class Changes:
     key_ids: set[int] = field(default_factory=set)
     user_ids: set[int] = field(default_factory=set)
     members: set[tuple[int, int]] = field(default_factory=set)  # (account id, user id)
+    account_ids: set[int] = field(default_factory=set)  # every key charged to the account
     routing: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.key_ids or self.user_ids or self.members or self.routing)
+        return bool(self.key_ids or self.user_ids or self.members or self.account_ids or self.routing)
 
 
 def pending(session) -> Changes:
@@ -66,6 +68,8 @@ def _note_ban(changes: Changes, ban: Ban) -> None:
         changes.user_ids.add(int(ban.subject))
     elif ban.kind == "key" and str(ban.subject).isdigit():
         changes.key_ids.add(int(ban.subject))
+    elif ban.kind == "org" and str(ban.subject).isdigit():
+        changes.account_ids.add(int(ban.subject))
     else:
         changes.routing = True
 

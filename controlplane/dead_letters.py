@@ -12,9 +12,10 @@ import re
 import time
 from dataclasses import dataclass
 
+from relay import redis_keys
 from relay.usage import USAGE_STREAM, UsageEvent
 
-DEAD_STREAM = "sb:usage:dead"
+DEAD_STREAM = redis_keys.USAGE_DEAD
 ERROR_LIMIT = 2_000  # characters of the error kept with an event
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 

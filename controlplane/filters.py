@@ -3,13 +3,26 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
-from relay.pricing import micro_to_usd
+from relay.pricing import micro_to_usd, usd_text
 
 
-def money(micro: int | None, places: int = 6) -> str:
-    return "—" if micro is None else micro_to_usd(int(micro), places)
+def exact_usd(micro: int | None) -> str:
+    return "—" if micro is None else micro_to_usd(int(micro))
+
+
+def exact_money(micro: int) -> str:
+    """The exact amount, for hover: "$0.000105 (105 µ$)"."""
+    return f"{micro_to_usd(micro)} ({micro:,} µ$)"
+
+
+def money(micro: int | None) -> Markup:
+    """An amount as people read it (`usd_text`), with the exact amount on hover."""
+    if micro is None:
+        return Markup("—")
+    micro = int(micro)
+    return Markup('<span class="money" title="{}">{}</span>').format(exact_money(micro), usd_text(micro))
 
 
 def per_million(micro: int | None) -> str:
@@ -34,7 +47,8 @@ def _relative(value: datetime, now: datetime) -> str:
     seconds = abs(seconds)
     for size, unit in ((86400, "day"), (3600, "hour"), (60, "min")):
         if seconds >= size:
-            n = seconds // size
+            # a future moment rounds to the nearest unit: a notice of 7 days, rendered a second later, is "in 7 days"
+            n = (seconds + size // 2) // size if future else seconds // size
             text = f"{n} {unit}{'s' if n != 1 and unit != 'min' else ''}"
             return f"in {text}" if future else f"{text} ago"
     return "just now"
@@ -45,7 +59,7 @@ def ago(value: datetime | None) -> Markup:
     if value is None:
         return Markup("—")
     exact = when(value)
-    return Markup(f'<time datetime="{escape(value.isoformat())}" title="{escape(exact)}">{escape(_relative(value, datetime.now(timezone.utc)))}</time>')
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(value.isoformat(), exact, _relative(value, datetime.now(timezone.utc)))
 
 
 def ms(value: int | None) -> str:
@@ -54,6 +68,14 @@ def ms(value: int | None) -> str:
 
 def pct(value: float | None, places: int = 1) -> str:
     return "—" if value is None else f"{value * 100:.{places}f}%"
+
+
+def uptime(value: float | None) -> str:
+    """A share of good requests, rounded down: 99.999% reads 99.99%, never 100% unless it was."""
+    if value is None:
+        return "no traffic"
+    hundredths = int(round(value * 10_000, 6))  # round first: 0.9999 * 10_000 is 9998.999… in floats
+    return f"{hundredths // 100}.{hundredths % 100:02d}%"
 
 
 def bp_pct(value: int | None) -> str:
@@ -87,6 +109,7 @@ def combine(a: dict, b: dict) -> dict:
 
 
 def init_app(app) -> None:
-    for name, fn in (("money", money), ("per_million", per_million), ("when", when), ("ago", ago), ("ms", ms), ("pct", pct),
-                     ("bp_pct", bp_pct), ("multiplier", multiplier), ("short", short), ("combine", combine)):
+    for name, fn in (("money", money), ("exact_usd", exact_usd), ("per_million", per_million), ("when", when), ("ago", ago), ("ms", ms), ("pct", pct),
+                     ("bp_pct", bp_pct), ("multiplier", multiplier), ("short", short), ("combine", combine),
+                     ("uptime", uptime), ("usd_text", usd_text)):
         app.add_template_filter(fn, name)

@@ -18,12 +18,13 @@ from controlplane import key_records
 from controlplane.extensions import db
 from controlplane.models import Account
 from relay import keys as rk
+from relay import redis_keys
 from relay.quota import account_key
 
 log = logging.getLogger(__name__)
 
-REBUILD_CURSOR = "sb:keys:rebuild"  # hash: phase (accounts | keys), after (the last id done)
-SWEEP_CURSOR = "sb:keys:sweep"  # the last key id the drift sweep compared
+REBUILD_CURSOR = redis_keys.KEYS_REBUILD_CURSOR  # hash: phase (accounts | keys), after (the last id done)
+SWEEP_CURSOR = redis_keys.KEYS_SWEEP_CURSOR  # the last key id the drift sweep compared
 PHASES = ("accounts", "keys")
 
 

@@ -67,6 +67,13 @@ def _ban_until(current: float | None, expires_at: datetime | None) -> float:
     return max(current, until)
 
 
+def _combined(a: float | None, b: float | None) -> float | None:
+    """Two bans' ends (None: no ban) as the one that lasts longer."""
+    if a is None or b is None:
+        return a if b is None else b
+    return 0.0 if 0.0 in (a, b) else max(a, b)
+
+
 def key_rows():
     """The select a chunk of records is built from: each key with its owner and its account, in one
     query (callers add the WHERE, ORDER and LIMIT)."""
@@ -97,13 +104,16 @@ def build(rows) -> list[KeyRecord]:
             .where(Membership.account_id.in_(organisations), Membership.user_id.in_(user_ids)))}
     user_bans: dict[int, float] = {}
     key_bans: dict[int, float] = {}
+    org_bans: dict[int, float] = {}
     now = utcnow()
     subjects = [and_(Ban.kind == "key", Ban.subject.in_([str(r.id) for r in rows]))]
     if user_ids:
         subjects.append(and_(Ban.kind == "user", Ban.subject.in_([str(u) for u in user_ids])))
+    if organisations:
+        subjects.append(and_(Ban.kind == "org", Ban.subject.in_([str(a) for a in organisations])))
     for kind, subject, expires_at in db.session.execute(select(Ban.kind, Ban.subject, Ban.expires_at).where(
             Ban.lifted_at.is_(None), or_(Ban.expires_at.is_(None), Ban.expires_at > now), or_(*subjects))):
-        found = user_bans if kind == "user" else key_bans
+        found = {"user": user_bans, "org": org_bans}.get(kind, key_bans)
         found[int(subject)] = _ban_until(found.get(int(subject)), expires_at)
 
     records = []
@@ -127,7 +137,8 @@ def build(rows) -> list[KeyRecord]:
             limits=Limits(r.rpm, r.tpm, r.concurrency),
             user_limits=Limits(r.user_rpm, r.user_tpm, r.user_concurrency) if owner else Limits(),
             user_disabled=owner and r.user_status != UserStatus.ACTIVE.value,
-            user_ban_until=user_bans.get(r.user_id) if r.user_id is not None else None,
+            # An organisation's ban is its account's: the relay says "this account" for both.
+            user_ban_until=_combined(user_bans.get(r.user_id) if r.user_id is not None else None, org_bans.get(r.account_id)),
             key_ban_until=key_bans.get(r.id),
         )
         records.append(KeyRecord(r.id, r.key_hash, r.account_id, r.spent or 0, view, r.balance))
@@ -149,6 +160,13 @@ def key_ids_of_users(user_ids: Iterable[int]) -> set[int]:
     found: set[int] = set()
     for chunk in chunks(user_ids):
         found.update(db.session.scalars(select(ApiKey.id).where(ApiKey.user_id.in_(chunk))))
+    return found
+
+
+def key_ids_of_accounts(account_ids: Iterable[int]) -> set[int]:
+    found: set[int] = set()
+    for chunk in chunks(account_ids):
+        found.update(db.session.scalars(select(ApiKey.id).where(ApiKey.account_id.in_(chunk))))
     return found
 
 
@@ -205,10 +223,10 @@ def append_changes(redis, hashes: list[str], pipe=None) -> None:
         client.eval(rk.APPEND_CHANGE_LUA, 2, rk.CHANGES_STREAM, rk.CHANGES_SEQ, rk.CHANGES_MAXLEN, named, CHANNEL, rk.WAKE_MESSAGE)
 
 
-def sync(redis, key_ids: set[int], user_ids: set[int], members: set[tuple[int, int]]) -> int:
-    """Rewrite the records of the keys a unit of work touched (directly, through their user, or
-    through a membership); returns how many."""
-    wanted = set(key_ids) | key_ids_of_users(user_ids) | key_ids_of_members(members)
+def sync(redis, key_ids: set[int], user_ids: set[int], members: set[tuple[int, int]], account_ids: set[int] | None = None) -> int:
+    """Rewrite the records of the keys a unit of work touched (directly, through their user, through
+    a membership, or through their account); returns how many."""
+    wanted = set(key_ids) | key_ids_of_users(user_ids) | key_ids_of_members(members) | key_ids_of_accounts(account_ids or ())
     written = 0
     for records in records_for(wanted):
         write(redis, records)

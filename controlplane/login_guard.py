@@ -14,6 +14,8 @@ import ipaddress
 import time
 from dataclasses import dataclass
 
+from relay import redis_keys
+
 MINUTE = 60
 QUARTER = 900
 # Failures on one email from everyone before answers slow down, and the first wait.
@@ -59,7 +61,7 @@ class LoginGuard:
 
     def _keys(self, email: str, ip: str, now: float) -> tuple[str, str, str]:
         minute, quarter, who, ip = int(now // MINUTE), int(now // QUARTER), _email(email), _address(ip)
-        return (f"sb:login:{minute}:pair:{who}:{ip}", f"sb:login:{minute}:ip:{ip}", f"sb:login:q{quarter}:email:{who}")
+        return redis_keys.login_keys(minute, quarter, who, ip)
 
     def check(self, email: str, ip: str) -> Verdict:
         pair, by_ip, by_email = (int(v or 0) for v in self.redis.mget(self._keys(email, ip, time.time())))

@@ -20,7 +20,7 @@ BOUNDS_MS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1_000, 1_500, 
              7_500, 10_000, 15_000, 20_000, 30_000, 60_000, 120_000, 300_000)
 BUCKETS = len(BOUNDS_MS) + 1
 TOKEN_FIELDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
-SUM_FIELDS = ("requests", "errors", "cost", "upstream_cost", *TOKEN_FIELDS)
+SUM_FIELDS = ("requests", "errors", "failures", "cost", "upstream_cost", *TOKEN_FIELDS)
 USAGE_DIMS = ("bucket", "account_id", "api_key_id", "model", "channel_id")
 CHANNEL_DIMS = ("bucket", "model", "channel_id")
 
@@ -93,6 +93,8 @@ def accumulate(events, upstream: dict[str, int] | None = None, dims: tuple[str, 
         row["requests"] += 1
         if e.status >= 400:
             row["errors"] += 1
+            if e.status >= 500:
+                row["failures"] += 1
         row["cost"] += e.cost
         if upstream:
             row["upstream_cost"] += upstream.get(e.request_id, 0)

@@ -9,6 +9,7 @@ from flask import current_app
 from relay.cipher import Cipher
 from relay.egress import Egress, EgressPolicy, Resolver
 from relay.quota import Quota
+from relay.redis_connect import redis_py_client
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Runtime:
 
     @classmethod
     def build(cls, settings) -> "Runtime":
-        client = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30)
+        client = redis_py_client(settings.redis_url, health_check_interval=30)
         return cls(settings=settings, redis=client, cipher=Cipher(settings.encryption_key), quota=Quota(client))
 
 

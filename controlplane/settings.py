@@ -73,6 +73,8 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     webhook_secret: str = ""  # signs outgoing webhooks (X-Switchboard-Signature)
+    # Where the Stripe library sends its API calls; empty is Stripe itself (tests point it at a fake).
+    stripe_api_base: str = ""
     signup: str = "open"  # user console: who may create an account — open | invite | closed
     # who hears about channel state changes, and the active health checks
     alert_emails: tuple[str, ...] = ()
@@ -113,6 +115,7 @@ class Settings:
                 starttls=env_bool("SWITCHBOARD_SMTP_STARTTLS", True, env),
             ),
             webhook_secret=env.get("SWITCHBOARD_WEBHOOK_SECRET", ""),
+            stripe_api_base=env.get("SWITCHBOARD_STRIPE_API_BASE", ""),
             signup=env.get("SWITCHBOARD_SIGNUP", "open").strip().lower() or "open",
             alert_emails=tuple(e.strip() for e in env.get("SWITCHBOARD_ALERT_EMAILS", "").split(",") if e.strip()),
             alert_webhook_url=env.get("SWITCHBOARD_ALERT_WEBHOOK_URL", ""),

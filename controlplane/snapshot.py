@@ -10,9 +10,10 @@ from datetime import datetime
 from sqlalchemy import or_, select
 
 from controlplane.extensions import db
-from controlplane.models import Ban, BanKind, Channel, Group, ModelPrice, utcnow
+from controlplane.models import Ban, BanKind, Channel, Group, ModelPrice, ModelRoute, utcnow
 from controlplane.runtime import runtime
 from relay import config_store
+from relay.channel_config import load_config
 from relay.pricing import Price, image_table
 from relay.snapshot import (
     BanView,
@@ -20,6 +21,7 @@ from relay.snapshot import (
     ChannelView,
     GroupView,
     Limits,
+    ModelRoute as ModelRouteView,
     Snapshot,
     group_prices,
     index_bans,
@@ -78,9 +80,11 @@ def build(version: int) -> Snapshot:
             priority=c.priority,
             weight=c.weight,
             status=c.status,
-            config=dict(c.config or {}),
+            config=load_config(c.type, c.config),
             limits=Limits(c.rpm, c.tpm, c.concurrency),
             key_limits=Limits(c.key_rpm, c.key_tpm, c.key_concurrency),
+            tag=c.tag,
+            cost_bp=c.cost_bp,
             keys=tuple(
                 ChannelKeyView(id=k.id, secret=k.secret_encrypted, status=k.status, since=_epoch(k.status_since) or 0.0)
                 for k in c.keys
@@ -112,12 +116,15 @@ def build(version: int) -> Snapshot:
                 rpm=g.rpm,
                 tpm=g.tpm,
                 concurrency=g.concurrency,
+                queue_seconds=g.queue_seconds,
+                priority=g.priority,
             )
             for name, g in groups.items()
         },
         prices=group_prices(prices),
         channels=channels,
         bans=index_bans(longest.values()),
+        model_routes={r.model: ModelRouteView(r.model, r.strategy, tuple(r.targets or ())) for r in db.session.scalars(select(ModelRoute))},
     )
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 
 from controlplane.runtime import runtime
+from relay import redis_keys
 
 
 def _key(action: str, subject: str, window: int) -> str:
-    return f"sb:throttle:{action}:{window}:{subject}"
+    return redis_keys.throttle_key(action, window, subject)
 
 
 def exceeded(action: str, subjects: list[str], limit: int, window_seconds: int = 60) -> bool:

@@ -40,7 +40,7 @@ def code_at(secret: str, step: int) -> str:
 def matching_step(secret: str, code: str, now: float | None = None) -> int | None:
     """The time step whose code `code` is, within the window around now; None if none is."""
     code = "".join(code.split())
-    if len(code) != 6 or not code.isdigit():
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):  # "²" is a digit to str.isdigit, and compare_digest refuses it
         return None
     step, totp = current_step(now), pyotp.TOTP(secret)
     found = None
@@ -52,7 +52,7 @@ def matching_step(secret: str, code: str, now: float | None = None) -> int | Non
 
 def looks_like_totp(code: str) -> bool:
     code = "".join(code.split())
-    return len(code) == 6 and code.isdigit()
+    return len(code) == 6 and code.isascii() and code.isdigit()
 
 
 def new_recovery_codes(count: int = RECOVERY_CODES) -> list[str]:

@@ -18,9 +18,13 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from relay import generation, idempotency, quota
+from relay import generation, idempotency, quota, redis_keys
+from relay.affinity import AFFINITY_LUA, Affinity
+from relay.affinity import lua_args as affinity_args
+from relay.capacity_queue import QUEUE_LUA, Queued, QueueSpot
+from relay.capacity_queue import admit_args as queue_args
 from relay.health import ARG_READER_LUA, HEALTH_LUA, NO_OUTCOME_ARGS, HealthPolicy, Outcome
-from relay.limits import LIMITS_LUA, Scope
+from relay.limits import LIMITS_LUA, Scope, limit_keys
 from relay.quota import Hold
 from relay.selector import Plan, Route
 
@@ -30,17 +34,29 @@ if TYPE_CHECKING:
     from relay.snapshot import ChannelView
 
 _ROUTES_LUA = r"""
+-- Per channel: its limits (with their keys), its keys' limits, its health hash. Per route: the
+-- key's health hash and dead mark, then its limits' keys (relay/admission.py's _plan_keys).
 local function read_channels()
   local cs = {}
   for i = 1, num() do
-    cs[i] = {id = nxt(), rpm = num(), tpm = num(), conc = num(), krpm = num(), ktpm = num(), kconc = num()}
+    local c = {id = nxt()}
+    c.lim = l_keys({rpm = num(), tpm = num(), conc = num()})
+    c.klim = {rpm = num(), tpm = num(), conc = num()}
+    c.hc = nkey()
+    cs[i] = c
   end
   return cs
 end
 
-local function read_routes()
+local function read_routes(cs)
   local rs = {}
-  for i = 1, num() do rs[i] = {ci = num(), key = nxt(), since = num()} end
+  for i = 1, num() do
+    local r = {ci = num(), key = nxt(), since = num()}
+    local k = cs[r.ci].klim
+    r.hk, r.dead = nkey(), nkey()
+    r.lim = l_keys({rpm = k.rpm, tpm = k.tpm, conc = k.conc})
+    rs[i] = r
+  end
   return rs
 end
 
@@ -49,7 +65,7 @@ end
 local function pick_route(cs, rs, now)
   local ejected, n_ej = {}, 0
   for i, c in ipairs(cs) do
-    if h_channel_ejected(c.id, now) then ejected[i] = true n_ej = n_ej + 1 end
+    if h_channel_ejected(c.hc, now) then ejected[i] = true n_ej = n_ej + 1 end
   end
   local panic = n_ej * 2 > #cs
   local skips, wait, blocked = {}, 0, {}
@@ -65,16 +81,16 @@ local function pick_route(cs, rs, now)
       blocked[r.ci] = true
       skip(j, 'channel_ejected', 0)
     else
-      local why, untill = h_key_unusable(r.key, r.since, now, panic)
+      local why, untill = h_key_unusable(r.hk, r.dead, r.since, now, panic)
       if why then
         skip(j, why, untill > 0 and math.ceil(untill - now) or 0)
       else
-        local cwhy, cwait = l_check('c:' .. c.id, c.rpm, c.tpm, c.conc, now)
+        local cwhy, cwait = l_check(c.lim, now)
         if cwhy then
           blocked[r.ci] = true
           skip(j, 'channel_' .. cwhy, cwait)
         else
-          local kwhy, kwait = l_check('ck:' .. r.key, c.krpm, c.ktpm, c.kconc, now)
+          local kwhy, kwait = l_check(r.lim, now)
           if not kwhy then return j, panic, skips, 0 end
           skip(j, 'key_' .. kwhy, kwait)
         end
@@ -85,8 +101,8 @@ local function pick_route(cs, rs, now)
 end
 
 local function take_route(c, r, rid, lease, now)
-  l_take('c:' .. c.id, c.rpm, c.conc, rid, lease, now)
-  l_take('ck:' .. r.key, c.krpm, c.kconc, rid, lease, now)
+  l_take(c.lim, rid, lease, now)
+  l_take(r.lim, rid, lease, now)
 end
 
 local function read_list()
@@ -96,7 +112,7 @@ local function read_list()
 end
 """
 
-_PRELUDE = ARG_READER_LUA + HEALTH_LUA + LIMITS_LUA + _ROUTES_LUA
+_PRELUDE = ARG_READER_LUA + HEALTH_LUA + LIMITS_LUA + _ROUTES_LUA + AFFINITY_LUA + QUEUE_LUA
 
 
 def _function(name: str, body: str) -> str:
@@ -105,53 +121,80 @@ def _function(name: str, body: str) -> str:
 
 # An idempotency key seen before answers first, whatever the limits, routes or balance are now
 # (relay/idempotency.py); a new one is marked in progress only when everything else passed.
+# KEYS: the hold's (fixed: money_hold reads them by position), then what the readers take in order
+# (the caller's scopes, the plan's channels and routes, the conversation's pin, the capacity queue),
+# then the idempotency claim, last. While a queue waits only its head may take a route.
 _ADMIT = _PRELUDE + idempotency.CLAIM_LUA + _function("money_hold", quota.HOLD_LUA) + r"""
+kpos = num()
 local now, rid, lease = num(), nxt(), num()
 local scopes = {}
 for i = 1, num() do scopes[i] = l_scope() end
-local cs, rs = read_channels(), read_routes()
+local cs = read_channels()
+local rs = read_routes(cs)
 local margs = read_list()
 local idem = read_list()
+local aff, aff_ttl, tiers = a_read()
+local q = q_read()
 if #idem > 0 then
   local prior = idem_prior(KEYS[#KEYS], idem[1])
   if prior then return prior end
 end
 for _, s in ipairs(scopes) do
-  local which, wait = l_check(s.name, s.rpm, s.tpm, s.conc, now)
+  local which, wait = l_check(s, now)
   if which then return {'limit', s.name, which, wait} end
 end
-local pick, panic, skips, wait = pick_route(cs, rs, now)
+if q then
+  local rank = q_gate(q, now, q.ticket, q.beat_until)
+  if rank then return {'queue', rank} end
+end
+local pick, panic, skips, wait, how = a_pick(cs, rs, now, aff, tiers)
 if pick == 0 then return {'route', wait, panic and 1 or 0, unpack(skips)} end
 local m = money_hold(KEYS, margs)
 if m[1] ~= 1 then return {'money', m[1], m[2]} end
-for _, s in ipairs(scopes) do l_take(s.name, s.rpm, s.conc, rid, lease, now) end
+for _, s in ipairs(scopes) do l_take(s, rid, lease, now) end
 take_route(cs[rs[pick].ci], rs[pick], rid, lease, now)
+a_pin(aff, rs[pick], aff_ttl)
+if q and q.ticket ~= '' then q_served(q, now, q.ticket) end
 if #idem > 0 then idem_mark(KEYS[#KEYS], idem[1], idem[2], rid) end
-return {'ok', m[3], pick, panic and 1 or 0, unpack(skips)}
+return {'ok', m[3], pick, panic and 1 or 0, how, unpack(skips)}
 """
 
+# KEYS: the failed attempt's health, the failed route's scopes, the remaining plan's, the pin.
 _FAILOVER = _PRELUDE + r"""
 local now, rid, lease = num(), nxt(), num()
 local P = h_policy()
 local rec = h_record(P, now, h_outcome())
 for i = 1, num() do
   local s = l_scope()
-  l_finish(s.name, s.tpm, s.conc, rid, 0, now)
+  l_finish(s, rid, 0)
 end
-local cs, rs = read_channels(), read_routes()
+local cs = read_channels()
+local rs = read_routes(cs)
+local aff, aff_ttl = a_read()
 local pick, panic, skips, wait = pick_route(cs, rs, now)
-if pick > 0 then take_route(cs[rs[pick].ci], rs[pick], rid, lease, now) end
+if pick > 0 then
+  take_route(cs[rs[pick].ci], rs[pick], rid, lease, now)
+  a_pin(aff, rs[pick], aff_ttl)
+end
 return {pick, panic and 1 or 0, wait, rec[1], rec[2], rec[3], unpack(skips)}
 """
 
+# KEYS: the money settle's (fixed), the scopes', the outcome's health, the generation record last.
 _SETTLE = _PRELUDE + _function("money_settle", quota.SETTLE_LUA) + r"""
+kpos = num()
 local margs = read_list()
 local charged = money_settle(KEYS, margs)
-if charged < 0 then return {0} end
+if charged < 0 then
+  -- No record: Redis lost the hold (restarted without its data) while the request ran, or another
+  -- settle took it. The answer was delivered: its event goes to ingestion marked unheld, which
+  -- charges it once if SQL has no such request yet, as far as the balance has room.
+  redis.call('XADD', KEYS[3], '*', 'e', margs[3], 'unheld', margs[2])
+  return {0}
+end
 local now, rid, tokens = num(), nxt(), num()
 for i = 1, num() do
   local s = l_scope()
-  l_finish(s.name, s.tpm, s.conc, rid, tokens, now)
+  l_finish(s, rid, tokens)
 end
 local P = h_policy()
 local rec = h_record(P, now, h_outcome())
@@ -199,6 +242,9 @@ class Admission:
     panic: bool = False
     skips: list[Any] = field(default_factory=list)  # [(route, why)] from the latest pick
     tried: list[Any] = field(default_factory=list)  # [(channel id, key id)] in attempt order
+    attempted: set[tuple[int, int, str]] = field(default_factory=set)  # the tried routes' attempt keys
+    affinity: Affinity | None = None  # the conversation's pin, moved along on failover (relay/affinity.py)
+    pinned: str = ""  # how the pin fared at admission: kept | moved | new ('' without affinity)
 
     def route_scopes(self) -> tuple[Scope, ...]:
         channel = self.route.channel
@@ -222,11 +268,27 @@ def _plan_args(channels: tuple[ChannelView, ...], routes: list[Route]) -> list[A
     return args
 
 
+def _plan_keys(channels: tuple[ChannelView, ...], routes: list[Route], now: float) -> list[str]:
+    """The keys `read_channels` and `read_routes` take, in their order."""
+    keys: list[str] = []
+    for c in channels:
+        keys += limit_keys(f"c:{c.id}", c.limits, now)
+        keys.append(redis_keys.channel_health_key(c.id))
+    for r in routes:
+        keys += [redis_keys.key_health_key(r.key.id), redis_keys.key_dead_key(r.key.id)]
+        keys += limit_keys(f"ck:{r.key.id}", r.channel.key_limits, now)
+    return keys
+
+
 def _scope_args(scopes: tuple[Scope, ...]) -> list[Any]:
     args: list[Any] = [len(scopes)]
     for s in scopes:
         args += s.args()
     return args
+
+
+def _scope_keys(scopes: tuple[Scope, ...], now: float) -> list[str]:
+    return [k for s in scopes for k in s.keys(now)]
 
 
 def _skips(routes: list[Route], flat: list[Any]) -> list[tuple[Route, str]]:
@@ -250,17 +312,24 @@ class Gate:
         self._failover = register(_FAILOVER)
         self._settle = register(_SETTLE)
 
-    def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan, claim: idempotency.Claim | None = None) -> Admission:
-        """Raises `idempotency.Prior` when `claim`'s key was seen before."""
+    def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan, claim: idempotency.Claim | None = None,
+              affinity: Affinity | None = None, queue: QueueSpot | None = None) -> Admission:
+        """Raises `idempotency.Prior` when `claim`'s key was seen before. `affinity`: the
+        conversation's pin, whose route is tried first (relay/affinity.py). `queue`: the model's
+        capacity queue (relay/capacity_queue.py) when the group waits for capacity; raises `Queued`
+        when others wait ahead."""
         now = self.clock()
         routes = list(plan.routes)
         hold = quota.hold_record(money.request_id, money.account_id, money.key_id, money.amount, money.budgets, money.user_id, money.started_at)
-        keys, margs = quota.hold_call(hold, money.key_limit, money.expires_at, money.budgets, money.least)
+        money_keys, margs = quota.hold_call(hold, money.key_limit, money.expires_at, money.budgets, money.least)
         idem = claim.admit_args() if claim is not None else []
+        pin_keys, pin_args = affinity_args(affinity, plan.channels)
+        queue_keys, queue_argv = queue_args(queue, now)
+        keys = [*money_keys, *_scope_keys(scopes, now), *_plan_keys(plan.channels, routes, now), *pin_keys, *queue_keys]
         if claim is not None:
-            keys = [*keys, claim.redis_key]
-        args = [now, money.request_id, now + self.lease_seconds, *_scope_args(scopes), *_plan_args(plan.channels, routes), len(margs), *margs,
-                len(idem), *idem]
+            keys.append(claim.redis_key)
+        args = [len(money_keys), now, money.request_id, now + self.lease_seconds, *_scope_args(scopes), *_plan_args(plan.channels, routes),
+                len(margs), *margs, len(idem), *idem, *pin_args, *queue_argv]
         raw = self._admit(keys=keys, args=args)
         if raw[0] in (b"idem", "idem"):
             raise idempotency.prior_from_reply(raw)
@@ -270,13 +339,16 @@ class Gate:
             raise LimitRefused(reply[1], reply[2], int(reply[3]))
         if tag == "route":
             raise NoRoute(int(reply[1]), _skips(routes, reply[3:]), reply[2] == 1)
+        if tag == "queue":
+            raise Queued(int(reply[1]))
         if tag == "money":
             raise quota.refusal(int(reply[1]), int(reply[2]))
         route = routes[int(reply[2]) - 1]
         reserved = int(reply[1])
         if reserved != hold.amount:
             hold = replace(hold, amount=reserved)
-        return Admission(hold, scopes, plan, route, reply[3] == 1, _skips(routes, reply[4:]), [route.ids])
+        return Admission(hold, scopes, plan, route, reply[3] == 1, _skips(routes, reply[5:]), [route.ids], {route.attempt_key}, affinity,
+                         reply[4])
 
     def failover(self, admission: Admission, failed: Outcome, remaining: list[Route]) -> tuple[Route | None, int, list[Any]]:
         """Record the failed attempt and move to the first usable route of `remaining`.
@@ -286,9 +358,12 @@ class Gate:
         """
         now = self.clock()
         rid = admission.hold.request_id
-        args = [now, rid, now + self.lease_seconds, *self.policy.args(), *failed.args(), *_scope_args(admission.route_scopes()),
-                *_plan_args(admission.plan.channels, remaining)]
-        reply = _text(self._failover(args=args))
+        route_scopes = admission.route_scopes()
+        pin_keys, pin_args = affinity_args(admission.affinity, admission.plan.channels)
+        keys = [*failed.keys(), *_scope_keys(route_scopes, now), *_plan_keys(admission.plan.channels, remaining, now), *pin_keys]
+        args = [now, rid, now + self.lease_seconds, *self.policy.args(), *failed.args(), *_scope_args(route_scopes),
+                *_plan_args(admission.plan.channels, remaining), *pin_args]
+        reply = _text(self._failover(keys=keys, args=args))
         pick, panic, wait, record = int(reply[0]), reply[1] == 1, int(reply[2]), reply[3:6]
         admission.skips = _skips(remaining, reply[6:])
         admission.panic = panic
@@ -296,6 +371,7 @@ class Gate:
             return None, wait, record
         admission.route = remaining[pick - 1]
         admission.tried.append(admission.route.ids)
+        admission.attempted.add(admission.route.attempt_key)
         return admission.route, wait, record
 
     def settle(self, admission: Admission, cost: int, event: bytes, tokens: int, outcome: Outcome | None,
@@ -303,10 +379,12 @@ class Gate:
         """Settle once: money, leases, tokens, health, and `record` (relay/generation.py's
         `settle_args`) kept for GET /v1/generation. Returns (settled now, the health record, the
         amount charged); (False, [], 0) when it was already settled."""
-        keys, margs = quota.settle_call(admission.hold, cost, event)
-        keys = [*keys, generation.record_key(admission.hold.request_id)]
+        now = self.clock()
+        money_keys, margs = quota.settle_call(admission.hold, cost, event)
         scopes = admission.scopes + admission.route_scopes()
-        args = [len(margs), *margs, self.clock(), admission.hold.request_id, tokens, *_scope_args(scopes),
+        keys = [*money_keys, *_scope_keys(scopes, now), *(outcome.keys() if outcome is not None else []),
+                generation.record_key(admission.hold.request_id)]
+        args = [len(money_keys), len(margs), *margs, now, admission.hold.request_id, tokens, *_scope_args(scopes),
                 *self.policy.args(), *(outcome.args() if outcome is not None else NO_OUTCOME_ARGS), *(record or [0])]
         reply = _text(self._settle(keys=keys, args=args))
         if reply[0] != 1:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from relay import redis_keys
 from relay.key_cache import CacheLimits, KeyCache
 from relay.keys import WAKE_MESSAGE
 from relay.snapshot import Snapshot, empty_snapshot
@@ -23,11 +24,11 @@ from relay.snapshot import Snapshot, empty_snapshot
 if TYPE_CHECKING:
     from redis import Redis
 
-COUNTER_KEY = "sb:cfg:counter"
-VERSION_KEY = "sb:cfg:version"
-SNAPSHOT_KEY = "sb:cfg:snapshot"
-DIGEST_KEY = "sb:cfg:digest"
-CHANNEL = "sb:cfg"
+COUNTER_KEY = redis_keys.CONFIG_COUNTER
+VERSION_KEY = redis_keys.CONFIG_VERSION
+SNAPSHOT_KEY = redis_keys.CONFIG_SNAPSHOT
+DIGEST_KEY = redis_keys.CONFIG_DIGEST
+CHANNEL = redis_keys.CONFIG_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class SnapshotHolder:
         self.poll_seconds = poll_seconds
         self.current: Snapshot = empty_snapshot()
         self.loaded_at = 0.0
+        self.checked_at = 0.0  # when Redis last confirmed (or gave) the newest snapshot: its age for /readyz and metrics
         self.keys = KeyCache(redis, key_cache or CacheLimits())
         self.following = True
 
@@ -90,13 +92,16 @@ class SnapshotHolder:
     def refresh_snapshot(self) -> bool:
         # Versions only go backwards when Redis lost its counter: take what it has then.
         stored = self.redis.get(VERSION_KEY)
-        if stored is None or int(stored) == self.current.version:
+        if stored is None:
+            return False
+        if int(stored) == self.current.version:
+            self.checked_at = time.time()
             return False
         snap = load(self.redis, self.decrypt)
         if snap is None or snap.version == self.current.version:
             return False
         self.current = snap
-        self.loaded_at = time.time()
+        self.loaded_at = self.checked_at = time.time()
         log.info("snapshot v%s loaded: %d channels, %d groups", snap.version, len(snap.channels), len(snap.groups))
         return True
 
@@ -125,5 +130,5 @@ class SnapshotHolder:
                 if pubsub is not None:
                     try:
                         pubsub.close()
-                    except Exception:
+                    except Exception:  # closing a connection Redis already dropped; the loop reconnects  # nosec B110
                         pass

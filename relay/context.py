@@ -13,7 +13,6 @@ import orjson
 from relay.client_ip import Network, client_address
 from relay.errors import RelayError
 from relay.keys import KeyView
-from relay.settings import Timeouts
 from relay.snapshot import IPAddress
 
 if TYPE_CHECKING:
@@ -69,8 +68,8 @@ class RequestContext:
     held: bool = False  # a hold exists: its settlement logs the request
     ttft_ms: int | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
-    timeouts: Timeouts | None = None  # the current attempt's upstream time limits (its channel's)
     output_cap: int | None = None  # output tokens per choice the relay told the upstream, when it set or lowered them
+    queued_ms: int = 0  # time spent in the capacity queue before admission (relay/capacity_queue.py)
 
     def ip_address(self) -> IPAddress | None:
         return _parse_ip(self.client_ip) if self.client_ip else None

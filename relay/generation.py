@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from relay import redis_keys
+
 from relay.usage import UsageEvent
 
 # Settle's last step: keep the record, when the settle was the request's first.
@@ -23,7 +25,7 @@ if #gen > 0 then redis.call('SET', KEYS[#KEYS], gen[1], 'EX', gen[2]) end
 
 
 def record_key(request_id: str) -> str:
-    return f"sb:gen:{request_id}"
+    return redis_keys.generation_key(request_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ state in Redis that every relay process reads and writes.
 settle, relay/admission.py); `Health` runs the same Lua on its own for the console and for tests,
 with an injectable clock.
 
-Per key `sb:hk:<id>` and per channel `sb:hc:<id>` hashes hold: `f` consecutive failures, `e` the
+Per key and per channel hashes (names in relay/redis_keys.py) hold: `f` consecutive failures, `e` the
 ejection multiplier, `u` ejected until, `d` the decay anchor, and for keys `cool` (429 cool-down).
-`sb:hdead:<key>` marks a key proven dead until the control plane disables it in SQL.
+A dead mark per key marks it proven dead until the control plane disables it in SQL.
 """
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from relay import redis_keys
 from relay.errors import ErrorKind, UpstreamError
 
 if TYPE_CHECKING:
     from redis import Redis
 
-REPORTS_STREAM = "sb:health:reports"  # dead keys, for workers/health.py to disable in SQL
+REPORTS_STREAM = redis_keys.HEALTH_REPORTS  # dead keys, for workers/health.py to disable in SQL
 REPORTS_GROUP = "apply"
 
 
@@ -102,6 +103,14 @@ class Outcome:
                 -1 if self.retry_after is None else self.retry_after, 1 if self.network else 0,
                 self.kind, self.message[:300]]
 
+    def keys(self) -> list[str]:
+        """What recording this outcome may touch, in the order `h_outcome` takes them (none when
+        nothing is recorded)."""
+        if self.effect not in _RECORDED:
+            return []
+        return [redis_keys.key_health_key(self.key_id), redis_keys.channel_health_key(self.channel_id), redis_keys.key_dead_key(self.key_id),
+                redis_keys.HEALTH_LAST_OK, redis_keys.HEALTH_NETWORK, redis_keys.HEALTH_REPORTS]
+
 
 NO_OUTCOME_ARGS = ["none", 0, 0, 0, -1, 0, "", ""]
 
@@ -113,7 +122,8 @@ def outcome_of(channel_id: int, key_id: int, key_since: float, error: UpstreamEr
                    error.retry_after, error.status == 0)
 
 
-# Lua shared by every script that touches health. Expects `nxt()`/`num()` argument readers.
+# Lua shared by every script that touches health. Expects the `nxt()`/`num()`/`nkey()` readers;
+# every key comes in KEYS[] (`Outcome.keys`, and the plan's in relay/admission.py).
 HEALTH_LUA = r"""
 local function h_num(h, field)
   return tonumber(redis.call('HGET', h, field) or '0')
@@ -157,26 +167,30 @@ local function h_ok(h)
 end
 
 local function h_outcome()
-  return {effect = nxt(), cid = nxt(), kid = nxt(), since = num(), retry_after = num(), network = num(),
-          kind = nxt(), message = nxt()}
+  local o = {effect = nxt(), cid = nxt(), kid = nxt(), since = num(), retry_after = num(), network = num(),
+             kind = nxt(), message = nxt()}
+  if o.effect ~= 'none' then
+    o.hk, o.hc, o.dead, o.last_ok, o.net, o.reports = nkey(), nkey(), nkey(), nkey(), nkey(), nkey()
+  end
+  return o
 end
 
 -- Returns {what happened, key ejected until, channel ejected until}.
 local function h_record(P, now, o)
-  local hk, hc = 'sb:hk:' .. o.kid, 'sb:hc:' .. o.cid
+  local hk, hc = o.hk, o.hc
   if o.effect == 'ok' then
     h_ok(hk)
     h_ok(hc)
-    redis.call('SET', 'sb:hok', now)
+    redis.call('SET', o.last_ok, now)
     return {'ok', 0, 0}
   elseif o.effect == 'failure' then
     if o.network == 1 then
       -- No answer from anyone and nothing succeeded lately: our own network, not the channels.
-      redis.call('ZADD', 'sb:hnet', now, o.cid)
-      redis.call('ZREMRANGEBYSCORE', 'sb:hnet', '-inf', now - P.net_window)
-      redis.call('EXPIRE', 'sb:hnet', 3600)
-      local last_ok = tonumber(redis.call('GET', 'sb:hok') or '0')
-      if last_ok < now - P.net_window and redis.call('ZCARD', 'sb:hnet') >= 2 then
+      redis.call('ZADD', o.net, now, o.cid)
+      redis.call('ZREMRANGEBYSCORE', o.net, '-inf', now - P.net_window)
+      redis.call('EXPIRE', o.net, 3600)
+      local last_ok = tonumber(redis.call('GET', o.last_ok) or '0')
+      if last_ok < now - P.net_window and redis.call('ZCARD', o.net) >= 2 then
         return {'not_counted', 0, 0}
       end
     end
@@ -192,25 +206,25 @@ local function h_record(P, now, o)
     end
     return {'cooldown', math.ceil(untill), 0}
   elseif o.effect == 'dead' then
-    local mark = tonumber(redis.call('GET', 'sb:hdead:' .. o.kid) or '-1')
+    local mark = tonumber(redis.call('GET', o.dead) or '-1')
     if mark >= o.since then return {'dead', 0, 0} end
-    redis.call('SET', 'sb:hdead:' .. o.kid, now, 'EX', P.dead_ttl)
-    redis.call('XADD', 'sb:health:reports', 'MAXLEN', '~', 10000, '*', 'channel', o.cid, 'key', o.kid,
+    redis.call('SET', o.dead, now, 'EX', P.dead_ttl)
+    redis.call('XADD', o.reports, 'MAXLEN', '~', 10000, '*', 'channel', o.cid, 'key', o.kid,
                'kind', o.kind, 'message', o.message, 'at', now)
     return {'dead', 1, 0}
   end
   return {'none', 0, 0}
 end
 
-local function h_channel_ejected(cid, now)
-  return h_num('sb:hc:' .. cid, 'u') > now
+local function h_channel_ejected(hc, now)
+  return h_num(hc, 'u') > now
 end
 
 -- Why a key cannot take a request now (nil: it can), and until when if that is known.
-local function h_key_unusable(kid, since, now, panic)
-  local mark = redis.call('GET', 'sb:hdead:' .. kid)
+local function h_key_unusable(hk, dead, since, now, panic)
+  local mark = redis.call('GET', dead)
   if mark and tonumber(mark) >= since then return 'key_dead', 0 end
-  local v = redis.call('HMGET', 'sb:hk:' .. kid, 'u', 'cool')
+  local v = redis.call('HMGET', hk, 'u', 'cool')
   local cool = tonumber(v[2] or '0')
   if cool > now then return 'key_cooling', cool end
   if not panic and tonumber(v[1] or '0') > now then return 'key_ejected', 0 end
@@ -223,6 +237,9 @@ ARG_READER_LUA = r"""
 local pos = 0
 local function nxt() pos = pos + 1 return ARGV[pos] end
 local function num() return tonumber(nxt()) end
+-- Keys likewise, from KEYS[kpos + 1] on: a script whose first keys are fixed sets kpos past them.
+local kpos = 0
+local function nkey() kpos = kpos + 1 return KEYS[kpos] end
 """
 
 _RECORD = ARG_READER_LUA + HEALTH_LUA + r"""
@@ -259,7 +276,7 @@ class Health:
         self._record = redis.register_script(_RECORD)
 
     def record(self, outcome: Outcome) -> list[Any]:
-        reply = self._record(args=[self.clock(), *self.policy.args(), *outcome.args()])
+        reply = self._record(keys=outcome.keys(), args=[self.clock(), *self.policy.args(), *outcome.args()])
         return [v.decode() if isinstance(v, bytes) else v for v in reply]
 
     def _read(self, name: str, dead: str | None = None) -> TargetHealth:
@@ -268,14 +285,14 @@ class Health:
         return TargetHealth(int(f or 0), int(e or 0), float(u or 0), float(cool or 0), float(mark) if mark else None)
 
     def key(self, key_id: int) -> TargetHealth:
-        return self._read(f"sb:hk:{key_id}", f"sb:hdead:{key_id}")
+        return self._read(redis_keys.key_health_key(key_id), redis_keys.key_dead_key(key_id))
 
     def channel(self, channel_id: int) -> TargetHealth:
-        return self._read(f"sb:hc:{channel_id}")
+        return self._read(redis_keys.channel_health_key(channel_id))
 
     def forget_key(self, key_id: int) -> None:
         """Drop what the relays know about a key (an operator or a probe has just re-enabled it)."""
-        self.redis.delete(f"sb:hk:{key_id}", f"sb:hdead:{key_id}")
+        self.redis.delete(redis_keys.key_health_key(key_id), redis_keys.key_dead_key(key_id))
 
     def forget_channel(self, channel_id: int) -> None:
-        self.redis.delete(f"sb:hc:{channel_id}")
+        self.redis.delete(redis_keys.channel_health_key(channel_id))

@@ -46,11 +46,25 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fie
 # read and dropped, so that closing does not reset the connection before the answer is read.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
-# A connection over a cap is answered at once from whatever of its request has arrived.
+# A connection over a cap is answered with a 503 as soon as its request line arrives (or 0.1 s pass).
 REFUSED_LINGER_SECONDS = 0.5
+REFUSED_HEAD_WAIT_SECONDS = 0.1  # for the request line of a connection refused over a cap
 
 # (status, code, message, request path) -> JSON error body
 ErrorRenderer = Callable[[int, str, str, str], bytes]
+# While draining, how often idle connections are looked for and closed.
+DRAIN_POLL_SECONDS = 0.05
+
+
+class Connection:
+    """One open connection: its reader, whether a request on it is being answered, its greenlet."""
+
+    __slots__ = ("reader", "busy", "greenlet")
+
+    def __init__(self, reader: Reader, greenlet: Any) -> None:
+        self.reader = reader
+        self.busy = False
+        self.greenlet = greenlet
 
 
 def default_error_body(status: int, code: str, message: str, path: str) -> bytes:
@@ -75,16 +89,52 @@ class HttpServer:
         self.render_error = render_error or default_error_body
         self.server = StreamServer(listener, self.handle, spawn=spawn)
         self._date = (0, "")
+        self.connections: dict[Any, Connection] = {}
+        self.in_flight = 0  # requests being answered now
+        self.draining = False
+        from gevent.event import Event
+
+        self._done = Event()  # what serve_forever waits on: set by stop() or at the end of drain()
 
     # the parts of gevent's server API the launchers use
     def init_socket(self) -> None:
         self.server.init_socket()
 
     def serve_forever(self) -> None:
-        self.server.serve_forever()
+        """Serve until `stop()`, or until `drain()` has finished."""
+        self.server.start()
+        self._done.wait()
 
     def stop(self, timeout: float | None = None) -> None:
+        """Stop at once: requests in flight are left to end as they will (the process exits)."""
         self.server.stop(timeout)
+        self._done.set()
+
+    def drain(self, seconds: float) -> bool:
+        """Stop accepting (the listening socket closed, so with every process's copy closed new
+        connections are refused), close idle connections, let requests and streams in flight finish
+        for up to `seconds` (their answers say `Connection: close`), then cut what is left: each cut
+        request settles for what it delivered (its body's `close()`). Ends `serve_forever`.
+        True when nothing had to be cut."""
+        import gevent
+
+        self.draining = True
+        self.server.close()
+        deadline = time.monotonic() + seconds
+        while self.connections and time.monotonic() < deadline:
+            for sock, connection in list(self.connections.items()):
+                if not connection.busy and connection.reader.current is None:
+                    try:
+                        sock.shutdown(socket.SHUT_RD)  # its reader sees the end and the handler closes it
+                    except OSError:
+                        pass
+            gevent.sleep(DRAIN_POLL_SECONDS)
+        cut = [connection.greenlet for connection in self.connections.values()]
+        if cut:
+            log.warning("drain deadline (%g s) passed: cutting %d connection(s)", seconds, len(cut))
+            gevent.killall(cut, timeout=10)
+        self._done.set()
+        return not cut
 
     @property
     def address(self) -> Any:
@@ -101,10 +151,14 @@ class HttpServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass  # unix sockets
+            import gevent
+
             reader = Reader(sock, self.limits, self.max_body, time.monotonic())
-            if self._serve(sock, reader, peer):
+            connection = self.connections[sock] = Connection(reader, gevent.getcurrent())
+            if self._serve(sock, reader, peer, connection):
                 _linger(sock, LINGER_SECONDS)
         finally:
+            self.connections.pop(sock, None)
             if admitted:
                 self.caps.release(counted)
             try:
@@ -112,7 +166,7 @@ class HttpServer:
             except OSError:
                 pass
 
-    def _serve(self, sock: Any, reader: Reader, peer: str) -> bool:
+    def _serve(self, sock: Any, reader: Reader, peer: str, connection: Connection) -> bool:
         """Answer requests until the connection ends; True when the server ends it after an answer
         (the client may still be sending)."""
         while True:
@@ -127,7 +181,15 @@ class HttpServer:
             except OSError:
                 return False
             while reader.ready:
-                if not self._respond(sock, reader, reader.ready.popleft(), peer):
+                connection.busy = True
+                self.in_flight += 1
+                try:
+                    if not self._respond(sock, reader, reader.ready.popleft(), peer):
+                        return True
+                finally:
+                    connection.busy = False
+                    self.in_flight -= 1
+                if self.draining:
                     return True
             if reader.refused is not None:
                 self._error(sock, reader.refused, reader.current)
@@ -147,10 +209,12 @@ class HttpServer:
             pass
 
     def _refuse_connection(self, sock: Any) -> None:
-        """503 to a connection over a cap, from the request line if it has arrived (for the path)."""
+        """503 to a connection over a cap, in the format of the request line's path. The line is
+        waited for briefly: a client's first bytes often land just after its connection is accepted,
+        and this greenlet lingers on the socket anyway."""
         request = None
         try:
-            sock.setblocking(False)
+            sock.settimeout(REFUSED_HEAD_WAIT_SECONDS)
             data = sock.recv(65536)
             line = data.split(b"\r\n", 1)[0].split(b" ")
             if len(line) == 3:
@@ -232,7 +296,7 @@ class HttpServer:
             return False
         # The connection carries on only if this request was read to its end (a refused upload's
         # body was not) and nothing after it was malformed.
-        keep = request.keep_alive and request.complete and not reader.stopped
+        keep = request.keep_alive and request.complete and not reader.stopped and not self.draining
         sock.settimeout(self.limits.idle_timeout)  # a caller that takes nothing for this long is gone
         try:
             keep = self._write(sock, request, state, result, keep)

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from relay import redis_keys
 from relay.context import Response
 from relay.errors import RelayError
 
 if TYPE_CHECKING:
-    from relay.billing import Settlement
+    from relay.billing import Charge
     from relay.context import RequestContext
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def claim_of(environ: dict[str, Any], key_id: int, body: bytes, running_ttl: flo
         raise invalid_key()
     # Hashed: the Redis key's length is bounded whatever the caller's key looks like.
     name = hashlib.sha256(raw.encode()).hexdigest()
-    return Claim(f"sb:idem:{key_id}:{name}", fingerprint(environ, body), int(running_ttl) + 1)
+    return Claim(redis_keys.idempotency_key(key_id, name), fingerprint(environ, body), int(running_ttl) + 1)
 
 
 class Idempotency:
@@ -179,12 +180,12 @@ class Idempotency:
         return Response(outcome.status, [*outcome.headers, REPLAYED], [outcome.body])
 
     # --- a new key, once its request has an outcome ------------------------------------------------
-    def keep(self, claim: Claim, ctx: RequestContext, response: Response, settlement: Settlement) -> Response:
+    def keep(self, claim: Claim, ctx: RequestContext, response: Response, charge: Charge) -> Response:
         """Record a 200 answer; a stream is recorded as it passes and kept once it ended cleanly."""
         if isinstance(response.body, list):
             self._safely(self._record, claim, ctx.request_id, response.status, response.headers, b"".join(response.body))
             return response
-        return Response(response.status, response.headers, RecordingBody(self, claim, ctx.request_id, response, settlement))
+        return Response(response.status, response.headers, RecordingBody(self, claim, ctx.request_id, response, charge))
 
     def failed(self, claim: Claim, request_id: str, error: BaseException, body: bytes) -> None:
         """The request ended with an error before anything was sent: the upstream's refusal of the
@@ -218,11 +219,11 @@ class RecordingBody:
     """A streamed body that keeps a copy of every byte handed to the caller, up to the cap, and
     writes the record when the body is closed (the server closes every body, finished or not)."""
 
-    def __init__(self, keeper: Idempotency, claim: Claim, request_id: str, response: Response, settlement: Settlement) -> None:
+    def __init__(self, keeper: Idempotency, claim: Claim, request_id: str, response: Response, charge: Charge) -> None:
         self.keeper, self.claim, self.request_id = keeper, claim, request_id
         self.inner = response.body
         self.status, self.headers = response.status, response.headers
-        self.settlement = settlement
+        self.charge = charge  # read only: how the request ended
         self.parts: list[bytes] | None = []
         self.size = 0
         self.closed = False
@@ -257,7 +258,7 @@ class RecordingBody:
         close = getattr(self.inner, "close", None)
         if close is not None:
             close()
-        if self.settlement.settled and self.settlement.status == 200:
+        if self.charge.settled and self.charge.status == 200:
             body = b"".join(self.parts) if self.parts is not None else None
             self.keeper._safely(self.keeper._record, self.claim, self.request_id, self.status, self.headers, body)
         else:

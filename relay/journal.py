@@ -6,11 +6,14 @@ settles. The settle is then appended to this process's journal (one JSON line, f
 itself every few seconds, and at start-up for the journals of processes that died (a journal's
 owner holds an exclusive lock on it while it lives).
 
-Replaying is idempotent by request id. While the hold is still in Redis, the replay is the ordinary
-settle script (which deletes the hold, so it runs once). When the hold is gone — Redis lost it in a
-restart, the sweeper released it, or the first settle did run and only its reply was lost — the usage
-event is queued marked `unheld`: ingestion writes it once (request ids are unique in SQL) and only a
-first write moves the live balance (workers/usage.py), so nothing is charged twice.
+Replaying is idempotent by request id. While the hold's record is in Redis, the replay is the
+ordinary settle script (which deletes the record, so it runs once). That includes a hold the sweeper
+released meanwhile: its record is kept, holding nothing, so the settle charges only what the balance
+has room for by then (relay/quota.py). When the record is gone — the first settle did run and only
+its reply was lost, or Redis lost the hold in a restart — the usage event is queued marked `unheld`:
+ingestion writes it once (request ids are unique in SQL) and only a first write moves the live
+balance (workers/usage.py), so nothing is charged twice; unchecked by any hold, it is charged only
+as far as the account's balance has room (workers/usage_writes.py).
 """
 from __future__ import annotations
 

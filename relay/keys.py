@@ -1,7 +1,7 @@
 """An API key as the relay sees it, and the record the control plane keeps for it in Redis.
 
 What grows with customers (keys, their owners' status, limits, bans and budgets) is not in the
-routing snapshot: each key is one small record under `sb:key:<sha256>`, written by the control plane
+routing snapshot: each key is one small record under its sha256 (relay/redis_keys.py), written by the control plane
 in the same write path that changes SQL, and read by relays on a cache miss (relay/key_cache.py).
 Everything a request needs about its caller is folded into that one record (user status, user
 limits, bans of the user or the key), so a miss costs exactly one Redis round trip.
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from relay import redis_keys
 from relay.snapshot import NO_LIMITS, Limits, Status
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -27,16 +28,16 @@ MAX_NETWORKS = 100
 
 # Redis names. A record per key hash; an id → hash index for the console's playground tokens, which
 # name keys by id; and the change log relays follow to drop what they cached (relay/key_cache.py).
-RECORD_PREFIX = "sb:key:"
-ID_PREFIX = "sb:keyid:"
+RECORD_PREFIX = redis_keys.KEY_RECORD_PREFIX
+ID_PREFIX = redis_keys.KEY_ID_PREFIX
 # The change log and its sequence share a hash tag: the script appending to both touches one slot.
-CHANGES_STREAM = "sb:{keys}:changes"
-CHANGES_SEQ = "sb:{keys}:seq"
+CHANGES_STREAM = redis_keys.KEY_CHANGES
+CHANGES_SEQ = redis_keys.KEY_CHANGES_SEQ
 CHANGES_MAXLEN = 100_000  # entries (each names ≤ CHANGE_BATCH keys); older ones are trimmed
 CHANGE_BATCH = 500
 EVERYTHING = "*"  # a change entry that tells relays to drop their whole cache (after a rebuild)
 # Set once every record has been (re)built from SQL; its absence means Redis lost them.
-READY_KEY = "sb:keys:ready"
+READY_KEY = redis_keys.KEYS_READY
 WAKE_MESSAGE = "keys"  # published on the config channel after a change is logged
 
 # Append one change entry with the next sequence number as its id, and wake the relays.

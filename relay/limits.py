@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from relay import redis_keys
 from relay.keys import KeyView
 from relay.snapshot import GroupView, Limits
 
@@ -30,6 +31,24 @@ class Scope:
 
     def args(self) -> list[Any]:
         return [self.name, self.limits.rpm or 0, self.limits.tpm or 0, self.limits.concurrency or 0]
+
+    def keys(self, now: float) -> list[str]:
+        return limit_keys(self.name, self.limits, now)
+
+
+def limit_keys(scope: str, limits: Limits, now: float) -> list[str]:
+    """The Redis keys a scope's limits use at `now`, in the order `l_keys` takes them: the previous
+    and current minute's request counters, the same for tokens, the lease set — each only when that
+    limit is set (an unset one touches nothing)."""
+    minute = int(now // 60)
+    keys = []
+    if (limits.rpm or 0) > 0:
+        keys += [redis_keys.limit_window_key(scope, "r", minute - 1), redis_keys.limit_window_key(scope, "r", minute)]
+    if (limits.tpm or 0) > 0:
+        keys += [redis_keys.limit_window_key(scope, "t", minute - 1), redis_keys.limit_window_key(scope, "t", minute)]
+    if (limits.concurrency or 0) > 0:
+        keys.append(redis_keys.lease_key(scope))
+    return keys
 
 
 # What the caller sees when a scope is over a limit.
@@ -47,22 +66,22 @@ def caller_scopes(key: KeyView, group: GroupView) -> tuple[Scope, ...]:
     return tuple(s for s in scopes if s.limits.any)
 
 
-def window_key(scope: str, kind: str, now: float) -> str:
-    return f"sb:lim:{scope}:{kind}:{int(now // 60)}"
-
-
-def lease_key(scope: str) -> str:
-    return f"sb:lim:{scope}:cc"
-
-
+# Every key comes in KEYS[] (relay/limits.py's `limit_keys`, read with `nkey()`): the minute a
+# window belongs to is the `now` the caller passes, so Python names it as Lua would.
 LIMITS_LUA = r"""
+-- A scope's keys, in limit_keys' order, for the limits it has.
+local function l_keys(s)
+  if s.rpm > 0 then s.rp, s.rc = nkey(), nkey() end
+  if s.tpm > 0 then s.tp, s.tc = nkey(), nkey() end
+  if s.conc > 0 then s.cc = nkey() end
+  return s
+end
+
 -- Seconds until one more unit fits under `limit` in the sliding window (0: it fits now).
-local function l_wait(scope, kind, limit, now)
-  local w = math.floor(now / 60)
-  local frac = now / 60 - w
-  local base = 'sb:lim:' .. scope .. ':' .. kind .. ':'
-  local prev = tonumber(redis.call('GET', base .. (w - 1)) or '0')
-  local curr = tonumber(redis.call('GET', base .. w) or '0')
+local function l_wait(prev_key, curr_key, limit, now)
+  local frac = now / 60 - math.floor(now / 60)
+  local prev = tonumber(redis.call('GET', prev_key) or '0')
+  local curr = tonumber(redis.call('GET', curr_key) or '0')
   local room = limit - 1
   if math.floor(prev * (1 - frac) + 0.5) + curr <= room then return 0 end
   local wait
@@ -74,48 +93,45 @@ local function l_wait(scope, kind, limit, now)
   return math.max(1, math.ceil(wait))
 end
 
-local function l_add(scope, kind, n, now)
-  local key = 'sb:lim:' .. scope .. ':' .. kind .. ':' .. math.floor(now / 60)
+local function l_add(key, n)
   redis.call('INCRBY', key, n)
   redis.call('EXPIRE', key, 150)
 end
 
-local function l_busy(scope, limit, now)
-  local key = 'sb:lim:' .. scope .. ':cc'
+local function l_busy(key, limit, now)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   return redis.call('ZCARD', key) >= limit
 end
 
 -- Which limit of a scope refuses one more request now (nil: none), and the seconds to wait.
-local function l_check(scope, rpm, tpm, conc, now)
-  if conc > 0 and l_busy(scope, conc, now) then return 'concurrency', 1 end
-  if rpm > 0 then
-    local w = l_wait(scope, 'r', rpm, now)
+local function l_check(s, now)
+  if s.conc > 0 and l_busy(s.cc, s.conc, now) then return 'concurrency', 1 end
+  if s.rpm > 0 then
+    local w = l_wait(s.rp, s.rc, s.rpm, now)
     if w > 0 then return 'rpm', w end
   end
-  if tpm > 0 then
-    local w = l_wait(scope, 't', tpm, now)
+  if s.tpm > 0 then
+    local w = l_wait(s.tp, s.tc, s.tpm, now)
     if w > 0 then return 'tpm', w end
   end
   return nil, 0
 end
 
-local function l_take(scope, rpm, conc, rid, lease_until, now)
-  if rpm > 0 then l_add(scope, 'r', 1, now) end
-  if conc > 0 then
-    local key = 'sb:lim:' .. scope .. ':cc'
-    redis.call('ZADD', key, lease_until, rid)
-    redis.call('EXPIRE', key, math.ceil(lease_until - now) + 60)
+local function l_take(s, rid, lease_until, now)
+  if s.rpm > 0 then l_add(s.rc, 1) end
+  if s.conc > 0 then
+    redis.call('ZADD', s.cc, lease_until, rid)
+    redis.call('EXPIRE', s.cc, math.ceil(lease_until - now) + 60)
   end
 end
 
 -- At the end of a request (or an attempt): give the slot back, count the tokens.
-local function l_finish(scope, tpm, conc, rid, tokens, now)
-  if conc > 0 then redis.call('ZREM', 'sb:lim:' .. scope .. ':cc', rid) end
-  if tpm > 0 and tokens > 0 then l_add(scope, 't', tokens, now) end
+local function l_finish(s, rid, tokens)
+  if s.conc > 0 then redis.call('ZREM', s.cc, rid) end
+  if s.tpm > 0 and tokens > 0 then l_add(s.tc, tokens) end
 end
 
 local function l_scope()
-  return {name = nxt(), rpm = num(), tpm = num(), conc = num()}
+  return l_keys({name = nxt(), rpm = num(), tpm = num(), conc = num()})
 end
 """

@@ -35,7 +35,9 @@ def counting_redis(url: str, max_connections: int = 64, **kwargs: Any) -> Redis[
     """
     import redis
 
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10, **kwargs)
+    from relay.redis_connect import parse, redis_py_pool
+
+    pool = redis_py_pool(parse(url), blocking=True, max_connections=max_connections, **kwargs)
     base = pool.connection_class
     pool.connection_class = type(f"Counting{base.__name__}", (_CountingMixin, base), {})
     return redis.Redis(connection_pool=pool)

@@ -13,28 +13,30 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from relay import charges, holds, idempotency, playground, pricing
+from relay import holds, idempotency, playground, pricing, steering
+from relay.affinity import Affinity, affinity_of
 from relay.admission import Admission, Gate, LimitRefused, MoneyHold, NoRoute
-from relay.billing import Settlement
+from relay.attempt import Terms
+from relay.capacity_queue import CapacityQueue, Overflow, Queued, QueueSpot, spot_for
+from relay.billing import Charges
 from relay.config_store import SnapshotHolder
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import Endpoint, HoldEstimate
-from relay.errors import RelayError
+from relay.errors import GEMINI, GEMINI_ARRAY, RelayError
 from relay.journal import Replayer, SettleJournal
 from relay.keys import KeyView
 from relay.limits import SCOPE_LABELS, WHICH_LABELS, caller_scopes
+from relay.pricing import BP_ONE
 from relay.quota import Budgets, HoldRefused, Quota
+from relay.retry_budget import SharedRetryBudget
 from relay.routing import RetryBudget, Router, no_route_error, note_skips, supports
-from relay.selector import Plan, Selector
+from relay.selector import MAX_ROUTES, Plan, Route, Selector
 from relay.settings import RelaySettings
 from relay.snapshot import GroupView, Snapshot, Status
 from relay.upstream import UpstreamClient
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIEnvironment
-
-    from relay.adapters.base import Adapter, Target
-    from relay.errors import UpstreamError
 
 
 def api_key_from(environ: WSGIEnvironment, query_key: bool = False) -> str | None:
@@ -83,10 +85,13 @@ class Pipeline:
                          generation_ttl=settings.generation_ttl_seconds)
         self.idempotency = idempotency.Idempotency(register_script or quota.redis.register_script, settings.idempotency_ttl_seconds,
                                                    settings.idempotency_max_bytes)
-        self.budget = RetryBudget(settings.retry_budget_percent, settings.retry_budget_min)
+        self.budget = SharedRetryBudget(register_script or quota.redis.register_script, settings.retry_budget_percent, settings.retry_budget_min) \
+            if settings.retry_budget_shared else RetryBudget(settings.retry_budget_percent, settings.retry_budget_min)
         self.router = Router(self.gate, settings.max_attempts, settings.timeouts, settings.timeouts.total, self.budget)
-        self.journal = SettleJournal(settings.instance_dir / "journal")
-        self.replayer = Replayer(register_script or quota.redis.register_script)
+        self.queue = CapacityQueue(register_script or quota.redis.register_script)
+        # The one settler of every request's charge, and the settle journal behind it.
+        self.charges = Charges(self.gate, SettleJournal(settings.instance_dir / "journal"),
+                               Replayer(register_script or quota.redis.register_script), self.budget)
         # No encryption key, no playground tokens (an empty key would make them forgeable).
         self.playground_key = playground.signing_key(settings.encryption_key) if settings.encryption_key else None
 
@@ -144,7 +149,9 @@ class Pipeline:
             data: list[dict[str, Any]] = [{"type": "model", "id": m, "display_name": m, "created_at": stamp} for m in models]
             body = {"data": data, "has_more": False, "first_id": models[0] if models else None, "last_id": models[-1] if models else None}
             return json_response(200, orjson.dumps(body))
-        data = [{"id": m, "object": "model", "created": created, "owned_by": "switchboard"} for m in models]
+        # `providers`: the names this key may steer by for the model (an extra field OpenAI's SDKs keep).
+        data = [{"id": m, "object": "model", "created": created, "owned_by": "switchboard", "providers": snap.providers_for(key.group, m)}
+                for m in models]
         return json_response(200, orjson.dumps({"object": "list", "data": data}))
 
     def handle(self, endpoint: Endpoint, ctx: RequestContext, environ: WSGIEnvironment, read_body: Callable[[], bytes]) -> Response:
@@ -153,24 +160,41 @@ class Pipeline:
         now = ctx.started_at
         key = self.authenticate(ctx, environ, snap, now, getattr(endpoint, "accepts_query_key", False))
         body = read_body()
-        request = endpoint.parse(body, environ)
+        # The caller's fallback models and provider preferences leave the body here (relay/steering.py).
+        steer, request_body = steering.extract(body, endpoint.error_format, endpoint.error_format in (GEMINI, GEMINI_ARRAY))
+        request = endpoint.parse(request_body, environ)
         model = endpoint.model_of(request)
         ctx.model = model
         ctx.stream = endpoint.is_stream(request)
-        group, price = self.authorize_model(snap, key, model, now)
+        if steer is None and not snap.alias_targets(model):
+            group, price = self.authorize_model(snap, key, model, now)
+            prices: tuple[pricing.Price, ...] = (price,)
+        else:
+            steer = steer or steering.Steering()
+            group, prices = self.candidates(ctx, snap, key, model, steer, now)
+            price = prices[0]
         if not endpoint.billed:
             # Free metadata calls (count_tokens): routed in the same order, never held, limited or charged.
-            plan = self.plan(ctx, snap, key, model, endpoint)
+            plan = self.plan(ctx, snap, key, model, endpoint) if steer is None else self.plan_steered(ctx, snap, key, prices, endpoint, steer)
             return self.router.run_unbilled(
-                ctx, plan, lambda adapter, target: endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, None))
+                ctx, plan, lambda adapter, target: endpoint.attempt(self.client, ctx, adapter, target, request, None))
 
         claim = idempotency.claim_of(environ, key.id, body, self.settings.lease_seconds)
         estimate = endpoint.estimate(request, price, self.settings)
-        wanted = holds.size(estimate, price, group.multiplier_bp, self.settings.min_hold_output_tokens)
-        plan = self.plan(ctx, snap, key, model, endpoint)
+        if steer is None:
+            wanted = holds.size(estimate, price, group.multiplier_bp, self.settings.min_hold_output_tokens)
+            plan = self.plan(ctx, snap, key, model, endpoint)
+            estimates: tuple[tuple[HoldEstimate, pricing.Price], ...] = ((estimate, price),)
+        else:
+            # The hold covers the dearest model the request may end up on.
+            estimates = tuple((endpoint.estimate(request, p, self.settings), p) for p in prices)
+            wanted = steered_hold(estimates, group.multiplier_bp, self.settings.min_hold_output_tokens)
+            plan = self.plan_steered(ctx, snap, key, prices, endpoint, steer)
+        pin = None if steer is not None and steer.provider is not None and steer.provider.orders else \
+            affinity_of(getattr(request, "payload", None), key.account_id, key.group, model, self.settings.affinity_ttl_seconds)
         self.budget.begin_request()
         try:
-            admission = self.admit(ctx, snap, key, group, plan, wanted, now, claim)
+            admission = self.admit(ctx, snap, key, group, plan, wanted, now, claim, pin)
         except idempotency.Prior as prior:
             self.budget.end_request()
             return self.idempotency.replay(ctx, prior)
@@ -178,58 +202,162 @@ class Pipeline:
             self.budget.end_request()
             raise
         ctx.held = True
-        if estimate.cappable:
-            self.cap_output(ctx, endpoint, request, estimate, admission.hold.amount, price, group.multiplier_bp)
-
-        settlement = Settlement(self.gate, admission, ctx, price, group.multiplier_bp, estimate.local_prompt_tokens,
-                                on_settled=self.budget.end_request, journal=self.journal)
+        terms = Terms(price, group.multiplier_bp, estimate.local_prompt_tokens, prices if len(prices) > 1 else ())
         try:
-            def attempt(adapter: Adapter, target: Target) -> Response | UpstreamError:
-                return endpoint.attempt(self.client, self.settings, ctx, adapter, target, request, settlement)
-
-            response = self.router.run(ctx, admission, settlement, attempt)
+            # From the admission on, the request's charge owns the hold: whatever happens, it settles once.
+            with self.charges.open(ctx, admission, terms) as charge:
+                if estimate.cappable:
+                    self.cap_output(ctx, endpoint, request, estimates, admission.hold.amount, group.multiplier_bp)
+                routed = self.router.run(ctx, admission, lambda adapter, target: endpoint.attempt(self.client, ctx, adapter, target, request,
+                                                                                                  terms.at(ctx.model)))
+                response = charge.take(routed)
+                if steer is not None and ctx.model:
+                    response = Response(response.status, [*response.headers, steering.header_naming(ctx.model)], response.body)
         except BaseException as exc:
-            status = exc.status if isinstance(exc, RelayError) else 500
-            code = exc.code if isinstance(exc, RelayError) else "internal_error"
-            settlement.fail(status, code)
             if claim is not None:
                 self.idempotency.failed(claim, ctx.request_id, exc, exc.body(ctx.request_id, endpoint.error_format) if isinstance(exc, RelayError) else b"")
             raise
-        if settlement.settled:  # a whole answer; a stream reports its cost in its usage event
-            response = charges.charged_response(response, settlement.charged)
         if claim is not None:
-            response = self.idempotency.keep(claim, ctx, response, settlement)
+            response = self.idempotency.keep(claim, ctx, response, charge)
         return response
 
     # --- routing and admission -------------------------------------------------------
     def plan(self, ctx: RequestContext, snap: Snapshot, key: KeyView, model: str, endpoint: Endpoint) -> Plan:
         channels = snap.channels_for(key.group, model)
-        plan = self.selector.plan(channels, model, supports(endpoint.operation))
+        plan = self.selector.plan(channels, model, supports(endpoint.operation), snap.strategy_of(model))
         ctx.note(step="candidates", channels=[c.id for c in channels], routes=len(plan.routes),
                  skipped=[list(s) for s in plan.skipped] or None)
-        if not plan.routes:
-            if plan.skipped and all(why == "unsupported_endpoint" for _, why in plan.skipped):
-                raise RelayError(501, "not_implemented", "This model's channels do not support this endpoint.")
-            raise no_route_error(0)
-        return plan
+        if plan.selection:
+            ctx.note(step="select", tiers=list(plan.selection))
+        return checked_plan(plan)
 
-    def cap_output(self, ctx: RequestContext, endpoint: Endpoint, request: Any, estimate: HoldEstimate, reserved: int,
-                   price: pricing.Price, multiplier_bp: int) -> None:
+    # --- steering: fallback models, aliases and provider preferences (relay/steering.py) ------------
+    def candidates(self, ctx: RequestContext, snap: Snapshot, key: KeyView, model: str, steer: steering.Steering,
+                   now: float) -> tuple[GroupView, tuple[pricing.Price, ...]]:
+        """The models to try, in order, each with its price: `model`, then the `models` list, an
+        alias standing for its models. Every one must be a model this key may use (an alias's
+        models it may not use are left out); `provider.max_price` leaves out those priced above it."""
+        asked = [(model, "model"), *((m, f"models[{i}]") for i, m in enumerate(steer.models))]
+        found: dict[str, pricing.Price] = {}
+        group: GroupView | None = None
+        for name, param in asked:
+            targets = snap.alias_targets(name)
+            if not targets:
+                if name not in found:
+                    group, found[name] = self.authorize_steered(snap, key, name, param, now)
+                continue
+            usable = 0
+            for target in targets:
+                try:
+                    group, price = self.authorize_model(snap, key, target, now)
+                except RelayError:
+                    continue  # the operator's alias may name models this key may not use
+                usable += 1
+                found.setdefault(target, price)
+            if not usable:
+                raise RelayError(403 if param == "model" else 400, "model_not_allowed", f"This key may not use the model '{name}'.", param=param)
+        assert group is not None  # nosec B101  # at least one model was authorized
+        prefs, bp = steer.provider, group.multiplier_bp
+        # The caller's own price: the list price times their group's multiplier.
+        kept = tuple(p for p in found.values() if steering.within_price(prefs, p.input * bp // BP_ONE, p.output * bp // BP_ONE))
+        left = [m for m, p in found.items() if p not in kept]
+        ctx.note(step="steer", **steering.as_dict(steer), tries=[p.model for p in kept], over_max_price=left or None)
+        if not kept:
+            raise RelayError(400, "invalid_value", "provider.max_price: no model asked for is priced within it.", param="provider.max_price")
+        return group, kept
+
+    def authorize_steered(self, snap: Snapshot, key: KeyView, model: str, param: str, now: float) -> tuple[GroupView, pricing.Price]:
+        """`authorize_model`, the error naming the field: a model of the `models` list is a 400."""
+        try:
+            return self.authorize_model(snap, key, model, now)
+        except RelayError as error:
+            if param == "model":
+                raise
+            raise RelayError(400, error.code, f"{param}: {error.message}", param=param) from None
+
+    def plan_steered(self, ctx: RequestContext, snap: Snapshot, key: KeyView, prices: tuple[pricing.Price, ...], endpoint: Endpoint,
+                     steer: steering.Steering) -> Plan:
+        """Each model's routes in turn, its channels as the caller prefers them."""
+        prefs = steer.provider
+        public = snap.public_providers() if prefs is not None else {}
+        if prefs is not None:
+            steering.check_names(prefs, public)
+        channels: dict[int, Any] = {}
+        routes: list[Route] = []
+        skipped: list[tuple[int, str]] = []
+        selection: list[dict[str, object]] = []
+        for price in prices:
+            model = price.model
+            found = snap.channels_for(key.group, model)
+            ordered = False
+            if prefs is not None:
+                preferred = steering.prefer(found, prefs, public, self.measure)
+                found, ordered = preferred.channels, preferred.ordered
+                skipped += preferred.left_out
+            plan = self.selector.plan(found, model, supports(endpoint.operation), snap.strategy_of(model), ordered)
+            channels.update((c.id, c) for c in plan.channels)
+            routes += plan.routes
+            skipped += plan.skipped
+            selection += [dict(s, model=model) for s in plan.selection]
+        plan = Plan(tuple(channels.values()), tuple(routes[:MAX_ROUTES]), tuple(dict.fromkeys(skipped)), tuple(selection))
+        ctx.note(step="candidates", channels=list(channels), routes=len(plan.routes), skipped=[list(s) for s in plan.skipped] or None)
+        if plan.selection:
+            ctx.note(step="select", tiers=list(plan.selection))
+        return checked_plan(plan)
+
+    def measure(self, sort: str, channel: Any) -> float:
+        """`provider.sort`'s key for a channel, smaller first; a channel not measured yet goes last."""
+        if sort == "price":
+            return float(steering.cost_of(channel))
+        seen = self.selector.stats.get(channel.id)
+        if sort == "latency":
+            return seen.ttft_ms if seen is not None and seen.ttft_ms is not None else float("inf")
+        return -seen.tokens_per_second if seen is not None and seen.tokens_per_second is not None else 0.0
+
+    def cap_output(self, ctx: RequestContext, endpoint: Endpoint, request: Any, estimates: tuple[tuple[HoldEstimate, pricing.Price], ...],
+                   reserved: int, multiplier_bp: int) -> None:
         """Hold the upstream to the output the reservation pays for: the request is rewritten so it
-        may write no more, and the caller is told the cap when the relay set or lowered it."""
-        budget = holds.output_budget(estimate, reserved, price, multiplier_bp)
+        may write no more, and the caller is told the cap when the relay set or lowered it. With
+        fallback models, the least any of them may write for it."""
+        budget = min(holds.output_budget(estimate, reserved, price, multiplier_bp) for estimate, price in estimates)
         if endpoint.cap_output(request, budget):  # type: ignore[attr-defined]  # only endpoints with cap_output make cappable estimates
             ctx.output_cap = budget
             ctx.note(step="output_cap", tokens=budget, reserved=reserved)
 
     def admit(self, ctx: RequestContext, snap: Snapshot, key: KeyView, group: GroupView, plan: Plan, wanted: holds.HoldSize,
-              now: float, claim: idempotency.Claim | None = None) -> Admission:
-        """One round trip: the caller's limits, the first usable route, the credit hold — and the
-        idempotency key's record, which answers before all of them when it exists."""
-        money = MoneyHold(ctx.request_id, key.account_id, key.id, wanted.amount, key.credit_limit, now + self.settings.hold_seconds,
-                          Budgets(key.daily_budget, key.monthly_budget, key.member_allowance), key.user_id, now, wanted.least)
+              now: float, claim: idempotency.Claim | None = None, pin: Affinity | None = None) -> Admission:
+        """One round trip: the caller's limits, the first usable route (the conversation's pinned
+        one first), the credit hold — and the idempotency key's record, which answers before all of
+        them when it exists."""
+        scopes = caller_scopes(key, group)
+        spot = spot_for(ctx.model or "", plan.channels) if group.queue_seconds > 0 else None
+
+        def attempt(queue: QueueSpot | None, at: float) -> Admission:
+            money = MoneyHold(ctx.request_id, key.account_id, key.id, wanted.amount, key.credit_limit, at + self.settings.hold_seconds,
+                              Budgets(key.daily_budget, key.monthly_budget, key.member_allowance), key.user_id, now, wanted.least)
+            return self.gate.admit(money, scopes, plan, claim, pin, queue)
+
+        def queued_attempt(queue: QueueSpot) -> Admission:
+            try:
+                return attempt(queue, time.time())
+            except NoRoute as none:
+                if none.retry_after <= 0:  # nothing will free up (every route ejected or dead): no use waiting
+                    raise
+                raise Queued(0) from None
+
         try:
-            return self.gate.admit(money, caller_scopes(key, group), plan, claim)
+            try:
+                admission = attempt(spot, now)
+            except (Queued, NoRoute) as first:
+                # No use waiting when nothing will free up (every route ejected or dead: 503), or not
+                # within the group's limit (keys cooling down for longer: 429 with their Retry-After).
+                if spot is None or (isinstance(first, NoRoute) and not 0 < first.retry_after <= group.queue_seconds):
+                    raise
+                # Every route is full, or others already wait for them: wait a turn (relay/capacity_queue.py).
+                admission = self.queue.wait(ctx, spot, group, key, queued_attempt)
+            if pin is not None:
+                ctx.note(step="affinity", result=admission.pinned, via=pin.source)
+            return admission
         except LimitRefused as refused:
             ctx.note(step="limit", scope=refused.scope, which=refused.which, retry_after=refused.retry_after)
             who = SCOPE_LABELS.get(refused.scope.split(":", 1)[0], "key")
@@ -239,5 +367,24 @@ class Pipeline:
             note_skips(ctx, none.skips)
             ctx.note(step="route", result="no usable route", panic=none.panic or None)
             raise no_route_error(none.retry_after) from None
+        except Overflow as full:
+            raise no_route_error(full.retry_after) from None
         except HoldRefused as refused:
             raise hold_refusal(refused.reason) from None
+
+
+def checked_plan(plan: Plan) -> Plan:
+    if not plan.routes:
+        if plan.skipped and all(why == "unsupported_endpoint" for _, why in plan.skipped):
+            raise RelayError(501, "not_implemented", "This model's channels do not support this endpoint.")
+        raise no_route_error(0)
+    return plan
+
+
+def steered_hold(estimates: tuple[tuple[HoldEstimate, pricing.Price], ...], multiplier_bp: int, min_output_tokens: int) -> holds.HoldSize:
+    """The hold of a request that may end up on any of several models: enough for the dearest, and
+    at least enough for each one's least."""
+    sizes = [holds.size(estimate, price, multiplier_bp, min_output_tokens) for estimate, price in estimates]
+    amount = max(s.amount for s in sizes)
+    least = max(s.least if s.least is not None else s.amount for s in sizes)
+    return holds.HoldSize(amount, least if least < amount else None)

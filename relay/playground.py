@@ -34,7 +34,8 @@ def verify(key: bytes, token: str, now: float) -> int | None:
         return None
     key_id, _, rest = token[len(PREFIX):].partition(".")
     expires, _, signature = rest.partition(".")
-    if not key_id.isdigit() or not expires.isdigit() or not signature:
+    # ASCII only: str.isdigit admits "²" (int() refuses it) and compare_digest refuses non-ASCII text.
+    if not (token.isascii() and key_id.isdigit() and expires.isdigit() and signature):
         return None
     if not hmac.compare_digest(signature, _signature(key, f"{key_id}.{expires}")):
         return None

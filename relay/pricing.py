@@ -199,3 +199,25 @@ def micro_to_usd(micro: int, places: int = 6) -> str:
         whole, frac = divmod(rounded, 10**places)
         frac_text = f"{frac:0{places}d}"
     return f"{sign}${whole}" + (f".{frac_text}" if places else "")
+
+
+CENT = MICRO_PER_USD // 100
+
+
+def usd_text(micro: int) -> str:
+    """How an amount reads to people (consoles, emails, chart axes): cents from a cent up, with
+    thousands separators ("$12,345.67"); below a cent three significant digits ("$0.000105"), so no
+    non-zero amount reads as "$0.00". `micro_to_usd` is the exact amount (hover, CSV); static/money.js
+    is this same rule for the charts."""
+    sign = "-" if micro < 0 else ""
+    size = abs(micro)
+    if size >= CENT:
+        whole, cents = divmod(round_half_up(size, CENT), 100)
+        return f"{sign}${whole:,}.{cents:02d}"
+    if size == 0:
+        return "$0.00"
+    unit = 10 ** max(len(str(size)) - 3, 0)
+    shown = round_half_up(size, unit) * unit
+    if shown >= CENT:
+        return f"{sign}$0.01"
+    return f"{sign}$0." + f"{shown:06d}".rstrip("0")

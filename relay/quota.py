@@ -10,49 +10,27 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from relay.usage import USAGE_STREAM
+from relay.redis_keys import HOLDS as HOLDS_ZSET
+from relay.redis_keys import USAGE_STREAM, is_day_window
+from relay.redis_keys import account_key as account_key
+from relay.redis_keys import api_key_key as api_key_key
+from relay.redis_keys import day_of as day_of
+from relay.redis_keys import hold_key as hold_key
+from relay.redis_keys import key_day_key as key_day_key
+from relay.redis_keys import key_month_key as key_month_key
+from relay.redis_keys import member_month_key as member_month_key
+from relay.redis_keys import month_of as month_of
 
 if TYPE_CHECKING:
     from redis import Redis
 
-HOLDS_ZSET = "sb:holds"
 # Spend windows outlive their period by a margin so late settles and the console still find them;
 # day windows are kept 100 days for the legacy billing usage endpoint (relay/customer_api.py).
 DAY_TTL_SECONDS = 102 * 86_400
 MONTH_TTL_SECONDS = 40 * 86_400
-
-
-def account_key(account_id: int) -> str:
-    return f"sb:acct:{account_id}"
-
-
-def api_key_key(key_id: int) -> str:
-    return f"sb:akey:{key_id}"
-
-
-def hold_key(request_id: str) -> str:
-    return f"sb:hold:{request_id}"
-
-
-# --- spend windows: named by the UTC day / month the request started in -------------------
-def day_of(now: float) -> str:
-    return time.strftime("%Y%m%d", time.gmtime(now))
-
-
-def month_of(now: float) -> str:
-    return time.strftime("%Y%m", time.gmtime(now))
-
-
-def key_day_key(key_id: int, now: float) -> str:
-    return f"sb:akey:{key_id}:d:{day_of(now)}"
-
-
-def key_month_key(key_id: int, now: float) -> str:
-    return f"sb:akey:{key_id}:m:{month_of(now)}"
-
-
-def member_month_key(account_id: int, user_id: int | None, now: float) -> str:
-    return f"sb:member:{account_id}:{user_id or 0}:m:{month_of(now)}"
+# A hold the sweeper released stays a week as an empty record: long enough for any relay's settle
+# journal to be replayed (every few seconds while it lives, at the next relay's start otherwise).
+LAPSED_HOLD_SECONDS = 7 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,24 +163,33 @@ end
 return cost
 """
 
+# KEYS: the hold, the holds index, then the scopes the hold record names (account, API key, the
+# windows it reserved in), read by the caller first so that every key the script touches is given.
+# The record's names never change; a hold settled in between has no record left and is only unlisted.
+# ARGV: the request id, how long the emptied record is kept (LAPSED_HOLD_SECONDS).
 _RELEASE_EXPIRED = """
-local amt = redis.call('HGET', KEYS[1], 'amt')
-if not amt then
+local rec = redis.call('HMGET', KEYS[1], 'amt', 'acct', 'akey', 'w1', 'w2', 'w3')
+if not rec[1] then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return 0
 end
-local acct = redis.call('HGET', KEYS[1], 'acct')
-local akey = redis.call('HGET', KEYS[1], 'akey')
-redis.call('HINCRBY', acct, 'held', 0 - tonumber(amt))
-redis.call('HINCRBY', akey, 'held', 0 - tonumber(amt))
--- spend windows: the hold record names the windows it reserved
-for i = 1, 3 do
-  local w = redis.call('HGET', KEYS[1], 'w' .. i)
-  if w then redis.call('HINCRBY', w, 'held', 0 - tonumber(amt)) end
+local named = {}
+for i = 2, 6 do
+  if rec[i] then named[#named + 1] = rec[i] end
 end
-redis.call('DEL', KEYS[1])
+if #named ~= #KEYS - 2 then return 0 end
+for i, name in ipairs(named) do
+  if KEYS[i + 2] ~= name then return 0 end
+end
+local amt = tonumber(rec[1])
+for i = 3, #KEYS do redis.call('HINCRBY', KEYS[i], 'held', 0 - amt) end
+-- The record stays, holding nothing, for a settle that comes after all (a relay that outlived its
+-- hold, or its journal replayed): charged as far as the balance has room then, never below zero.
+redis.call('HSET', KEYS[1], 'amt', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
-return tonumber(amt)
+-- 1, not the amount: a free request's hold of 0 is released too and must count as released.
+return 1
 """
 
 # Applies a ledger change made in SQL (top-up, refund, adjustment) to the live balance. When the
@@ -311,7 +298,9 @@ class Quota:
         released = 0
         for raw in self.redis.zrangebyscore(HOLDS_ZSET, "-inf", now, start=0, num=limit):
             rid = raw.decode() if isinstance(raw, bytes) else raw
-            if self._release(keys=[hold_key(rid), HOLDS_ZSET], args=[rid]):
+            named = self.redis.hmget(hold_key(rid), "acct", "akey", "w1", "w2", "w3")
+            scopes = [n.decode() if isinstance(n, bytes) else n for n in named if n is not None]
+            if self._release(keys=[hold_key(rid), HOLDS_ZSET, *scopes], args=[rid, LAPSED_HOLD_SECONDS]):
                 released += 1
         return released
 
@@ -351,7 +340,7 @@ class Quota:
         pipe = self.redis.pipeline(transaction=False)
         for name, spent in spent_by_window.items():
             pipe.hsetnx(name, "spent", spent)
-            pipe.expire(name, DAY_TTL_SECONDS if ":d:" in name else MONTH_TTL_SECONDS)
+            pipe.expire(name, DAY_TTL_SECONDS if is_day_window(name) else MONTH_TTL_SECONDS)
         pipe.execute()
 
     def open_holds(self) -> int:

@@ -11,7 +11,6 @@ import socket
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import hiredis
 from gevent.lock import BoundedSemaphore
@@ -19,7 +18,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from relay.metrics import COUNTERS
-from relay.sockets import send_all
+from relay.redis_connect import Address, RedisTarget, open_socket, parse
+from relay.sockets import peer_closed, send_all
+
+# Replies of a Redis that refuses every command for now: loading its data after a restart, or a
+# replica whose master is gone. redis-py raises its ConnectionError subclasses for them too.
+NOT_SERVING = ("LOADING", "MASTERDOWN")
 
 
 def encode(*parts: Any) -> bytes:
@@ -32,54 +36,80 @@ def encode(*parts: Any) -> bytes:
     return b"".join(out)
 
 
-Connection = tuple[socket.socket, Any]  # the socket and its hiredis reader
+Connection = tuple[socket.socket, Any, int]  # the socket, its hiredis reader, the pool's generation
 
 
 class RespPool:
-    """Connections to one Redis (redis://, unix://), each with its own hiredis reader."""
+    """Connections to one Redis (any URL relay/redis_connect.py reads: TCP, TLS, a unix socket, or the
+    master of a Sentinel-monitored service), each with its own hiredis reader."""
 
     def __init__(self, url: str, size: int = 64, timeout: float = 10.0):
         self.url = url
         self.size = size
         self.timeout = timeout
+        self.target = parse(url)
         self.idle: deque[Connection] = deque()
         # At most `size` connections in use: callers beyond that wait their turn instead of opening
         # (and closing) a connection each. gevent's own semaphore: the patched threading one costs
         # a Condition and two lock operations per acquire.
         self.slots = BoundedSemaphore(size)
-        parts = urlsplit(url)
-        self.unix = parts.path if parts.scheme == "unix" else None
-        self.address = None if self.unix else (parts.hostname or "127.0.0.1", parts.port or 6379)
-        self.db = (int(parts.path.strip("/") or 0) if parts.scheme != "unix"
-                   else int(dict(q.split("=") for q in parts.query.split("&") if "=" in q).get("db", 0)))
-        self.password = unquote(parts.password) if parts.password else None
-        self.username = unquote(parts.username) if parts.username else None
+        # Under Sentinel: the master the sentinels last named (None: ask them), and a generation that
+        # changes when it does, so connections to the old one are closed instead of pooled again.
+        self.master: Address | None = None
+        self.generation = 0
+
+    def _address(self) -> Address | None:
+        if not self.target.sentinel:
+            return None
+        if self.master is None:
+            self.master = master_address(self.target, self.timeout)
+        return self.master
+
+    def forget_master(self) -> None:
+        """The master failed us (gone, or demoted): ask the sentinels again, drop pooled connections."""
+        self.master = None
+        self.generation += 1
+        while self.idle:
+            try:
+                self.idle.pop()[0].close()
+            except OSError:
+                pass
 
     def _connect(self) -> Connection:
         try:
-            if self.unix:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self.timeout)
-                sock.connect(self.unix)
-            else:
-                sock = socket.create_connection(self.address, timeout=self.timeout)  # type: ignore[arg-type]  # set when unix is not
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = open_socket(self.target, self._address(), self.timeout)
         except OSError as error:
+            if self.target.sentinel:
+                self.forget_master()
             raise RedisConnectionError(f"cannot connect to Redis: {error}") from None
-        conn = (sock, hiredis.Reader())
+        conn = (sock, hiredis.Reader(), self.generation)
         setup = []
-        if self.password:
-            setup.append(encode("AUTH", self.username, self.password) if self.username else encode("AUTH", self.password))
-        if self.db:
-            setup.append(encode("SELECT", self.db))
-        for command in setup:
-            reply = self._round_trip(conn, command)
-            if isinstance(reply, hiredis.ReplyError):
-                raise ResponseError(str(reply))
+        target = self.target
+        if target.password:
+            setup.append(encode("AUTH", target.username, target.password) if target.username else encode("AUTH", target.password))
+        if target.db:
+            setup.append(encode("SELECT", target.db))
+        if target.sentinel:
+            setup.append(encode("ROLE"))  # a sentinel's answer may be stale: the node must say it is the master
+        try:
+            for command in setup:
+                reply = self._round_trip(conn, command)
+                if isinstance(reply, hiredis.ReplyError):
+                    raise ResponseError(str(reply))
+        except (OSError, ResponseError) as error:
+            sock.close()
+            if target.sentinel:
+                self.forget_master()
+            raise RedisConnectionError(f"cannot set up the Redis connection: {error}") from None
+        if target.sentinel and reply[0] != b"master":
+            sock.close()
+            named = self.master
+            self.forget_master()
+            raise RedisConnectionError(f"{named} is not the master of {target.service} (yet: a failover is under way)")
         return conn
 
     def _round_trip(self, conn: Connection, payload: bytes) -> Any:
-        sock, reader = conn
+        sock, reader, _ = conn
         send_all(sock, payload)
         while True:
             reply = reader.gets()
@@ -93,18 +123,86 @@ class RespPool:
     def execute(self, payload: bytes) -> Any:
         """Send one encoded command and return its reply (a ReplyError is returned, not raised)."""
         with self.slots:
-            conn = self.idle.pop() if self.idle else self._connect()
-            COUNTERS.redis_round_trips += 1
-            try:
-                reply = self._round_trip(conn, payload)
-            except OSError as error:
-                try:
-                    conn[0].close()
-                except OSError:
-                    pass
-                raise RedisConnectionError(f"Redis connection lost: {error}") from None
-            self.idle.append(conn)
+            reply = self._execute(payload)
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("READONLY") and self.target.sentinel:
+                # The node was demoted in a failover; a write it refuses has not happened, so it is
+                # sent again to the master the sentinels name now.
+                self.forget_master()
+                reply = self._execute(payload)
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(NOT_SERVING):
+                # Nothing ran: to the caller this is a Redis that is not there yet (503, the settle journaled).
+                raise RedisConnectionError(f"Redis is not serving yet: {reply}")
             return reply
+
+    def _pooled(self) -> Connection:
+        if not self.target.sentinel:
+            return self.idle.pop() if self.idle else self._connect()
+        # A sentinel's failover closes every client of the demoted master. A command sent on such a
+        # connection may have been lost or run, nobody can tell; so each pooled connection is first
+        # checked (one non-blocking peek) and a closed one means: ask the sentinels again.
+        while self.idle:
+            conn = self.idle.pop()
+            if not peer_closed(conn[0]):
+                return conn
+            conn[0].close()
+            self.forget_master()
+        return self._connect()
+
+    def _execute(self, payload: bytes) -> Any:
+        conn = self._pooled()
+        COUNTERS.redis_round_trips += 1
+        try:
+            reply = self._round_trip(conn, payload)
+        except OSError as error:
+            try:
+                conn[0].close()
+            except OSError:
+                pass
+            if self.target.sentinel:
+                self.forget_master()
+            raise RedisConnectionError(f"Redis connection lost: {error}") from None
+        if conn[2] == self.generation:
+            self.idle.append(conn)
+        else:
+            conn[0].close()
+        return reply
+
+
+def master_address(target: RedisTarget, timeout: float) -> Address:
+    """The master's address as the first sentinel that answers names it."""
+    errors = []
+    for address in target.sentinels:
+        try:
+            sock = open_socket(RedisTarget(host=address[0], port=address[1], tls=target.tls), None, timeout)
+        except OSError as error:
+            errors.append(f"{address[0]}:{address[1]}: {error}")
+            continue
+        try:
+            reader = hiredis.Reader()
+            commands = []
+            if target.sentinel_password:
+                commands.append(encode("AUTH", *([target.sentinel_username] if target.sentinel_username else []), target.sentinel_password))
+            commands.append(encode("SENTINEL", "get-master-addr-by-name", target.service))
+            send_all(sock, b"".join(commands))
+            replies: list[Any] = []
+            while len(replies) < len(commands):
+                reply = reader.gets()
+                if reply is False:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise ConnectionResetError("the sentinel closed the connection")
+                    reader.feed(data)
+                else:
+                    replies.append(reply)
+            found = replies[-1]
+            if isinstance(found, list) and len(found) == 2:
+                return found[0].decode(), int(found[1])
+            errors.append(f"{address[0]}:{address[1]}: {found!r}")
+        except OSError as error:
+            errors.append(f"{address[0]}:{address[1]}: {error}")
+        finally:
+            sock.close()
+    raise RedisConnectionError(f"no sentinel named a master for {target.service}: {'; '.join(errors)}")
 
 
 class Script:
@@ -113,7 +211,7 @@ class Script:
     def __init__(self, pool: RespPool, text: str):
         self.pool = pool
         self.text = text
-        self.sha = hashlib.sha1(text.encode()).hexdigest()
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()  # the name Redis gives a script
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         reply = self.pool.execute(encode("EVALSHA", self.sha, len(keys), *keys, *args))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from relay.adapters import Target, adapter_for
 from relay.adapters.base import Adapter, Operation
 from relay.admission import Admission, Gate
+from relay.attempt import Attempted, Routed, Unanswered
+from relay.channel_stats import STATS
 from relay.context import RequestContext, Response
 from relay.errors import RelayError, UpstreamError, upstream_failure
 from relay.health import Effect, Outcome, effect_of, outcome_of, retryable
@@ -23,10 +25,8 @@ from relay.settings import Timeouts
 from relay.snapshot import ChannelView
 from relay.upstream import timeouts_for
 
-if TYPE_CHECKING:
-    from relay.billing import Settlement
-
-Attempt = Callable[[Adapter, Target], "Response | UpstreamError"]
+Attempt = Callable[[Adapter, Target], Attempted]
+BLAMED = (Effect.FAILURE, Effect.COOLDOWN, Effect.DEAD_KEY)  # effects that count in a channel's error rate
 
 
 class RetryBudget:
@@ -50,13 +50,14 @@ class RetryBudget:
     def end_request(self) -> None:
         self.requests = max(0, self.requests - 1)
 
-    def try_retry(self) -> bool:
+    def try_retry(self) -> str | None:
+        """A ticket for one retry (given back with `end_retry`), or None when the budget is spent."""
         if self.retries >= max(self.minimum, self.requests * self.percent / 100):
-            return False
+            return None
         self.retries += 1
-        return True
+        return "local"
 
-    def end_retry(self) -> None:
+    def end_retry(self, ticket: str | None = None) -> None:
         self.retries = max(0, self.retries - 1)
 
 
@@ -75,9 +76,13 @@ def note_skips(ctx: RequestContext, skips: Iterable[tuple[Route, str]]) -> None:
         ctx.note(step="skip", channel=route.channel.id, key=route.key.id, why=why)
 
 
-def remaining_routes(plan: Plan, tried: list[Any], failed_channels: set[int]) -> list[Route]:
-    """Routes not tried yet; those on a channel that just failed as a whole go last."""
-    untried = [r for r in plan.routes if r.ids not in tried]
+def remaining_routes(plan: Plan, tried: list[Any], failed_channels: set[int], attempted: set[tuple[int, int, str]] | None = None) -> list[Route]:
+    """Routes not tried yet; those on a channel that just failed as a whole go last. With
+    `attempted` (route attempt keys), a key tried for one model may still serve the next model."""
+    if attempted is not None:
+        untried = [r for r in plan.routes if r.attempt_key not in attempted]
+    else:
+        untried = [r for r in plan.routes if r.ids not in tried]
     return [r for r in untried if r.channel.id not in failed_channels] + [r for r in untried if r.channel.id in failed_channels]
 
 
@@ -89,45 +94,48 @@ class Router:
         self.deadline_seconds = deadline_seconds
         self.budget = budget
 
-    def run(self, ctx: RequestContext, admission: Admission, settlement: Settlement, attempt: Attempt) -> Response:
-        """Attempts until a response, or raises the caller-facing error (nothing is sent yet)."""
-        deadline = ctx.started_mono + self.deadline_seconds
+    def run(self, ctx: RequestContext, admission: Admission, attempt: Attempt) -> Routed:
+        """Attempts until one answers, or `Unanswered` with the caller-facing error (nothing is sent
+        yet). Settling is not the router's: it hands its result to the request's charge."""
+        # Time spent waiting in the capacity queue is not the upstream's: the deadline starts after it.
+        deadline = ctx.started_mono + ctx.queued_ms / 1000 + self.deadline_seconds
         failed_channels: set[int] = set()
-        retrying = False  # a retry counts against the budget until its attempt is over
+        retrying: str | None = None  # a retry's ticket: it counts against the budget until its attempt is over
         note_skips(ctx, admission.skips)
         try:
             while True:
                 route = admission.route
                 ctx.note(step="pick", channel=route.channel.id, key=route.key.id, panic=admission.panic or None)
                 outcome = self._attempt(ctx, route, attempt, deadline, len(admission.tried))
-                if retrying:
-                    self.budget.end_retry()
-                    retrying = False
-                if isinstance(outcome, Response):
+                if retrying is not None:
+                    self.budget.end_retry(retrying)
+                    retrying = None
+                if not isinstance(outcome, UpstreamError):
                     return outcome
                 failed = outcome_of(route.channel.id, route.key.id, route.key.since, outcome)
                 stop = self._stop_reason(failed.effect, len(admission.tried), deadline)
                 # Every request may fail over once: the budget governs the retries after that, so a
                 # healthy alternative is always tried however busy the process is with retries.
                 first_retry = len(admission.tried) == 1
-                if stop is None and not first_retry and not self.budget.try_retry():
+                ticket = self.budget.try_retry() if stop is None and not first_retry else None
+                if stop is None and not first_retry and ticket is None:
                     stop = "retry budget exhausted"
                 if stop is not None:
                     ctx.note(step="stop", why=stop)
-                    settlement.pending = failed  # recorded in health by the settle script
-                    raise upstream_failure(outcome)
-                retrying = not first_retry
+                    return Unanswered(upstream_failure(outcome), failed)  # the settle script records it in health
+                retrying = ticket
                 if failed.effect in (Effect.FAILURE, Effect.MISROUTE):
                     failed_channels.add(route.channel.id)
-                nxt, _, record = self.gate.failover(admission, failed, remaining_routes(admission.plan, admission.tried, failed_channels))
+                nxt, _, record = self.gate.failover(admission, failed, remaining_routes(admission.plan, admission.tried, failed_channels,
+                                                                                        admission.attempted))
                 self._note_record(ctx, failed, record)
                 note_skips(ctx, admission.skips)
                 if nxt is None:
                     ctx.note(step="stop", why="no other usable route")
-                    raise upstream_failure(outcome)
+                    return Unanswered(upstream_failure(outcome), None)  # failover recorded it
         finally:
-            if retrying:
-                self.budget.end_retry()
+            if retrying is not None:
+                self.budget.end_retry(retrying)
 
     def run_unbilled(self, ctx: RequestContext, plan: Plan, attempt: Attempt) -> Response:
         """A free metadata call (count_tokens): the plan's routes in order, no hold, limits or health."""
@@ -135,8 +143,8 @@ class Router:
         outcome: UpstreamError | None = None  # the last failure
         for number, route in enumerate(plan.routes[: self.max_attempts], start=1):
             result = self._attempt(ctx, route, attempt, deadline, number)
-            if isinstance(result, Response):
-                return result
+            if not isinstance(result, UpstreamError):
+                return result.response
             outcome = result
             if not retryable(effect_of(outcome.kind)) or time.monotonic() >= deadline:
                 break
@@ -153,21 +161,29 @@ class Router:
             return "deadline passed"
         return None
 
-    def _attempt(self, ctx: RequestContext, route: Route, attempt: Attempt, deadline: float, number: int) -> Response | UpstreamError:
+    def _attempt(self, ctx: RequestContext, route: Route, attempt: Attempt, deadline: float, number: int) -> Attempted:
         adapter = adapter_for(route.channel.type)
         ctx.channel_id, ctx.channel_key_id, ctx.upstream_model = route.channel.id, route.key.id, route.upstream_model
-        ctx.timeouts = timeouts_for(route.channel, self.defaults).within(deadline - time.monotonic())
-        # Noted before the call: a non-streamed success settles (and logs) inside it, and the
-        # settlement fills in the status of an attempt still open (relay/billing.py).
+        if route.model and route.model != ctx.model:  # a fallback model: the request is now this model's
+            ctx.model = route.model
+        # The channel's own time limits, none beyond the request's deadline, travel with the target.
+        timeouts = timeouts_for(route.channel, self.defaults).within(deadline - time.monotonic())
+        # Noted before the call: a request that ends inside it (an error raised out of the attempt)
+        # is settled with this attempt still open, and the settle closes it (relay/billing.py).
         entry = {"step": "attempt", "n": number, "channel": route.channel.id, "key": route.key.id}
         ctx.note(**entry)
         entry = ctx.trace[-1]
         started = time.monotonic()
-        outcome = attempt(adapter, Target(route.channel, route.key, route.upstream_model))
-        entry["ms"] = int((time.monotonic() - started) * 1000)
+        outcome = attempt(adapter, Target(route.channel, route.key, route.upstream_model, timeouts))
+        entry["ms"] = ms = int((time.monotonic() - started) * 1000)
         entry["status"] = outcome.status
-        if not isinstance(outcome, Response):
-            entry.update(kind=outcome.kind.value, effect=effect_of(outcome.kind).value, error=outcome.message[:200])
+        if isinstance(outcome, UpstreamError):
+            effect = effect_of(outcome.kind)
+            entry.update(kind=outcome.kind.value, effect=effect.value, error=outcome.message[:200])
+            if effect in BLAMED:
+                STATS.failed(route.channel.id)
+        else:
+            STATS.answered(route.channel.id, ms)  # a stream is primed with its first output: this is its time to it
         return outcome
 
     @staticmethod

@@ -6,6 +6,7 @@ by the process entry point (the `switchboard relay` / `up` commands do it first 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from relay import openapi
 from relay.billing import REDIS_DOWN, usage_event
 from relay.cipher import Cipher
 from relay.config_store import SnapshotHolder
@@ -25,11 +27,14 @@ from relay.endpoints import ENDPOINTS, GEMINI_ACTIONS
 from relay.endpoints.generate import gemini_route, is_gemini_path, list_models
 from relay.errors import ANTHROPIC, GEMINI, OPENAI, RelayError
 from relay.key_cache import CacheLimits
+from relay.logs import REQUEST_ID
 from relay.metrics import COUNTERS, counting_redis
+from relay.ops_http import CONTENT_TYPE, MetricsAccess, exposition, readiness
 from relay.pipeline import Pipeline
 from relay.quota import Quota
 from relay.resp import RespPool, Script
 from relay.settings import RelaySettings
+from relay.telemetry import TELEMETRY, flush_forever
 from relay.upstream import UpstreamClient
 
 if TYPE_CHECKING:
@@ -99,7 +104,7 @@ def redis_unavailable() -> RelayError:
     """Nothing can be held or settled without Redis: the request is refused before it costs anything.
     Callers are told to come back after a random 1-5 s so that they do not all return at once."""
     return RelayError(503, "service_unavailable", "The gateway is briefly unable to reach its datastore; retry shortly.",
-                      retry_after=random.uniform(1, 5), type="server_error")
+                      retry_after=random.uniform(1, 5), type="server_error")  # jitter, not a secret  # nosec B311
 
 
 def error_response(error: RelayError, request_id: str, error_format: str) -> Response:
@@ -118,10 +123,18 @@ class RelayApp:
         self.customer = CustomerApi(quota.redis, pipeline.authenticate)
         self.started = time.time()
         self.clients = ClientAddresses(settings.trusted_proxies)
+        self.metrics_access = MetricsAccess.from_env()
+        self.server: HttpServer | None = None  # set by `attach`: its in-flight count and whether it drains
+
+    def attach(self, server: HttpServer) -> None:
+        self.server = server
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         COUNTERS.requests += 1
         request_id = new_request_id()
+        # Every record logged while this greenlet answers the request carries its id (relay/logs.py);
+        # the next request on the connection replaces it.
+        REQUEST_ID.set(request_id)
         method: str = environ["REQUEST_METHOD"]
         path: str = environ.get("PATH_INFO") or "/"
         ctx = RequestContext(request_id=request_id, endpoint=path, client_ip=self.clients.of(environ))
@@ -159,7 +172,13 @@ class RelayApp:
             return self.customer.handle(ctx, environ, path, self.holder.current)
         if path in ("/healthz", "/v1/healthz"):
             return self.health()
-        if any(path == p for (_, p) in ENDPOINTS) or path == "/v1/models" or path in CUSTOMER_PATHS:
+        if path == "/readyz":
+            return self.ready()
+        if path == "/metrics" and method == "GET":
+            return self.metrics(ctx, environ)
+        if path == "/v1/openapi.json" and method == "GET":
+            return json_response(200, openapi.document_bytes())
+        if any(path == p for (_, p) in ENDPOINTS) or path in ("/v1/models", "/v1/openapi.json") or path in CUSTOMER_PATHS:
             raise RelayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
         raise RelayError(404, "unknown_url", f"Unknown request URL: {method} {path}.")
 
@@ -184,6 +203,40 @@ class RelayApp:
                 "requests": COUNTERS.requests, "redis_round_trips": COUNTERS.redis_round_trips,
                 "key_changes_seen": keys.seen or 0, "key_cache": {"entries": len(keys), **vars(keys.stats)}}
         return json_response(200, orjson.dumps(body))
+
+    def ready(self) -> Response:
+        """Whether this process should be sent traffic: Redis answers, its snapshot is loaded and
+        confirmed current recently, and it is not draining. 503 names what failed."""
+        status, body = readiness(self.ready_checks())
+        return json_response(status, orjson.dumps(body))
+
+    def ready_checks(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            self.quota.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as error:
+            checks["redis"] = f"unreachable: {type(error).__name__}"
+        limit = self.settings.ready_snapshot_max_age
+        checked = self.holder.checked_at
+        if not self.holder.current.version:
+            checks["snapshot"] = "none loaded"
+        elif time.time() - checked > limit:
+            checks["snapshot"] = f"stale: last confirmed current {time.time() - checked:.0f} s ago (limit {limit:g} s)"
+        else:
+            checks["snapshot"] = "ok"
+        checks["accepting"] = "draining" if self.server is not None and self.server.draining else "ok"
+        return checks
+
+    def metrics(self, ctx: RequestContext, environ: WSGIEnvironment) -> Response:
+        if not self.metrics_access.allows(environ.get("HTTP_AUTHORIZATION"), ctx.client_ip):
+            raise RelayError(404, "unknown_url", "Unknown request URL: GET /metrics.")
+        self.flush_metrics()  # this process's latest; the others' are at most a flush interval old
+        body = exposition(multiprocess=bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")), extra=lambda: RedisState(self.quota))
+        return Response(200, [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))], [body])
+
+    def flush_metrics(self) -> None:
+        TELEMETRY.flush(self.holder.current, self.server.in_flight if self.server is not None else None, self.holder.checked_at)
 
     def _log_refusal(self, ctx: RequestContext, error: RelayError) -> None:
         """Refusals after the key was known are logged without a charge (held requests log themselves)."""
@@ -229,13 +282,49 @@ def build_relay(settings: RelaySettings, redis: Redis[bytes] | None = None) -> R
     return RelayApp(settings, holder, pipeline, quota)
 
 
-def start_follower(app: RelayApp) -> Greenlet:
-    """The process's background work: follow the published snapshot, replay journaled settles."""
+class RedisState:
+    """Gauges read from Redis when scraped: the fleet's, so any process gives the same answer."""
+
+    def __init__(self, quota: Quota) -> None:
+        self.quota = quota
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        up = GaugeMetricFamily("switchboard_relay_redis_up", "Whether Redis answered this scrape")
+        try:
+            holds = self.quota.open_holds()
+        except Exception:
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        return [up, GaugeMetricFamily("switchboard_holds_open", "Holds open in Redis (requests in flight on every relay, and any a dead relay left)",
+                                      value=holds)]
+
+
+class Background:
+    """A relay process's background greenlets. A process that stops them before it lets go of Redis
+    (`up`, which then shuts down its embedded Redis) is not told by them that Redis went away."""
+
+    def __init__(self, holder: SnapshotHolder, greenlets: list[Greenlet]) -> None:
+        self.holder = holder
+        self.greenlets = greenlets
+
+    def stop(self, timeout: float = 5.0) -> None:
+        import gevent
+
+        self.holder.following = False
+        gevent.killall(self.greenlets, block=True, timeout=timeout)
+
+
+def start_follower(app: RelayApp) -> Background:
+    """The process's background work: follow the published snapshot, replay journaled settles,
+    write metrics (relay/telemetry.py)."""
     import gevent
 
     app.holder.refresh()
-    gevent.spawn(replay_journals, app.pipeline)
-    return gevent.spawn(app.holder.follow)
+    return Background(app.holder, [gevent.spawn(replay_journals, app.pipeline), gevent.spawn(flush_forever, app.flush_metrics),
+                                   gevent.spawn(app.holder.follow)])
 
 
 JOURNAL_RETRY_SECONDS = 5.0
@@ -250,11 +339,11 @@ def replay_journals(pipeline: Pipeline, once: bool = False) -> None:
     while True:
         try:
             if orphans:
-                done = pipeline.journal.replay_orphans(pipeline.replayer)
+                done = pipeline.charges.replay_orphans()
                 orphans = False
                 if done:
                     log.warning("replayed %d settles from the journals of stopped relay processes", done)
-            done = pipeline.journal.replay_own(pipeline.replayer)
+            done = pipeline.charges.replay_own()
             if done:
                 log.warning("replayed %d journaled settles", done)
         except Exception as error:  # Redis still away: try again shortly

@@ -12,6 +12,7 @@ from relay.edge import EdgeLimits
 from relay.health import HealthPolicy
 
 DEFAULT_INSTANCE = "instance"
+EVERY_INTERFACE = "0.0.0.0"  # the relay is the public API; the consoles default to 127.0.0.1  # nosec B104
 
 
 def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
@@ -72,7 +73,7 @@ class RelaySettings:
     redis_url: str
     encryption_key: str | None
     instance_dir: Path = Path(DEFAULT_INSTANCE)
-    host: str = "0.0.0.0"
+    host: str = EVERY_INTERFACE
     port: int = 8001
     max_body_bytes: int = 32 * 1024 * 1024
     # Output tokens reserved when a request names no max_tokens and its model no cap.
@@ -93,6 +94,7 @@ class RelaySettings:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     retry_budget_percent: float = 20.0
     retry_budget_min: int = 3
+    retry_budget_shared: bool = True  # one budget for every relay process, through Redis (relay/retry_budget.py)
     # What the HTTP server allows a client (relay/edge.py), and the proxies whose forwarding
     # headers name the client (relay/client_ip.py).
     edge: EdgeLimits = field(default_factory=EdgeLimits)
@@ -112,6 +114,13 @@ class RelaySettings:
     key_cache_ttl: float = 60.0
     key_negative_cache_size: int = 10_000
     key_negative_cache_ttl: float = 10.0
+    # SIGTERM: how long requests and streams in flight may take to finish before they are cut.
+    drain_seconds: float = 30.0
+    # /readyz fails when the snapshot was last confirmed current longer ago than this.
+    ready_snapshot_max_age: float = 30.0
+    # Prompt-cache affinity (relay/affinity.py): how long a conversation stays pinned to the channel
+    # key that served it after its last turn; 0 turns affinity off.
+    affinity_ttl_seconds: int = 600
 
     @property
     def hold_seconds(self) -> float:
@@ -132,7 +141,7 @@ class RelaySettings:
             redis_url=env.get("REDIS_URL", ""),
             encryption_key=read_secret("encryption.key", "SWITCHBOARD_ENCRYPTION_KEY", instance, env),
             instance_dir=instance,
-            host=env.get("SWITCHBOARD_RELAY_HOST", "0.0.0.0"),
+            host=env.get("SWITCHBOARD_RELAY_HOST", EVERY_INTERFACE),
             port=env_int("SWITCHBOARD_RELAY_PORT", 8001, env),
             max_body_bytes=env_int("SWITCHBOARD_MAX_BODY_BYTES", 32 * 1024 * 1024, env),
             default_hold_output_tokens=env_int("SWITCHBOARD_DEFAULT_HOLD_OUTPUT_TOKENS", 4096, env),
@@ -156,6 +165,7 @@ class RelaySettings:
             ),
             retry_budget_percent=env_float("SWITCHBOARD_RETRY_BUDGET_PERCENT", 20.0, env),
             retry_budget_min=env_int("SWITCHBOARD_RETRY_BUDGET_MIN", 3, env),
+            retry_budget_shared=env.get("SWITCHBOARD_RETRY_BUDGET_SHARED", "1").strip().lower() not in ("0", "false", "no", "off"),
             edge=EdgeLimits(
                 header_timeout=env_float("SWITCHBOARD_HTTP_HEADER_TIMEOUT", 10.0, env),
                 idle_timeout=env_float("SWITCHBOARD_HTTP_IDLE_TIMEOUT", 75.0, env),
@@ -178,6 +188,9 @@ class RelaySettings:
             key_cache_ttl=env_float("SWITCHBOARD_KEY_CACHE_TTL", 60.0, env),
             key_negative_cache_size=env_int("SWITCHBOARD_KEY_NEGATIVE_CACHE_SIZE", 10_000, env),
             key_negative_cache_ttl=env_float("SWITCHBOARD_KEY_NEGATIVE_CACHE_TTL", 10.0, env),
+            drain_seconds=env_float("SWITCHBOARD_DRAIN_SECONDS", 30.0, env),
+            ready_snapshot_max_age=env_float("SWITCHBOARD_READY_SNAPSHOT_MAX_AGE", 30.0, env),
+            affinity_ttl_seconds=env_int("SWITCHBOARD_AFFINITY_TTL_SECONDS", 600, env),
         )
         values.update(overrides)
         return cls(**values)

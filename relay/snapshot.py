@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from relay.channel_config import NO_CONFIG, ChannelConfig, load_config
 from relay.pricing import Price
 
 if TYPE_CHECKING:
@@ -62,6 +63,10 @@ class GroupView:
     rpm: int | None = None
     tpm: int | None = None
     concurrency: int | None = None
+    # The capacity queue (relay/capacity_queue.py): seconds a request waits when every route of its
+    # model is full (0: 429 at once), and the group's rank among waiting requests (higher first).
+    queue_seconds: int = 10
+    priority: int = 0
 
     def allows(self, model: str) -> bool:
         return not self.model_patterns or any(fnmatch.fnmatchcase(model, p) for p in self.model_patterns)
@@ -93,9 +98,11 @@ class ChannelView:
     priority: int = 0
     weight: int = 1
     status: str = Status.ENABLED
-    config: dict[str, Any] = field(default_factory=dict)  # type-specific settings (api_version, timeouts, …)
+    config: ChannelConfig = NO_CONFIG  # type-specific settings, typed (relay/channel_config.py)
     limits: Limits = NO_LIMITS  # upstream capacity of the whole channel
     key_limits: Limits = NO_LIMITS  # upstream capacity of each of its keys
+    tag: str | None = None  # the operator's label; callers may name it when `config.public` is set
+    cost_bp: int | None = None  # what the upstream charges us, basis points of list price (None: list)
 
     def serves(self, model: str) -> bool:
         return model in self.models or model in self.model_map
@@ -109,6 +116,27 @@ class ChannelView:
     @property
     def public_models(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*self.models, *self.model_map)))
+
+
+SELECTION_STRATEGIES = ("priority", "latency", "cost")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """The operator's routing of one public model name: how its channels are chosen inside a
+    priority tier (`strategy`), and, for an alias, the models it stands for, tried in order."""
+
+    model: str
+    strategy: str = "priority"  # one of SELECTION_STRATEGIES
+    targets: tuple[str, ...] = ()  # non-empty: the name is an alias for these models
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"model": self.model, "strategy": self.strategy, "targets": list(self.targets)}
+
+    @classmethod
+    def from_payload(cls, raw: dict[str, Any]) -> ModelRoute:
+        strategy = raw.get("strategy") or "priority"
+        return cls(raw["model"], strategy if strategy in SELECTION_STRATEGIES else "priority", tuple(raw.get("targets") or ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +172,7 @@ class Snapshot:
     channels: tuple[ChannelView, ...]
     bans: Bans
     built_at: float = 0.0
+    model_routes: dict[str, ModelRoute] = field(default_factory=dict)  # public name → the operator's routing
     # "__served__" → frozenset of model names; (group, model) → tuple of ChannelView
     _routes: dict[str | tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
@@ -187,20 +216,57 @@ class Snapshot:
             self._routes[cache_key] = found
         return found
 
+    def alias_targets(self, model: str) -> tuple[str, ...]:
+        """The models an operator's alias stands for; () when `model` is no alias."""
+        found = self.model_routes.get(model)
+        return found.targets if found is not None else ()
+
+    def strategy_of(self, model: str) -> str:
+        found = self.model_routes.get(model)
+        return found.strategy if found is not None else "priority"
+
+    def public_providers(self) -> dict[str, frozenset[int]]:
+        """What a caller may name in `provider.order/only/ignore`: the name and tag of every channel
+        the operator made public (`config.public`), lower-cased, each with the channels it means."""
+        found: dict[str, frozenset[int]] | None = self._routes.get("__providers__")
+        if found is None:
+            names: dict[str, set[int]] = {}
+            for c in self.channels:
+                if c.config.public:
+                    for name in (c.name, c.tag):
+                        if name:
+                            names.setdefault(name.lower(), set()).add(c.id)
+            found = {name: frozenset(ids) for name, ids in names.items()}
+            self._routes["__providers__"] = found
+        return found
+
+    def providers_for(self, group: str, model: str) -> list[str]:
+        """What a caller of `group` may name in `provider.order/only/ignore` for `model` (for an
+        alias: for any model it stands for): public channels' names and tags, in route order."""
+        names: list[str] = []
+        for target in self.alias_targets(model) or (model,):
+            for c in self.channels_for(group, target):
+                if c.config.public:
+                    names += [n.lower() for n in (c.name, c.tag) if n and n.lower() not in names]
+        return names
+
     def models_for_key(self, key: KeyView, now: float | None = None) -> list[str]:
         """Every model this key may call: served, priced, open to its group, on its allow-list."""
         now = time.time() if now is None else now
         group = self.groups.get(key.group)
         if group is None:
             return []
-        return sorted(
+        usable = {
             m
             for m in self.served_models()
             if group.allows(m)
             and key.allows_model(m)
             and self.price_at(m, now) is not None
             and self.channels_for(key.group, m)
-        )
+        }
+        # An alias is listed when one of the models it stands for is.
+        aliases = {name for name, r in self.model_routes.items() if r.targets and usable.intersection(r.targets)}
+        return sorted(usable | aliases)
 
     # --- serialisation -------------------------------------------------------------------------
     def to_payload(self, encrypt: Callable[[str], str]) -> dict[str, Any]:
@@ -215,6 +281,8 @@ class Snapshot:
                     "rpm": g.rpm,
                     "tpm": g.tpm,
                     "concurrency": g.concurrency,
+                    "queue_seconds": g.queue_seconds,
+                    "priority": g.priority,
                 }
                 for g in self.groups.values()
             ],
@@ -231,9 +299,11 @@ class Snapshot:
                     "priority": c.priority,
                     "weight": c.weight,
                     "status": c.status,
-                    "config": c.config,
+                    "config": c.config.to_payload(),
                     "limits": c.limits.to_payload(),
                     "key_limits": c.key_limits.to_payload(),
+                    "tag": c.tag,
+                    "cost_bp": c.cost_bp,
                     "keys": [{"id": k.id, "secret": encrypt(k.secret), "status": k.status, "since": k.since} for k in c.keys],
                 }
                 for c in self.channels
@@ -242,6 +312,7 @@ class Snapshot:
                 {"kind": b.kind, "subject": b.subject, "expires_at": b.expires_at}
                 for _, b in self.bans.networks
             ],
+            "model_routes": [r.to_payload() for r in self.model_routes.values()],
         }
 
     @classmethod
@@ -254,6 +325,8 @@ class Snapshot:
                 rpm=g["rpm"],
                 tpm=g["tpm"],
                 concurrency=g["concurrency"],
+                queue_seconds=g.get("queue_seconds", 10),
+                priority=g.get("priority", 0),
             )
             for g in payload["groups"]
         }
@@ -274,9 +347,11 @@ class Snapshot:
                     priority=c["priority"],
                     weight=c["weight"],
                     status=c["status"],
-                    config=dict(c["config"]),
+                    config=load_config(c["type"], c.get("config")),
                     limits=Limits.from_payload(c.get("limits")),
                     key_limits=Limits.from_payload(c.get("key_limits")),
+                    tag=c.get("tag"),
+                    cost_bp=c.get("cost_bp"),
                     keys=tuple(
                         ChannelKeyView(id=k["id"], secret=decrypt(k["secret"]), status=k["status"], since=k.get("since", 0.0))
                         for k in c["keys"]
@@ -285,6 +360,7 @@ class Snapshot:
                 for c in payload["channels"]
             ),
             bans=index_bans(BanView(**b) for b in payload["bans"]),
+            model_routes={r["model"]: ModelRoute.from_payload(r) for r in payload.get("model_routes", ())},
         )
 
 

@@ -1,18 +1,19 @@
-"""Passing an upstream SSE stream to the caller as it arrives, and settling when it ends.
+"""Passing an upstream SSE stream to the caller as it arrives, and telling how it ended.
 
 `StreamBody` is the WSGI response iterable; the relay's own server asks it to `write_to` the caller's
 socket instead, which pumps the upstream from the event loop (relay/pump.py). The server calls
-`close()` whether the stream finished or the caller went away; either way the request is settled
-exactly once, for what was delivered.
+`close()` whether the stream finished or the caller went away. Either way the body calls its one end
+hook exactly once with a `StreamEnd` (the upstream's usage, the output delivered, how it ended); the
+request's charge (relay/billing.py) is that hook and settles from it. The body settles nothing.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 from relay import charges
-from relay.billing import Settlement
 from relay.context import SSE_HEADERS, RequestContext
 from relay.errors import OPENAI, ErrorKind, RelayError, UpstreamError
 from relay.pricing import Usage
@@ -22,23 +23,40 @@ from relay.sockets import peer_closed, send_all
 from relay.sse import StreamDecoder, StreamEvent
 from relay.upstream import UpstreamCallFailed, UpstreamResponse
 
+if TYPE_CHECKING:
+    from relay.attempt import Terms
+
+COMPLETE, FAILED, CALLER_GONE = 200, 502, 499  # how a stream ends, as its status
+
 
 def stream_error(error: UpstreamError) -> RelayError:
     return RelayError(502, "upstream_stream_interrupted", f"The upstream stream failed mid-way: {error.message}")
 
 
-def _nothing() -> None:
-    return None
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """How a stream ended, told once to its end hook."""
+
+    usage: Usage | None  # the upstream's report, when it came
+    delivered: int  # output tokens (counted locally) whose bytes the caller's socket took
+    status: int  # COMPLETE (the answer reached the caller whole), FAILED (the upstream broke it), CALLER_GONE
+    error_code: str | None = None
+    failure: UpstreamError | None = None  # the upstream's fault, which counts against its channel
+
+
+EndHook = Callable[[StreamEnd], None]
 
 
 class StreamBody:
-    def __init__(self, ctx: RequestContext, decoder: StreamDecoder, response: UpstreamResponse, settlement: Settlement, timeouts: Timeouts,
+    def __init__(self, ctx: RequestContext, decoder: StreamDecoder, response: UpstreamResponse, terms: Terms, timeouts: Timeouts,
                  error_format: str = OPENAI):
         self.ctx = ctx
         self.error_format = error_format  # a failure mid-stream is told in the caller's own event format
         self.decoder = decoder
         self.response = response
-        self.settlement = settlement
+        self.terms = terms  # the cost rides in the event that reports the usage
+        self.on_end: EndHook | None = None  # the request's charge, once it takes the stream
+        self.ended = False
         # The attempt's limits are already cut to what is left of the request's deadline.
         self.deadline = time.monotonic() + timeouts.total
         self.timeouts = timeouts
@@ -53,6 +71,17 @@ class StreamBody:
 
     def headers(self) -> list[tuple[str, str]]:
         return list(SSE_HEADERS)
+
+    def ends_with(self, hook: EndHook) -> None:
+        """`hook` is called once, when the stream ends (finished, broken, or left by the caller)."""
+        self.on_end = hook
+
+    def _finish(self, status: int, error_code: str | None = None, failure: UpstreamError | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.on_end is not None:
+            self.on_end(StreamEnd(self.usage, self.delivered, status, error_code, failure))
 
     def _absorb(self, event: StreamEvent) -> None:
         if event.usage is not None:
@@ -93,7 +122,7 @@ class StreamBody:
         if event.raw:
             raw = event.raw
             if (event.usage is not None or event.done) and self.usage is not None:  # the cost rides with the usage
-                raw = charges.annotate_event(raw, self.usage, self.settlement.price, self.settlement.multiplier_bp)
+                raw = charges.annotate_event(raw, self.usage, self.terms.price, self.terms.multiplier_bp)
             out.append((raw, event.output_tokens))
 
     def _drain(self, batch: list[Any]) -> bytes:
@@ -121,12 +150,12 @@ class StreamBody:
             self._take(event, batch)
         return self._drain(batch), None
 
-    def _end(self, error: UpstreamError | None) -> tuple[bytes, Callable[[], None]]:
-        """The last bytes of the body, and what is left to settle once they are on the caller's
-        socket. A clean end is charged as the upstream reported it, settled before the last write (the
-        caller that reads the end finds it charged); a failure, or a stream that stopped before its
-        end, is charged for what was delivered, so it settles after the last write, whose output
-        then counts."""
+    def _end(self, error: UpstreamError | None) -> tuple[bytes, UpstreamError | None]:
+        """The last bytes of the body, and the failure still to report once they are on the caller's
+        socket. A clean end is reported before the last write (it is charged as the upstream reported
+        it, and the caller that reads the end finds it charged); a failure, or a stream that stopped
+        before its end, is charged for what was delivered, so it is reported after the last write
+        (`_last_written`), whose output then counts."""
         if error is None:
             batch: list[Any] = []
             for event in self.decoder.finish():
@@ -134,11 +163,18 @@ class StreamBody:
             out = self._drain(batch)
             if not self.done and self.usage is None:
                 early = UpstreamError(ErrorKind.TRANSIENT, 200, "the upstream closed the stream early")
-                return out + self._failure_event(early), lambda: self._settle_failure(early)
+                return out + self._failure_event(early), early
             self._count_the_last_bytes()
-            self.settlement.succeed(self.usage, self.delivered)
-            return out, _nothing
-        return self._failure_event(error), lambda: self._settle_failure(error)
+            self._finish(COMPLETE)
+            return out, None
+        return self._failure_event(error), error
+
+    def _last_written(self, failure: UpstreamError | None) -> None:
+        """The body's last bytes are on the caller's socket: a failure ends the stream now."""
+        self._written()
+        if failure is not None:
+            # Charged for the input and the output the caller received; the error text is free.
+            self._finish(FAILED, stream_error(failure).code, failure)
 
     def _count_the_last_bytes(self) -> None:
         """Without the upstream's usage a clean end is billed from the relay's own count, which must
@@ -153,10 +189,9 @@ class StreamBody:
         yield self._drain(self.pending)
         self._written()
         if self.deferred is not None:
-            data, settle = self._end(self.deferred)
+            data, failure = self._end(self.deferred)
             yield data
-            self._written()
-            settle()
+            self._last_written(failure)
             return
         out, error = b"", None
         try:
@@ -172,10 +207,9 @@ class StreamBody:
                 out = b""
         except UpstreamCallFailed as failed:
             error = failed.error
-        data, settle = self._end(error)
+        data, failure = self._end(error)
         yield out + data
-        self._written()
-        settle()
+        self._last_written(failure)
 
     def write_to(self, sock: Any, head: bytes, frame: Callable[[bytes], bytes], last: bytes) -> None:
         """The whole response on the caller's socket, for relay/http_server.py: the head with the
@@ -187,10 +221,9 @@ class StreamBody:
             raise ConnectionResetError("the caller went away before the first byte")
         first = self._drain(self.pending)
         if self.deferred is not None:
-            data, settle = self._end(self.deferred)
+            data, failure = self._end(self.deferred)
             send_all(sock, head + frame(first + data) + last)
-            self._written()
-            settle()
+            self._last_written(failure)
             return
         send_all(sock, head + frame(first))
         self._written()
@@ -202,11 +235,10 @@ class StreamBody:
             raise ConnectionResetError("the caller went away mid-stream")
         if end.error is None:
             self.response.finish()
-        data, settle = self._end(end.error)
+        data, failure = self._end(end.error)
         tail = end.tail + data
         send_all(sock, (frame(tail) if tail else b"") + last)
-        self._written()
-        settle()
+        self._last_written(failure)
 
     def _failure_event(self, error: UpstreamError) -> bytes:
         """The error event that ends a stream the upstream broke (the upstream is let go at once)."""
@@ -214,19 +246,15 @@ class StreamBody:
         self.ctx.note(step="stream", result="upstream failed mid-stream", kind=error.kind.value, error=error.message[:200])
         return stream_error(error).sse_event(self.ctx.request_id, self.error_format)
 
-    def _settle_failure(self, error: UpstreamError) -> None:
-        # Charged for the input and the output the caller received; the error text is free.
-        self.settlement.partial(self.delivered, 502, stream_error(error).code, failure=error)
-
     def close(self) -> None:
         """Called by the server at the end, and when the caller disconnects mid-stream."""
-        if self.settlement.settled:
+        if self.ended:
             return
         self.response.abort()
         if self.final_delivered:
             # The caller had the final event and left before the upstream's last bytes (an SDK
             # stops reading at [DONE]): the answer was delivered whole and is charged as reported.
-            self.settlement.succeed(self.usage, self.delivered)
+            self._finish(COMPLETE)
             return
         self.ctx.note(step="stream", result="client disconnected")
-        self.settlement.partial(self.delivered, 499, "client_disconnected")
+        self._finish(CALLER_GONE, "client_disconnected")

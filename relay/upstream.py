@@ -18,19 +18,12 @@ from relay.snapshot import ChannelView
 
 from zlib import error as zlib_error  # noqa: E402  (a corrupt compressed body)
 
-_TIMEOUT_FIELDS = ("connect", "first_byte", "idle", "total")
-
-
 def timeouts_for(channel: ChannelView, defaults: Timeouts) -> Timeouts:
     """The channel's own time limits (`config.timeouts`, seconds) over the relay's defaults."""
-    own = channel.config.get("timeouts") if isinstance(channel.config, dict) else None
-    if not isinstance(own, dict):
+    own = channel.config.timeouts
+    if own is None:
         return defaults
-    given = {}
-    for name in _TIMEOUT_FIELDS:
-        value = own.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            given[name] = float(value)
+    given = own.given()
     return replace(defaults, **given) if given else defaults
 
 

@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 
-USAGE_STREAM = "sb:usage"
+from relay import redis_keys
+
+USAGE_STREAM = redis_keys.USAGE_STREAM
 USAGE_GROUP = "ingest"
 
 
@@ -44,6 +46,7 @@ class UsageEvent:
     unheld: bool = False
     latency_ms: int | None = None
     ttft_ms: int | None = None
+    queue_ms: int | None = None  # waited in the capacity queue before admission (relay/capacity_queue.py)
     client_ip: str | None = None
     trace: list[Any] = field(default_factory=list)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import sys
 
+from relay import redis_keys
+
 OK, FAILED, ATTENTION, BUSY = 0, 1, 3, 75
 
 
@@ -21,7 +23,7 @@ def locked(name: str, ttl: int = 600):
     app = process_app()
     with app.app_context():
         redis = app.extensions["switchboard"].redis
-        lock = redis.lock(f"sb:cron:{name}", timeout=ttl, blocking=False)
+        lock = redis.lock(redis_keys.cron_lock_key(name), timeout=ttl, blocking=False)
         if not lock.acquire():
             print(f"{name}: another run is in progress", file=sys.stderr)
             sys.exit(BUSY)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sys
 
-REPORTS_LOCK = "sb:lock:apply-reports"
+from relay import redis_keys
+
+REPORTS_LOCK = redis_keys.LOCK_APPLY_REPORTS
 
 
 def main() -> int:

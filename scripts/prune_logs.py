@@ -1,5 +1,6 @@
 """Cron: delete raw request logs past their retention (SWITCHBOARD_LOG_RETENTION_DAYS, default 90),
-in bounded batches. Rollups, ledger entries and refunds are kept.
+in bounded batches (on PostgreSQL: drop the month partitions past retention, after creating the
+months ahead). Rollups, ledger entries and refunds are kept.
 
     .venv/bin/python -m scripts.prune_logs [--days N]
 Exit 0 (prints how many were deleted); see scripts/_common.py.
@@ -17,9 +18,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.days is not None and args.days < 1:
         parser.error("--days must be at least 1")
-    from workers.maintenance import prune_request_logs
+    from workers.maintenance import ensure_log_partitions, prune_request_logs
 
     with locked("prune_logs", ttl=3_600):
+        ensure_log_partitions()
         deleted = prune_request_logs(args.days)
     print(f"deleted {deleted} request log(s) past retention")
     return OK

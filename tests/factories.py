@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 
-from controlplane.services import billing, channels, keys, prices, users
+from controlplane.services import billing, channels, groups, keys, prices, users
 from controlplane.services.base import Actor
 
 _seq = itertools.count(1)
@@ -27,6 +27,13 @@ def api_key(owner, **kwargs):
 def channel(base_url: str, models=("gpt-4o-mini",), keys_=("sk-upstream-1",), **kwargs):
     return channels.add_channel(ACTOR, name=kwargs.pop("name", f"channel-{next(_seq)}"), type=kwargs.pop("type", "openai"),
                                 base_url=base_url, keys=list(keys_), models=list(models), **kwargs)
+
+
+def group_queue(seconds: int, name: str | None = None, priority: int | None = None):
+    """Set a group's capacity queue (the default group unless named); 0 answers 429 at once."""
+    group = groups.group_by_name(name) if name else groups.default_group()
+    return groups.update_group(ACTOR, group, multiplier=f"{group.multiplier_bp / 10_000:g}", model_patterns=list(group.model_patterns or []),
+                               rpm=group.rpm, tpm=group.tpm, concurrency=group.concurrency, queue_seconds=seconds, priority=priority)
 
 
 def price(model: str = "gpt-4o-mini", input: str = "0.15", output: str = "0.60", **kwargs):

@@ -118,10 +118,19 @@ class Gateway:
         return self.cli("balance", "--user", email)
 
     def wait_for_balance(self, email: str, expected: int, timeout: float = 20) -> dict:
-        """The worker ingests usage every second; the settled balance follows within seconds."""
+        """The consumer ingests usage as it arrives; the settled balance follows within seconds. Each
+        look is a CLI process (about a second of imports), so it is taken once the usage stream is
+        empty (an event leaves it only once written to SQL), and again if an event was still on its way."""
+        import redis
+
+        from relay.usage import USAGE_STREAM
+
+        client = redis.Redis(unix_socket_path=str(self.instance / "redis" / "redis.sock"))
         deadline = time.time() + timeout
         seen = None
         while time.time() < deadline:
+            while client.xlen(USAGE_STREAM) and time.time() < deadline:
+                time.sleep(0.05)
             seen = self.balance(email)
             if seen["balance_micro_usd"] == expected:
                 return seen

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,6 +16,7 @@ import pytest
 REQUIRE = os.environ.get("SWITCHBOARD_TEST_REQUIRE_SERVICES") == "1"
 REDIS_BASE = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 POSTGRES_BASE = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SLOT_WAIT_SECONDS = 90.0  # under the per-test timeout (pyproject), which covers fixture setup
 
 
 def unavailable(what: str, error: Exception):
@@ -27,10 +29,25 @@ def unavailable(what: str, error: Exception):
 class RedisSlot:
     """An exclusive Redis database index (1–15) for this process."""
 
-    def __init__(self):
+    def __init__(self, wait: float = SLOT_WAIT_SECONDS):
         import redis
 
         self.fd = None
+        # Each pytest-xdist worker is a session of its own and takes a slot: when other runs hold all
+        # fifteen, wait for one to end rather than fail.
+        deadline = time.monotonic() + wait
+        while self.fd is None:
+            self._take()
+            if self.fd is None:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError("all Redis test databases are taken by other test runs")
+                time.sleep(0.5)
+        self.url = f"{REDIS_BASE.rstrip('/')}/{self.index}"
+        self.client = redis.Redis.from_url(self.url)
+        self.client.ping()
+        self.client.flushdb()
+
+    def _take(self) -> None:
         for index in range(1, 16):
             fd = os.open(f"/tmp/switchboard-test-redis-{index}.lock", os.O_RDWR | os.O_CREAT, 0o666)
             try:
@@ -39,13 +56,7 @@ class RedisSlot:
                 os.close(fd)
                 continue
             self.fd, self.index = fd, index
-            break
-        if self.fd is None:
-            raise RuntimeError("all Redis test databases are taken by other test runs")
-        self.url = f"{REDIS_BASE.rstrip('/')}/{self.index}"
-        self.client = redis.Redis.from_url(self.url)
-        self.client.ping()
-        self.client.flushdb()
+            return
 
     def release(self):
         try:

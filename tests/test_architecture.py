@@ -45,3 +45,50 @@ def test_every_channel_type_has_an_adapter_with_capabilities():
         adapter = REGISTRY[channel_type]
         assert adapter.info.type == channel_type
         assert adapter.info.capabilities, f"{channel_type} declares no capability"
+
+
+# A request's charge has one owner (relay/billing.py): nothing else in the relay settles a hold,
+# releases one, or writes or replays the settle journal. The primitives, by the name they are
+# called by: the gate's and the quota's settle scripts, the hold sweep, the ways a charge is
+# settled (a success, a partial stream, a failure), and the journal's own.
+SETTLE_PRIMITIVES = {"settle", "release_expired", "succeed", "partial", "fail", "_succeed", "_partial", "_fail"}
+JOURNAL_PRIMITIVES = {"append", "replay_own", "replay_orphans"}
+CHARGE_OWNER = "relay/billing.py"
+
+
+def _receiver_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Name):
+        return node.id
+    return None
+
+
+def settle_calls(path: Path) -> list[str]:
+    """The settle primitives `path` calls, as `receiver.name` at line N."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name, receiver = node.func.attr, _receiver_name(node.func.value)
+        if name in SETTLE_PRIMITIVES or (name in JOURNAL_PRIMITIVES and receiver == "journal"):
+            found.append(f"{receiver}.{name} at line {node.lineno}")
+    return found
+
+
+def test_only_the_charge_settles_releases_or_journals_a_hold():
+    callers = {str(path.relative_to(ROOT)): calls for path in sorted((ROOT / "relay").rglob("*.py")) if (calls := settle_calls(path))}
+    assert set(callers) == {CHARGE_OWNER}, callers
+
+
+def test_attempts_the_router_and_streams_do_not_know_the_charge():
+    """They return typed results (relay/attempt.py) and a stream calls its one end hook; only the
+    pipeline opens a charge (and the idempotency record reads how it ended)."""
+    importers = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "relay").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ImportFrom) and node.module == "relay.billing"
+        and {alias.name for alias in node.names} & {"Charge", "Charges"}
+    }
+    assert importers == {"relay/pipeline.py", "relay/idempotency.py"}

@@ -14,15 +14,16 @@ from controlplane.extensions import db
 from controlplane.models import Account, AlertSetting, utcnow
 from controlplane.notify import send_email, send_webhook
 from controlplane.runtime import runtime
-from relay.pricing import micro_to_usd
+from relay import redis_keys
+from relay.pricing import usd_text
 from relay.quota import account_key
 from workers.context import in_app_context
 from workers.locks import Lock
 from workers.mail import account_recipients
 
 log = logging.getLogger(__name__)
-DEAD_NOTICE_MARK = "sb:usage:dead:notified"  # id of the newest dead letter operators were told about
-DEAD_NOTICE_LOCK = "sb:lock:dead-letter-notice"
+DEAD_NOTICE_MARK = redis_keys.USAGE_DEAD_NOTIFIED  # id of the newest dead letter operators were told about
+DEAD_NOTICE_LOCK = redis_keys.LOCK_DEAD_LETTER_NOTICE
 DEAD_NOTICE_LISTED = 10  # dead letters described in one notice
 DEAD_NOTICE_GIVE_UP = 3600  # seconds: a notice nobody could receive is not retried longer
 
@@ -38,11 +39,11 @@ def current_balance(account_id: int) -> int:
 def _deliver(row: AlertSetting, balance: int) -> str:
     rt = runtime()
     account = db.session.get(Account, row.account_id)
-    summary = f"The balance of {account.name} is {micro_to_usd(balance, 2)}, below your alert threshold of {micro_to_usd(row.threshold, 2)}."
+    summary = f"The balance of {account.name} is {usd_text(balance)}, below your alert threshold of {usd_text(row.threshold)}."
     results = []
     if row.email:
         for address in account_recipients(row.account_id):
-            sent = send_email(rt.settings.smtp, address, f"Low balance: {micro_to_usd(balance, 2)} left",
+            sent = send_email(rt.settings.smtp, address, f"Low balance: {usd_text(balance)} left",
                               summary + "\n\nTop up or redeem a code to keep your keys working.")
             results.append(f"email {address}: {'sent' if sent.ok else sent.detail}")
     if row.webhook_url:

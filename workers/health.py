@@ -20,6 +20,7 @@ from controlplane.models import Channel
 from controlplane.runtime import runtime
 from controlplane.services import channel_health, health_notify
 from controlplane.services.channel_health import DISABLED, ENABLED, Transition
+from relay import redis_keys
 from controlplane.services.probes import (
     ProbeResult,
     Verdict,
@@ -31,13 +32,13 @@ from workers.context import in_app_context
 from workers.locks import Lock
 
 log = logging.getLogger(__name__)
-RUN_LOCK = "sb:lock:probe-run"
-NOTIFY_LOCK = "sb:lock:notify"
+RUN_LOCK = redis_keys.LOCK_PROBE_RUN
+NOTIFY_LOCK = redis_keys.LOCK_NOTIFY
 STALE_MS = 60_000
 
 
 def channel_lock(redis, channel_id: int, lease_seconds: float) -> Lock:
-    return Lock(redis, f"sb:lock:probe:{channel_id}", lease_seconds)
+    return Lock(redis, redis_keys.probe_lock_key(channel_id), lease_seconds)
 
 
 @dataclass
@@ -89,7 +90,7 @@ def _record(run: ProbeRun, channel_id: int, results: list[ProbeResult], transiti
     verdict = channel_health.channel_verdict(results)
     if verdict is Verdict.UNPROBEABLE:
         run.unprobeable.append(channel_id)
-    elif verdict is Verdict.CHANNEL_FAIL or any(r.verdict is Verdict.KEY_FAIL for r in results):
+    elif verdict is Verdict.CHANNEL_FAIL or any(channel_health.key_passed(r, verdict) is False for r in results):
         run.failing.append(channel_id)
     run.results.extend(r.as_dict() for r in results)
     run.transitions.extend(asdict(t) for t in transitions)

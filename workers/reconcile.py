@@ -89,7 +89,7 @@ def pending_charges(redis) -> dict[int, int]:
             continue
         try:
             event = UsageEvent.from_stream(fields)
-        except Exception:  # noqa: BLE001, S112 - ingestion dead-letters it; its charge is counted then
+        except Exception:  # noqa: BLE001, S112  # ingestion dead-letters it; its charge is counted then  # nosec B112
             continue
         if event.unheld:  # not applied to the live balance yet: ingestion does that
             continue

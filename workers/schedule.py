@@ -2,7 +2,7 @@
 its own process, `switchboard ingest` (workers/consumer.py)."""
 from __future__ import annotations
 
-from workers import alerts, health, maintenance, queues
+from workers import alerts, budget_alerts, health, maintenance, notices, queues
 
 SWEEP_EVERY = 60
 REPUBLISH_EVERY = 300
@@ -10,8 +10,9 @@ KEY_RECORDS_EVERY = 30  # after a Redis loss, the rebuild starts within this
 KEY_SWEEP_EVERY = 60  # 10 batches of 1,000 keys a minute: a million keys compared in under two hours
 ALERTS_EVERY = 60  # low-balance alerts: a crossing is noticed within a minute
 REPORTS_EVERY = 2  # a key a relay found dead is disabled in SQL within seconds
-PRUNE_EVERY = 3_600  # request logs past retention, in bounded batches
+PRUNE_EVERY = 3_600  # request logs past retention (whole months on PostgreSQL), after creating the months ahead
 RECONCILE_EVERY = 900
+NOTICES_EVERY = 900  # price and terms notices: days of notice, so a quarter of an hour is prompt
 
 
 def register(scheduler, probe_every: int | None = None) -> None:
@@ -27,6 +28,8 @@ def register(scheduler, probe_every: int | None = None) -> None:
     scheduler.register(maintenance.sweep_key_records, queues.DEFAULT, interval=KEY_SWEEP_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT,
                        result_ttl=0)
     scheduler.register(alerts.check_low_balances, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
+    scheduler.register(budget_alerts.check_budgets, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
+    scheduler.register(notices.send_notices, queues.DEFAULT, interval=NOTICES_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(alerts.notify_dead_letters, queues.DEFAULT, interval=ALERTS_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(maintenance.scheduled_prune, queues.DEFAULT, interval=PRUNE_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT, result_ttl=0)
     scheduler.register(maintenance.scheduled_reconcile, queues.DEFAULT, interval=RECONCILE_EVERY, job_timeout=queues.MAINTENANCE_TIMEOUT,

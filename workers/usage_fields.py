@@ -29,7 +29,7 @@ _INT64 = 2**63 - 1
 # Counts and ids are non-negative and sized by their column; `cost` and `held` are µ$ in 64 bits.
 INT_LIMITS = {name: (_INT64 if isinstance(_COLUMNS[name].type, BigInteger) else _INT32) for name in
               ("status", "api_key_id", "account_id", "user_id", "channel_id", "channel_key_id", "input_tokens",
-               "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost", "latency_ms", "ttft_ms")}
+               "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost", "latency_ms", "ttft_ms", "queue_ms")}
 INT_LIMITS["held"] = _INT64
 REQUIRED = {"status", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost", "held"}
 _INTS = tuple((name, limit, name in REQUIRED) for name, limit in INT_LIMITS.items())

@@ -42,15 +42,18 @@ def register(app) -> None:
 
 # Areas attach to the parent once, at import, so several apps (tests) can register the parent.
 from controlplane.admin import (  # noqa: E402
-    account, audit, bans, channel_keys, channel_probe, channels, dashboard, groups, logs, operators, prices, redemption, refunds, tokens,
-    user_actions, users,
+    account, audit, bans, channel_keys, channel_probe, channels, dashboard, groups, logs, operators, organisations, payments, prices,
+    redemption, refunds, status, tokens, user_actions, users,
 )
 
-for _child in (dashboard.bp, channels.bp, channel_probe.bp, prices.bp, groups.bp, users.bp, bans.bp, refunds.bp, logs.bp, audit.bp,
-               operators.bp, tokens.bp, redemption.bp, account.bp):
+for _child in (dashboard.bp, channels.bp, channel_probe.bp, prices.bp, groups.bp, users.bp, organisations.bp, bans.bp, refunds.bp,
+               payments.bp, logs.bp, audit.bp, operators.bp, tokens.bp, redemption.bp, account.bp, status.bp):
     bp.register_blueprint(_child)
 _ = (channel_keys, user_actions)  # these add routes to the channels and users blueprints
 
 from controlplane.admin import dead_letters  # noqa: E402 - usage events ingestion could not write
+from controlplane.admin import disruption, terms  # noqa: E402 - goodwill credit for a disruption; terms versions
 
 bp.register_blueprint(dead_letters.bp)
+bp.register_blueprint(disruption.bp)
+bp.register_blueprint(terms.bp)

@@ -1,4 +1,4 @@
-"""Operator console: bans of users, API keys, and IP addresses or ranges — active and ended,
+"""Operator console: bans of users, organisations, API keys, and IP addresses or ranges — active and ended,
 with reason, expiry, who and when. A ban reaches the relay with the next snapshot (seconds)."""
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ from controlplane.admin.common import actor, confirm, confirmed, failed, found
 from controlplane.admin.forms import choices, utc
 from controlplane.auth import require_roles
 from controlplane.extensions import db
-from controlplane.models import ApiKey, Ban, User
+from controlplane.models import Account, ApiKey, Ban, User
 from controlplane.queries.pagination import page_number, paginate
 from controlplane.services import ServiceError, bans as ban_service
 
 bp = Blueprint("bans", __name__, url_prefix="/bans")
-KIND_LABELS = {"user": "User", "key": "API key", "ip": "IP address or range"}
+KIND_LABELS = {"user": "User", "org": "Organisation", "key": "API key", "ip": "IP address or range"}
 
 
 class BanForm(FlaskForm):
     kind = SelectField("What", choices=choices(KIND_LABELS.items()))
     subject = StringField("Who", validators=[DataRequired(message="Say whom to ban."), Length(max=254)],
-                          description="User: email or id · Key: id or prefix · IP: 203.0.113.7 or 203.0.113.0/24")
+                          description="User: email or id · Organisation: id or name · Key: id or prefix · IP: 203.0.113.7 or 203.0.113.0/24")
     reason = StringField("Reason", validators=[DataRequired(message="Give a reason for the ban."), Length(max=500)])
     expires_at = DateTimeLocalField("Until (UTC)", format="%Y-%m-%dT%H:%M", validators=[Optional()], description="Empty: until lifted")
     submit = SubmitField("Ban")
@@ -37,7 +37,10 @@ def subject_names(rows) -> dict[tuple[str, str], str]:
     key_ids = {int(b.subject) for b in rows if b.kind == "key" and b.subject.isdigit()}
     emails = dict(db.session.execute(select(User.id, User.email).where(User.id.in_(user_ids))).all()) if user_ids else {}
     prefixes = dict(db.session.execute(select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_(key_ids))).all()) if key_ids else {}
+    org_ids = {int(b.subject) for b in rows if b.kind == "org" and b.subject.isdigit()}
+    orgs = dict(db.session.execute(select(Account.id, Account.name).where(Account.id.in_(org_ids))).all()) if org_ids else {}
     names = {("user", str(i)): e for i, e in emails.items()}
+    names.update({("org", str(i)): n for i, n in orgs.items()})
     names.update({("key", str(i)): f"{p}… (key {i})" for i, p in prefixes.items()})
     names.update({("operator", str(i)): e for i, e in emails.items()})
     return names

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from flask_wtf import FlaskForm
-from wtforms import Form, FieldList, FormField, IntegerField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms import BooleanField, Form, FieldList, FormField, IntegerField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from controlplane.admin.forms import choices, json_object, lines, percent_bp
@@ -33,8 +33,10 @@ class ChannelForm(FlaskForm):
     priority = IntegerField("Priority", default=0, validators=[Optional()], description="Higher is tried first")
     weight = IntegerField("Weight", default=1, validators=[Optional()], description="Share of traffic within a priority")
     tag = StringField("Tag", validators=[Length(max=64)], description="Group channels for bulk enable/disable")
+    public = BooleanField("Callers may name it", description="In a request's provider preferences (order, only, ignore), by its name or tag")
     cost = StringField("Upstream cost (% of list price)", description="What the upstream charges you; empty if unknown (no margin shown)")
-    config = TextAreaField("Settings (JSON)", description='Type-specific, e.g. {"api_version": "2024-06-01"}')
+    config = TextAreaField("Settings (JSON)",
+                           description='Type-specific, e.g. {"timeouts": {"first_byte": 60}}; Azure {"api_version": "2024-06-01"}. Unknown keys are refused.')
     keys = TextAreaField("Upstream keys", description="One per line; stored encrypted, shown as the last 4 characters")
     submit = SubmitField("Save channel")
 
@@ -45,7 +47,9 @@ class ChannelForm(FlaskForm):
         self.groups.data = ", ".join(channel.groups or [])
         self.priority.data, self.weight.data, self.tag.data = channel.priority, channel.weight, channel.tag or ""
         self.cost.data = "" if channel.cost_bp is None else f"{channel.cost_bp / 100:g}"
-        self.config.data = json.dumps(channel.config, indent=2) if channel.config else ""
+        config = {k: v for k, v in (channel.config or {}).items() if k != "public"}  # the checkbox edits that one
+        self.public.data = bool((channel.config or {}).get("public"))
+        self.config.data = json.dumps(config, indent=2) if config else ""
         while len(self.model_map.entries):
             self.model_map.pop_entry()
         for public, upstream in (channel.model_map or {}).items():
@@ -75,8 +79,13 @@ class ChannelForm(FlaskForm):
             name=self.name.data, type=self.type.data, base_url=self.base_url.data, models=lines(self.models.data),
             model_map=self.mapping(), groups=lines(self.groups.data), priority=self.priority.data or 0,
             weight=self.weight.data if self.weight.data is not None else 1, tag=self.tag.data,
-            cost_bp=percent_bp(self.cost.data, "cost"), config=json_object(self.config.data, "config"),
+            cost_bp=percent_bp(self.cost.data, "cost"), config=self.settings(),
         )
+
+    def settings(self) -> dict:
+        config = json_object(self.config.data, "config")
+        config.pop("public", None)
+        return {**config, "public": True} if self.public.data else config
 
 
 class KeysForm(FlaskForm):

@@ -19,7 +19,7 @@ from controlplane.models import Account, User
 from controlplane.runtime import runtime
 from controlplane.services import NotFound
 from controlplane.services import dead_letters as dead_letter_service
-from relay.pricing import micro_to_usd
+from relay.pricing import usd_text
 from relay.usage import UsageEvent
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/dead-letters")
@@ -86,7 +86,7 @@ def discard(entry_id: str):
     if not confirmed():
         cost = row.letter.live_charge
         whom = row.email or (f"account {row.event.account_id}" if row.event and row.event.account_id else "nobody")
-        effect = (f"Its {micro_to_usd(cost)} charge is never written and goes back to the live balance of {whom}."
+        effect = (f"Its {usd_text(cost)} charge is never written and goes back to the live balance of {whom}."
                   if cost > 0 else "It took nothing from a live balance.")
         return confirm(f"Discard usage event {_name(row.letter)} for good? {effect} This cannot be undone.", "Discard",
                        url_for(".detail", entry_id=entry_id), details=[("Error", row.letter.error)])

@@ -1,4 +1,4 @@
-"""Operator console: user groups — price multiplier, model access, rate limits, the default."""
+"""Operator console: user groups — price multiplier, model access, rate limits, the capacity queue, the default."""
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -29,13 +29,18 @@ class GroupForm(FlaskForm):
     rpm = IntegerField("Requests per minute", validators=[Optional(), POSITIVE], description="Empty: no limit")
     tpm = IntegerField("Tokens per minute", validators=[Optional(), POSITIVE], description="Empty: no limit")
     concurrency = IntegerField("Concurrent requests", validators=[Optional(), POSITIVE], description="Empty: no limit")
+    queue_seconds = IntegerField("Capacity queue (seconds)", default=10,
+                                 validators=[Optional(), NumberRange(min=0, max=300, message="Enter 0 to 300 seconds.")],
+                                 description="How long a request waits when every channel of its model is full; 0 answers 429 at once")
+    priority = IntegerField("Queue priority", default=0, validators=[Optional(), NumberRange(min=0, max=1000, message="Enter 0 to 1000.")],
+                            description="Higher groups are served first while requests wait for capacity")
     is_default = BooleanField("Default group for new users")
     submit = SubmitField("Save group")
 
 
 def _values(form) -> dict:
     return dict(multiplier=form.multiplier.data, model_patterns=lines(form.model_patterns.data), rpm=form.rpm.data, tpm=form.tpm.data,
-                concurrency=form.concurrency.data)
+                concurrency=form.concurrency.data, queue_seconds=form.queue_seconds.data, priority=form.priority.data)
 
 
 @bp.get("/")

@@ -7,10 +7,11 @@ from sqlalchemy import select
 
 from controlplane.admin import OPERATORS
 from controlplane.auth import require_roles
+from controlplane import trace_view
 from controlplane.extensions import db
 from controlplane.models import ApiKey, Channel, Refund, RequestLog, User, utcnow
 from controlplane.queries import logs as log_queries
-from controlplane.queries.pagination import per_page
+from controlplane.queries.pagination import per_page, row_id
 
 bp = Blueprint("logs", __name__, url_prefix="/logs")
 
@@ -19,7 +20,7 @@ bp = Blueprint("logs", __name__, url_prefix="/logs")
 @require_roles(*OPERATORS)
 def index():
     filters = log_queries.LogFilters.from_args(request.args)
-    before = request.args.get("before", type=int)
+    before = row_id(request.args.get("before"))
     page = log_queries.page(filters, before, per_page(request.args))
     emails, channel_names = log_queries.names_for(page.items)
     channels = list(db.session.execute(select(Channel.id, Channel.name).order_by(Channel.name)))
@@ -49,7 +50,8 @@ def detail(request_id: str):
     channel = db.session.get(Channel, log.channel_id) if log.channel_id else None
     refund = db.session.scalar(select(Refund).where(Refund.request_id == log.request_id))
     channel_names = dict(db.session.execute(select(Channel.id, Channel.name).where(Channel.id.in_(_trace_channels(log.trace)))).all())
-    return render_template("admin/logs/detail.html", log=log, user=user, key=key, channel=channel, refund=refund, channel_names=channel_names)
+    return render_template("admin/logs/detail.html", log=log, user=user, key=key, channel=channel, refund=refund,
+                           steps=trace_view.timeline(log.trace, channel_names))
 
 
 def _trace_channels(trace) -> set[int]:

@@ -19,7 +19,7 @@ from controlplane.extensions import db
 from controlplane.models import Account, RedemptionBatch, RedemptionCode, User, utcnow
 from controlplane.services import ServiceError, redemption
 from controlplane.services.base import Actor
-from relay.pricing import micro_to_usd
+from relay.pricing import micro_to_usd, usd_text
 
 bp = Blueprint("redemption", __name__, url_prefix="/redemption")
 
@@ -57,7 +57,7 @@ def index():
                 attach_error(form, error)
                 status = 400
             else:
-                flash(f"{len(codes)} codes of {micro_to_usd(batch.amount, 2)} generated. Export them as CSV to hand them out.")
+                flash(f"{len(codes)} codes of {usd_text(batch.amount)} generated. Export them as CSV to hand them out.")
                 return redirect(url_for(".detail", batch_id=batch.id))
         else:
             status = 400

@@ -14,10 +14,10 @@ from controlplane.admin.forms import scoped
 from controlplane.auth import require_roles
 from controlplane.extensions import db
 from controlplane.models import Refund, RefundKind, User
-from controlplane.queries.pagination import page_number, paginate
+from controlplane.queries.pagination import page_number, paginate, row_id
 from controlplane.services import ServiceError, refunds as refund_service, users as user_service
 from controlplane.validation import usd
-from relay.pricing import micro_to_usd
+from relay.pricing import usd_text
 
 bp = Blueprint("refunds", __name__, url_prefix="/refunds")
 REASON = "Say why (the user sees this reason)."
@@ -45,7 +45,10 @@ class GoodwillForm(FlaskForm):
 
 
 def _email(account_id: int) -> str:
-    return db.session.scalar(select(User.email).where(User.account_id == account_id)) or f"account {account_id}"
+    from controlplane.models import Account
+
+    return (db.session.scalar(select(User.email).where(User.account_id == account_id))
+            or db.session.scalar(select(Account.name).where(Account.id == account_id)) or f"account {account_id}")
 
 
 def _previews() -> dict:
@@ -54,8 +57,8 @@ def _previews() -> dict:
     try:
         if request.args.get("request_id"):
             out["request"] = refund_service.request_refund(request.args["request_id"])
-        if request.args.get("topup", "").isdigit():
-            out["topup"] = refund_service.topup_refund(int(request.args["topup"]))
+        if row_id(request.args.get("topup")):
+            out["topup"] = refund_service.topup_refund(row_id(request.args["topup"]))
     except ServiceError as error:
         out["error"] = error.message
     return out
@@ -93,14 +96,14 @@ def refund_request():
         plan = refund_service.request_refund(form.request_id.data)
         amount = plan.charged if not form.amount.data else usd(form.amount.data, "amount", allow_zero=False)
         if not confirmed():
-            return confirm(f"Refund {micro_to_usd(amount)} of request {plan.log.request_id} to {_email(plan.charge.account_id)}?",
-                           f"Refund {micro_to_usd(amount)}", url_for(".index"), danger=False,
-                           details=[("Charged", micro_to_usd(plan.charged)), ("Model", plan.log.model or "—"), ("Reason", form.reason.data)])
+            return confirm(f"Refund {usd_text(amount)} of request {plan.log.request_id} to {_email(plan.charge.account_id)}?",
+                           f"Refund {usd_text(amount)}", url_for(".index"), danger=False,
+                           details=[("Charged", usd_text(plan.charged)), ("Model", plan.log.model or "—"), ("Reason", form.reason.data)])
         refund_service.refund_request(actor(), form.request_id.data, form.amount.data, form.reason.data)
     except ServiceError as error:
         db.session.rollback()
         return _render(failed(form, error), request_form=form)
-    flash(f"Refunded {micro_to_usd(amount)} of {plan.log.request_id} to {_email(plan.charge.account_id)}.")
+    flash(f"Refunded {usd_text(amount)} of {plan.log.request_id} to {_email(plan.charge.account_id)}.")
     return redirect(url_for(".index"))
 
 
@@ -116,14 +119,14 @@ def refund_topup():
         if plan.late and not override:
             raise ServiceError("This top-up is older than 14 days: only an admin can refund it, by ticking the override.", "override", 403)
         if not confirmed():
-            return confirm(f"Refund {micro_to_usd(plan.unused)} of the {micro_to_usd(plan.entry.amount)} top-up to "
+            return confirm(f"Refund {usd_text(plan.unused)} of the {usd_text(plan.entry.amount)} top-up to "
                            f"{_email(plan.entry.account_id)}? The money leaves their balance; pay it back outside Switchboard.",
-                           f"Refund {micro_to_usd(plan.unused)}", url_for(".index"), details=[("Reason", form.reason.data)])
+                           f"Refund {usd_text(plan.unused)}", url_for(".index"), details=[("Reason", form.reason.data)])
         refund_service.refund_topup(actor(), form.topup.data, form.reason.data, override=override)
     except ServiceError as error:
         db.session.rollback()
         return _render(failed(form, error), topup_form=form)
-    flash(f"Top-up refunded: {micro_to_usd(plan.unused)} taken from {_email(plan.entry.account_id)}'s balance.")
+    flash(f"Top-up refunded: {usd_text(plan.unused)} taken from {_email(plan.entry.account_id)}'s balance.")
     return redirect(url_for(".index"))
 
 
@@ -137,7 +140,7 @@ def goodwill():
         user = user_service.user_by_email(form.user.data)
         amount = usd(form.amount.data, "amount", allow_zero=False)
         if not confirmed():
-            return confirm(f"Give {micro_to_usd(amount)} of credit to {user.email}?", f"Give {micro_to_usd(amount)}", url_for(".index"),
+            return confirm(f"Give {usd_text(amount)} of credit to {user.email}?", f"Give {usd_text(amount)}", url_for(".index"),
                            danger=False, details=[("Reason", form.reason.data)])
         refund_service.goodwill(actor(), user.account, form.amount.data, form.reason.data)
     except ServiceError as error:
@@ -145,5 +148,5 @@ def goodwill():
         if error.status == 404:
             error = ServiceError(f"No user with the email {form.user.data}.", "user")
         return _render(failed(form, error), goodwill_form=form)
-    flash(f"Gave {micro_to_usd(amount)} of credit to {user.email}.")
+    flash(f"Gave {usd_text(amount)} of credit to {user.email}.")
     return redirect(url_for(".index"))

@@ -1,21 +1,22 @@
 """Operator console: what an operator does to one user — top up, adjust, ban and unban, change
-group or role (admins), enable or disable sign-in, and disable an API key. Routes on the users
+group or role (admins), enable or disable sign-in, create an API key for them (shown once) and
+disable one, close the account. Routes on the users
 blueprint; money and bans go through a confirmation that states the effect."""
 from __future__ import annotations
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, flash, make_response, redirect, render_template, request, url_for
 
 from controlplane.admin import ADMINS, WRITERS
 from controlplane.admin.common import actor, confirm, confirmed, failed, found, is_admin
-from controlplane.admin.forms import choices, utc
-from controlplane.admin.user_forms import AdjustForm, BanForm, GroupChangeForm, RoleForm, TopupForm
+from controlplane.admin.forms import choices, lines, utc
+from controlplane.admin.user_forms import AdjustForm, BanForm, CloseAccountForm, GroupChangeForm, NewKeyForm, RoleForm, TopupForm
 from controlplane.admin.users import bp, group_choices, render_detail
 from controlplane.auth import require_roles
 from controlplane.extensions import db
 from controlplane.models import ApiKey, KeyDecider, KeyStatus
-from controlplane.services import ServiceError, bans, billing, groups, keys, users as user_service
+from controlplane.services import ServiceError, bans, billing, closure, groups, keys, users as user_service
 from controlplane.validation import usd
-from relay.pricing import micro_to_usd
+from relay.pricing import micro_to_usd, usd_text
 
 
 def _back(user) -> str:
@@ -41,10 +42,10 @@ def topup(user_id: int):
     except ServiceError as error:
         return render_detail(user, failed(form, error), topup=form)
     if not confirmed():
-        return confirm(f"Add {micro_to_usd(amount)} to {user.email}?", f"Add {micro_to_usd(amount)}", _back(user), danger=False,
+        return confirm(f"Add {usd_text(amount)} to {user.email}?", f"Add {usd_text(amount)}", _back(user), danger=False,
                        details=[("Reason", form.reason.data)])
     billing.topup(actor(), user.account, form.amount.data, form.reason.data)
-    flash(f"Added {micro_to_usd(amount)} to {user.email}.")
+    flash(f"Added {usd_text(amount)} to {user.email}.")
     return redirect(_back(user))
 
 
@@ -61,10 +62,10 @@ def adjust(user_id: int):
         return render_detail(user, failed(form, error), adjust=form)
     if not confirmed():
         verb = "Add" if amount > 0 else "Take"
-        return confirm(f"{verb} {micro_to_usd(abs(amount))} {'to' if amount > 0 else 'from'} the balance of {user.email}?",
-                       f"{verb} {micro_to_usd(abs(amount))}", _back(user), danger=amount < 0, details=[("Reason", form.reason.data)])
+        return confirm(f"{verb} {usd_text(abs(amount))} {'to' if amount > 0 else 'from'} the balance of {user.email}?",
+                       f"{verb} {usd_text(abs(amount))}", _back(user), danger=amount < 0, details=[("Reason", form.reason.data)])
     billing.adjust(actor(), user.account, form.amount.data, form.reason.data)
-    flash(f"Balance of {user.email} adjusted by {micro_to_usd(amount)}.")
+    flash(f"Balance of {user.email} adjusted by {usd_text(amount)}.")
     return redirect(_back(user))
 
 
@@ -164,4 +165,47 @@ def key_status(user_id: int, key_id: int):
         return confirm(f"Disable the key {key.prefix}… of {user.email}? Calls with it are refused within seconds.", "Disable key", _back(user))
     keys.set_key_status(actor(), key, wanted, by=KeyDecider.OPERATOR)  # sticky: the owner cannot enable it again
     flash(f"Key {key.prefix}… {wanted.value}.")
+    return redirect(_back(user))
+
+
+@bp.post("/<int:user_id>/keys")
+@require_roles(*WRITERS)
+def create_key(user_id: int):
+    user = found(user_service.user_by_id, user_id)
+    form = NewKeyForm()
+    if not form.validate_on_submit():
+        return render_detail(user, 400, new_key=form)
+    try:
+        key, secret = keys.create_key(actor(), user, form.name.data or "", form.credit_limit.data or None, lines(form.models.data))
+    except ServiceError as error:
+        db.session.rollback()
+        return render_detail(user, failed(form, error), new_key=form)
+    # Shown once, in this response only: never stored, never cached.
+    response = make_response(render_template("admin/users/key_created.html", user=user, key=key, secret=secret))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/<int:user_id>/close")
+@require_roles(*WRITERS)
+def close(user_id: int):
+    user = found(user_service.user_by_id, user_id)
+    form = CloseAccountForm()
+    if not form.validate_on_submit():
+        return render_detail(user, 400, close=form)
+    try:
+        plan = closure.plan(user)
+    except ServiceError as error:
+        return render_detail(user, failed(form, error), close=form)
+    if not confirmed():
+        refundable = f"; {usd_text(plan.refundable_total)} of it from top-ups inside the 14-day refund window" if plan.refundable else ""
+        return confirm(f"Close the account of {user.email}? Their {plan.keys} API key(s) stop at once and their personal details are removed. "
+                       f"The balance of {usd_text(plan.balance)} stays on the closed account{refundable}.", "Close account", _back(user),
+                       details=[("Reason", form.reason.data)])
+    try:
+        closure.close(actor(), user, form.reason.data)
+    except ServiceError as error:
+        db.session.rollback()
+        return render_detail(user, failed(form, error), close=form)
+    flash(f"Account {user.id} is closed; its ledger and request metadata are kept.")
     return redirect(_back(user))

@@ -45,3 +45,16 @@ class GroupChangeForm(FlaskForm):
 class RoleForm(FlaskForm):
     role = SelectField("Role", choices=choices((r.value, r.value) for r in Role))
     submit = SubmitField("Change role")
+
+
+class NewKeyForm(FlaskForm):
+    name = StringField("Key name", validators=[Optional(), Length(max=100)], description="E.g. the customer's app or server")
+    credit_limit = StringField("Credit limit (USD)", validators=[Optional()], description="Empty: the whole balance")
+    models = StringField("Models", validators=[Optional(), Length(max=2000)], description="Comma-separated; empty: all the group may use")
+    submit = SubmitField("Create key")
+
+
+class CloseAccountForm(FlaskForm):
+    reason = StringField("Reason", validators=[DataRequired(message="Say why the account is closed."), Length(max=500)],
+                         description="E.g. the customer's request by email")
+    submit = SubmitField("Close account")

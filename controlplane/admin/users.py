@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 from controlplane.admin import OPERATORS, WRITERS
 from controlplane.admin.common import actor, failed, found
 from controlplane.admin.forms import choices, scoped
-from controlplane.admin.user_forms import AdjustForm, BanForm, CreateUserForm, GroupChangeForm, RoleForm, TopupForm
+from controlplane.admin.user_forms import AdjustForm, BanForm, CloseAccountForm, CreateUserForm, GroupChangeForm, NewKeyForm, RoleForm, TopupForm
 from controlplane.auth import require_roles
 from controlplane.extensions import db
-from controlplane.models import ApiKey, Ban, Group, LedgerEntry, Refund, UsageRollup, User, utcnow
+from controlplane.models import ApiKey, Ban, Group, LedgerEntry, Payment, Refund, UsageRollup, User, utcnow
 from controlplane.queries.pagination import page_number, paginate
 from controlplane.queries.users import FILTERS, ROLES, search
 from controlplane.services import ServiceError, bans, billing, users as user_service
@@ -73,7 +73,8 @@ def render_detail(user: User, status: int = 200, **forms):
     """The user page, with any submitted form (and its errors) in place of a blank one."""
     groups = group_choices()
     defaults = {"topup": TopupForm(formdata=None), "adjust": AdjustForm(formdata=None), "ban": BanForm(formdata=None),
-                "group": GroupChangeForm(formdata=None, group=user.group.name), "role": RoleForm(formdata=None, role=user.role)}
+                "group": GroupChangeForm(formdata=None, group=user.group.name), "role": RoleForm(formdata=None, role=user.role),
+                "new_key": NewKeyForm(formdata=None), "close": CloseAccountForm(formdata=None)}
     defaults.update(forms)
     defaults["group"].group.choices = choices(groups)
     for name, form in defaults.items():
@@ -82,9 +83,13 @@ def render_detail(user: User, status: int = 200, **forms):
     entries = paginate(select(LedgerEntry).where(LedgerEntry.account_id == user.account_id).order_by(LedgerEntry.id.desc()),
                        page_number(request.args), 25)
     refunded = set(db.session.scalars(select(Refund.topup_entry_id).where(Refund.topup_entry_id.in_([e.id for e in entries.items]))))
+    charged = [e.request_id for e in entries.items if e.request_id]
+    refunded |= set(db.session.scalars(select(Refund.request_id).where(Refund.request_id.in_(charged)))) if charged else set()
     keys = list(db.session.scalars(select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.id)))
+    disputed = list(db.session.scalars(select(Payment).where(Payment.account_id == user.account_id, Payment.flagged_at.is_not(None))))
     return render_template("admin/users/detail.html", user=user, live=live, held=held, entries=entries, keys=keys, refunded=refunded,
-                           usage=usage_by_model(user.account_id), active_bans=bans.active_for("user", str(user.id)), forms=defaults), status
+                           usage=usage_by_model(user.account_id), active_bans=bans.active_for("user", str(user.id)), forms=defaults,
+                           disputed=disputed), status
 
 
 @bp.get("/<int:user_id>")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from controlplane.api.schema import INT64_MAX, mismatch
 from controlplane.extensions import csrf
 from controlplane.models import Role
 from controlplane.services import ServiceError, api_tokens
@@ -23,7 +24,7 @@ READERS = (Role.ADMIN, Role.OPERATOR, Role.SUPPORT)
 WRITERS = (Role.ADMIN, Role.OPERATOR)
 ADMINS = (Role.ADMIN,)
 REFUNDERS = READERS
-PUBLIC = {"api.openapi"}
+PUBLIC = {"api.openapi", "api.docs"}  # the spec and its reader; every operation needs a token
 
 
 @dataclass
@@ -40,9 +41,11 @@ class Operation:
     query: dict = field(default_factory=dict)
     status: int = 200
     returns: str = "application/json"
+    errors: dict = field(default_factory=dict)  # failures beyond spec.FAILURES: status → meaning
 
 
 OPERATIONS: list[Operation] = []
+BODIES: dict[str, dict] = {}  # endpoint → its declared body schema
 
 
 def error(status: int, message: str, code: str, field_name: str | None = None):
@@ -53,17 +56,21 @@ def error(status: int, message: str, code: str, field_name: str | None = None):
 
 
 def route(rule: str, method: str, *, summary: str, tag: str, roles=READERS, body: dict | None = None, query: dict | None = None,
-          status: int = 200, returns: str = "application/json"):
+          status: int = 200, returns: str = "application/json", errors: dict | None = None):
     """Register `fn` at `rule` for `roles` and describe it in the OpenAPI document."""
     def decorate(fn):
         endpoint = fn.__name__
-        OPERATIONS.append(Operation(method, rule, f"api.{endpoint}", summary, tag, tuple(roles), body, query or {}, status, returns))
+        OPERATIONS.append(Operation(method, rule, f"api.{endpoint}", summary, tag, tuple(roles), body, query or {}, status, returns, errors or {}))
+        if body is not None:
+            BODIES[f"api.{endpoint}"] = body
         allowed = {str(r) for r in roles}
 
         @functools.wraps(fn)
         def wrapped(**kwargs):
             if g.api_user.role not in allowed:
                 return error(403, "Your role does not allow this.", "forbidden")
+            if any(isinstance(v, int) and v > INT64_MAX for v in kwargs.values()):
+                return error(404, "Not found.", "not_found")  # no row has an id past the column's range
             return fn(**kwargs)
 
         bp.add_url_rule(rule, endpoint, wrapped, methods=[method])
@@ -77,10 +84,13 @@ def actor() -> Actor:
 
 
 def payload() -> dict:
-    """The JSON object body; anything else is a 400."""
+    """The JSON object body, each declared field of its declared type; anything else is a 400."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ServiceError("Send a JSON object body with Content-Type: application/json.")
+    wrong = mismatch(BODIES.get(request.endpoint or "", {}), data)
+    if wrong is not None:
+        raise ServiceError(wrong[1], wrong[0])
     return data
 
 
@@ -99,7 +109,7 @@ def authenticate():
 
 @bp.errorhandler(ServiceError)
 def service_error(exc: ServiceError):
-    code = {404: "not_found", 409: "conflict", 403: "forbidden"}.get(exc.status, "invalid_request")
+    code = {404: "not_found", 409: "conflict", 403: "forbidden", 502: "upstream_error"}.get(exc.status, "invalid_request")
     return error(exc.status, exc.message, code, exc.field)
 
 
@@ -115,4 +125,4 @@ def register(app) -> None:
 
 # The resource modules declare their routes on `bp` at import, once, before any app registers it.
 from controlplane.api import channels, money, people, prices, reads, spec  # noqa: E402,F401
-from controlplane.api import dead_letters  # noqa: E402,F401
+from controlplane.api import dead_letters, disruption, docs, incidents, organisations  # noqa: E402,F401

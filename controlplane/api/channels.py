@@ -107,7 +107,8 @@ def delete_key(channel_id: int, key_id: int):
     return "", 204
 
 
-@route("/v1/channels/<int:channel_id>/models/fetch", "POST", summary="Ask the upstream which models it serves", tag="channels", roles=WRITERS)
+@route("/v1/channels/<int:channel_id>/models/fetch", "POST", summary="Ask the upstream which models it serves", tag="channels", roles=WRITERS,
+       errors={502: "The upstream did not answer, refused, or sent a list that could not be read"})
 def fetch_models(channel_id: int):
     return jsonify(models=channel_ops.fetch_models(channel_service.channel_by_id(channel_id)))
 

@@ -84,9 +84,9 @@ def list_bans():
     return jsonify(data=[bans.describe(b) for b in page.items], **page.meta())
 
 
-@route("/v1/bans", "POST", summary="Ban a user, a key, or an IP address/range", tag="bans", roles=WRITERS, status=201,
-       body=obj(("kind", "subject", "reason"), kind=described(STR, "user, key or ip"),
-                subject=described(STR, "user email or id; key id or prefix; IP or CIDR"), reason=STR, expires_at=WHEN))
+@route("/v1/bans", "POST", summary="Ban a user, an organisation, a key, or an IP address/range", tag="bans", roles=WRITERS, status=201,
+       body=obj(("kind", "subject", "reason"), kind=described(STR, "user, org, key or ip"),
+                subject=described(STR, "user email or id; organisation id or name; key id or prefix; IP or CIDR"), reason=STR, expires_at=WHEN))
 def create_ban():
     data = payload()
     row = bans.ban(actor(), str(data.get("kind") or ""), str(data.get("subject") or ""), data.get("reason"), _expiry(data.get("expires_at")))

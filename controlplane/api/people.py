@@ -5,12 +5,12 @@ from flask import g, jsonify, request
 from sqlalchemy import select
 
 from controlplane.api import ADMINS, READERS, WRITERS, actor, payload, route
-from controlplane.api.schema import BOOL, INT, PAGE, STR, arr, described, obj
+from controlplane.api.schema import BOOL, INT, PAGE, STR, WHEN, arr, described, obj
 from controlplane.extensions import db
 from controlplane.models import ApiKey, ApiToken, LedgerEntry, Role, User
 from controlplane.queries.pagination import page_number, paginate, per_page
 from controlplane.queries.users import search
-from controlplane.services import ServiceError, api_tokens, bans, billing, groups, keys, users
+from controlplane.services import ServiceError, api_tokens, bans, billing, closure, groups, keys, users
 from controlplane.services.billing import entry_dict
 
 
@@ -67,8 +67,21 @@ def user_ledger(user_id: int):
     return jsonify(data=[entry_dict(e) for e in page.items], **page.meta())
 
 
+@route("/v1/users/<int:user_id>/close", "POST", summary="Close a customer's account: keys revoked, personal data removed, ledger kept",
+       tag="users", roles=WRITERS, body=obj(("reason",), reason=STR))
+def close_user(user_id: int):
+    data = payload()
+    user = users.user_by_id(user_id)
+    if not str(data.get("reason") or "").strip():
+        raise ServiceError("Say why the account is closed.", "reason")
+    done = closure.close(actor(), user, str(data["reason"]))
+    return jsonify(user_dict(user) | {"keys_revoked": done.keys, "unused_balance_micro_usd": done.balance,
+                                      "refundable_topups": [{"entry_id": t.entry_id, "unused_micro_usd": t.unused} for t in done.refundable]})
+
+
 GROUP_FIELDS = dict(multiplier=described(STR, "e.g. \"0.9\" for 10% off"), model_patterns=arr(STR), rpm=INT, tpm=INT, concurrency=INT,
-                    is_default=BOOL)
+                    queue_seconds=described(INT, "seconds a request waits when every channel of its model is full (0: 429 at once; default 10)"),
+                    priority=described(INT, "0–1000: higher groups are served first from the capacity queue"), is_default=BOOL)
 
 
 @route("/v1/groups", "GET", summary="User groups", tag="groups")
@@ -83,7 +96,8 @@ def list_groups():
 def create_group():
     data = payload()
     group = groups.create_group(actor(), str(data.get("name") or ""), str(data.get("multiplier", "1.0")), data.get("model_patterns") or [],
-                                bool(data.get("is_default")), data.get("rpm"), data.get("tpm"), data.get("concurrency"))
+                                bool(data.get("is_default")), data.get("rpm"), data.get("tpm"), data.get("concurrency"),
+                                data.get("queue_seconds"), data.get("priority"))
     return jsonify(groups.describe(group)), 201
 
 
@@ -91,7 +105,7 @@ def create_group():
 def update_group(group_id: int):
     group, data = groups.group_by_id(group_id), payload()
     current = groups.describe(group)
-    merged = {k: data.get(k, current.get(k)) for k in ("model_patterns", "rpm", "tpm", "concurrency")}
+    merged = {k: data.get(k, current.get(k)) for k in ("model_patterns", "rpm", "tpm", "concurrency", "queue_seconds", "priority")}
     multiplier = str(data.get("multiplier", f"{group.multiplier_bp / 10_000:g}"))
     changed = groups.update_group(actor(), group, multiplier=multiplier, is_default=data.get("is_default"), **merged)
     return jsonify(groups.describe(changed))
@@ -136,3 +150,24 @@ def revoke_token(token_id: int):
     api_tokens.revoke(actor(), token)
     return "", 204
 
+
+
+@route("/v1/terms", "GET", summary="Versions of the terms of service, with how many accepted each", tag="terms")
+def list_terms():
+    from controlplane.services import terms
+
+    counts = terms.acceptance_counts()
+    return jsonify(data=[terms.describe(t) | {"acceptances": counts.get(t.id, 0)} for t in terms.versions()])
+
+
+@route("/v1/terms", "POST", summary="Announce a version of the terms (at least 14 days ahead; the first may take effect at once)",
+       tag="terms", roles=WRITERS, status=201,
+       body=obj(("version", "summary"), version=STR, summary=described(STR, "What changed; customers read it"), url=STR, effective_at=WHEN))
+def publish_terms():
+    from controlplane.services import terms
+    from controlplane.validation import timestamp
+
+    data = payload()
+    when = timestamp(str(data["effective_at"]), "effective_at") if data.get("effective_at") else None
+    row = terms.publish(actor(), str(data.get("version") or ""), str(data.get("summary") or ""), data.get("url"), when)
+    return jsonify(terms.describe(row)), 201

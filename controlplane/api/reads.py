@@ -10,13 +10,13 @@ from controlplane.api.schema import INT, PAGE, STR, WHEN
 from controlplane.extensions import db
 from controlplane.models import RequestLog
 from controlplane.queries import dashboard as dash, logs as log_queries
-from controlplane.queries.pagination import page_number, paginate, per_page
+from controlplane.queries.pagination import page_number, paginate, per_page, row_id
 from controlplane.services import ServiceError
 
 LOG_FILTERS = dict(since=WHEN, until=WHEN, range=STR, user=STR, key=STR, model=STR, channel=INT, status=STR, error_code=STR)
 LOG_FIELDS = ("request_id", "endpoint", "stream", "status", "error_code", "user_id", "api_key_id", "account_id", "model", "upstream_model",
               "channel_id", "channel_key_id", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
-              "usage_source", "latency_ms", "ttft_ms", "client_ip")
+              "usage_source", "latency_ms", "ttft_ms", "queue_ms", "client_ip")
 
 
 def log_dict(row: RequestLog, trace: bool = False) -> dict:
@@ -38,7 +38,7 @@ def _filters():
 @route("/v1/logs", "GET", summary="Request logs, newest first; continue with before=next_before", tag="logs",
        query=dict(before=INT, per_page=INT, **LOG_FILTERS))
 def list_logs():
-    page = log_queries.page(_filters(), request.args.get("before", type=int), per_page(request.args))
+    page = log_queries.page(_filters(), row_id(request.args.get("before")), per_page(request.args))
     return jsonify(data=[log_dict(r) for r in page.items], **page.meta())
 
 

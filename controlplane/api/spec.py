@@ -38,7 +38,7 @@ def _operation(op) -> dict:
         "parameters": _parameters(op),
         "responses": {str(op.status): ok,
                       **{code: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-                         for code, text in FAILURES.items()}},
+                         for code, text in {**FAILURES, **{str(k): v for k, v in op.errors.items()}}.items()}},
     }
     if op.body is not None:
         entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}

@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     from controlplane.errors import ServiceError
 
     try:
-        cli.main(args=argv, prog_name="switchboard", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="switchboard", standalone_mode=False)
+        if isinstance(code, int) and code:  # a command's `Exit(n)`: click returns it rather than raising it here
+            sys.exit(code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.exceptions.Abort:

@@ -20,12 +20,13 @@ from controlplane.cli.demo_traffic import Customer, generate, ingest
 from controlplane.cli.group import emit, json_option
 from controlplane.extensions import db
 from controlplane.models import ChannelEvent, ChannelStatus, LedgerEntry, ModelPrice, Role, User, utcnow
-from controlplane.services import bans, billing, channels, groups, keys, prices, refunds, users
+from controlplane.services import bans, billing, channels, groups, keys, model_routes, prices, refunds, users
 from controlplane.services.base import Actor, commit
 from relay.adapters import REGISTRY
 from relay.pricing import usd_to_micro
 
 SEEDER = Actor(name="demo seed")
+DEMO_ADMIN = "admin@switchboard.local"  # the operator to sign in as; its password is printed once
 # name, preferred type, base URL, models, tag, priority, weight, cost %, keys, state (+ reason)
 CHANNELS = [
     ("OpenAI primary", "openai", "https://api.openai.com/v1", ["gpt-4o", "gpt-4o-mini", "o3-mini"], "prod", 10, 5, 72, 3, None),
@@ -68,6 +69,13 @@ def _channels(rng) -> tuple[dict, list]:
                                 reason="upstream said: Incorrect API key provided", actor="relay", created_at=when))
     dead.status, dead.status_reason, dead.status_since = ChannelStatus.AUTO_DISABLED.value, "upstream said: Incorrect API key provided", when
     for channel, state in made:
+        # the last health probe, as a running instance would show it in the channel list (its own
+        # random numbers: the week of traffic stays the same as before)
+        probe = random.Random(channel.id)  # nosec B311 - demo numbers, nothing secret
+        channel.probed_at = utcnow() - timedelta(minutes=probe.randint(2, 9))
+        down = channel.base_url.startswith("http://") or (state is not None and state[0] == "auto_disabled")
+        channel.probe_latency_ms = None if down else probe.randint(180, 900)
+        channel.probe_message = "upstream timed out" if down else "ok"
         if state is None:
             continue
         status, reason, hours_ago = state
@@ -95,6 +103,9 @@ def _prices(now) -> dict:
     commit()
     prices.set_price(SEEDER, "gpt-4o", input="2.00", output="8.00", cache_read="1.00", effective_from=now + timedelta(days=7, hours=2),
                      reason="upstream price cut passed on")
+    # An alias callers (and the playground) can ask for, and a model routed by measured latency.
+    model_routes.set_route(SEEDER, "smart", targets=["claude-sonnet-4", "gpt-4o"])
+    model_routes.set_route(SEEDER, "gpt-4o-mini", strategy="latency")
     return views
 
 
@@ -118,12 +129,18 @@ class Stage:
     prices: dict  # model → its price view
 
 
-def stage(rng: random.Random) -> Stage:
-    """Operators, groups, channels, prices and customers, without any traffic."""
+def stage(rng: random.Random) -> tuple[Stage, str | None]:
+    """Operators, groups, channels, prices and customers, without any traffic; and the demo admin's
+    password when this run created it (`up` creates no first operator once one exists, so without it
+    the seeded instance could not be signed into)."""
     now = utcnow()
-    for email, role in (("ops@switchboard.local", Role.OPERATOR), ("help@switchboard.local", Role.SUPPORT)):
+    password = None
+    for email, role in ((DEMO_ADMIN, Role.ADMIN), ("ops@switchboard.local", Role.OPERATOR), ("help@switchboard.local", Role.SUPPORT)):
         if db.session.scalar(select(User.id).where(User.email == email)) is None:
-            users.create_operator(SEEDER, email, secrets.token_urlsafe(12), role)
+            secret = secrets.token_urlsafe(12)
+            users.create_operator(SEEDER, email, secret, role)
+            if email == DEMO_ADMIN:
+                password = secret
     groups.default_group()
     groups.create_group(SEEDER, "pro", "0.85", [], rpm=600, tpm=2_000_000, concurrency=50)
     groups.create_group(SEEDER, "trial", "1.0", ["*-mini", "deepseek-*"], rpm=20, tpm=50_000, concurrency=2)
@@ -131,18 +148,21 @@ def stage(rng: random.Random) -> Stage:
     routes, _ = _channels(rng)
     price_views = _prices(now)
     customers = _customers(rng, group_bp)
-    return Stage(customers, {m: r for m, r in routes.items() if m in price_views}, price_views)
+    return Stage(customers, {m: r for m, r in routes.items() if m in price_views}, price_views), password
 
 
 def seed(days: int = 7, per_hour: int = 40, rng_seed: int = 7) -> dict:
-    rng = random.Random(rng_seed)
-    staged = stage(rng)
+    rng = random.Random(rng_seed)  # reproducible demo traffic, nothing secret  # nosec B311
+    staged, password = stage(rng)
     customers = staged.customers
     charged, count = ingest(generate(rng, time.time(), days, per_hour, customers, staged.routes, staged.prices))
     for account_id, amount in charged.items():
         billing.apply_live(account_id, -amount)  # the relay would have debited Redis as it went
     _aftermath(customers)
-    return {"channels": len(CHANNELS), "customers": len(customers), "requests": count, "charged_micro_usd": sum(charged.values())}
+    result = {"channels": len(CHANNELS), "customers": len(customers), "requests": count, "charged_micro_usd": sum(charged.values())}
+    if password:
+        result["operator"] = {"email": DEMO_ADMIN, "password": password}
+    return result
 
 
 def _aftermath(customers: list[Customer]) -> None:
@@ -157,6 +177,20 @@ def _aftermath(customers: list[Customer]) -> None:
     bans.ban(SEEDER, "ip", "198.51.100.0/24", "Credential-stuffing attempts against sign-in")
     lifted = bans.ban(SEEDER, "ip", "192.0.2.44", "Burst of invalid keys")
     bans.lift(SEEDER, lifted)
+    _organisation(first, db.session.get(User, customers[2].user_id))
+
+
+def _organisation(owner: User, member: User) -> None:
+    """A team: an organisation its owner funds, a member with a monthly allowance, a key each."""
+    from controlplane.services import organisations
+
+    org = organisations.create_organisation(SEEDER, owner, "Acme Labs")
+    billing.topup(SEEDER, org, "250", "purchase order 1187")
+    _, token = organisations.invite(SEEDER, organisations.membership(org.id, owner.id), None, "member")
+    joined = organisations.accept(SEEDER, member, organisations.open_invitation(token))
+    organisations.set_allowance(SEEDER, organisations.membership(org.id, owner.id), joined.id, "40")
+    keys.create_key(SEEDER, owner, "acme-backend", account_id=org.id)
+    keys.create_key(SEEDER, member, "acme-notebooks", account_id=org.id)
 
 
 @click.group()
@@ -181,7 +215,10 @@ def demo_seed(days, per_hour, key_count, user_count, credit, keys_file, as_json)
     if db.session.scalar(select(ModelPrice.id).limit(1)) is not None:
         raise click.UsageError("this database already has prices: seed an empty instance")
     result = seed(days, per_hour)
-    emit(as_json, result, f"seeded {result['channels']} channels, {result['customers']} customers and {result['requests']} requests over {days} days")
+    text = f"seeded {result['channels']} channels, {result['customers']} customers and {result['requests']} requests over {days} days"
+    if "operator" in result:
+        text += f"\nDemo operator (shown once): {result['operator']['email']} / {result['operator']['password']}"
+    emit(as_json, result, text)
 
 
 def _bulk(key_count: int, user_count: int, credit: str, keys_file, as_json: bool) -> None:

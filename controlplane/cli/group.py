@@ -27,6 +27,7 @@ COMMANDS = {
     "key": "controlplane.cli.manage:key",
     "channel": "controlplane.cli.routing:channel",  # manage's group, plus `channel test`
     "limits": "controlplane.cli.routing:limits",
+    "route": "controlplane.cli.routing:route",
     "price": "controlplane.cli.manage:price",
     "invite": "controlplane.cli.invites:invite",
     "demo": "controlplane.cli.demo:demo",
@@ -36,6 +37,7 @@ COMMANDS = {
     "worker": "controlplane.cli.processes:worker_command",
     "scheduler": "controlplane.cli.processes:scheduler_command",
     "ingest": "controlplane.cli.processes:ingest_command",
+    "backup": "controlplane.cli.backup:backup",
 }
 
 

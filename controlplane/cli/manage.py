@@ -75,10 +75,12 @@ def group():
 @click.option("--multiplier", default="1.0", show_default=True, help="Price multiplier, e.g. 0.9 for 10% off.")
 @click.option("--models", default="", help="Comma-separated model patterns (globs); empty allows all.")
 @click.option("--default", "is_default", is_flag=True, help="New users join this group.")
+@click.option("--queue-seconds", type=int, default=None, help="Seconds a request waits when its model's channels are full (default 10; 0: 429 at once).")
+@click.option("--priority", type=int, default=None, help="0-1000: higher groups are served first from the capacity queue (default 0).")
 @json_option
 @with_appcontext
-def group_create(name, multiplier, models, is_default, as_json):
-    created = groups.create_group(Actor.cli(), name, multiplier, split_list(models), is_default)
+def group_create(name, multiplier, models, is_default, queue_seconds, priority, as_json):
+    created = groups.create_group(Actor.cli(), name, multiplier, split_list(models), is_default, queue_seconds=queue_seconds, priority=priority)
     emit(as_json, groups.describe(created), f"group {created.name} created")
 
 

@@ -16,7 +16,9 @@ from controlplane.cli.supervision import Supervisor
 
 
 def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from relay import logs
+
+    logs.configure()
 
 
 @click.command("worker")
@@ -124,6 +126,9 @@ def up_command():
     app = current_app._get_current_object()
     settings = app.config["SWITCHBOARD"]
     upgrade()
+    from workers.maintenance import ensure_log_partitions
+
+    ensure_log_partitions()  # PostgreSQL: this month's and the next request-log partitions exist before traffic
     created = _first_operator()
     publish()
     from controlplane import key_rebuild
@@ -134,7 +139,8 @@ def up_command():
     from workers import queues
 
     relay_app = build_relay(settings.relay_settings())
-    start_follower(relay_app)
+    app.config["EMBEDDED_RELAY_APP"] = relay_app  # /metrics and /readyz carry the relay's too
+    background = start_follower(relay_app)
 
     def dispatch(environ, start_response):
         if environ.get("PATH_INFO", "").startswith(("/v1/", "/v1beta/")):  # the OpenAI/Anthropic and Gemini APIs
@@ -142,6 +148,7 @@ def up_command():
         return app(environ, start_response)
 
     server = make_server((settings.host, settings.port), dispatch, settings.relay_settings())
+    relay_app.attach(server)
     server.init_socket()  # bind now so a busy port fails before we announce anything
 
     # Channel probes get a worker of their own: a slow probe run never delays health reports or upkeep.
@@ -157,15 +164,16 @@ def up_command():
     stopping = []
 
     def stop(*_):
-        if stopping:
+        if stopping:  # a second Ctrl-C: stop now, without waiting for requests in flight
+            server.stop()
             return
         stopping.append(True)
         supervisor.stopping = True  # children a group-wide signal stopped are not restarted
-        click.echo("\nstopping…")
-        server.stop(timeout=5)
+        click.echo("\nstopping… (requests in flight may take up to %g s)" % relay_app.settings.drain_seconds)
+        gevent.spawn(server.drain, relay_app.settings.drain_seconds)
 
-    gevent.signal_handler(signal.SIGINT, stop)
-    gevent.signal_handler(signal.SIGTERM, stop)
+    # Referenced until exit, then cancelled, as gevent asks of its signal handlers.
+    handlers = [gevent.signal_handler(signal.SIGINT, stop), gevent.signal_handler(signal.SIGTERM, stop)]
 
     url = f"http://{settings.host}:{settings.port}"
     click.echo(f"Switchboard is running at {url}")
@@ -176,4 +184,8 @@ def up_command():
     try:
         server.serve_forever()
     finally:
+        # The follower first: it must not watch the embedded Redis go away at exit and report it lost.
+        background.stop()
         supervisor.stop()
+        for handler in handlers:
+            handler.cancel()

@@ -2,8 +2,6 @@
 driver; it needs only Redis and the encryption key (both from the environment or the instance)."""
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import replace
 
 import click
@@ -19,7 +17,9 @@ def relay_command(host, port, workers):
     from relay.processes import serve_processes
     from relay.settings import RelaySettings
 
-    logging.basicConfig(level=os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from relay import logs
+
+    logs.configure()
     ensure_redis_url()
     settings = RelaySettings.from_env()
     if not settings.encryption_key:

@@ -1,4 +1,4 @@
-"""Management commands for routing and health: limits, and testing a channel now."""
+"""Management commands for routing and health: limits, model routes (strategy, aliases), and testing a channel now."""
 from __future__ import annotations
 
 import click
@@ -7,8 +7,9 @@ from flask.cli import with_appcontext
 from controlplane.cli.group import emit, json_option
 from controlplane.cli.manage import channel
 from controlplane.extensions import db
-from controlplane.models import ApiKey, Channel
+from controlplane.models import ApiKey, Channel, ModelRoute
 from controlplane.services import limits as limit_service
+from controlplane.services import model_routes
 from controlplane.services import users
 from controlplane.services.base import Actor, NotFound
 from controlplane.services.groups import group_by_name
@@ -53,6 +54,45 @@ def limits_set(key_id, email, group, channel_id, each_key, rpm, tpm, concurrency
     emit(as_json, after, ", ".join(f"{k} {v if v else 'unlimited'}" for k, v in after.items()))
 
 
+@click.group()
+def route():
+    """Model routes: a model's selection strategy, and aliases standing for a list of models."""
+
+
+@route.command("set")
+@click.argument("model")
+@click.option("--strategy", type=click.Choice(["priority", "latency", "cost"]), default="priority", show_default=True,
+              help="How a priority tier's channels are chosen.")
+@click.option("--alias-for", "targets", default=None, help="Comma-separated models this name stands for, tried in order.")
+@json_option
+@with_appcontext
+def route_set(model, strategy, targets, as_json):
+    row = model_routes.set_route(Actor.cli(), model, strategy=strategy, targets=targets)
+    data = model_routes.describe(row)
+    emit(as_json, data, f"{row.model}: {row.strategy}" + (f", alias for {' → '.join(row.targets)}" if row.targets else ""))
+
+
+@route.command("list")
+@json_option
+@with_appcontext
+def route_list(as_json):
+    rows = [model_routes.describe(r) for r in model_routes.all_routes()]
+    human = "\n".join(f"{r['model']}: {r['strategy']}" + (f", alias for {' → '.join(r['targets'])}" if r["targets"] else "") for r in rows)
+    emit(as_json, rows, human or "no model routes")
+
+
+@route.command("delete")
+@click.argument("model")
+@json_option
+@with_appcontext
+def route_delete(model, as_json):
+    row = db.session.scalar(db.select(ModelRoute).where(ModelRoute.model == model))
+    if row is None:
+        raise NotFound(f"model route {model}")
+    model_routes.delete_route(Actor.cli(), row.id)
+    emit(as_json, {"deleted": model}, f"{model}: deleted")
+
+
 @channel.command("test")
 @click.argument("channel_id", type=int)
 @json_option
@@ -69,4 +109,4 @@ def channel_test(channel_id, as_json):
         raise click.exceptions.Exit(3)
 
 
-__all__ = ["channel", "limits"]  # `channel` gains its `test` subcommand here
+__all__ = ["channel", "limits", "route"]  # `channel` gains its `test` subcommand here

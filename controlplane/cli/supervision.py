@@ -14,7 +14,7 @@ import ctypes
 import logging
 import os
 import signal
-import subprocess
+import subprocess  # starts our own commands with fixed arguments, never a shell  # nosec B404
 import sys
 import threading
 import time
@@ -51,7 +51,7 @@ class Supervisor:
         self.stopping = False
 
     def _spawn(self, child: Child) -> None:
-        child.proc = subprocess.Popen([sys.executable, "-m", "controlplane", *child.args], env=self.env)
+        child.proc = subprocess.Popen([sys.executable, "-m", "controlplane", *child.args], env=self.env)  # our own CLI, argv from code  # nosec B603
         child.started_at = time.monotonic()
         child.restart_at = None
         child.pids.append(child.proc.pid)
@@ -137,8 +137,10 @@ def die_with_parent(every: float = 1.0, grace: float = ORPHAN_GRACE) -> bool:
     parent = int(os.environ.get(PARENT_ENV) or 0)
     if not parent:
         return False
-    # Until the command installs its own handler (RQ's warm shutdown), SIGTERM unregisters and exits.
+    # Until the command installs its own handler (RQ's warm shutdown), SIGTERM unregisters and exits;
+    # so does SIGINT, which Ctrl-C sends the whole process group (`up` and a child still starting).
     signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
     armed = _set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent:  # it died before the signal was armed
         sys.exit(0)

@@ -15,9 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def gunicorn_argv(host: str, port: int, workers: int, timeout: int) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(workers), "--bind", f"{host}:{port}",
+    argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(workers), "--bind", f"{host}:{port}",
             "--chdir", str(ROOT), "--timeout", str(timeout), "--graceful-timeout", str(timeout), "--access-logfile", "-",
-            "--forwarded-allow-ips", os.environ.get("SWITCHBOARD_TRUSTED_PROXIES", "127.0.0.1"), "wsgi:app"]
+            "--forwarded-allow-ips", os.environ.get("SWITCHBOARD_TRUSTED_PROXIES", "127.0.0.1")]
+    if os.environ.get("SWITCHBOARD_LOG_FORMAT", "").strip().lower() == "json":  # gunicorn's own lines too (docs/operations.md)
+        argv += ["--logger-class", "controlplane.gunicorn_logging.JsonLogger"]
+    return [*argv, "wsgi:app"]
 
 
 @click.command("web")
@@ -30,6 +33,7 @@ def web_command(host, port, workers, timeout):
     host = host or os.environ.get("SWITCHBOARD_HOST", "127.0.0.1")
     port = port or int(os.environ.get("SWITCHBOARD_PORT", "8000"))
     workers = workers or int(os.environ.get("SWITCHBOARD_WEB_WORKERS", "2"))
-    click.echo(f"control plane on http://{host}:{port} (gunicorn, {workers} gevent workers)")
+    if os.environ.get("SWITCHBOARD_LOG_FORMAT", "").strip().lower() != "json":  # gunicorn says where it listens, in JSON
+        click.echo(f"control plane on http://{host}:{port} (gunicorn, {workers} gevent workers)")
     sys.stdout.flush()
-    os.execv(sys.executable, gunicorn_argv(host, port, workers, timeout))
+    os.execv(sys.executable, gunicorn_argv(host, port, workers, timeout))  # gunicorn on our WSGI app, argv from code  # nosec B606

@@ -138,4 +138,17 @@ def template_helpers() -> dict:
 
         return organisations.memberships_of(current_user) if current_user.is_authenticated else []
 
-    return {"console_scope": console_scope, "console_balance": console_balance, "console_accounts": console_accounts}
+    def console_ban():
+        """The signed-in customer's active ban, so the console says why their keys are refused."""
+        if not current_user.is_authenticated or current_user.is_operator:
+            return None
+        from controlplane.services import bans
+
+        found = bans.active_for("user", str(current_user.id))
+        scope = console_scope()
+        if not found and scope is not None and scope.is_org:  # an organisation's ban stops every key charged to it
+            found = bans.active_for("org", str(scope.account.id))
+        return found[0] if found else None
+
+    return {"console_scope": console_scope, "console_balance": console_balance, "console_accounts": console_accounts,
+            "console_ban": console_ban}

@@ -8,13 +8,15 @@ from flask_login import current_user, login_user, logout_user
 from controlplane import account_security, throttle
 from controlplane.admin.forms import attach_error
 from controlplane.console.access import actor, console_view
-from controlplane.console.forms import EmailForm, PasswordForm, SignupForm
+from controlplane.console.forms import CloseAccountForm, EmailForm, PasswordForm, SignupForm
 from controlplane.extensions import db
-from controlplane.services import ServiceError, accounts, organisations, sessions
+from controlplane.models import utcnow
+from controlplane.services import ServiceError, accounts, closure, organisations, sessions, terms
 from controlplane.services.accounts import SignupMode
 
 bp = Blueprint("account", __name__)
 SIGNUPS_PER_HOUR = 5  # per address: enough for a team behind one NAT, too few for a script
+CLOSE_ATTEMPTS_PER_HOUR = 5  # wrong passwords or codes when closing: a stolen session cannot guess the password
 
 
 def signup_mode() -> SignupMode:
@@ -40,14 +42,14 @@ def signup():
     invitation, mode = _invitation(token), signup_mode()
     allowed = mode == SignupMode.OPEN or (mode == SignupMode.INVITE and invitation is not None)
     if not allowed:
-        return render_template("console/account/signup.html", form=None, mode=mode, invitation=invitation), 403
+        return render_template("console/account/signup.html", form=None, mode=mode, invitation=invitation, terms=None), 403
     if request.method == "GET" and invitation is not None and invitation.email:
         form.email.data = invitation.email
     status = 200
     if form.validate_on_submit():
         if throttle.exceeded("signup", [request.remote_addr or "-"], SIGNUPS_PER_HOUR, 3600):
             form.email.errors.append("Too many sign-ups from your address. Try again in an hour.")
-            return render_template("console/account/signup.html", form=form, mode=mode, invitation=invitation), 429
+            return render_template("console/account/signup.html", form=form, mode=mode, invitation=invitation, terms=terms.in_force()), 429
         try:
             user = accounts.sign_up(form.email.data, form.password.data, mode, token, request.remote_addr)
         except ServiceError as error:
@@ -58,12 +60,13 @@ def signup():
             session.clear()
             login_user(user)
             sessions.start(user)
+            user.last_login_at = utcnow()  # signing up signs in
             db.session.commit()
             flash("Welcome to Switchboard. Create an API key to start.")
             return redirect(url_for("console.home"))
     elif request.method == "POST":
         status = 400
-    return render_template("console/account/signup.html", form=form, mode=mode, invitation=invitation), status
+    return render_template("console/account/signup.html", form=form, mode=mode, invitation=invitation, terms=terms.in_force()), status
 
 
 def _page(email_form=None, password_form=None, status=200):
@@ -131,6 +134,48 @@ def end_all():
     logout_user()
     session.clear()
     flash("You are signed out everywhere, including here.")
+    return redirect(url_for("auth.login"))
+
+
+def _closing(form=None, status=200):
+    user = current_user._get_current_object()
+    try:
+        plan, refused = closure.plan(user), None
+    except ServiceError as error:
+        plan, refused = None, error.message
+    return render_template("console/account/close.html", form=form or CloseAccountForm(formdata=None), plan=plan, refused=refused), status
+
+
+@bp.get("/account/close")
+@console_view
+def close():
+    return _closing()
+
+
+@bp.post("/account/close")
+@console_view
+def close_confirmed():
+    """Close the account after signing in again: keys revoked at once, personal data replaced, the
+    ledger and request metadata kept."""
+    form = CloseAccountForm()
+    if not form.validate_on_submit():
+        return _closing(form, 400)
+    user = current_user._get_current_object()
+    if throttle.exceeded("close", [str(user.id)], CLOSE_ATTEMPTS_PER_HOUR, 3600):
+        form.password.errors.append("Too many attempts. Try again in an hour.")
+        return _closing(form, 429)
+    try:
+        accounts.reauthenticate(actor(), user, form.password.data, form.code.data)
+        closure.close(actor(), user, "closed by the account holder")
+    except ServiceError as error:
+        db.session.rollback()
+        if error.field in ("password", "code"):  # a wrong password or code counts; a refusal to close does not
+            throttle.count("close", [str(user.id)], 3600)
+        attach_error(form, error)
+        return _closing(form, error.status if error.status in (403, 409) else 400)
+    logout_user()
+    session.clear()
+    flash("Your account is closed. Your API keys no longer work, and your personal details are removed.")
     return redirect(url_for("auth.login"))
 
 

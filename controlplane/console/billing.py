@@ -2,7 +2,7 @@
 money added, and the low-balance alert. Organisation members see their allowance instead."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -13,6 +13,7 @@ from controlplane.console.forms import AlertForm, RedeemForm
 from controlplane.console.usage import key_names
 from controlplane.extensions import db
 from controlplane.models import EntryKind, LedgerEntry
+from controlplane.queries.pagination import row_id
 from controlplane.services import ServiceError, alerts, redemption
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
@@ -23,8 +24,10 @@ REDEEM_ATTEMPTS_PER_MINUTE = 10
 
 def _alert_form() -> AlertForm:
     row = alerts.settings_for(current_scope().account.id)
-    if request.method == "POST" or row is None:
+    if request.method == "POST":
         return AlertForm()
+    if row is None:  # "Email me" is ticked only where email can go out
+        return AlertForm(formdata=None, email=current_app.config["SWITCHBOARD"].smtp.configured)
     from controlplane.console import usd_input
 
     return AlertForm(formdata=None, threshold=usd_input(row.threshold), email=row.email, webhook_url=row.webhook_url or "")
@@ -66,9 +69,9 @@ def redeem():
         throttle.count("redeem", subjects)
         attach_error(form, error)
         return _page(redeem_form=form, status=error.status if error.status != 404 else 400)
-    from relay.pricing import micro_to_usd
+    from relay.pricing import usd_text
 
-    flash(f"Code redeemed: {micro_to_usd(entry.amount, 2)} added to {scope.account.name}.")
+    flash(f"Code redeemed: {usd_text(entry.amount)} added to {scope.account.name}.")
     return redirect(url_for(".index"))
 
 
@@ -93,7 +96,7 @@ def save_alert():
 def ledger():
     scope = managers_only()
     kind = request.args.get("kind") if request.args.get("kind") in {k.value for k in EntryKind} else None
-    before = request.args.get("before", type=int)
+    before = row_id(request.args.get("before"))
     query = select(LedgerEntry).where(LedgerEntry.account_id == scope.account.id)
     if kind:
         query = query.where(LedgerEntry.kind == kind)

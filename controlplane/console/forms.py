@@ -82,3 +82,9 @@ class AllowanceForm(FlaskForm):
 class RoleForm(FlaskForm):
     role = SelectField("Role", choices=ROLES)
     submit = SubmitField("Change role")
+
+
+class CloseAccountForm(FlaskForm):
+    password = PasswordField("Your password", validators=[DataRequired(message="Enter your password to confirm it is you."), Length(max=200)])
+    code = StringField("Two-factor code", validators=[Optional(), Length(max=64)], description="From your authenticator app, or a recovery code")
+    submit = SubmitField("Close my account")

@@ -1,4 +1,5 @@
-"""The console's start page: balance, today's and this month's spend, the base URL, first steps."""
+"""The console's start page: balance, today's and this month's spend, the base URL, first steps, and notices of
+scheduled price changes to the models the account uses and of new terms."""
 from __future__ import annotations
 
 import time
@@ -7,6 +8,7 @@ from flask import current_app, redirect, render_template, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
 
+from controlplane import lifecycle_notices
 from controlplane.budgets import day_start, month_start
 from controlplane.console import bp
 from controlplane.console.access import console_view, current_scope, live_balance
@@ -41,4 +43,5 @@ def dashboard():
     recent = list(db.session.scalars(select(RequestLog).where(scope.logs_clause()).order_by(RequestLog.started_at.desc()).limit(5)))
     base_url = (current_app.config["SWITCHBOARD"].public_url or "").rstrip("/") + "/v1"
     return render_template("console/home.html", scope=scope, balance=balance, held=held, today=today, today_requests=today_requests,
-                           month=month, month_requests=month_requests, keys=keys, recent=recent, base_url=base_url)
+                           month=month, month_requests=month_requests, keys=keys, recent=recent, base_url=base_url,
+                           price_changes=lifecycle_notices.price_changes_for(scope.rollups_clause()), terms=lifecycle_notices.upcoming_terms())

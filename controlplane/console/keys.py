@@ -17,7 +17,7 @@ from controlplane.console.access import actor, console_view, current_scope, key_
 from controlplane.console.forms import KeyForm
 from controlplane.console.usage_data import breakdown, series
 from controlplane.extensions import db
-from controlplane.models import ApiKey, KeyStatus, RequestLog, UsageRollup, User, utcnow
+from controlplane.models import ApiKey, EntryKind, KeyStatus, LedgerEntry, RequestLog, UsageRollup, User, utcnow
 from controlplane.services import ServiceError, keys as key_service
 
 bp = Blueprint("keys", __name__, url_prefix="/keys")
@@ -55,6 +55,8 @@ def index():
     since = utcnow() - timedelta(days=30)
     spend = dict(db.session.execute(select(UsageRollup.api_key_id, func.sum(UsageRollup.cost)).where(
         scope.rollups_clause(), UsageRollup.bucket >= since).group_by(UsageRollup.api_key_id)).all())
+    for key_id, amount in _refunded(scope.account.id, since).items():
+        spend[key_id] = int(spend.get(key_id) or 0) - amount
     return render_template("console/keys/list.html", keys=rows, owners=owners, spend=spend, scope=scope, now=utcnow())
 
 
@@ -86,9 +88,20 @@ def detail(key_id: int):
     recent = list(db.session.scalars(select(RequestLog).where(current_scope().logs_clause(), RequestLog.api_key_id == key.id)
                                      .order_by(RequestLog.started_at.desc()).limit(10)))
     summary, _, by_model = breakdown(clause, since)
-    return render_template("console/keys/detail.html", key=key, windows=budgets.key_windows(key.id, now),
+    refunded = _refunded(key.account_id, since, key.id).get(key.id, 0)
+    return render_template("console/keys/detail.html", key=key, windows=budgets.key_windows(key.id, now), refunded=refunded,
                            live_spent=_live_spent(key.id), days=series(clause, since, "day", None), summary=summary,
                            by_model=by_model, recent=recent, owner=db.session.get(User, key.user_id), now=utcnow())
+
+
+def _refunded(account_id: int, since, key_id: int | None = None) -> dict[int, int]:
+    """µ$ refunded per key since `since`: the rollups count what was charged, refunds give some back."""
+    query = select(LedgerEntry.api_key_id, func.sum(LedgerEntry.amount)).where(
+        LedgerEntry.account_id == account_id, LedgerEntry.kind == EntryKind.REFUND.value, LedgerEntry.api_key_id.is_not(None),
+        LedgerEntry.created_at >= since)
+    if key_id is not None:
+        query = query.where(LedgerEntry.api_key_id == key_id)
+    return {k: int(v or 0) for k, v in db.session.execute(query.group_by(LedgerEntry.api_key_id)).all()}
 
 
 def _live_spent(key_id: int) -> int:

@@ -11,6 +11,7 @@ from controlplane import budgets
 from controlplane.admin.forms import attach_error
 from controlplane.console.access import ACCOUNT_KEY, actor, console_view, current_scope
 from controlplane.console.forms import AllowanceForm, InviteForm, OrganisationForm, RoleForm
+from controlplane.queries.pagination import row_id
 from controlplane.redirects import safe_next
 from controlplane.services import ServiceError, notices, organisations as orgs
 
@@ -61,8 +62,8 @@ def switch():
     raw = request.form.get("account_id") or ""
     if raw in ("", "personal"):
         session.pop(ACCOUNT_KEY, None)
-    elif raw.isdigit() and orgs.membership(int(raw), current_user.id) is not None:
-        session[ACCOUNT_KEY] = int(raw)
+    elif row_id(raw) is not None and orgs.membership(row_id(raw), current_user.id) is not None:
+        session[ACCOUNT_KEY] = row_id(raw)
     else:
         abort(404)
     return redirect(safe_next(request.form.get("next")) or url_for("console.home"))

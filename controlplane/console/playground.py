@@ -1,5 +1,6 @@
 """Playground: chat with any model the chosen key may use, streamed, or compare two to four models
-side by side. The browser calls the relay itself with a short-lived token for the chosen key
+side by side; an image model takes size, quality and a number of images, priced before sending.
+The browser calls the relay itself with a short-lived token for the chosen key
 (relay/playground.py), so each run is billed and logged like any request; the cost shown under
 an answer is read back from the request log once the worker has written it."""
 from __future__ import annotations
@@ -30,10 +31,39 @@ def _own_keys() -> list[ApiKey]:
 @console_view
 def index():
     allowed = catalog.allowed_models(current_user.group)
-    keys = [{"id": k.id, "label": f"{k.name or 'unnamed'} ({k.prefix}…)", "models": [m for m in allowed if not k.models or m in k.models]}
-            for k in _own_keys()]
+    aliases = catalog.aliases(allowed)  # the operator's fallback lists: the relay tries their models in order
+
+    def usable(key: ApiKey) -> list[str]:
+        models = [m for m in allowed if not key.models or m in key.models]
+        return models + [a for a, targets in aliases.items() if any(m in models for m in targets)]
+
+    keys = [{"id": k.id, "label": f"{k.name or 'unnamed'} ({k.prefix}…)", "models": usable(k)} for k in _own_keys()]
     base_url = (current_app.config["SWITCHBOARD"].public_url or "").rstrip("/") + "/v1"
-    return render_template("console/playground/index.html", keys=keys, models=allowed, base_url=base_url)
+    return render_template("console/playground/index.html", keys=keys, models=allowed + list(aliases), base_url=base_url,
+                           image_models=_image_models(allowed), multiplier_bp=current_user.group.multiplier_bp)
+
+
+DEFAULT_SIZES = ("1024x1024", "1024x1536", "1536x1024")
+DEFAULT_QUALITIES = ("standard", "hd")
+
+
+def _image_models(allowed: list[str]) -> dict[str, dict]:
+    """Models priced per image, with what the playground prices a run by before it is sent: the rate
+    per size/quality tier (µ$; "*" matches any), the fallback per image, the per-request price, and
+    the sizes and qualities to offer (the tiers the operator priced, or the usual ones)."""
+    from controlplane.services.prices import current_price
+
+    found: dict[str, dict] = {}
+    for model in allowed:
+        row = current_price(model)
+        if row is None or (row.per_image is None and not row.image_prices):
+            continue
+        tiers = {str(k): int(v) for k, v in (row.image_prices or {}).items()}
+        sizes = sorted({t.split("/")[0] for t in tiers if t.split("/")[0] != "*"}) or list(DEFAULT_SIZES)
+        qualities = sorted({t.partition("/")[2] for t in tiers if t.partition("/")[2] not in ("*", "")}) or list(DEFAULT_QUALITIES)
+        found[model] = {"tiers": tiers, "per_image": row.per_image or 0, "per_request": row.per_request or 0,
+                        "tokens": bool(row.input or row.output), "sizes": sizes, "qualities": qualities}
+    return found
 
 
 @bp.post("/token")

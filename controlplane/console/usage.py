@@ -11,9 +11,10 @@ from sqlalchemy import and_, or_, select
 
 from controlplane.console.access import console_view, current_scope, key_or_404, log_or_404
 from controlplane.console.usage_data import RANGES, breakdown, range_start, series
+from controlplane import csv_cells
 from controlplane.extensions import db
 from controlplane.models import ApiKey, RequestLog, UsageRollup
-from relay.pricing import micro_to_usd
+from controlplane.queries import pagination
 
 bp = Blueprint("usage", __name__, url_prefix="/usage")
 PAGE = 50
@@ -26,7 +27,7 @@ class Filters:
     def __init__(self, args):
         self.range = args.get("range") if args.get("range") in RANGES else "7d"
         self.by = args.get("by") if args.get("by") in ("model", "key") else "model"
-        self.key_id = args.get("key", type=int)
+        self.key_id = pagination.row_id(args.get("key")) if args.get("key") else None
         self.model = (args.get("model") or "").strip()[:200] or None
         self.status = args.get("status") if args.get("status") in ("ok", "error") else None
         if self.key_id is not None:
@@ -74,9 +75,10 @@ def _after(cursor: str | None):
         moment = datetime.fromisoformat(stamp)
     except ValueError:
         abort(400)
-    if not row_id.isdigit():
+    last = pagination.row_id(row_id)
+    if last is None:
         abort(400)
-    return or_(RequestLog.started_at < moment, and_(RequestLog.started_at == moment, RequestLog.id < int(row_id)))
+    return or_(RequestLog.started_at < moment, and_(RequestLog.started_at == moment, RequestLog.id < last))
 
 
 def _page_of_logs(filters: Filters, cursor: str | None, limit: int):
@@ -123,14 +125,7 @@ def detail(request_id: str):
 
 
 HEADER = ["started_at", "request_id", "key", "model", "endpoint", "stream", "status", "error_code", "input_tokens",
-          "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "ttft_ms"]
-
-
-def _cell(value):
-    """Spreadsheets run cells that start like a formula; model names come from callers."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+          "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "cost_micro_usd", "latency_ms", "ttft_ms"]
 
 
 def _csv_rows(filters: Filters, names: dict):
@@ -141,10 +136,10 @@ def _csv_rows(filters: Filters, names: dict):
     while True:
         rows = _page_of_logs(filters, cursor, EXPORT_CHUNK)
         for r in rows:
-            writer.writerow([_cell(v) for v in (
-                r.started_at.isoformat(), r.request_id, names.get(r.api_key_id, ""), r.model or "", r.endpoint, int(r.stream), r.status,
-                r.error_code or "", r.input_tokens, r.cache_read_tokens, r.cache_write_tokens, r.output_tokens, r.reasoning_tokens,
-                micro_to_usd(r.cost).lstrip("$"), r.latency_ms if r.latency_ms is not None else "", r.ttft_ms if r.ttft_ms is not None else "")])
+            writer.writerow([csv_cells.cell(v) for v in (
+                r.started_at.isoformat(), r.request_id, names.get(r.api_key_id, ""), r.model or "", r.endpoint, csv_cells.flag(r.stream),
+                r.status, r.error_code or "", r.input_tokens, r.cache_read_tokens, r.cache_write_tokens, r.output_tokens, r.reasoning_tokens,
+                csv_cells.usd(r.cost), int(r.cost or 0), r.latency_ms if r.latency_ms is not None else "", r.ttft_ms if r.ttft_ms is not None else "")])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -69,6 +69,19 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+def include_name(name, type_, parent_names):
+    """Request-log month partitions on PostgreSQL are not in the models (controlplane/log_partitions.py)."""
+    from controlplane.log_partitions import include_name as keep
+
+    return keep(name, type_, parent_names)
+
+
+def include_object_for(dialect):
+    from controlplane.log_partitions import include_object_for as hook
+
+    return hook(dialect)
+
+
 def render_item(type_, obj, autogen_context):
     """Render our column types as plain SQLAlchemy ones so migrations never import the app."""
     if type_ == "type" and type(obj).__name__ == "UTCDateTime":
@@ -105,6 +118,8 @@ def run_migrations_online():
             connection=connection,
             target_metadata=get_metadata(),
             render_item=render_item,
+            include_name=include_name,
+            include_object=include_object_for(connection.dialect.name),
             **conf_args
         )
 

@@ -24,6 +24,7 @@ OPERATOR_ROLES = (Role.ADMIN, Role.OPERATOR, Role.SUPPORT)
 class UserStatus(StrEnum):
     ACTIVE = "active"
     DISABLED = "disabled"
+    CLOSED = "closed"  # the person closed their account (or an operator did): anonymised, never active again
 
 
 class AccountKind(StrEnum):
@@ -40,6 +41,8 @@ class Account(db.Model):
     # A cache of Σ ledger entries, updated in the same transaction as each entry; reconcile proves it.
     balance: Mapped[int] = mapped_column(Money, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Closed accounts keep their ledger and request metadata; nothing is charged to them again.
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Group(db.Model):
@@ -52,7 +55,12 @@ class Group(db.Model):
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The capacity queue (relay/capacity_queue.py): how long a request waits for a full model's
+    # channels before its 429 (0: at once), and which groups are served first while requests wait.
+    queue_seconds: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    on_status_page: Mapped[bool] = mapped_column(Boolean, default=False)  # its own section on the public status page
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

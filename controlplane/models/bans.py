@@ -1,4 +1,4 @@
-"""Bans of users, keys, and IP addresses or CIDR ranges, with reason, expiry, who and when."""
+"""Bans of users, organisations, keys, and IP addresses or CIDR ranges, with reason, expiry, who and when."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -14,6 +14,7 @@ class BanKind(StrEnum):
     USER = "user"
     KEY = "key"
     IP = "ip"
+    ORGANISATION = "org"  # subject: the organisation's account id; every key charged to it is refused
 
 
 class Ban(db.Model):
@@ -21,7 +22,7 @@ class Ban(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(8))
-    subject: Mapped[str] = mapped_column(String(64), index=True)  # user id, key id, address or CIDR
+    subject: Mapped[str] = mapped_column(String(64), index=True)  # user id, account id, key id, address or CIDR
     reason: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)

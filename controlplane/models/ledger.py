@@ -17,6 +17,7 @@ class EntryKind(StrEnum):
     ADJUSTMENT = "adjustment"
     REDEMPTION = "redemption"
     GOODWILL = "goodwill"
+    DISPUTE = "dispute"  # a card payment the cardholder disputed: its credit taken back
 
 
 class LedgerEntry(db.Model):

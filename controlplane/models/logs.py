@@ -42,6 +42,7 @@ class RequestLog(db.Model):
     cost: Mapped[int] = mapped_column(Money, default=0)
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    queue_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)  # waited for capacity before admission
     client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     trace: Mapped[list] = mapped_column(JsonType, default=list)
 

@@ -32,3 +32,16 @@ class ModelPrice(db.Model):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelRoute(db.Model):
+    """How one public model name is routed: the selection strategy inside a priority tier, and, for
+    an alias, the models it stands for (tried in order, as a caller's `models` list would be)."""
+
+    __tablename__ = "model_routes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), unique=True)
+    strategy: Mapped[str] = mapped_column(String(16), default="priority")  # priority | latency | cost
+    targets: Mapped[list] = mapped_column(JsonType, default=list)  # non-empty: an alias for these models, in order
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

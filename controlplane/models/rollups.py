@@ -18,7 +18,8 @@ class RollupCounts:
     """The totals every rollup keeps for its hour and dimensions."""
 
     requests: Mapped[int] = mapped_column(Integer, default=0)
-    errors: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)  # answered with 400 or above, the caller's mistakes included
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # answered with 500 or above: ours or the upstream's (uptime)
     input_tokens: Mapped[int] = mapped_column(Money, default=0)
     cache_read_tokens: Mapped[int] = mapped_column(Money, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(Money, default=0)

@@ -26,6 +26,7 @@ TOP = 6  # series drawn per breakdown; the rest are summed into "other"
 class Totals:
     requests: int = 0
     errors: int = 0
+    failures: int = 0
     cost: int = 0
     upstream_cost: int = 0
     costed_revenue: int = 0  # revenue on channels with a configured cost
@@ -142,14 +143,14 @@ def report(range_name: str = "day", by: str = "model", now: datetime | None = No
 
 
 def chart_data(rep: Report) -> dict:
-    """What the dashboard's charts draw (money in dollars as numbers: display only)."""
+    """What the dashboard's charts draw (money in µ$; static/money.js formats it)."""
     return {
         "range": rep.range, "by": rep.by,
         "labels": [moment.isoformat() for moment in rep.labels],
         "requests": [t.requests for t in rep.per_step],
         "errors": [t.errors for t in rep.per_step],
-        "revenue_usd": [t.cost / 1e6 for t in rep.per_step],
-        "upstream_cost_usd": [t.upstream_cost / 1e6 for t in rep.per_step],
+        "revenue_micro_usd": [t.cost for t in rep.per_step],
+        "upstream_cost_micro_usd": [t.upstream_cost for t in rep.per_step],
         "latency_p50_ms": [t.latency(0.5) for t in rep.per_step],
         "latency_p95_ms": [t.latency(0.95) for t in rep.per_step],
         "ttft_p50_ms": [t.ttft(0.5) for t in rep.per_step],

@@ -12,9 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, or_, select
 
+from controlplane import csv_cells
 from controlplane.extensions import db
 from controlplane.models import ApiKey, Channel, RequestLog, User, utcnow
-from controlplane.queries.pagination import CursorPage
+from controlplane.queries.pagination import CursorPage, row_id
 
 QUICK_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 STATUS_CLASSES = {"2xx": (200, 300), "4xx": (400, 500), "5xx": (500, 600), "errors": (400, 1000)}
@@ -52,9 +53,9 @@ class LogFilters:
         found = cls(since=_time(args.get("since"), "since", errors), until=_time(args.get("until"), "until", errors), errors=errors, **text)
         if found.range in QUICK_RANGES and found.since is None:
             found.since = utcnow() - QUICK_RANGES[found.range]
-        if found.status and not (found.status in STATUS_CLASSES or found.status.isdigit()):
+        if found.status and not (found.status in STATUS_CLASSES or _status_code(found.status) is not None):
             errors["status"] = "Enter a status code (e.g. 429) or a class: 2xx, 4xx, 5xx, errors."
-        if found.channel and not found.channel.isdigit():
+        if found.channel and row_id(found.channel) is None:
             errors["channel"] = "Choose a channel."
         return found
 
@@ -69,12 +70,12 @@ class LogFilters:
 
     def _user_id(self) -> int:
         if self.user.isdigit():
-            return int(self.user)
+            return row_id(self.user) or -1
         return db.session.scalar(select(User.id).where(User.email == self.user.lower())) or -1
 
     def _key_id(self) -> int:
         if self.key.isdigit():
-            return int(self.key)
+            return row_id(self.key) or -1
         return db.session.scalar(select(ApiKey.id).where(ApiKey.prefix == self.key.rstrip("…"))) or -1
 
     def apply(self, query):
@@ -88,16 +89,21 @@ class LogFilters:
             query = query.where(RequestLog.api_key_id == self._key_id())
         if self.model:
             query = query.where(RequestLog.model == self.model)
-        if self.channel.isdigit():
-            query = query.where(RequestLog.channel_id == int(self.channel))
+        if row_id(self.channel) is not None:
+            query = query.where(RequestLog.channel_id == row_id(self.channel))
         if self.status in STATUS_CLASSES:
             low, high = STATUS_CLASSES[self.status]
             query = query.where(RequestLog.status >= low, RequestLog.status < high)
-        elif self.status.isdigit():
-            query = query.where(RequestLog.status == int(self.status))
+        elif _status_code(self.status) is not None:
+            query = query.where(RequestLog.status == _status_code(self.status))
         if self.error_code:
             query = query.where(RequestLog.error_code == self.error_code)
         return query
+
+
+def _status_code(text: str) -> int | None:
+    code = row_id(text)
+    return code if code is not None and code <= 999 else None
 
 
 def page(filters: LogFilters, before: int | None, size: int = 50) -> CursorPage:
@@ -126,20 +132,7 @@ def names_for(rows) -> tuple[dict[int, str], dict[int, str]]:
 
 CSV_COLUMNS = ("request_id", "started_at", "user_id", "user_email", "api_key_id", "model", "upstream_model", "channel_id", "channel_name",
                "endpoint", "stream", "status", "error_code", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
-               "reasoning_tokens", "cost_usd", "latency_ms", "ttft_ms", "client_ip")
-
-
-def _cell(value):
-    """Spreadsheets run cells that start with = + - @ as formulas; model names come from callers."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def _usd(micro: int) -> str:
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
+               "reasoning_tokens", "cost_usd", "cost_micro_usd", "latency_ms", "ttft_ms", "client_ip")
 
 
 def csv_chunks(filters: LogFilters, chunk_bytes: int = 64 * 1024):
@@ -159,8 +152,9 @@ def csv_chunks(filters: LogFilters, chunk_bytes: int = 64 * 1024):
     for row in result:
         values = list(row)
         values[1] = values[1].isoformat() if values[1] else ""
-        values[18] = _usd(values[18] or 0)
-        writer.writerow([_cell(v) for v in values])
+        values[10] = csv_cells.flag(values[10])
+        values[18:19] = [csv_cells.usd(values[18]), int(values[18] or 0)]
+        writer.writerow([csv_cells.cell(v) for v in values])
         if buffer.tell() >= chunk_bytes:
             yield buffer.getvalue()
             buffer.seek(0)

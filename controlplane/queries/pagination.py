@@ -11,11 +11,24 @@ from controlplane.extensions import db
 
 PER_PAGE = 50
 MAX_PER_PAGE = 500
+# Ids live in 64-bit signed columns; both SQL drivers raise (rather than match nothing) past that.
+MAX_ID = 2**63 - 1
+MAX_PAGE = MAX_ID // MAX_PER_PAGE  # so the row offset fits the same range
+
+
+def row_id(text) -> int | None:
+    """An id as written in a query string or form: ASCII digits within an id column's range, else
+    None (str.isdigit also admits "²", which int() refuses)."""
+    text = str(text or "").strip()
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
 
 
 def page_number(args) -> int:
     try:
-        return max(int(args.get("page", 1) or 1), 1)
+        return min(max(int(args.get("page", 1) or 1), 1), MAX_PAGE)
     except (TypeError, ValueError):
         return 1
 

@@ -10,7 +10,7 @@ from werkzeug.security import check_password_hash
 from controlplane import validation
 from controlplane.extensions import db
 from controlplane.models import Invitation, User
-from controlplane.services import organisations, sessions
+from controlplane.services import organisations, sessions, terms
 from controlplane.services.base import Actor, ServiceError, audit, commit
 from controlplane.services.users import create_user, hash_password
 
@@ -32,6 +32,7 @@ def sign_up(email: str, password: str, mode: SignupMode, invitation_token: str |
     if invitation is not None and invitation.email and invitation.email != email:
         raise ServiceError("This invitation is for another email address.", "email")
     user = create_user(Actor(name=f"signup:{email}", ip=ip), email, validation.password(password))
+    terms.accept_current(user, ip)  # the page said which version signing up accepts
     if invitation is not None and invitation.account_id is not None:
         organisations.accept(Actor(name=user.email, id=user.id, ip=ip), user, invitation)
     elif invitation is not None:
@@ -50,6 +51,16 @@ def change_password(actor: Actor, user: User, current: str, new: str) -> None:
     user.password_hash = hash_password(validation.password(new, "new_password"))
     audit(actor, "user.password", "user", user.id)
     sessions.revoke_all(actor, user, keep_current=True)
+
+
+def reauthenticate(actor: Actor, user: User, password: str, code: str | None) -> None:
+    """Prove it is the person before something that cannot be undone: the password, and a current
+    two-factor code (or a recovery code) when two-factor sign-in is on."""
+    from controlplane.services import two_factor
+
+    _check_password(user, password, "password")
+    if user.two_factor_enabled and not two_factor.verify(actor, user, code or "").ok:
+        raise ServiceError("That code does not match: enter the six digits your authenticator app shows now.", "code")
 
 
 def change_email(actor: Actor, user: User, new_email: str, password: str) -> None:

@@ -1,4 +1,4 @@
-"""Bans of users, API keys, and IP addresses or CIDR ranges.
+"""Bans of users, organisations, API keys, and IP addresses or CIDR ranges.
 
 A ban is a row with reason, expiry, who and when; lifting keeps the row (with who lifted it) so the
 history stays. Committing publishes the snapshot, and the relay refuses the subject from then on.
@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlalchemy import or_, select
 
 from controlplane.extensions import db
-from controlplane.models import ApiKey, Ban, BanKind, User, utcnow
+from controlplane.models import Account, AccountKind, ApiKey, Ban, BanKind, User, utcnow
+from controlplane.queries.pagination import row_id
 from controlplane.services.base import Actor, NotFound, ServiceError, audit, commit
 
 KINDS = tuple(k.value for k in BanKind)
@@ -33,7 +34,7 @@ def describe(ban: Ban) -> dict:
 
 def _user_subject(value: str) -> str:
     value = value.strip()
-    user = db.session.get(User, int(value)) if value.isdigit() else db.session.scalar(select(User).where(User.email == value.lower()))
+    user = db.session.get(User, row_id(value)) if row_id(value) else db.session.scalar(select(User).where(User.email == value.lower()))
     if user is None:
         raise ServiceError(f"No user {value}: give an email or a user id.", "subject")
     return str(user.id)
@@ -41,10 +42,19 @@ def _user_subject(value: str) -> str:
 
 def _key_subject(value: str) -> str:
     value = value.strip()
-    key = db.session.get(ApiKey, int(value)) if value.isdigit() else db.session.scalar(select(ApiKey).where(ApiKey.prefix == value.rstrip("…")))
+    key = db.session.get(ApiKey, row_id(value)) if row_id(value) else db.session.scalar(select(ApiKey).where(ApiKey.prefix == value.rstrip("…")))
     if key is None:
         raise ServiceError(f"No API key {value}: give a key id or its prefix (sk-sb-…).", "subject")
     return str(key.id)
+
+
+def _org_subject(value: str) -> str:
+    value = value.strip()
+    query = select(Account).where(Account.kind == AccountKind.ORGANISATION.value)
+    account = db.session.scalar(query.where(Account.id == row_id(value)) if row_id(value) else query.where(Account.name == value))
+    if account is None:
+        raise ServiceError(f"No organisation {value}: give its account id or its exact name.", "subject")
+    return str(account.id)
 
 
 def _ip_subject(value: str) -> str:
@@ -54,12 +64,12 @@ def _ip_subject(value: str) -> str:
         raise ServiceError(f"'{value}' is not an IP address or CIDR range (like 203.0.113.7 or 203.0.113.0/24).", "subject") from None
 
 
-SUBJECTS = {"user": _user_subject, "key": _key_subject, "ip": _ip_subject}
+SUBJECTS = {"user": _user_subject, "org": _org_subject, "key": _key_subject, "ip": _ip_subject}
 
 
 def ban(actor: Actor, kind: str, subject: str, reason: str, expires_at: datetime | None = None) -> Ban:
     if kind not in KINDS:
-        raise ServiceError("Ban a user, a key or an IP address/range.", "kind")
+        raise ServiceError("Ban a user, an organisation, a key or an IP address/range.", "kind")
     if not (subject or "").strip():
         raise ServiceError("Say whom to ban.", "subject")
     normalised = SUBJECTS[kind](subject)
@@ -109,9 +119,18 @@ def active_for(kind: str, subject: str) -> list[Ban]:
 
 def unban_user(actor: Actor, user: User) -> int:
     """Lift every active ban of a user; returns how many were lifted."""
-    rows = active_for("user", str(user.id))
+    return _lift_all(actor, "user", str(user.id), user.email)
+
+
+def unban_organisation(actor: Actor, account: Account) -> int:
+    """Lift every active ban of an organisation; returns how many were lifted."""
+    return _lift_all(actor, "org", str(account.id), account.name)
+
+
+def _lift_all(actor: Actor, kind: str, subject: str, name: str) -> int:
+    rows = active_for(kind, subject)
     if not rows:
-        raise ServiceError(f"{user.email} is not banned.", status=409)
+        raise ServiceError(f"{name} is not banned.", status=409)
     now = utcnow()
     for row in rows:
         before = describe(row)

@@ -64,8 +64,8 @@ def tell_relays(publish: bool = True) -> None:
         return
     redis = runtime().redis
     try:
-        if marked.key_ids or marked.user_ids or marked.members:
-            key_records.sync(redis, marked.key_ids, marked.user_ids, marked.members)
+        if marked.key_ids or marked.user_ids or marked.members or marked.account_ids:
+            key_records.sync(redis, marked.key_ids, marked.user_ids, marked.members, marked.account_ids)
     except Exception:
         # SQL is committed; the record sweep (workers/maintenance.py) rewrites what differs.
         log.exception("key records not written")

@@ -16,6 +16,7 @@ from controlplane.models import Channel, ChannelEvent, ChannelKey, ChannelStatus
 from controlplane.services.base import Actor, audit, commit
 from controlplane.services.probes import ProbeResult, Verdict
 from controlplane.settings import ProbeSettings
+from relay.channel_config import load_config
 from relay.snapshot import ChannelKeyView, ChannelView
 
 ENABLED, DISABLED, AUTO = ChannelStatus.ENABLED.value, ChannelStatus.DISABLED.value, ChannelStatus.AUTO_DISABLED.value
@@ -57,6 +58,20 @@ def channel_verdict(results: list[ProbeResult]) -> Verdict:
     return Verdict.UNPROBEABLE if verdicts == {Verdict.UNPROBEABLE} else Verdict.INCONCLUSIVE
 
 
+def key_passed(result: ProbeResult, channel: Verdict) -> bool | None:
+    """What one key's probe says about the key itself. A refusal of the key is its failure; so is a
+    channel-level failure (5xx, a broken answer) when a sibling key passed in the same run — the
+    channel served, this key did not. When no key passed the channel is the one failing, and the
+    key's record is left alone."""
+    if result.verdict is Verdict.PASS:
+        return True
+    if result.verdict is Verdict.KEY_FAIL:
+        return False
+    if result.verdict is Verdict.CHANNEL_FAIL and channel is Verdict.PASS:
+        return False
+    return None
+
+
 def _count(row, passed: bool | None, result: ProbeResult | None) -> tuple[int, int]:
     """Update a row's consecutive probe counters; None leaves them (the result says nothing)."""
     if passed is True:
@@ -84,14 +99,13 @@ def apply_probe(channel_id: int, results: list[ProbeResult], settings: ProbeSett
         return []
     transitions: list[Transition] = []
     keys = {k.id: k for k in channel.keys}
+    verdict = channel_verdict(results)
     for result in results:
         key = keys.get(result.key_id)
         if key is None or key.status == DISABLED:
             continue
-        passed = {Verdict.PASS: True, Verdict.KEY_FAIL: False}.get(result.verdict)  # channel trouble is not the key's
-        counts = _count(key, passed, result)
+        counts = _count(key, key_passed(result, verdict), result)
         transitions.append(_decide(ChannelKey, key, channel.id, counts, settings, f"upstream said: {result.message}"))
-    verdict = channel_verdict(results)
     failing = [r for r in results if r.verdict in (Verdict.CHANNEL_FAIL, Verdict.KEY_FAIL)]
     summary = failing[-1].message if failing else (results[-1].message if results else "")
     counts = _count(channel, {Verdict.PASS: True, Verdict.CHANNEL_FAIL: False}.get(verdict), results[-1] if results else None)
@@ -133,13 +147,25 @@ def channel_view(channel: Channel, decrypt, statuses: tuple[str, ...] | None = (
             for k in channel.keys if statuses is None or k.status in statuses]
     view = ChannelView(id=channel.id, name=channel.name, type=channel.type, base_url=channel.base_url,
                        models=tuple(channel.models or ()), keys=tuple(keys), model_map=dict(channel.model_map or {}),
-                       groups=tuple(channel.groups or ()), config=dict(channel.config or {}), status=channel.status)
+                       groups=tuple(channel.groups or ()), config=load_config(channel.type, channel.config), status=channel.status)
     return view, keys
+
+
+def record_test(channel_id: int, results: list[ProbeResult]) -> None:
+    """Keep what "Test now" saw as the channel's last test (time, response time, message), for the
+    channel list. The probe counters and the state are the scheduled health check's: untouched."""
+    channel = db.session.get(Channel, channel_id)
+    if channel is None or not results:
+        return
+    shown = next((r for r in results if r.verdict is Verdict.PASS), results[-1])
+    channel.probed_at, channel.probe_latency_ms, channel.probe_message = utcnow(), shown.latency_ms, shown.message
+    db.session.commit()
 
 
 def test_channel(channel_id: int) -> list[ProbeResult]:
     """The console's "Test now": the scheduled probe on every key of the channel, whatever its state.
-    It changes nothing — it only answers how the channel is doing right now, and how fast."""
+    It changes no state — it answers how the channel is doing right now, and how fast (`record_test`
+    keeps that answer as the channel's last test)."""
     from controlplane.runtime import runtime
     from controlplane.services.channels import channel_by_id
     from controlplane.services.probes import probe_channel, probe_client

@@ -9,6 +9,7 @@ from controlplane.models import Channel, ChannelEvent, ChannelStatus, utcnow
 from controlplane.runtime import runtime
 from controlplane.services.base import Actor, ServiceError, audit, commit
 from controlplane.services.channels import describe
+from relay.channel_config import load_config
 from relay.adapters import adapter_for
 from relay.adapters.base import Operation
 from relay.settings import Timeouts
@@ -49,7 +50,7 @@ def _views(channel: Channel) -> tuple[ChannelView, ChannelKeyView]:
     key = usable[0]
     secret = runtime().cipher.decrypt(key.secret_encrypted)
     view = ChannelView(id=channel.id, name=channel.name, type=channel.type, base_url=channel.base_url, models=tuple(channel.models or ()),
-                       keys=(), model_map=dict(channel.model_map or {}), config=dict(channel.config or {}))
+                       keys=(), model_map=dict(channel.model_map or {}), config=load_config(channel.type, channel.config))
     return view, ChannelKeyView(id=key.id, secret=secret, status=key.status)
 
 

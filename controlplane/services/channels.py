@@ -1,6 +1,8 @@
 """Upstream channels and their keys. Secrets are encrypted before they reach SQL."""
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import select
 
 from controlplane import validation
@@ -9,6 +11,9 @@ from controlplane.models import Channel, ChannelEvent, ChannelKey, ChannelStatus
 from controlplane.runtime import runtime
 from controlplane.services.base import Actor, NotFound, ServiceError, audit, commit
 from relay.adapters import CHANNEL_TYPES
+from relay.channel_config import ConfigError, parse_config
+
+log = logging.getLogger(__name__)
 
 
 def describe(channel: Channel) -> dict:
@@ -49,8 +54,9 @@ def _key_row(secret: str) -> ChannelKey:
     return ChannelKey(secret_encrypted=runtime().cipher.encrypt(secret), last4=secret[-4:], status=ChannelStatus.ENABLED.value)
 
 
-def validate_extras(changes: dict) -> dict:
-    """The optional fields: tag, upstream cost share, type-specific settings."""
+def validate_extras(changes: dict, channel_type: str) -> dict:
+    """The optional fields: tag, upstream cost share, type-specific settings (checked against the
+    channel's type: an unknown key or a value of the wrong type is refused, naming the key)."""
     out = {}
     if "tag" in changes:
         tag = (changes["tag"] or "").strip() or None
@@ -62,9 +68,11 @@ def validate_extras(changes: dict) -> dict:
         out["cost_bp"] = None if cost in (None, "") else validation.non_negative_int(cost, "cost_bp")
     if "config" in changes:
         config = changes["config"] if changes["config"] is not None else {}
-        if not isinstance(config, dict):
-            raise ServiceError("Settings are a JSON object, like {\"api_version\": \"2024-06-01\"}.", "config")
-        out["config"] = dict(config)
+        try:
+            parse_config(channel_type, config)
+        except ConfigError as error:
+            raise ServiceError(error.message, "config") from None
+        out["config"] = dict(config)  # stored as given: what the operator wrote is what they see
     return out
 
 
@@ -97,7 +105,7 @@ def add_channel(actor: Actor, *, name: str, type: str, base_url: str, keys: list
     address it connects to regardless."""
     fields = validate_fields(name=name, type=type, base_url=base_url, models=models, model_map=model_map or {}, groups=groups,
                              priority=priority, weight=weight, lookup=lookup)
-    extras = validate_extras({"tag": tag, "config": config, "cost_bp": cost_bp})
+    extras = validate_extras({"tag": tag, "config": config, "cost_bp": cost_bp}, fields["type"])
     secrets = [k for k in (keys or []) if k.strip()]
     if not secrets:
         raise ServiceError("Add at least one upstream key.", "keys")
@@ -115,7 +123,10 @@ def update_channel(actor: Actor, channel: Channel, **changes) -> Channel:
     merged = {f: changes.get(f, getattr(channel, f)) for f in ("name", "type", "base_url", "models", "model_map", "groups", "priority", "weight")}
     # An unchanged URL is not looked up again: editing a weight must not depend on DNS.
     fields = validate_fields(**merged, lookup=merged["base_url"] != channel.base_url)
-    fields.update(validate_extras(changes))
+    # A change of type re-checks the stored settings too: the old type's keys may not fit the new one.
+    if fields["type"] != channel.type and "config" not in changes:
+        changes = {**changes, "config": channel.config}
+    fields.update(validate_extras(changes, fields["type"]))
     for field, value in fields.items():
         setattr(channel, field, value)
     audit(actor, "channel.update", "channel", channel.id, before=before, after=describe(channel))
@@ -158,7 +169,7 @@ def forget_passive_health(channel_id: int | None = None, key_id: int | None = No
         if key_id is not None:
             health.forget_key(key_id)
     except Exception:  # the marks lapse on their own within minutes; never fail the operator's action
-        pass
+        log.warning("could not clear passive health marks (channel %s, key %s)", channel_id, key_id, exc_info=True)
 
 
 def delete_channel(actor: Actor, channel: Channel) -> None:

@@ -1,4 +1,4 @@
-"""User groups: price multiplier, model access, rate limits, and the default for new users."""
+"""User groups: price multiplier, model access, rate limits, the capacity queue, and the default for new users."""
 from __future__ import annotations
 
 import re
@@ -42,6 +42,8 @@ def describe(group: Group) -> dict:
         "rpm": group.rpm,
         "tpm": group.tpm,
         "concurrency": group.concurrency,
+        "queue_seconds": group.queue_seconds,
+        "priority": group.priority,
         "is_default": group.is_default,
     }
 
@@ -52,6 +54,24 @@ def _limit(value, field: str) -> int | None:
 
 def _limits(rpm, tpm, concurrency) -> dict:
     return {"rpm": _limit(rpm, "rpm"), "tpm": _limit(tpm, "tpm"), "concurrency": _limit(concurrency, "concurrency")}
+
+
+MAX_QUEUE_SECONDS = 300
+MAX_PRIORITY = 1000
+
+
+def _queue(queue_seconds, priority, current: Group | None = None) -> dict:
+    """The capacity queue's settings; a value left out keeps the group's (or the default)."""
+    values = {"queue_seconds": current.queue_seconds if current else 10, "priority": current.priority if current else 0}
+    if queue_seconds not in (None, ""):
+        values["queue_seconds"] = validation.non_negative_int(queue_seconds, "queue_seconds")
+        if values["queue_seconds"] > MAX_QUEUE_SECONDS:
+            raise ServiceError(f"A request waits at most {MAX_QUEUE_SECONDS} seconds in the capacity queue.", "queue_seconds")
+    if priority not in (None, ""):
+        values["priority"] = validation.non_negative_int(priority, "priority")
+        if values["priority"] > MAX_PRIORITY:
+            raise ServiceError(f"A group's priority is 0 – {MAX_PRIORITY}.", "priority")
+    return values
 
 
 def _patterns(model_patterns) -> list[str]:
@@ -68,7 +88,7 @@ def _make_default(group: Group) -> None:
 
 
 def create_group(actor: Actor, name: str, multiplier: str = "1.0", model_patterns: list[str] | None = None, is_default: bool = False,
-                 rpm=None, tpm=None, concurrency=None) -> Group:
+                 rpm=None, tpm=None, concurrency=None, queue_seconds=None, priority=None) -> Group:
     name = (name or "").strip()
     if not NAME.match(name):
         raise ServiceError("A group name is 1–64 letters, digits, '.', '_' or '-'.", "name")
@@ -79,7 +99,8 @@ def create_group(actor: Actor, name: str, multiplier: str = "1.0", model_pattern
     if is_default:
         for other in db.session.scalars(select(Group).where(Group.is_default.is_(True))):
             other.is_default = False
-    group = Group(name=name, multiplier_bp=bp, model_patterns=patterns, is_default=is_default, **_limits(rpm, tpm, concurrency))
+    group = Group(name=name, multiplier_bp=bp, model_patterns=patterns, is_default=is_default, **_limits(rpm, tpm, concurrency),
+                  **_queue(queue_seconds, priority))
     db.session.add(group)
     db.session.flush()
     audit(actor, "group.create", "group", group.id, after=describe(group))
@@ -95,12 +116,12 @@ def group_by_id(group_id: int) -> Group:
 
 
 def update_group(actor: Actor, group: Group, *, multiplier: str, model_patterns: list[str], rpm=None, tpm=None, concurrency=None,
-                 is_default: bool | None = None) -> Group:
+                 is_default: bool | None = None, queue_seconds=None, priority=None) -> Group:
     """Change what a group pays and may use. The name stays: keys and channels refer to it."""
     before = describe(group)
     bp = validation.multiplier_bp(multiplier)
     patterns = _patterns(model_patterns)
-    limits = _limits(rpm, tpm, concurrency)
+    limits = _limits(rpm, tpm, concurrency) | _queue(queue_seconds, priority, group)
     group.multiplier_bp, group.model_patterns = bp, patterns
     for field, value in limits.items():
         setattr(group, field, value)

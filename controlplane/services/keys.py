@@ -8,7 +8,7 @@ from datetime import datetime
 
 from controlplane import validation
 from controlplane.extensions import db
-from controlplane.models import ApiKey, KeyDecider, KeyStatus, User
+from controlplane.models import ApiKey, KeyDecider, KeyStatus, User, UserStatus
 from controlplane.services.base import Actor, ServiceError, audit, commit
 from relay.keys import MAX_MODELS, MAX_NETWORKS  # what a key record carries
 
@@ -85,6 +85,8 @@ def create_key(actor: Actor, user: User, name: str = "", credit_limit_usd: str |
                daily_budget_usd: str | None = None, monthly_budget_usd: str | None = None,
                allowed_models: set[str] | None = None) -> tuple[ApiKey, str]:
     """Returns the key row and its secret; the secret is never retrievable again."""
+    if user.status == UserStatus.CLOSED.value:
+        raise ServiceError("This account is closed: it gets no new keys.", status=409)
     name = _check_name_and_expiry(name, expires_at)
     limits = _limits(credit_limit_usd, daily_budget_usd, monthly_budget_usd)
     secret = new_secret()

@@ -30,5 +30,19 @@ def receipt(entry_id: int) -> None:
     _enqueue("workers.mail.send_receipt", entry_id)
 
 
+def invoice(invoice_id: int) -> None:
+    _enqueue("workers.mail.send_invoice", invoice_id)
+
+
+def refund_decision(request_id: int) -> None:
+    """The customer hears whether their card refund was approved or declined."""
+    _enqueue("workers.mail.send_refund_decision", request_id)
+
+
+def payment_alert(payment_id: int) -> None:
+    """Operators hear of a disputed card payment (the alert addresses)."""
+    _enqueue("workers.mail.send_payment_alert", payment_id)
+
+
 def invitation(invitation_id: int, link: str) -> None:
     _enqueue("workers.mail.send_invitation", invitation_id, link)

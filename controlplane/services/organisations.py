@@ -188,3 +188,28 @@ def remove_member(actor: Actor, by: Membership, member_id: int) -> None:
     audit(actor, "org.remove", "account", by.account_id, before={"member": row.user.email, "role": row.role})
     db.session.delete(row)
     commit()
+
+
+def organisation_by_id(account_id: int) -> Account:
+    """An organisation's account (operators' pages and the admin API); a personal account is not one."""
+    account = db.session.get(Account, account_id)
+    if account is None or account.kind != AccountKind.ORGANISATION.value:
+        raise NotFound(f"organisation {account_id}")
+    return account
+
+
+def operator_set_role(actor: Actor, account: Account, member_id: int, role: str) -> Membership:
+    """An operator changes a member's role (e.g. hands an organisation to a new owner when its owner
+    left); the organisation still keeps an owner."""
+    row = db.session.scalar(select(Membership).where(Membership.id == member_id, Membership.account_id == account.id))
+    if row is None:
+        raise NotFound("member")
+    if role not in {r.value for r in MemberRole}:
+        raise ServiceError("Choose owner, admin or member.", "role")
+    if row.role == MemberRole.OWNER.value and role != row.role and _owners(account.id) == 1:
+        raise ServiceError("An organisation needs an owner: make someone else owner first.", "role", status=409)
+    before = {"member": row.user.email, "role": row.role}
+    row.role = role
+    audit(actor, "org.role", "account", account.id, before=before, after={"member": row.user.email, "role": role})
+    commit(publish=False)
+    return row

@@ -30,7 +30,7 @@ def probe_client(egress: Egress, pool_size: int) -> UpstreamClient:
 
 
 class Verdict(str, enum.Enum):
-    PASS = "pass"  # the upstream served the probe (or answered our key and refused only the request)
+    PASS = "pass"  # the upstream served the probe (or answered our key and refused only the request)  # nosec B105
     KEY_FAIL = "key_fail"  # this key is refused (invalid, deactivated, out of upstream credit)
     CHANNEL_FAIL = "channel_fail"  # the channel is down or cannot serve its model, whatever the key
     INCONCLUSIVE = "inconclusive"  # rate limited: says nothing either way
@@ -91,10 +91,10 @@ def _operation(value: str) -> Operation | None:
 def probe_plan(channel: ChannelView) -> ProbePlan | str:
     """Which request probes this channel, or why none can (then it is reported, not disabled)."""
     models = channel.public_models
-    model = channel.config.get("probe_model") or (models[0] if models else None)
+    model = channel.config.probe_model or (models[0] if models else None)
     if not model:
         return "the channel lists no model to probe"
-    wanted = channel.config.get("probe_endpoint") or ("embeddings" if "embed" in model.lower() else "chat")
+    wanted = channel.config.probe_endpoint or ("embeddings" if "embed" in model.lower() else "chat")
     operation = _operation(wanted)
     try:
         adapter = adapter_for(channel.type)
@@ -158,9 +158,11 @@ def probe_key(client: UpstreamClient, channel: ChannelView, key: ChannelKeyView,
 
 def probe_channel(client: UpstreamClient, channel: ChannelView, keys: list[ChannelKeyView], timeout: float,
                   budget_seconds: float | None = None) -> list[ProbeResult]:
-    """Probe each key in turn; a channel-level failure ends the run (the other keys would only wait
-    for the same dead server), and so does running out of `budget_seconds` (the rest wait for the
-    next run rather than outlive the prober's lock)."""
+    """Probe each key in turn. A failure without an HTTP answer (refused, reset, timed out) ends the
+    run: the other keys would only wait for the same dead server. One with an answer does not — a
+    5xx may be this key's alone (its upstream account, its region), which only its siblings passing
+    can show. Running out of `budget_seconds` ends it too (the rest wait for the next run rather
+    than outlive the prober's lock)."""
     plan = probe_plan(channel)
     if isinstance(plan, str):
         return [ProbeResult(channel.id, None, Verdict.UNPROBEABLE, message=plan)]
@@ -175,6 +177,6 @@ def probe_channel(client: UpstreamClient, channel: ChannelView, keys: list[Chann
             key_timeout = max(min(timeout, remaining), 1.0)
         result = probe_key(client, channel, key, plan, key_timeout)
         results.append(result)
-        if result.verdict is Verdict.CHANNEL_FAIL:
+        if result.verdict is Verdict.CHANNEL_FAIL and result.status == 0:
             break
     return results

@@ -61,6 +61,8 @@ def create_operator(actor: Actor, email: str, password: str, role: Role = Role.O
 
 
 def set_status(actor: Actor, user: User, status: UserStatus) -> User:
+    if user.status == UserStatus.CLOSED.value:
+        raise ServiceError("This account is closed: its details are gone and it cannot be enabled again.", "status", status=409)
     before = _describe(user)
     user.status = str(status)
     if status != UserStatus.ACTIVE:

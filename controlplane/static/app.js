@@ -50,20 +50,30 @@
 
   var palette = ["#2b59c3", "#1f9d6b", "#d9822b", "#b84dc4", "#c23b3b", "#4aa3c7", "#7a7f8c"];
 
-  function chart(canvas, labels, datasets, stacked) {
+  // `money`: the values are µ$, and the axis and tooltips read them by the one money rule (money.js).
+  function chart(canvas, labels, datasets, stacked, money) {
     var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
     var grid = dark ? "#2d3340" : "#e6e9ef";
     var text = dark ? "#a0a8b8" : "#5b6475";
+    var yTicks = { color: text };
+    var plugins = { legend: { labels: { color: text, boxWidth: 10 } } };
+    if (money) {
+      yTicks.precision = 0;
+      yTicks.callback = function (v) { return window.Money.text(v); };
+      plugins.tooltip = { callbacks: { label: function (ctx) {
+        return ctx.dataset.label + ": " + window.Money.text(ctx.parsed.y) + " — " + window.Money.exact(ctx.parsed.y);
+      } } };
+    }
     return new window.Chart(canvas, {
       type: stacked ? "bar" : "line",
       data: { labels: labels, datasets: datasets },
       options: {
         animation: false, maintainAspectRatio: false, spanGaps: true,
         interaction: { mode: "index", intersect: false },
-        plugins: { legend: { labels: { color: text, boxWidth: 10 } } },
+        plugins: plugins,
         scales: {
           x: { stacked: stacked, ticks: { color: text, maxTicksLimit: 8 }, grid: { color: grid } },
-          y: { stacked: stacked, beginAtZero: true, ticks: { color: text }, grid: { color: grid } }
+          y: { stacked: stacked, beginAtZero: true, ticks: yTicks, grid: { color: grid } }
         }
       }
     });
@@ -76,9 +86,19 @@
     return d.toISOString().slice(11, 16);
   }
 
+  // A value with no neighbour draws no line segment: it gets a dot, or an hour with the only data
+  // of the range would leave the chart empty.
+  function isolatedRadius(ctx) {
+    var data = ctx.dataset.data, i = ctx.dataIndex;
+    if (data[i] === null || data[i] === undefined) return 0;
+    var before = i > 0 ? data[i - 1] : null, after = i < data.length - 1 ? data[i + 1] : null;
+    return (before === null || before === undefined) && (after === null || after === undefined) ? 3 : 0;
+  }
+
   function line(name, values, i, dashed) {
     return { label: name, data: values, borderColor: palette[i % palette.length], backgroundColor: palette[i % palette.length],
-             borderDash: dashed ? [4, 3] : [], pointRadius: 0, borderWidth: 2, cubicInterpolationMode: "monotone" };
+             borderDash: dashed ? [4, 3] : [], pointRadius: isolatedRadius, pointHoverRadius: 4, borderWidth: 2,
+             cubicInterpolationMode: "monotone" };
   }
 
   function dashboard(root) {
@@ -93,7 +113,8 @@
           var d = line(k, data.by_requests[k], i); d.borderWidth = 0; return d;
         });
         chart(find("requests"), labels, series, true);
-        chart(find("money"), labels, [line("Revenue", data.revenue_usd, 0), line("Upstream cost", data.upstream_cost_usd, 3)]);
+        chart(find("money"), labels, [line("Revenue", data.revenue_micro_usd, 0), line("Upstream cost", data.upstream_cost_micro_usd, 3)],
+              false, true);
         chart(find("errors"), labels, [line("Errors", data.errors, 4)]);
         chart(find("latency"), labels, [line("Latency p50", data.latency_p50_ms, 0), line("Latency p95", data.latency_p95_ms, 0, true),
                                          line("TTFT p50", data.ttft_p50_ms, 1), line("TTFT p95", data.ttft_p95_ms, 1, true)]);

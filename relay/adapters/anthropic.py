@@ -20,6 +20,7 @@ from relay.adapters.base import (
     Target,
 )
 from relay.adapters.openai import api_base
+from relay.channel_config import AnthropicConfig
 from relay.errors import UpstreamError
 from relay.formats.anthropic_request import chat_to_messages
 from relay.formats.anthropic_stream import AnthropicChatStream, AnthropicNativeStream
@@ -51,7 +52,8 @@ class AnthropicAdapter:
 
     # --- OpenAI-format chat, converted --------------------------------------------------------
     def chat_request(self, target: Target, request: ChatRequest) -> HttpRequest:
-        default = int(target.channel.config.get("default_max_tokens") or DEFAULT_MAX_TOKENS)
+        config = target.channel.config
+        default = (config.default_max_tokens if isinstance(config, AnthropicConfig) else None) or DEFAULT_MAX_TOKENS
         body = chat_to_messages(request.payload, target.upstream_model, default)
         return HttpRequest("POST", self.url(target.channel, "/messages"), self.headers(target.key), orjson.dumps(body))
 

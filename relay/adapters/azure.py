@@ -11,10 +11,9 @@ from urllib.parse import quote
 
 from relay.adapters.base import AdapterInfo, Operation, Target
 from relay.adapters.openai import PATHS, OpenAIAdapter
+from relay.channel_config import DEFAULT_API_VERSION, DEFAULT_RESPONSES_API_VERSION, AzureConfig
 from relay.snapshot import ChannelKeyView, ChannelView
 
-DEFAULT_API_VERSION = "2024-10-21"
-DEFAULT_RESPONSES_API_VERSION = "2025-04-01-preview"
 
 
 def resource_base(channel: ChannelView) -> str:
@@ -38,9 +37,10 @@ class AzureAdapter(OpenAIAdapter):
 
     def operation_url(self, target: Target, operation: Operation, path: str | None = None) -> str:
         channel = target.channel
+        config = channel.config if isinstance(channel.config, AzureConfig) else None
         if operation is Operation.RESPONSES:
-            version = channel.config.get("responses_api_version") or DEFAULT_RESPONSES_API_VERSION
-            return f"{resource_base(channel)}/openai/responses?api-version={quote(str(version))}"
-        version = channel.config.get("api_version") or DEFAULT_API_VERSION
+            version = config.responses_api_version if config else DEFAULT_RESPONSES_API_VERSION
+            return f"{resource_base(channel)}/openai/responses?api-version={quote(version)}"
+        version = config.api_version if config else DEFAULT_API_VERSION
         deployment = quote(target.upstream_model, safe="")
-        return f"{resource_base(channel)}/openai/deployments/{deployment}{path or PATHS[operation]}?api-version={quote(str(version))}"
+        return f"{resource_base(channel)}/openai/deployments/{deployment}{path or PATHS[operation]}?api-version={quote(version)}"

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from relay.errors import UpstreamError
 from relay.pricing import Usage
+from relay.settings import Timeouts
 from relay.snapshot import ChannelKeyView, ChannelView
 from relay.sse import StreamDecoder, StreamEvent  # part of the adapter interface
 from relay.upstream import HttpRequest
@@ -80,11 +81,13 @@ class GenerateRequest:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where one attempt goes: a channel, one of its keys, and the model name the upstream knows."""
+    """Where one attempt goes: a channel, one of its keys, the model name the upstream knows, and
+    the attempt's time limits (the channel's own, cut to what is left of the request's deadline)."""
 
     channel: ChannelView
     key: ChannelKeyView
     upstream_model: str
+    timeouts: Timeouts = Timeouts()
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ base the other OpenAI-shaped providers (Azure) specialise.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,12 +65,16 @@ OUTPUT_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 def output_limit_field(target: Target) -> str | None:
     """The name this channel wants for the output limit: its `max_tokens_field` setting, else the
     current name for OpenAI's own API, else whatever the caller sent."""
-    configured = target.channel.config.get("max_tokens_field")
-    if configured in OUTPUT_LIMIT_FIELDS:
-        return str(configured)
-    if urlsplit(target.channel.base_url).hostname == "api.openai.com":
-        return "max_completion_tokens"
-    return None
+    configured = target.channel.config.output_limit_field
+    if configured is not None:
+        return configured
+    return "max_completion_tokens" if _is_openai(target.channel.base_url) else None
+
+
+@lru_cache(maxsize=1024)
+def _is_openai(base_url: str) -> bool:
+    # Parsed once per channel URL rather than on every request.
+    return urlsplit(base_url).hostname == "api.openai.com"
 
 
 def rename_output_limit(payload: dict[str, Any], field: str | None) -> None:

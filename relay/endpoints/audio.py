@@ -16,7 +16,7 @@ import orjson
 from relay import multipart, tokens
 from relay.adapters.base import Adapter, ForwardingAdapter, Operation, Target
 from relay.adapters.openai import usage_from_openai
-from relay.billing import Settlement
+from relay.attempt import Terms
 from relay.endpoints.base import HoldEstimate
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
 from relay.errors import RelayError, bad_request
@@ -42,10 +42,10 @@ class SpeechEndpoint(ForwardedEndpoint):
         units = self.units(request, price)
         return HoldEstimate(prompt_tokens=units.input, max_output_tokens=0, local_prompt_tokens=units.input, units=units)
 
-    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+    def outcome(self, request: Forwarded, body: bytes, terms: Terms) -> Outcome:
         if not body:
             raise ValueError("no audio")
-        return Outcome(self.units(request, settlement.price))
+        return Outcome(self.units(request, terms.price))
 
 
 def wav_seconds(data: bytes) -> float | None:
@@ -103,7 +103,7 @@ class TranscriptionEndpoint(ForwardedEndpoint):
         forwarding: ForwardingAdapter = adapter  # type: ignore[assignment]  # routes here have the capability: OpenAI-shaped
         return forwarding.forward_request(target, self.operation, form.encode(), form.content_type, self.path)
 
-    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+    def outcome(self, request: Forwarded, body: bytes, terms: Terms) -> Outcome:
         data = orjson.loads(body) if request.payload["response_format"] in ("json", "verbose_json", "diarized_json") else {}
         if not isinstance(data, dict):
             raise TypeError("not a transcription")
@@ -111,7 +111,7 @@ class TranscriptionEndpoint(ForwardedEndpoint):
         if not isinstance(usage, dict):
             usage = {}
         seconds = usage.get("seconds") if usage.get("type") == "duration" else data.get("duration")
-        if settlement.price.per_minute_audio is not None:
+        if terms.price.per_minute_audio is not None:
             measured = float(seconds) if isinstance(seconds, (int, float)) else self.measured_seconds(request)
             return Outcome(Usage(audio_seconds=whole_seconds(measured)))
         if usage.get("type") == "tokens":

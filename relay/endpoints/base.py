@@ -1,7 +1,8 @@
 """What an endpoint handler provides to the pipeline.
 
-The pipeline does what every billed endpoint shares (auth, checks, hold, routing, settlement); an
-endpoint says how to read its request, how big a hold it needs, and how one upstream attempt goes.
+The pipeline does what every billed endpoint shares (auth, checks, hold, routing, the charge); an
+endpoint says how to read its request, how big a hold it needs, and how one upstream attempt goes —
+returned as a typed result (relay/attempt.py), never settled by the endpoint itself.
 """
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relay.adapters.base import Adapter, Operation, Target
-from relay.context import RequestContext, Response
-from relay.errors import UpstreamError
+from relay.attempt import Attempted
+from relay.context import RequestContext
 from relay.pricing import Price, Usage
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
@@ -50,7 +51,7 @@ def choices_of(payload: dict[str, Any], *fields: str) -> int:
 class Endpoint(Protocol):
     operation: Operation
     error_format: str  # "openai" | "anthropic"
-    billed: bool  # False: no hold and no charge (attempt gets settlement=None)
+    billed: bool  # False: no hold and no charge (attempt gets terms=None)
 
     # `request` is the endpoint's own request type (what its `parse` returns).
     def parse(self, body: bytes, environ: dict[str, Any]) -> Any: ...
@@ -64,7 +65,7 @@ class Endpoint(Protocol):
     # Endpoints whose estimate is `cappable` also have `cap_output(request, tokens)`: rewrite the
     # request so the upstream writes at most `tokens` per choice (see relay/holds.py).
 
-    # `settlement` is a Settlement when `billed`, else None: each endpoint's own signature says
-    # which, so the protocol cannot name one type for both.
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
-                request: Any, settlement: Any) -> Response | UpstreamError: ...
+    # `terms` are the request's `Terms` when `billed`, else None: each endpoint's own signature says
+    # which, so the protocol cannot name one type for both. The target carries the attempt's time limits.
+    def attempt(self, client: UpstreamClient, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: Any, terms: Any) -> Attempted: ...

@@ -5,11 +5,11 @@ from typing import Any
 
 from relay import tokens
 from relay.adapters.base import Adapter, ChatRequest, Operation, Target
-from relay.billing import Settlement
-from relay.context import RequestContext, Response
+from relay.attempt import Attempted, Terms
+from relay.context import RequestContext
 from relay.endpoints import calls, parsing
 from relay.endpoints.base import HoldEstimate, choices_of, output_ceiling
-from relay.errors import OPENAI, UpstreamError
+from relay.errors import OPENAI
 from relay.pricing import Price
 from relay.settings import RelaySettings
 from relay.upstream import UpstreamClient
@@ -61,12 +61,12 @@ class ChatEndpoint:
         request.payload[field] = limit
         return True
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
-                request: ChatRequest, settlement: Settlement) -> Response | UpstreamError:
+    def attempt(self, client: UpstreamClient, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: ChatRequest, terms: Terms) -> Attempted:
         def parse(body: bytes) -> calls.Parsed:
             result = adapter.chat_response(target, request, body)
             return result.body, result.usage, result.output_text_tokens
 
-        return calls.answer(client, ctx, settings, adapter, adapter.chat_request(target, request), settlement,
+        return calls.answer(client, ctx, adapter, target, adapter.chat_request(target, request), terms,
                             decoder=adapter.chat_stream(target, request) if request.stream else None,
                             parse=parse, what="a chat completion")

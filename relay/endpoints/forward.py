@@ -10,14 +10,13 @@ from typing import Any
 import orjson
 
 from relay.adapters.base import Adapter, ForwardingAdapter, Operation, Target
-from relay.billing import Settlement
+from relay.attempt import Answer, Attempted, Terms
 from relay.context import RequestContext, Response
 from relay.endpoints import calls
 from relay.endpoints.parsing import json_object
 from relay.errors import OPENAI, RelayError, UpstreamError
 from relay.multipart import Form
 from relay.pricing import Usage
-from relay.settings import RelaySettings
 from relay.sse import StreamDecoder
 from relay.upstream import HttpRequest, UpstreamClient
 from relay.validation import check
@@ -75,27 +74,27 @@ class ForwardedEndpoint:
         forwarding: ForwardingAdapter = adapter  # type: ignore[assignment]  # routes here have the capability: OpenAI-shaped
         return forwarding.forward_request(target, self.operation, orjson.dumps(payload), "application/json", self.path)
 
-    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+    def outcome(self, request: Forwarded, body: bytes, terms: Terms) -> Outcome:
         raise NotImplementedError
 
     def decoder(self, request: Forwarded) -> StreamDecoder:
         raise NotImplementedError
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
-                request: Forwarded, settlement: Settlement) -> Response | UpstreamError:
-        response = calls.send(client, ctx, settings, adapter, self.upstream_request(adapter, target, request))
+    def attempt(self, client: UpstreamClient, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: Forwarded, terms: Terms) -> Attempted:
+        response = calls.send(client, adapter, target, self.upstream_request(adapter, target, request))
         if isinstance(response, UpstreamError):
             return response
         if request.stream:
-            return calls.stream(ctx, settings, self.decoder(request), response, settlement)
+            return calls.stream(ctx, target, self.decoder(request), response, terms)
         body = calls.read(response)
         if isinstance(body, UpstreamError):
             return body
         try:
-            outcome = self.outcome(request, body, settlement)
+            outcome = self.outcome(request, body, terms)
         except (ValueError, KeyError, TypeError, AttributeError):
             return calls.invalid(self.what)
-        settlement.succeed(outcome.usage, outcome.output_tokens, status=200)
         content_type = response.headers.get("content-type") or "application/json"
         headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
-        return Response(200, headers, [body])  # type: ignore[arg-type]  # one Content-Type (a repeated one would be a list)
+        answer = Response(200, headers, [body])  # type: ignore[arg-type]  # one Content-Type (a repeated one would be a list)
+        return Answer(answer, outcome.usage, outcome.output_tokens)

@@ -12,14 +12,14 @@ what it does with chat, and the answer (or stream) is turned back into Gemini's 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
 
 from relay.adapters.base import Adapter, ChatRequest, GenerateAdapter, GenerateRequest, Operation, Target
-from relay.billing import Settlement
+from relay.attempt import Answer, Attempted, Streamed, Terms
 from relay.context import RequestContext, Response, json_response
 from relay.endpoints import calls
 from relay.endpoints.base import HoldEstimate, output_ceiling
@@ -141,7 +141,7 @@ def parse_generate(body: bytes, environ: dict[str, Any], stream: bool) -> Genera
 def as_chat(request: GenerateRequest, target: Target, output_cap: int | None) -> ChatRequest:
     """The request as OpenAI chat for a converting channel; the price's output cap, when the
     operator set one, bounds maxOutputTokens."""
-    field = str(target.channel.config.get("max_tokens_field") or "max_tokens")
+    field = target.channel.config.output_limit_field or "max_tokens"
     payload = gemini_to_chat(request.payload, target.upstream_model, request.stream, field)
     if output_cap and payload.get(field, 0) > output_cap:
         payload[field] = output_cap
@@ -182,8 +182,8 @@ class GenerateEndpoint:
         request.body = orjson.dumps(request.payload)
         return True
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
-                request: GenerateRequest, settlement: Settlement) -> Response | UpstreamError:
+    def attempt(self, client: UpstreamClient, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: GenerateRequest, terms: Terms) -> Attempted:
         error_format = GEMINI if request.sse else GEMINI_ARRAY  # how a failure mid-stream is told
         if adapter.info.generate_native:
             native: GenerateAdapter = adapter  # type: ignore[assignment]  # info.generate_native: it has generate_*
@@ -193,10 +193,10 @@ class GenerateEndpoint:
                 return result.body, result.usage, result.output_text_tokens
 
             native_decoder = native.generate_stream(target, request) if request.stream else None
-            outcome = calls.answer(client, ctx, settings, adapter, native.generate_request(target, request), settlement,
+            outcome = calls.answer(client, ctx, adapter, target, native.generate_request(target, request), terms,
                                    decoder=native_decoder, parse=parse, what="a Gemini response", error_format=error_format)
             return self._framed(outcome, request)
-        chat = as_chat(request, target, settlement.price.max_output_tokens)
+        chat = as_chat(request, target, terms.price.max_output_tokens)
         thoughts = wants_thoughts(request.payload)
 
         def parse_chat(body: bytes) -> calls.Parsed:
@@ -205,17 +205,17 @@ class GenerateEndpoint:
 
         decoder = None
         if request.stream:
-            decoder = GenerateStream(adapter.chat_stream(target, chat), target.upstream_model, settlement.prompt_estimate,
+            decoder = GenerateStream(adapter.chat_stream(target, chat), target.upstream_model, terms.prompt_estimate,
                                      Framing(request.sse), thoughts)
-        outcome = calls.answer(client, ctx, settings, adapter, adapter.chat_request(target, chat), settlement,
+        outcome = calls.answer(client, ctx, adapter, target, adapter.chat_request(target, chat), terms,
                                decoder=decoder, parse=parse_chat, what="a chat completion", error_format=error_format)
         return self._framed(outcome, request)
 
     @staticmethod
-    def _framed(outcome: Response | UpstreamError, request: GenerateRequest) -> Response | UpstreamError:
+    def _framed(outcome: Attempted, request: GenerateRequest) -> Attempted:
         """A stream without alt=sse is one JSON array, served as JSON, as Google does."""
-        if request.stream and not request.sse and isinstance(outcome, Response):
-            outcome.headers = list(ARRAY_STREAM_HEADERS)
+        if request.stream and not request.sse and isinstance(outcome, Streamed):
+            return replace(outcome, headers=list(ARRAY_STREAM_HEADERS))
         return outcome
 
 
@@ -245,14 +245,14 @@ class GeminiCountTokensEndpoint:
     def estimate(self, request: GenerateRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
         return HoldEstimate(0, 0, 0)
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
-                request: GenerateRequest, settlement: Settlement | None) -> Response | UpstreamError:
+    def attempt(self, client: UpstreamClient, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: GenerateRequest, terms: Terms | None) -> Attempted:
         if not adapter.info.generate_native:
             inner = request.payload.get("generateContentRequest")
             local = prompt_tokens(inner if isinstance(inner, dict) else request.payload)
-            return json_response(200, orjson.dumps({"totalTokens": local}))
+            return Answer(json_response(200, orjson.dumps({"totalTokens": local})), None)
         native: GenerateAdapter = adapter  # type: ignore[assignment]  # info.generate_native: it has generate_*
-        response = calls.send(client, ctx, settings, adapter, native.generate_count_request(target, request))
+        response = calls.send(client, adapter, target, native.generate_count_request(target, request))
         if isinstance(response, UpstreamError):
             return response
         body = calls.read(response)
@@ -263,7 +263,7 @@ class GeminiCountTokensEndpoint:
             int(data["totalTokens"])
         except (ValueError, KeyError, TypeError):
             return calls.invalid("a token count")
-        return json_response(200, body)
+        return Answer(json_response(200, body), None)
 
 
 # --- the model list -----------------------------------------------------------------------
@@ -273,6 +273,11 @@ def model_entry(name: str, price: Price | None) -> dict[str, Any]:
     if price is not None and price.max_output_tokens:
         entry["outputTokenLimit"] = price.max_output_tokens
     return entry
+
+
+def _count(text: str | None) -> int:
+    """A non-negative count from the query string; 0 when it is not one (str.isdigit admits "²")."""
+    return int(text) if text and text.isascii() and text.isdigit() else 0
 
 
 def list_models(pipeline: Pipeline, ctx: RequestContext, environ: dict[str, Any], name: str | None) -> Response:
@@ -286,10 +291,8 @@ def list_models(pipeline: Pipeline, ctx: RequestContext, environ: dict[str, Any]
         if model not in models:
             raise RelayError(404, "model_not_found", f"models/{model} is not found or this key may not use it.", param="model")
         return json_response(200, orjson.dumps(model_entry(model, snap.price_at(model, now))))
-    asked = query(environ, "pageSize")
-    size = min(int(asked), MAX_PAGE) if asked and asked.isdigit() and int(asked) > 0 else DEFAULT_PAGE
-    token = query(environ, "pageToken") or "0"
-    start = int(token) if token.isdigit() else 0
+    size = min(_count(query(environ, "pageSize")), MAX_PAGE) or DEFAULT_PAGE
+    start = _count(query(environ, "pageToken"))
     page = models[start:start + size]
     body: dict[str, Any] = {"models": [model_entry(m, snap.price_at(m, now)) for m in page]}
     if start + size < len(models):

@@ -13,7 +13,7 @@ import orjson
 from relay import tokens
 from relay.adapters.base import Operation
 from relay.adapters.openai import usage_from_openai
-from relay.billing import Settlement
+from relay.attempt import Terms
 from relay.endpoints.base import HoldEstimate
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
 from relay.pricing import Price, Usage
@@ -40,11 +40,11 @@ class ImagesEndpoint(ForwardedEndpoint):
         out = price.max_output_tokens or settings.default_hold_output_tokens
         return HoldEstimate(prompt_tokens=2 * prompt, max_output_tokens=n * out, local_prompt_tokens=prompt)
 
-    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+    def outcome(self, request: Forwarded, body: bytes, terms: Terms) -> Outcome:
         data = orjson.loads(body)
         images = data.get("data")
         if not isinstance(images, list):
             raise TypeError("not an image generation result")
-        if settlement.price.prices_images:
+        if terms.price.prices_images:
             return Outcome(Usage(images=len(images), image_tier=tier(request.payload)))
-        return Outcome(usage_from_openai(data.get("usage")) or Usage(input=settlement.prompt_estimate))
+        return Outcome(usage_from_openai(data.get("usage")) or Usage(input=terms.prompt_estimate))

@@ -20,8 +20,8 @@ from relay.adapters.base import (
     Operation,
     Target,
 )
-from relay.billing import Settlement
-from relay.context import RequestContext, Response, json_response
+from relay.attempt import Answer, Attempted, Terms
+from relay.context import RequestContext, json_response
 from relay.endpoints import calls
 from relay.endpoints.base import HoldEstimate, output_ceiling
 from relay.endpoints.parsing import json_object
@@ -71,7 +71,7 @@ def as_chat(request: MessagesRequest, target: Target, output_cap: int | None) ->
     """The request as OpenAI chat for a converting channel. Anthropic clients ask for large
     max_tokens (Claude Code: 32k) that other models refuse outright; the price's output cap, when
     the operator set one, bounds it."""
-    field = str(target.channel.config.get("max_tokens_field") or "max_tokens")
+    field = target.channel.config.output_limit_field or "max_tokens"
     payload = messages_to_chat(request.payload, target.upstream_model, field)
     if output_cap and payload.get(field, 0) > output_cap:
         payload[field] = output_cap
@@ -106,29 +106,29 @@ class MessagesEndpoint:
         cap_thinking(request.payload, limit)
         return True
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
-                request: MessagesRequest, settlement: Settlement) -> Response | UpstreamError:
+    def attempt(self, client: UpstreamClient, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: MessagesRequest, terms: Terms) -> Attempted:
         if adapter.info.messages_native:
-            return self._native(client, settings, ctx, adapter, target, request, settlement)
-        chat = as_chat(request, target, settlement.price.max_output_tokens)
+            return self._native(client, ctx, adapter, target, request, terms)
+        chat = as_chat(request, target, terms.price.max_output_tokens)
 
         def parse(body: bytes) -> calls.Parsed:
             result = adapter.chat_response(target, chat, body)
             return orjson.dumps(completion_to_message(orjson.loads(result.body), result.usage)), result.usage, result.output_text_tokens
 
-        decoder = MessagesStream(adapter.chat_stream(target, chat), target.upstream_model, settlement.prompt_estimate) if request.stream else None
-        return calls.answer(client, ctx, settings, adapter, adapter.chat_request(target, chat), settlement,
+        decoder = MessagesStream(adapter.chat_stream(target, chat), target.upstream_model, terms.prompt_estimate) if request.stream else None
+        return calls.answer(client, ctx, adapter, target, adapter.chat_request(target, chat), terms,
                             decoder=decoder, parse=parse, what="a chat completion", error_format=ANTHROPIC)
 
-    def _native(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
-                request: MessagesRequest, settlement: Settlement) -> Response | UpstreamError:
+    def _native(self, client: UpstreamClient, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: MessagesRequest, terms: Terms) -> Attempted:
         native: MessagesAdapter = adapter  # type: ignore[assignment]  # info.messages_native: it has messages_*
 
         def parse(body: bytes) -> calls.Parsed:
             result = native.messages_response(target, request, body)
             return result.body, result.usage, result.output_text_tokens
 
-        return calls.answer(client, ctx, settings, adapter, native.messages_request(target, request), settlement,
+        return calls.answer(client, ctx, adapter, target, native.messages_request(target, request), terms,
                             decoder=native.messages_stream(target, request) if request.stream else None,
                             parse=parse, what="an Anthropic message", error_format=ANTHROPIC)
 
@@ -152,12 +152,12 @@ class CountTokensEndpoint:
     def estimate(self, request: MessagesRequest, price: Price, settings: RelaySettings) -> HoldEstimate:
         return HoldEstimate(0, 0, 0)
 
-    def attempt(self, client: UpstreamClient, settings: RelaySettings, ctx: RequestContext, adapter: Adapter, target: Target,
-                request: MessagesRequest, settlement: Settlement | None) -> Response | UpstreamError:
+    def attempt(self, client: UpstreamClient, ctx: RequestContext, adapter: Adapter, target: Target,
+                request: MessagesRequest, terms: Terms | None) -> Attempted:
         if not adapter.info.messages_native:
-            return json_response(200, orjson.dumps({"input_tokens": tokens.anthropic_prompt_tokens(request.payload)}))
+            return Answer(json_response(200, orjson.dumps({"input_tokens": tokens.anthropic_prompt_tokens(request.payload)})), None)
         native: MessagesAdapter = adapter  # type: ignore[assignment]  # info.messages_native: it has count_tokens_request
-        response = calls.send(client, ctx, settings, adapter, native.count_tokens_request(target, request))
+        response = calls.send(client, adapter, target, native.count_tokens_request(target, request))
         if isinstance(response, UpstreamError):
             return response
         body = calls.read(response)
@@ -167,4 +167,4 @@ class CountTokensEndpoint:
             count = orjson.loads(body)["input_tokens"]
         except (ValueError, KeyError, TypeError):
             return calls.invalid("a token count")
-        return json_response(200, orjson.dumps({"input_tokens": int(count)}))
+        return Answer(json_response(200, orjson.dumps({"input_tokens": int(count)})), None)

@@ -14,7 +14,7 @@ import orjson
 from relay import tokens
 from relay.adapters.base import Operation
 from relay.adapters.openai import usage_from_openai
-from relay.billing import Settlement
+from relay.attempt import Terms
 from relay.endpoints.base import HoldEstimate, output_ceiling
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
 from relay.errors import ErrorKind, UpstreamError
@@ -106,7 +106,7 @@ class ResponsesEndpoint(ForwardedEndpoint):
     def decoder(self, request: Forwarded) -> ResponsesStreamDecoder:
         return ResponsesStreamDecoder()
 
-    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+    def outcome(self, request: Forwarded, body: bytes, terms: Terms) -> Outcome:
         data = orjson.loads(body)
         if data.get("object") != "response":
             raise ValueError("not a response")

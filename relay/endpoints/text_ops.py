@@ -11,7 +11,7 @@ from relay.adapters.openai import (
     output_tokens_of_delta,
     usage_from_openai,
 )
-from relay.billing import Settlement
+from relay.attempt import Terms
 from relay.endpoints.base import HoldEstimate, choices_of, output_ceiling
 from relay.endpoints.forward import Forwarded, ForwardedEndpoint, Outcome
 from relay.pricing import Price, Usage
@@ -68,7 +68,7 @@ class CompletionsEndpoint(ForwardedEndpoint):
     def decoder(self, request: Forwarded) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(strip_usage=not request.wants_usage)
 
-    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+    def outcome(self, request: Forwarded, body: bytes, terms: Terms) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("choices"), list):
             raise TypeError("not a completion")
@@ -88,7 +88,7 @@ class EmbeddingsEndpoint(InputOnlyEndpoint):
     what = "an embedding list"
     schema = EmbeddingBody
 
-    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+    def outcome(self, request: Forwarded, body: bytes, terms: Terms) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("data"), list):
             raise TypeError("not an embedding list")
@@ -104,8 +104,8 @@ class ModerationsEndpoint(InputOnlyEndpoint):
     schema = ModerationBody
     default_model = "omni-moderation-latest"
 
-    def outcome(self, request: Forwarded, body: bytes, settlement: Settlement) -> Outcome:
+    def outcome(self, request: Forwarded, body: bytes, terms: Terms) -> Outcome:
         data = orjson.loads(body)
         if not isinstance(data.get("results"), list):
             raise TypeError("not a moderation result")
-        return Outcome(Usage(input=settlement.prompt_estimate))
+        return Outcome(Usage(input=terms.prompt_estimate))

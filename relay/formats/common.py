@@ -136,7 +136,7 @@ def retry_after(headers: Mapping[str, Any] | None) -> float | None:
     raw = headers.get("retry-after") if headers is not None else None
     if raw is None:
         ms = headers.get("retry-after-ms") if headers is not None else None
-        return float(ms) / 1000 if ms and ms.replace(".", "", 1).isdigit() else None
+        return float(ms) / 1000 if ms and ms.isascii() and ms.replace(".", "", 1).isdigit() else None
     try:
         return max(float(raw), 0.0)
     except ValueError:

@@ -72,7 +72,7 @@ def json_schema(schema: Any, depth: int = 0) -> Any:
             value = json_schema(value, depth + 1)
         elif key == "anyOf" and isinstance(value, list):
             value = [json_schema(sub, depth + 1) for sub in value]
-        elif key in SIZE_KEYS and isinstance(value, str) and value.isdigit():
+        elif key in SIZE_KEYS and isinstance(value, str) and value.isascii() and value.isdigit():
             value = int(value)
         out[key] = value
     if schema.get("nullable") is True and isinstance(out.get("type"), str):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAI
 from tests.gateway import ROOT, Gateway
 from tests.services import REQUIRE
 
@@ -53,13 +52,6 @@ def live(tmp_path_factory):
     gateway = Gateway(tmp_path_factory.mktemp("browser-gateway"))
     yield gateway
     gateway.stop()
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
 
 
 def shoot(page, area: str) -> Path:

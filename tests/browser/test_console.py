@@ -28,6 +28,7 @@ AREAS = [  # (screenshot, path, a heading the page must show)
     ("prices", "/admin/prices/", "Model prices"),
     ("groups", "/admin/groups/", "Groups"),
     ("users", "/admin/users/", "Users"),
+    ("organisations", "/admin/organisations/", "Organisations"),
     ("bans", "/admin/bans/", "Bans"),
     ("refunds", "/admin/refunds/", "Refunds"),
     ("logs", "/admin/logs/", "Request logs"),
@@ -55,6 +56,11 @@ def test_every_area_on_a_seeded_week(page, live):
     page.get_by_role("link", name="ana@acme.dev", exact=True).click()
     expect(page.get_by_role("heading", name="Ledger")).to_be_visible()
     shoot(page, "admin-user")
+    page.goto(live.url + "/admin/organisations/")
+    page.get_by_role("link", name="Acme Labs", exact=True).click()
+    expect(page.get_by_role("heading", name="Members")).to_be_visible()
+    expect(page.get_by_role("cell", name="acme-notebooks", exact=True)).to_be_visible()
+    shoot(page, "admin-organisation")
     page.goto(live.url + "/admin/logs/?status=errors")
     page.get_by_role("link", name=re.compile("^req_")).first.click()
     expect(page.get_by_role("heading", name="Decision trace")).to_be_visible()
@@ -111,9 +117,9 @@ def test_an_operators_day_from_channel_to_ban(page, live, upstream):
     topup.get_by_label("Amount (USD)").fill("5")
     topup.get_by_label("Reason").fill("bank transfer 2291")
     topup.get_by_role("button", name="Top up", exact=True).click()
-    expect(page.get_by_text(f"Add $5.000000 to {CUSTOMER}?")).to_be_visible()
-    page.get_by_role("button", name="Add $5.000000", exact=True).click()
-    expect(page.get_by_text(f"Added $5.000000 to {CUSTOMER}.")).to_be_visible()
+    expect(page.get_by_text(f"Add $5.00 to {CUSTOMER}?")).to_be_visible()
+    page.get_by_role("button", name="Add $5.00", exact=True).click()
+    expect(page.get_by_text(f"Added $5.00 to {CUSTOMER}.")).to_be_visible()
     user_page = page.url
     key = live.cli("key", "create", "--user", CUSTOMER, "--name", "browser")["key"]
 
@@ -146,7 +152,7 @@ def test_an_operators_day_from_channel_to_ban(page, live, upstream):
     page.get_by_role("button", name=re.compile(r"^Refund \$")).click()
     expect(page.get_by_text(f"of {request_id} to {CUSTOMER}.")).to_be_visible()
     page.goto(user_page)
-    balance = page.get_by_role("definition").filter(has_text="$5.000000").first
+    balance = page.get_by_role("definition").filter(has_text="$5.00").first
     expect(balance).to_be_visible()
     assert live.balance(CUSTOMER)["balance_micro_usd"] == 5_000_000
 
@@ -168,6 +174,7 @@ def test_an_operators_day_from_channel_to_ban(page, live, upstream):
     page.get_by_role("link", name="Logs", exact=True).click()
     page.get_by_label("User").fill(CUSTOMER)
     page.get_by_role("button", name="Filter", exact=True).click()
+    expect(page).to_have_url(re.compile(r"[?&]user="))  # the filtered page, whose export link carries the filter
     with page.expect_download() as download:
         page.get_by_role("link", name="Export CSV", exact=True).click()
     rows = list(csv.DictReader(io.StringIO(open(download.value.path()).read())))

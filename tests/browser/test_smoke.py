@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
 
@@ -12,7 +13,7 @@ def test_operator_signs_in_and_adds_a_channel(page, live):
     sign_in(page, live)
     page.get_by_role("heading", name="Dashboard").wait_for()
     page.get_by_role("link", name="Channels", exact=True).click()
-    assert page.get_by_text("No channels yet").is_visible()
+    expect(page.get_by_text("No channels yet")).to_be_visible()  # waits for the page the click opens
     page.get_by_role("link", name="Add channel").first.click()
     page.get_by_label("Name", exact=True).fill("Fake OpenAI")
     page.get_by_label("Base URL").fill("http://127.0.0.1:9/v1")

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import openai
 import pytest
 
+from relay.pricing import usd_text
 from tests.browser.conftest import shoot, sign_in
 from tests.browser.seed import seed_week, wait_for_ingestion
 from tests.gateway import Gateway
@@ -96,7 +97,7 @@ def test_sign_up_create_a_key_call_the_relay_and_find_the_charge(page, gw):
     wait_until(charged)
     row = page.get_by_role("row").filter(has_text=request_id).first
     expected = (12 * 150_000 + 5 * 600_000 + 500_000) // 1_000_000  # the fake's usage at this price, rounded half up
-    assert f"-$0.{expected:06d}" in row.inner_text()
+    assert usd_text(-expected) in row.inner_text()  # the one money rule: sub-cent amounts keep their digits
     page.get_by_role("link", name=request_id).first.click()
     page.get_by_role("heading", name=re.compile("Request")).wait_for()
     assert page.get_by_text("Cached input tokens").is_visible() and page.get_by_text("journey").first.is_visible()
@@ -131,6 +132,8 @@ def test_an_operator_generates_codes_and_a_customer_redeems_one(browser, page, g
     customer.get_by_role("button", name="Redeem").click()
     customer.get_by_text("Code redeemed: $5.00 added").wait_for()
     customer.get_by_label("Alert when the balance falls below (USD)").fill("10")
+    assert not customer.get_by_label("Email me").is_checked()  # email is not set up on this gateway
+    customer.get_by_label("Email me").check()
     customer.get_by_role("button", name="Save alert").click()
     customer.get_by_text("Low-balance alert saved").wait_for()
     shoot(customer, "user-billing")

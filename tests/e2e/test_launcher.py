@@ -51,6 +51,8 @@ def test_up_starts_everything_and_a_signal_stops_everything(tmp_path, sig):
     finally:
         code = gateway.stop(sig)
     assert code == 0, "\n".join(gateway.output)
+    # A clean stop says nothing alarming: the relay's follower is stopped before the embedded Redis.
+    assert not [line for line in gateway.output if "Traceback" in line or " ERROR " in line], "\n".join(gateway.output)
     deadline = time.time() + 10
     while time.time() < deadline and any(_alive(int(p)) for p in children + [str(redis_pid)]):
         time.sleep(0.1)

@@ -35,7 +35,9 @@ def script_env(app) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url, SWITCHBOARD_ENCRYPTION_KEY=settings.encryption_key,
                SWITCHBOARD_SECRET_KEY="probe-test", SWITCHBOARD_INSTANCE=str(settings.instance_dir),
-               SWITCHBOARD_PROBE_LOCK_SECONDS="3", SWITCHBOARD_PROBE_TIMEOUT_SECONDS="30",
+               # the killed run's claims must outlive the start of the next run (a Python process,
+               # seconds on a busy machine) and then lapse within the test
+               SWITCHBOARD_PROBE_LOCK_SECONDS="10", SWITCHBOARD_PROBE_TIMEOUT_SECONDS="30",
                SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8")  # the fake upstream listens on loopback
     return env
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -16,12 +18,13 @@ from controlplane import ledger
 from controlplane.extensions import db
 from controlplane.models import Channel, ChannelKey, RequestLog
 from controlplane.runtime import runtime
+from controlplane.services import groups
 from controlplane.services import limits as limit_service
 from relay import pricing, tokens
 from tests import factories
 from tests.e2e.gateway_state import SecondRelay, inspecting, state_app, wait_for_snapshot
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, invalid_key
-from tests.gateway import Gateway
+from tests.gateway import ROOT, Gateway
 from tests.relay_harness import assert_money_consistent
 
 pytestmark = pytest.mark.e2e
@@ -126,6 +129,8 @@ def test_a_keys_requests_per_minute_hold_across_two_relay_processes(gateway, sec
 
 
 def test_a_channels_capacity_holds_across_two_relay_processes(gateway, second, inspector, fake):
+    with inspecting(inspector):
+        factories.group_queue(0)  # no capacity queue: what is over capacity is a 429 at once
     channel_id = setup_model(inspector, fake, "cap-model")
     set_limits(inspector, Channel, channel_id, concurrency=2)
     _, key, _ = customer(inspector)
@@ -150,6 +155,71 @@ def test_a_channels_capacity_holds_across_two_relay_processes(gateway, second, i
         t.join()
     assert sorted(outcomes) == ["ok", "ok", "upstream_capacity_reached", "upstream_capacity_reached", "upstream_capacity_reached"]
     assert fake.max_in_flight == 2
+
+
+def test_the_capacity_queue_serves_two_keys_in_turn_across_two_relay_processes(gateway, second, inspector, fake):
+    with inspecting(inspector):
+        groups.create_group(factories.ACTOR, "waiters", queue_seconds=10)
+        keys = [factories.api_key(factories.funded_user("5", group="waiters"))[1] for _ in range(2)]
+    channel_id = setup_model(inspector, fake, "queue-model")
+    set_limits(inspector, Channel, channel_id, concurrency=2)
+    synced(inspector, gateway, second)
+    fake.default = Behaviour(first_byte_delay=0.3)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def call(i):
+        who = "AB"[i // 10]
+        barrier.wait()
+        try:
+            sdk(gateway.base_url if i % 2 == 0 else second.base_url, keys[i // 10]).chat.completions.create(
+                model="queue-model", messages=[{"role": "user", "content": f"{who}: {i}"}])
+            outcomes.append("ok")
+        except openai.APIError as refused:
+            outcomes.append(str(refused))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes == ["ok"] * 20
+    assert fake.max_in_flight == 2
+    order = [r["body"]["messages"][0]["content"][0] for r in fake.chat_requests()]
+    queued = order[2:]  # the first two found free slots; the rest were served from the queue
+    for n in range(1, 19):  # in turn: neither key is ever more than two ahead of the other
+        assert abs(queued[:n].count("A") - queued[:n].count("B")) <= 2, order
+    deadline = time.time() + 20
+    while True:  # the gateway's usage consumer writes the request logs
+        with inspecting(inspector):
+            logs = db.session.scalars(select(RequestLog).where(RequestLog.model == "queue-model")).all()
+            db.session.expunge_all()
+        if len(logs) == 20 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    waits = [s for log in logs for s in (log.trace or []) if s.get("step") == "queue"]
+    assert len(logs) == 20 and len(waits) >= 16
+    assert all(w["result"] == "served" and w["waited_ms"] <= 10_000 for w in waits)
+
+
+def test_a_conversation_stays_on_one_upstream_key_across_two_relay_processes(gateway, second, inspector, fake):
+    keys = ("sk-conv-1", "sk-conv-2", "sk-conv-3", "sk-conv-4")
+    with inspecting(inspector):
+        factories.price("conv-model", input="3", output="15")
+        factories.channel(fake.url, models=("conv-model",), keys_=keys, name="conv-model", config={"key_selection": "random"})
+    _, key, _ = customer(inspector)
+    synced(inspector, gateway, second)
+    talks = {n: [{"role": "system", "content": "You plan trips."}, {"role": "user", "content": f"Trip {n}: where first?"}] for n in range(3)}
+    for turn in range(6):
+        for n, messages in talks.items():
+            base = gateway.base_url if (turn + n) % 2 == 0 else second.base_url  # every turn on the other relay
+            reply = sdk(base, key).chat.completions.create(model="conv-model", messages=messages)
+            messages += [{"role": "assistant", "content": reply.choices[0].message.content}, {"role": "user", "content": f"Day {turn + 2}?"}]
+    used = {}
+    for request in fake.chat_requests():
+        opening = request["body"]["messages"][1]["content"]
+        used.setdefault(opening, set()).add(request["headers"]["Authorization"])
+    assert len(used) == 3 and all(len(upstream_keys) == 1 for upstream_keys in used.values())
 
 
 def read_events(sock: socket.socket, wanted: int) -> bytes:
@@ -231,6 +301,28 @@ def test_a_dead_key_is_disabled_by_the_running_worker(gateway, inspector, fake):
     for _ in range(3):
         sdk(gateway.base_url, key).chat.completions.create(model="deadkey-model", messages=[{"role": "user", "content": "hi"}])
     assert fake.keys_seen().count("sk-dead") == 1
+
+
+def test_a_key_that_only_answers_5xx_is_disabled_by_probes_and_routed_around(gateway, inspector, fake):
+    channel_id = setup_model(inspector, fake, "flakykey-model", keys=("sk-5xx", "sk-fine"))
+    _, key, _ = customer(inspector)
+    synced(inspector, gateway)
+    fake.by_key["sk-5xx"] = Behaviour(status=502)
+    for _ in range(3):  # SWITCHBOARD_PROBE_DISABLE_AFTER
+        run = subprocess.run([sys.executable, "-m", "scripts.health_check", "--channel", str(channel_id), "--json"], cwd=ROOT,
+                             env=gateway.env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 3 and json.loads(run.stdout)["failing"] == [channel_id], run.stderr
+    assert fake.keys_seen() == ["sk-5xx", "sk-fine"] * 3  # both keys, every run
+    with inspecting(inspector):
+        keys = {k.last4: k.status for k in db.session.scalars(select(ChannelKey).where(ChannelKey.channel_id == channel_id))}
+        assert keys == {"-5xx": "auto_disabled", "fine": "enabled"}
+        assert db.session.get(Channel, channel_id).status == "enabled"
+    synced(inspector, gateway)
+    fake.reset_log()
+    fake.by_key["sk-5xx"] = Behaviour(status=502)
+    for _ in range(4):
+        sdk(gateway.base_url, key).chat.completions.create(model="flakykey-model", messages=[{"role": "user", "content": "hi"}])
+    assert fake.keys_seen() == ["sk-fine"] * 4
 
 
 def test_after_all_of_it_no_charge_is_doubled_or_lost(gateway, inspector):

@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible upstream: /v1/chat/completions (JSON and SSE), /v1/embeddings and
 /v1/models.
 
-Scripted: push `Behaviour`s and each request takes the next one (or the default); a key listed in
+With a `PromptCache` (tests/fakes/prompt_cache.py) chat usage counts the prompt and reports the part
+the same upstream key saw before as cached. Scripted: push `Behaviour`s and each request takes the next one (or the default); a key listed in
 `by_key` always gets its own behaviour (a dead key, a rate-limited key). Faults: any status code with
 any error body and headers (429 + Retry-After), a delay before the response (`first_byte_delay`) or
 after the headers before the first event (`stream_pause`), a slow drip (`chunk_gap`), a reset after N
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from tests.fakes import openai_endpoints
 from tests.fakes.http import FakeServer, Handler
+from tests.fakes.prompt_cache import PromptCache
 
 
 @dataclass
@@ -112,6 +114,10 @@ class OpenAIHandler(Handler):
             self.send_json(404, {"error": {"message": "unknown path", "type": "invalid_request_error"}})
             return
         model = (body or {}).get("model", "unknown")
+        cache = self.fake.prompt_cache
+        if cache is not None and isinstance((body or {}).get("messages"), list):
+            prompt, cached = cache.usage(self.headers.get("Authorization", "")[len("Bearer "):], body["messages"])
+            behaviour = replace(behaviour, prompt_tokens=prompt, cached_tokens=cached)
         if behaviour.follow_limit:
             behaviour = behaviour.limited_by(body or {})
         if (body or {}).get("stream"):
@@ -190,8 +196,9 @@ class OpenAIHandler(Handler):
 class FakeOpenAI(FakeServer):
     handler_class = OpenAIHandler
 
-    def __init__(self, models: list[str] | None = None, tls: bool = False):
+    def __init__(self, models: list[str] | None = None, tls: bool = False, prompt_cache: PromptCache | None = None):
         super().__init__(tls)
+        self.prompt_cache = prompt_cache  # usage reports cached input as a provider's prefix cache would
         self.default = Behaviour()
         self.queue: deque[Behaviour] = deque()
         self.by_key: dict[str, Behaviour] = {}

@@ -75,3 +75,17 @@ def test_the_audit_log_shows_who_did_what_with_before_and_after(as_operator):
     assert "channel.update" in page and '"Before"' in page and '"After"' in page
     assert "user.create" not in page
     assert "No action matches" in text(as_operator.get("/admin/audit/?actor=nobody"))
+
+
+def test_a_groups_capacity_queue_is_set_in_the_form(as_operator):
+    response = post(as_operator, "/admin/groups/new", {"name": "batch", "multiplier": "1", "queue_seconds": "0", "priority": "7"})
+    assert response.status_code == 302
+    group = db.session.scalar(select(Group).where(Group.name == "batch"))
+    assert (group.queue_seconds, group.priority) == (0, 7)
+    page = text(as_operator.get(f"/admin/groups/{group.id}"))
+    assert "Capacity queue (seconds)" in page and "Queue priority" in page
+    for field, value in (("queue_seconds", "301"), ("priority", "1001"), ("queue_seconds", "-1")):
+        refused = post(as_operator, f"/admin/groups/{group.id}", {"multiplier": "1", field: value})
+        assert refused.status_code == 400 and "Enter 0 to" in text(refused), field
+    db.session.refresh(group)
+    assert (group.queue_seconds, group.priority) == (0, 7)

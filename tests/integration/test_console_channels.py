@@ -14,7 +14,7 @@ from tests.fakes.http import FakeServer, Handler
 from tests.fakes.openai_server import FakeOpenAI
 
 FORM = {"name": "Primary", "type": "openai", "base_url": "https://api.example.com/v1", "models": "gpt-4o\ngpt-4o-mini",
-        "groups": "default, pro", "priority": "5", "weight": "3", "tag": "prod", "cost": "62.5", "config": '{"api_version": "2024-06-01"}',
+        "groups": "default, pro", "priority": "5", "weight": "3", "tag": "prod", "cost": "62.5", "config": '{"max_tokens_field": "max_completion_tokens"}',
         "model_map-0-public": "gpt-4", "model_map-0-upstream": "gpt-4-0613", "keys": "sk-first-AAAA1111\n\nsk-second-BBBB2222\n"}
 
 
@@ -28,7 +28,8 @@ def test_create_a_channel_with_every_field_and_many_keys(as_operator):
     channel = db.session.scalar(select(Channel))
     assert (channel.name, channel.models, channel.model_map, channel.groups) == (
         "Primary", ["gpt-4o", "gpt-4o-mini"], {"gpt-4": "gpt-4-0613"}, ["default", "pro"])
-    assert (channel.priority, channel.weight, channel.tag, channel.cost_bp, channel.config) == (5, 3, "prod", 6250, {"api_version": "2024-06-01"})
+    assert (channel.priority, channel.weight, channel.tag, channel.cost_bp, channel.config) == (
+        5, 3, "prod", 6250, {"max_tokens_field": "max_completion_tokens"})
     assert [k.last4 for k in channel.keys] == ["1111", "2222"]
     page = text(as_operator.get(response.headers["Location"]))
     assert "••••1111" in page and "••••2222" in page and "sk-first" not in page
@@ -39,7 +40,11 @@ def test_create_a_channel_with_every_field_and_many_keys(as_operator):
 @pytest.mark.parametrize("field,value,message", [
     ("base_url", "api.example.com/v1", "starting with https://"), ("base_url", "http://169.254.169.254/", "link-local"),
     ("weight", "-1", "at least 0"), ("models", "", "at least one model"), ("cost", "-5", "cannot be negative"),
-    ("config", "[1, 2]", "JSON object"), ("config", "{nope", "not valid JSON"), ("keys", "", "at least one upstream key"),
+    ("config", "[1, 2]", "JSON object"), ("config", "{nope", "not valid JSON"),
+    # Settings are checked against the channel's type, naming the key: an Azure setting on an OpenAI
+    # channel, a value of the wrong type.
+    ("config", '{"api_version": "2024-06-01"}', "config.api_version is not a setting of openai channels"),
+    ("config", '{"timeouts": {"idle": "soon"}}', "config.timeouts.idle: Expected float, got str"), ("keys", "", "at least one upstream key"),
     ("model_map-0-upstream", "", "both names"), ("name", "", "Give the channel a name"),
 ])
 def test_an_invalid_channel_explains_next_to_the_field_and_saves_nothing(as_operator, field, value, message):
@@ -51,6 +56,19 @@ def test_an_invalid_channel_explains_next_to_the_field_and_saves_nothing(as_oper
     assert message in text(response)
     assert count(Channel) == 0 and count(ChannelKey) == 0
     assert db.session.scalar(select(AuditEntry.id).where(AuditEntry.target_type == "channel")) is None
+
+
+def test_callers_may_name_a_channel_by_its_checkbox_alone(as_operator, app):
+    """"Callers may name it" is the settings' `public`: the checkbox edits it, the JSON cannot."""
+    channel = factories.channel("https://api.example.com/v1", models=("a",), name="Old")
+    assert post(as_operator, f"/admin/channels/{channel.id}/edit", dict(FORM, public="y", config='{"public": false}')).status_code == 302
+    db.session.refresh(channel)
+    assert channel.config == {"public": True}
+    form = text(as_operator.get(f"/admin/channels/{channel.id}/edit"))
+    assert 'checked id="public" name="public" type="checkbox"' in form and "public&#34;" not in form
+    assert post(as_operator, f"/admin/channels/{channel.id}/edit", FORM).status_code == 302  # unticked
+    db.session.refresh(channel)
+    assert channel.config == {"max_tokens_field": "max_completion_tokens"}
 
 
 def test_edit_changes_every_field_and_an_invalid_edit_changes_nothing(as_operator, app):

@@ -88,10 +88,16 @@ def test_set_a_price_and_top_up_a_user(signed_in):
 
 
 def test_a_price_change_without_notice_needs_a_reason(signed_in):
+    from controlplane.models import utcnow
+
     factories.price("gpt-4o", input="2.5", output="10")
-    response = post_form(signed_in, "/admin/prices/", {"model": "gpt-4o", "input": "3", "output": "12", "effective_from": ""})
+    soon = utcnow().strftime("%Y-%m-%dT%H:%M")
+    response = post_form(signed_in, "/admin/prices/", {"model": "gpt-4o", "input": "3", "output": "12", "effective_from": soon})
     assert response.status_code == 400
     assert db.session.scalar(select(db.func.count()).select_from(ModelPrice)) == 1
+    # without a date, a change gets the notice period instead of being refused
+    response = post_form(signed_in, "/admin/prices/", {"model": "gpt-4o", "input": "3", "output": "12", "effective_from": ""})
+    assert response.status_code == 302 and db.session.scalar(select(db.func.count()).select_from(ModelPrice)) == 2
 
 
 def test_support_can_read_but_not_top_up(client, app):

@@ -76,13 +76,15 @@ def test_pages_continue_from_a_cursor(as_operator):
 def test_one_request_shows_its_trace_with_upstream_messages_escaped(as_operator):
     user = factories.user("trace@example.com")
     channel = factories.channel("https://a.example.com/v1", name="Flaky")
-    trace = [{"step": "candidates", "channels": [channel.id]},
+    trace = [{"step": "candidates", "channels": [channel.id]}, {"step": "pick", "channel": channel.id, "key": 7, "panic": None},
              {"step": "attempt", "channel": channel.id, "key": 7, "status": 500, "kind": "transient", "ms": 120,
               "error": "<script>alert(1)</script> overloaded"},
              {"step": "attempt", "channel": channel.id, "key": 8, "status": 200, "ms": 640}]
     ingest(event("req_traced", user, channel_id=channel.id, model="<b>m</b>", trace=trace))
     page = text(as_operator.get("/admin/logs/req_traced"))
-    assert "Flaky, key 7: status 500 (transient), 120 ms" in page and "&lt;script&gt;alert(1)&lt;/script&gt; overloaded" in page
+    assert "<strong>Attempt 1 on Flaky, key #7</strong> — HTTP 500 in 120 ms transient" in page
+    assert "upstream said: &lt;script&gt;alert(1)&lt;/script&gt; overloaded" in page and 'class="tone-bad"' in page
+    assert "<strong>Picked Flaky, key #7</strong>" in page and "panic=None" not in page
     assert "<script>alert(1)" not in page and "<b>m</b>" not in page
     assert "trace@example.com" in page and "Refund" in page
     assert as_operator.get("/admin/logs/req_missing").status_code == 404
@@ -96,6 +98,7 @@ def test_the_csv_export_keeps_the_filters_and_defuses_formulas(as_operator):
     rows = list(csv.DictReader(io.StringIO(text(response))))
     assert [r["request_id"] for r in rows] == ["req_a"]
     assert rows[0]["model"].startswith("'=") and rows[0]["cost_usd"] == "1.234567" and rows[0]["user_email"] == "csv@example.com"
+    assert rows[0]["cost_micro_usd"] == "1234567" and rows[0]["stream"] == "false"  # exact µ$; the same flag spelling as the usage CSV
 
 
 def _fill(count: int, start: int) -> None:

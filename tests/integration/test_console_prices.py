@@ -1,4 +1,5 @@
-"""Model prices in the console: the 7-day notice by default, earlier only with a reason, no
+"""Model prices in the console: a first price starts now, a change gives 7 days' notice by default
+(earlier only with a reason), the form says which rule applies; no
 negative prices, scheduled changes listed and cancellable, JSON export and all-or-nothing import,
 and served models without a price flagged."""
 from __future__ import annotations
@@ -20,10 +21,25 @@ def rows() -> int:
     return db.session.scalar(select(func.count()).select_from(ModelPrice))
 
 
-def test_the_form_defaults_to_seven_days_notice(as_operator):
-    page = text(as_operator.get("/admin/prices/"))
-    default = (utcnow() + timedelta(days=7)).strftime("%Y-%m-%dT%H:")
-    assert f'value="{default}' in page
+def test_a_first_price_starts_now_and_a_change_without_a_date_gives_seven_days_notice(as_operator):
+    assert post(as_operator, "/admin/prices/", {"model": "fresh-model", "input": "1", "output": "2", "effective_from": ""}).status_code == 302
+    first = db.session.scalar(select(ModelPrice).where(ModelPrice.model == "fresh-model"))
+    assert first.effective_from <= utcnow() and first.reason is None  # routable at once
+    assert "no price yet" not in text(as_operator.get("/admin/prices/"))
+    assert post(as_operator, "/admin/prices/", {"model": "fresh-model", "input": "3", "output": "4", "effective_from": ""}).status_code == 302
+    change = db.session.scalars(select(ModelPrice).where(ModelPrice.model == "fresh-model").order_by(ModelPrice.id.desc())).first()
+    assert utcnow() + timedelta(days=7) <= change.effective_from <= utcnow() + timedelta(days=7, minutes=2)
+
+
+def test_the_form_says_which_rule_applies(as_operator):
+    factories.channel("https://a.example.com/v1", models=("gpt-4o", "mystery-model"))
+    factories.price("gpt-4o")
+    first = text(as_operator.get("/admin/prices/?model=mystery-model"))
+    assert "mystery-model has no price yet:" in first and "its first price starts now" in first
+    change = text(as_operator.get("/admin/prices/?model=gpt-4o"))
+    assert "gpt-4o has a price:" in change and "7 days' notice" in change
+    set_form = change.split('id="card-2"')[0]  # the import form below has its own date
+    assert not re.search(r'name="effective_from"[^>]*value="\d', set_form)  # filled in when sent, never stale
 
 
 def test_a_new_model_can_be_priced_at_once_with_every_component(as_operator):

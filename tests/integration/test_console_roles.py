@@ -14,7 +14,7 @@ from flask import url_for
 
 from controlplane.api import OPERATIONS
 from controlplane.models import utcnow
-from controlplane.services import api_tokens, bans, billing, prices, redemption
+from controlplane.services import api_tokens, bans, billing, incidents, prices, redemption
 from tests import factories
 from tests.conftest import clean_tables
 from tests.console import csrf, person, sign_in
@@ -31,21 +31,33 @@ CONSOLE = {
     ("admin.channels.set_status", "POST"): W, ("admin.channels.delete", "POST"): W, ("admin.channels.bulk_status", "POST"): W,
     ("admin.channels.add_keys", "POST"): W, ("admin.channels.key_status", "POST"): W, ("admin.channels.delete_key", "POST"): W,
     ("admin.channels.fetch_models", "POST"): W, ("admin.channels.set_models", "POST"): W, ("admin.channel_probe.test_now", "POST"): W,
+    ("admin.channel_probe.test_all", "POST"): W,
     ("admin.prices.index", "GET"): R, ("admin.prices.set_price", "POST"): W, ("admin.prices.cancel", "POST"): W,
     ("admin.prices.export", "GET"): R, ("admin.prices.import_prices", "POST"): W,
+    ("admin.prices.set_route", "POST"): W, ("admin.prices.delete_route", "POST"): W,
     ("admin.groups.index", "GET"): R, ("admin.groups.create", "GET"): W, ("admin.groups.create", "POST"): W,
     ("admin.groups.edit", "GET"): R, ("admin.groups.update", "POST"): W, ("admin.groups.delete", "POST"): W,
     ("admin.users.index", "GET"): R, ("admin.users.create", "GET"): W, ("admin.users.create", "POST"): W, ("admin.users.detail", "GET"): R,
     ("admin.users.topup", "POST"): W, ("admin.users.adjust", "POST"): W, ("admin.users.ban", "POST"): W, ("admin.users.unban", "POST"): W,
     ("admin.users.change_group", "POST"): W, ("admin.users.change_role", "POST"): A, ("admin.users.set_active", "POST"): W,
-    ("admin.users.key_status", "POST"): W,
+    ("admin.users.key_status", "POST"): W, ("admin.users.create_key", "POST"): W, ("admin.users.close", "POST"): W,
+    ("admin.organisations.index", "GET"): R, ("admin.organisations.detail", "GET"): R, ("admin.organisations.topup", "POST"): W,
+    ("admin.organisations.adjust", "POST"): W, ("admin.organisations.goodwill", "POST"): W, ("admin.organisations.ban", "POST"): W,
+    ("admin.organisations.unban", "POST"): W, ("admin.organisations.member_role", "POST"): W,
+    ("admin.organisations.close", "POST"): W,
     ("admin.bans.index", "GET"): R, ("admin.bans.create", "POST"): W, ("admin.bans.lift", "POST"): W,
     ("admin.refunds.index", "GET"): R, ("admin.refunds.refund_request", "POST"): R, ("admin.refunds.refund_topup", "POST"): W,
     ("admin.refunds.goodwill", "POST"): W,
+    ("admin.disruption.index", "GET"): R, ("admin.disruption.post", "POST"): W, ("admin.disruption.detail", "GET"): R,
+    ("admin.payments.index", "GET"): R, ("admin.payments.invoice", "GET"): R, ("admin.payments.refund_requests", "GET"): R,
+    ("admin.payments.approve", "POST"): W, ("admin.payments.decline", "POST"): W, ("admin.payments.reconcile", "GET"): R,
+    ("admin.payments.credit_missing", "POST"): W, ("admin.payments.settings", "GET"): A, ("admin.payments.settings", "POST"): A,
     ("admin.logs.index", "GET"): R, ("admin.logs.export", "GET"): R, ("admin.logs.detail", "GET"): R,
     ("admin.dead_letters.index", "GET"): R, ("admin.dead_letters.detail", "GET"): R, ("admin.dead_letters.retry", "POST"): W,
     ("admin.dead_letters.discard", "POST"): W,
-    ("admin.audit.index", "GET"): R,
+    ("admin.audit.index", "GET"): R, ("admin.terms.index", "GET"): R, ("admin.terms.publish", "POST"): W,
+    ("admin.status.index", "GET"): R, ("admin.status.create", "POST"): W, ("admin.status.edit", "GET"): R, ("admin.status.update", "POST"): W,
+    ("admin.status.resolve", "POST"): W, ("admin.status.delete", "POST"): W, ("admin.status.show_group", "POST"): W,
     ("admin.operators.index", "GET"): A, ("admin.operators.create", "POST"): A,
     ("admin.tokens.index", "GET"): R, ("admin.tokens.create", "POST"): R,
     ("admin.tokens.revoke", "POST"): A,  # the sample token is the admin's: others may revoke only their own
@@ -76,9 +88,14 @@ def world(sqlite_app, redis_slot):
         secrets = {role: api_tokens.create_token(factories.ACTOR, people[role], f"{role} script")[1] for role in R}
         topup = billing.topup(factories.ACTOR, customer.account, "1", "more")
         batch, _ = redemption.generate_batch(factories.ACTOR, "launch", "1", 1, None)
+        from controlplane.services import organisations
+
+        incident = incidents.open_incident(factories.ACTOR, "Slow answers")
+        org = organisations.create_organisation(factories.ACTOR, customer, "Customer Co")
         ids = dict(batch_id=batch.id, channel_id=channel.id, key_id=channel.keys[0].id, group_id=customer.group_id, user_id=customer.id, api_key_id=key.id,
-                   ban_id=ban.id, price_id=scheduled.id, token_id=token.id, topup_id=topup.id, request_id="req_none",
-                   entry_id="1-0", session_id=MISSING)
+                   ban_id=ban.id, price_id=scheduled.id, token_id=token.id, topup_id=topup.id, request_id="req_none", account_id=org.id,
+                   credit_id=MISSING, member_id=MISSING, entry_id="1-0", session_id=MISSING, incident_id=incident.id, invoice_id=MISSING, route_id=MISSING,
+                   refund_request_id=MISSING)
         yield {"people": people, "ids": ids, "secrets": secrets}
     clean_tables(sqlite_app)
 
@@ -129,7 +146,7 @@ def test_console_route_for_every_role(sqlite_app, world, endpoint, method):
 def api_url(rule: str, ids: dict, method: str) -> str:
     path = "/admin/api" + rule
     for name, value in ids.items():
-        value = MISSING if method == "DELETE" or name == "ban_id" else value
+        value = MISSING if method == "DELETE" or name in ("ban_id", "incident_id") else value
         path = path.replace(f"<int:{name}>", str(value)).replace(f"<{name}>", str(value))
     return path
 

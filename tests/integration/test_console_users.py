@@ -41,7 +41,7 @@ def test_the_user_page_shows_money_keys_usage_and_ledger(as_operator):
 def test_top_up_asks_first_then_credits_sql_and_the_live_balance(as_operator):
     user = factories.user("eve@example.com")
     asked = post(as_operator, f"/admin/users/{user.id}/topup", {"amount": "20", "reason": "wire 4471"})
-    assert "Add $20.000000 to eve@example.com?" in text(asked)
+    assert "Add $20.00 to eve@example.com?" in text(asked)
     assert db.session.scalar(select(LedgerEntry.id)) is None
     assert post(as_operator, f"/admin/users/{user.id}/topup", {"amount": "20", "reason": "wire 4471"}, confirm=True).status_code == 302
     entry = db.session.scalar(select(LedgerEntry))
@@ -63,7 +63,7 @@ def test_bad_amounts_are_explained_and_change_nothing(as_operator):
 def test_an_adjustment_can_take_money_away(as_operator):
     user = factories.funded_user("10", email="gus@example.com")
     asked = post(as_operator, f"/admin/users/{user.id}/adjust", {"amount": "-1.5", "reason": "duplicate top-up"})
-    assert "Take $1.500000 from the balance of gus@example.com?" in text(asked)
+    assert "Take $1.50 from the balance of gus@example.com?" in text(asked)
     post(as_operator, f"/admin/users/{user.id}/adjust", {"amount": "-1.5", "reason": "duplicate top-up"}, confirm=True)
     assert ledger.stored_balance(user.account_id) == 8_500_000
 
@@ -116,3 +116,25 @@ def test_support_reads_a_user_but_sees_no_money_forms(as_support):
     user = factories.funded_user("3")
     page = text(as_support.get(f"/admin/users/{user.id}"))
     assert "$3.000000" in page and "Top up" not in page and "Ban user" not in page
+
+
+def test_an_operator_creates_a_key_for_a_user_shown_once(as_operator, as_support):
+    import re
+
+    from controlplane.models import ApiKey
+    from controlplane.services.keys import hash_secret
+
+    user = factories.funded_user("5", email="kim@example.com")
+    assert "Create a key for kim@example.com" in text(as_operator.get(f"/admin/users/{user.id}"))
+    assert "Create a key for" not in text(as_support.get(f"/admin/users/{user.id}"))  # support reads only
+    refused = post(as_operator, f"/admin/users/{user.id}/keys", {"name": "server", "credit_limit": "-1", "models": ""})
+    assert refused.status_code == 400 and db.session.scalar(select(ApiKey.id)) is None
+    created = post(as_operator, f"/admin/users/{user.id}/keys", {"name": "server", "credit_limit": "2", "models": "gpt-4o-mini"})
+    assert created.status_code == 200 and created.headers["Cache-Control"] == "no-store"
+    secret = re.search(r"sk-sb-[A-Za-z0-9]{40}", text(created)).group(0)
+    key = db.session.scalar(select(ApiKey))
+    assert key.user_id == user.id and key.account_id == user.account_id and key.name == "server" and key.credit_limit == 2_000_000
+    assert key.models == ["gpt-4o-mini"] and key.key_hash == hash_secret(secret)
+    assert secret not in text(as_operator.get(f"/admin/users/{user.id}")) and ">server<" in text(as_operator.get(f"/admin/users/{user.id}"))
+    assert runtime().redis.exists(f"sb:akey:{key.id}")  # the relays know it at once
+    assert post(as_support, f"/admin/users/{user.id}/keys", {"name": "x"}).status_code == 403

@@ -179,3 +179,26 @@ def test_fetching_models_stops_reading_at_its_size_limit(app, monkeypatch):
             channel_ops.fetch_models(channel)
     finally:
         huge.close()
+
+
+def test_probes_and_model_fetches_take_the_same_guard(app, canary, monkeypatch):
+    """"Test now", the health worker's probes and "Fetch models" connect through the guard: a channel
+    saved while its range was open is never reached once the operator closes it."""
+    from dataclasses import replace
+
+    from controlplane.services import channel_health, channel_ops
+    from workers import health
+
+    channel = factories.channel(canary.origin + "/v1", keys_=("sk-canary-secret",))
+    settings = runtime().settings
+    monkeypatch.setattr(runtime(), "settings", replace(settings, relay=replace(settings.relay, egress_allow=parse_networks("127.0.0.1/32"))))
+    with pytest.raises(ServiceError):
+        channel_ops.fetch_models(channel)
+    assert all(not result.ok for result in channel_health.test_channel(channel.id))
+    health.probe_channels([channel.id])
+    assert canary.connections == 0 and not any(b"sk-canary-secret" in r for r in canary.received)
+
+
+def test_the_ranges_an_operator_opened_are_announced_in_every_relays_log(app, caplog):
+    Relay(app, egress_allow=parse_networks("10.0.0.0/8 fd00::/8"))
+    assert "SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS" in caplog.text and "10.0.0.0/8, fd00::/8" in caplog.text

@@ -22,13 +22,6 @@ FUNDS = 10_000_000
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
-
-
 @dataclass
 class World:
     app: object

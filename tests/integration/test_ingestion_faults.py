@@ -154,3 +154,26 @@ def test_operators_hear_of_new_dead_letters_once(app, redis_client):
         rt.settings = saved
         smtp.close()
         receiver.close()
+
+
+def test_a_charge_replayed_without_its_hold_never_takes_the_balance_below_zero(sql_app, redis_client):
+    """Redis lost the hold (a restart without its data): the journaled settle reaches ingestion
+    marked `unheld`, unchecked against any balance. It is charged as far as the balance has room
+    after the batch's other charges, never below zero, and the cut is in its trace."""
+    from controlplane.runtime import runtime as rt
+
+    user = factories.funded_user("0.001")  # 1,000 µ$
+    key, _ = factories.api_key(user)
+    held = _event("req_held", user.account_id, key.id, 300)
+    first, second = (_event(f"req_unheld{i}", user.account_id, key.id, 500) for i in range(2))
+    rt().quota.credit(user.account_id, -300, ledger.stored_balance(user.account_id))  # the held one's settle moved it already
+    redis_client.xadd(USAGE_STREAM, {"e": held.encode()})
+    for e in (first, second):
+        redis_client.xadd(USAGE_STREAM, {"e": e.encode(), "unheld": "1"})
+    assert usage_worker.ingest() == 3
+    costs = dict(db.session.execute(select(RequestLog.request_id, RequestLog.cost)).all())
+    assert costs == {"req_held": 300, "req_unheld0": 500, "req_unheld1": 200}
+    assert ledger.stored_balance(user.account_id) == 0 == ledger.sum_of_entries(user.account_id)
+    assert rt().quota.account(user.account_id)[0] == 0
+    cut = db.session.scalar(select(RequestLog).where(RequestLog.request_id == "req_unheld1"))
+    assert {"step": "charge_cut", "cost": 500, "charged": 200} in cut.trace

@@ -21,17 +21,9 @@ from controlplane.snapshot import publish
 from relay import config_store
 from tests import factories
 from tests.conftest import clean_tables
-from tests.fakes.openai_server import FakeOpenAI
 from tests.relay_harness import Relay, ingest
 
 ACTOR = factories.ACTOR
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
 
 
 def customer(upstream_url: str):

@@ -8,6 +8,7 @@ from alembic.script import ScriptDirectory
 
 from controlplane.app import MIGRATIONS
 from controlplane.extensions import db
+from controlplane.log_partitions import include_name, include_object_for
 
 
 def test_there_is_one_head():
@@ -18,7 +19,8 @@ def test_there_is_one_head():
 
 def test_migrated_schema_matches_the_models(sql_app):
     with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"render_as_batch": True})
+        context = MigrationContext.configure(connection, opts={"render_as_batch": True, "include_name": include_name,
+                                                                   "include_object": include_object_for(connection.dialect.name)})
         differences = [d for d in compare_metadata(context, db.metadata) if not _noise(d)]
     assert differences == []
 

@@ -27,13 +27,6 @@ LONG = " ".join(f"w{i}" for i in range(5_000))  # 5,000 words: one token each at
 PER_OUTPUT_TOKEN = 15  # µ$ at $15 / 1M output tokens
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
-
-
 @dataclass
 class Customer:
     relay: Relay

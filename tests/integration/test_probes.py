@@ -128,6 +128,39 @@ def test_a_dead_key_of_a_multi_key_channel_is_disabled_alone_and_re_enabled_when
     assert [e[:3] for e in events(ch.id)] == [(dead_id, "enabled", "auto_disabled"), (dead_id, "auto_disabled", "enabled")]
 
 
+def test_a_key_answering_5xx_while_its_sibling_passes_is_disabled_alone(probes, fake):
+    ch = factories.channel(fake.url, keys_=("sk-broken", "sk-fine"))
+    broken_id, fine_id = ch.keys[0].id, ch.keys[1].id
+    fake.by_key["sk-broken"] = Behaviour(status=502)  # listed first: its failure must not end the run
+    for n in range(1, 3):
+        run = health_worker.probe_channels([ch.id])
+        assert status(ChannelKey, broken_id) == "enabled" and db.session.get(ChannelKey, broken_id).probe_failures == n
+    assert run.failing == [ch.id]  # reported as failing before it is disabled
+    health_worker.probe_channels([ch.id])
+    assert status(ChannelKey, broken_id) == "auto_disabled"
+    assert status(ChannelKey, fine_id) == "enabled" and status(Channel, ch.id) == "enabled"
+    assert db.session.get(Channel, ch.id).probe_failures == 0  # the channel served every run
+    assert "fake failure 502" in db.session.get(ChannelKey, broken_id).status_reason
+    assert fake.keys_seen() == ["sk-broken", "sk-fine"] * 3  # every key, every run
+    snap = config_store.load(runtime().redis, runtime().cipher.decrypt)
+    assert [k.id for c in snap.channels if c.id == ch.id for k in c.keys if k.status == "enabled"] == [fine_id]
+    fake.by_key.clear()  # the key recovers: re-enabled by the same rule as any auto-disabled key
+    for _ in range(2):
+        health_worker.probe_channels([ch.id])
+    assert status(ChannelKey, broken_id) == "enabled"
+    assert [e[:3] for e in events(ch.id)] == [(broken_id, "enabled", "auto_disabled"), (broken_id, "auto_disabled", "enabled")]
+
+
+def test_a_5xx_from_every_key_is_the_channels_failure_not_the_keys(probes, fake):
+    ch = factories.channel(fake.url, keys_=("sk-p", "sk-q"))
+    fake.default = Behaviour(status=500)
+    for _ in range(3):
+        health_worker.probe_channels([ch.id])
+    assert status(Channel, ch.id) == "auto_disabled"
+    assert {status(ChannelKey, k.id) for k in ch.keys} == {"enabled"}
+    assert {db.session.get(ChannelKey, k.id).probe_failures for k in ch.keys} == {0}
+
+
 def test_a_channel_refusing_every_key_is_disabled_as_a_whole(probes, fake):
     ch = factories.channel(fake.url, keys_=("sk-x", "sk-y"))
     fake.by_key.update({"sk-x": invalid_key(), "sk-y": invalid_key()})

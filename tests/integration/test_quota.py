@@ -68,6 +68,13 @@ def test_expired_holds_are_released_by_the_sweeper(quota):
     assert quota.open_holds() == 1
 
 
+def test_a_free_requests_zero_hold_counts_as_released(quota):
+    quota.seed_account(1, 1_000)
+    quota.hold("free", 1, 10, 0, None, time.time() - 1)
+    assert quota.release_expired(time.time()) == 1
+    assert quota.open_holds() == 0 and quota.account(1) == (1_000, 0)
+
+
 def test_credit_seeds_an_account_redis_has_not_seen(quota):
     assert quota.credit(7, 500, sql_balance_after=1_500) == 1_500  # seeded from SQL, not incremented
     assert quota.credit(7, 500, sql_balance_after=2_000) == 2_000  # now an increment

@@ -155,7 +155,7 @@ def test_support_refunds_a_request_from_the_console_after_confirming(app):
     page = text(support.get("/admin/refunds/?request_id=req_console"))
     assert "$0.123456" in page
     asked = post(support, "/admin/refunds/request", {"request_id": "req_console", "amount": "", "reason": "cut off"})
-    assert "Refund $0.123456 of request req_console to ana@example.com?" in text(asked)
+    assert "Refund $0.12 of request req_console to ana@example.com?" in text(asked)
     assert ledger.stored_balance(user.account_id) == 1_000_000 - 123_456
     done = post(support, "/admin/refunds/request", {"request_id": "req_console", "amount": "", "reason": "cut off"}, confirm=True)
     assert done.status_code == 302 and ledger.stored_balance(user.account_id) == 1_000_000
@@ -174,7 +174,7 @@ def test_only_an_admin_overrides_the_14_day_limit_in_the_console(app):
     refused = post(operator, "/admin/refunds/topup", form, confirm=True)
     assert refused.status_code == 403 and "only an admin" in text(refused)
     asked = post(admin, "/admin/refunds/topup", form)
-    assert "Refund $10.000000 of the $10.000000 top-up to late@example.com?" in text(asked)
+    assert "Refund $10.00 of the $10.00 top-up to late@example.com?" in text(asked)
     assert post(admin, "/admin/refunds/topup", form, confirm=True).status_code == 302
     assert ledger.stored_balance(user.account_id) == 0
     assert "finance approved" in text(admin.get(f"/admin/users/{user.id}"))

@@ -12,18 +12,10 @@ import pytest
 from controlplane.services import bans
 from relay.client_ip import parse_networks
 from tests import factories
-from tests.fakes.openai_server import FakeOpenAI
 from tests.relay_harness import Relay, request_log
 
 PROXIES = parse_networks("10.0.0.0/8")
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

@@ -44,3 +44,29 @@ def test_a_lost_connection_is_a_connection_error_and_the_next_call_reconnects(re
 def test_unreachable_redis_is_a_connection_error():
     with pytest.raises(RedisConnectionError):
         Script(RespPool("redis://127.0.0.1:1/0", timeout=1), "return 1")()
+
+
+@pytest.mark.parametrize("refusal", [b"-LOADING Redis is loading the dataset in memory\r\n",
+                                     b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n"])
+def test_a_redis_that_is_not_serving_yet_is_a_connection_error(refusal):
+    """A Redis restarting answers every command with LOADING until its data is in: the relay treats
+    that as Redis being away (a 503 for the caller, the settle journaled), never as a script error.
+    Played by a socket that answers as such a Redis does."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while conn.recv(65536):
+                conn.sendall(refusal)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        script = Script(RespPool(f"redis://127.0.0.1:{listener.getsockname()[1]}", size=1, timeout=2), "return 1")
+        with pytest.raises(RedisConnectionError, match="not serving yet"):
+            script()
+    finally:
+        listener.close()

@@ -286,6 +286,7 @@ def test_a_key_over_its_requests_per_minute_gets_429_with_retry_after(world):
 
 
 def test_a_channel_at_capacity_is_skipped_without_using_an_attempt_and_all_full_is_429(world):
+    factories.group_queue(0)  # no capacity queue: all full is a 429 at once (tests/integration/test_capacity_queue.py waits)
     full = channel(world.a, priority=10)
     limit_service.set_limits(factories.ACTOR, full, concurrency=1)
     spare = channel(world.b)

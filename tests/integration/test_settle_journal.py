@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
-import redis as redis_lib
 import requests
 from sqlalchemy import func, select
 
@@ -28,43 +23,11 @@ from relay.server import replay_journals
 from tests import factories
 from tests.conftest import build_app
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
-from tests.gateway import free_port
+from tests.private_services import PrivateRedis
 from tests.integration.test_stream_pump import Reply, connect, request
 from tests.relay_harness import Relay, assert_money_consistent, ingest
 
 WORDS = " ".join(f"w{i}" for i in range(30))
-
-
-class PrivateRedis:
-    def __init__(self, folder: Path, persistent: bool):
-        self.folder, self.persistent, self.port = folder, persistent, free_port()
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.folder),
-                                      *persistence], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis_lib.Redis.from_url(self.url)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis_lib.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.kill()
 
 
 @pytest.fixture(params=["redis-keeps-its-data", "redis-loses-its-data"])
@@ -137,6 +100,29 @@ def test_a_stream_answered_while_redis_died_is_billed_exactly_once_after_it_retu
     ingest()
     assert charges() == 1 and Quota(relay.redis).account(account_id) == (10_000_000 - log.cost, 0)
     assert_money_consistent(relay.redis)
+
+
+def test_a_stream_whose_hold_redis_lost_while_it_ran_is_billed_once_after_all(world):
+    """Redis comes back empty before the stream ends (a restart without its data): the settle finds
+    Redis answering but no hold. The answer was delivered, so it is still billed — once."""
+    relay, _, fake, key, account_id = world
+    fake.push(Behaviour(content=WORDS, chunk_gap=0.03))
+    with relay.served() as address:
+        sock = connect(address)
+        sock.sendall(request(key))
+        reply = Reply(sock)
+        reply.read_chunk()
+        relay.redis.flushall()  # mid-stream: the hold, the balance and the key records are gone
+        body = reply.read_all()
+        sock.close()
+    request_id = reply.headers["x-request-id"]
+    assert reply.status == 200 and b"[DONE]" in body and journal_lines(relay) == []
+    publish()  # what the control plane's rebuild puts back from SQL: balances and key records
+    ingest()
+    log = db.session.scalar(select(RequestLog).where(RequestLog.request_id == request_id))
+    assert log is not None and log.status == 200 and log.output_tokens == 30 and log.cost > 0
+    assert charges() == 1 and ledger.stored_balance(account_id) == 10_000_000 - log.cost == ledger.sum_of_entries(account_id)
+    assert Quota(relay.redis).account(account_id) == (10_000_000 - log.cost, 0)
 
 
 def journal_line_of(log: RequestLog, account_id: int, relay: Relay) -> bytes:

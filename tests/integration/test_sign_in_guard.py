@@ -50,6 +50,13 @@ def test_switching_accounts_never_redirects_off_site(client, owner):
         assert (response.status_code, response.headers["Location"]) == (302, "/"), target
 
 
+def test_a_huge_user_agent_is_stored_cut_to_its_column(client, owner):
+    """A header anyone can send is stored with the session: at most its 255-character column."""
+    assert sign_in(client, owner.email, PASSWORD, headers={"User-Agent": "Mozilla/5.0 " + "x" * 100_000}).status_code == 302
+    stored = db.session.scalar(select(UserSession.user_agent).where(UserSession.user_id == owner.id))
+    assert stored.startswith("Mozilla/5.0") and len(stored) == 255
+
+
 def test_a_guesser_cannot_lock_the_owner_out(client, app, owner, monkeypatch):
     settings = app.config["SWITCHBOARD"]
     monkeypatch.setitem(app.config, "SWITCHBOARD", replace(settings, login_attempts_per_minute=3))

@@ -8,6 +8,7 @@ import pytest
 
 from relay.adapters import REGISTRY, ChatRequest, MessagesRequest, Operation, Target, adapter_for
 from relay.adapters.base import GenerateRequest
+from relay.channel_config import parse_config
 from relay.errors import ErrorKind
 from relay.snapshot import ChannelKeyView, ChannelView
 
@@ -17,7 +18,8 @@ FORWARDED = {Operation.COMPLETIONS, Operation.EMBEDDINGS, Operation.IMAGES, Oper
 
 
 def target(kind: str, base_url: str, upstream: str = "up-model", **config) -> Target:
-    channel = ChannelView(id=1, name="c", type=kind, base_url=base_url, models=(), keys=(KEY,), model_map={"public": upstream}, config=config)
+    channel = ChannelView(id=1, name="c", type=kind, base_url=base_url, models=(), keys=(KEY,), model_map={"public": upstream},
+                          config=parse_config(kind, config))
     return Target(channel, KEY, upstream)
 
 

@@ -313,3 +313,8 @@ def test_google_format_errors_carry_status_reason_retry_delay_and_request_id():
 def test_a_generate_request_keeps_the_callers_bytes():
     request = GenerateRequest(model="m", payload={}, body=b'{"contents": []}')
     assert request.body == b'{"contents": []}' and request.sse and request.candidates == 1
+
+
+def test_a_size_written_in_other_digits_stays_as_written():
+    """str.isdigit admits "²", which int() refuses: it was a 500."""
+    assert json_schema({"type": "STRING", "maxLength": "²", "minLength": "3"}) == {"type": "string", "maxLength": "²", "minLength": 3}

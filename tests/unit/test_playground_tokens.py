@@ -26,3 +26,11 @@ def test_changed_or_foreign_tokens_are_refused():
 
 def test_the_signing_key_is_not_the_encryption_key():
     assert b"an encryption key" not in KEY and len(KEY) == 32
+
+
+def test_text_that_is_not_ascii_is_not_a_token():
+    """Both were a 500 at the relay: "²" passes str.isdigit but not int(), and compare_digest refuses
+    non-ASCII text."""
+    token = playground.mint(KEY, 42, 1_000)
+    assert playground.verify(KEY, token + "é", 0) is None
+    assert playground.verify(KEY, f"{playground.PREFIX}4².1000.{token.rpartition('.')[2]}", 0) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from relay.channel_config import parse_config
 from relay.routing import remaining_routes
 from relay.selector import KEYS_PER_CHANNEL, Selector
 from relay.snapshot import ChannelKeyView, ChannelView, Status
@@ -50,7 +51,7 @@ def test_keys_rotate_round_robin_across_requests():
 
 def test_random_key_selection_is_a_channel_setting():
     selector = Selector(random.Random(5))
-    ch = channel(1, keys=4, config={"key_selection": "random"})
+    ch = channel(1, keys=4, config=parse_config("openai", {"key_selection": "random"}))
     firsts = Counter(selector.plan((ch,), "m").routes[0].key.id for _ in range(400))
     assert set(firsts) == {100, 101, 102, 103} and max(firsts.values()) < 160
 

@@ -22,8 +22,9 @@ def test_a_code_two_steps_away_is_refused():
 def test_spaces_are_ignored_and_anything_but_six_digits_refused():
     code = totp.code_at(SECRET, totp.current_step(NOW))
     assert totp.matching_step(SECRET, f" {code[:3]} {code[3:]} ", NOW) is not None
-    for bad in ("", "12345", "1234567", "abcdef", code + "0"):
+    for bad in ("", "12345", "1234567", "abcdef", code + "0", "²²²²²²", "١٢٣٤٥٦"):  # other digits were a 500
         assert totp.matching_step(SECRET, bad, NOW) is None
+    assert not totp.looks_like_totp("²²²²²²")
 
 
 def test_the_setup_uri_names_the_issuer_and_the_person():

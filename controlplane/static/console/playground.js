@@ -1,6 +1,7 @@
 // Playground: streams chat completions straight from the gateway (/v1) with a short-lived token
-// for the chosen key, one column per model; tokens and latency come from the stream, the billed
-// cost from the request log once the worker has written it.
+// for the chosen key. Chat mode shows the whole conversation, both sides, and sends it every turn
+// (with the system prompt as it reads now); compare mode runs one turn, one column per model.
+// Tokens and latency come from the stream, the billed cost from the request log once written.
 (function () {
   "use strict";
   var history = [];  // chat mode keeps the conversation; compare mode runs single turns
@@ -9,7 +10,7 @@
   function $(id) { return document.getElementById(id); }
   function el(tag, cls, text) { var e = document.createElement(tag); if (cls) { e.className = cls; } if (text) { e.textContent = text; } return e; }
   function mode() { return document.querySelector("input[name=mode]:checked").value; }
-  function money(micro) { return "$" + (micro / 1e6).toFixed(6); }
+  function money(micro) { return window.Money.text(micro); }
 
   function keysData(form) { return JSON.parse(form.getAttribute("data-keys")); }
 
@@ -44,13 +45,30 @@
     return seen;
   }
 
-  function column(model) {
+  function column(model, into) {
     var box = el("article", "pg-answer");
     box.appendChild(el("h3", null, model));
     var text = el("div", "text"); box.appendChild(text);
     var stats = el("div", "stats", "waiting…"); box.appendChild(stats);
-    $("pg-results").appendChild(box);
+    (into || $("pg-results")).appendChild(box);
     return { box: box, text: text, stats: stats };
+  }
+
+  // Chat mode: the caller's turn as a bubble in the conversation, then the answer's bubble below it.
+  function userTurn(text) {
+    var turn = el("article", "pg-turn pg-user");
+    turn.appendChild(el("h3", null, "You"));
+    turn.appendChild(el("div", "text", text));
+    $("pg-conversation").appendChild(turn);
+  }
+
+  function clearConversation(status) {
+    history = [];
+    lastRun = null;
+    $("pg-conversation").innerHTML = "";
+    $("pg-results").innerHTML = "";
+    $("pg-code").hidden = true;
+    $("pg-status").textContent = status || "";
   }
 
   function token(form, keyId) {
@@ -69,6 +87,7 @@
     }).then(function (data) {
       if (!data) { return; }
       col.cost.textContent = "cost " + money(data.cost_micro_usd);
+      col.cost.title = window.Money.exact(data.cost_micro_usd);
       col.box.setAttribute("data-cost", String(data.cost_micro_usd));
     });
   }
@@ -98,6 +117,8 @@
       method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + auth }, body: JSON.stringify(body)
     }).then(function (response) {
       var requestId = response.headers.get("x-request-id");
+      var answered = response.headers.get("x-switchboard-model");  // an alias names the model that served it
+      if (answered && answered !== model) { col.box.querySelector("h3").textContent = model + " → " + answered; }
       if (!response.ok) {
         return response.json().then(function (e) { fail(col, (e.error && e.error.message) || ("HTTP " + response.status)); });
       }
@@ -133,6 +154,8 @@
   }
 
   function run(form) {
+    var image = imageModel(form);
+    if (image) { runImage(form, image); return; }
     var message = $("pg-message").value.trim();
     if (!message) { $("pg-status").textContent = "Write a message first."; return; }
     var system = $("pg-system").value.trim();
@@ -142,16 +165,112 @@
     var turn = (compare ? [] : history).concat([{ role: "user", content: message }]);
     var messages = (system ? [{ role: "system", content: system }] : []).concat(turn);
     $("pg-results").innerHTML = "";
+    if (compare) { $("pg-conversation").innerHTML = ""; } else { userTurn(message); }
     $("pg-status").textContent = "Running…";
     var keyId = parseInt($("pg-key").value, 10);
     lastRun = { models: models, messages: messages, params: params() };
     renderCode(form);
     token(form, keyId).then(function (t) {
-      return Promise.all(models.map(function (m) { return stream(form, t.token, m, messages, column(m)); }));
+      return Promise.all(models.map(function (m) {
+        return stream(form, t.token, m, messages, column(m, compare ? null : $("pg-conversation")));
+      }));
     }).then(function (answers) {
-      if (!compare && typeof answers[0] === "string") { history = turn.concat([{ role: "assistant", content: answers[0] }]); $("pg-message").value = ""; }
+      if (!compare && typeof answers[0] === "string") {
+        history = turn.concat([{ role: "assistant", content: answers[0] }]);
+        $("pg-message").value = "";
+        // the snippet carries the whole conversation: every turn, the answers included
+        lastRun.messages = (system ? [{ role: "system", content: system }] : []).concat(history);
+        renderCode(form);
+      }
       $("pg-status").textContent = "Done.";
     }).catch(function (error) { $("pg-status").textContent = error.message; });
+  }
+
+  // --- image models: size, quality and n, priced before sending ------------------------------------
+  function imageModels(form) { return JSON.parse(form.getAttribute("data-image-models") || "{}"); }
+
+  function imageModel(form) {
+    if (mode() !== "chat") { return null; }
+    var model = document.querySelector(".pg-model select").value;
+    var info = imageModels(form)[model];
+    return info ? { model: model, info: info } : null;
+  }
+
+  function fillSelect(select, values) {
+    var keep = select.value;
+    select.innerHTML = "";
+    values.forEach(function (v, i) { var o = el("option", null, v); o.selected = keep ? v === keep : i === 0; select.appendChild(o); });
+  }
+
+  // The rule of relay/pricing.py: the tier's rate (exact, SIZE/*, */QUALITY, */*, else per image) × n,
+  // plus the per-request price, × the group's multiplier, rounded half up to a whole µ$.
+  function imagePrice(form, info) {
+    var size = $("pg-size").value, quality = $("pg-quality").value, n = Math.max(1, parseInt($("pg-n").value || "1", 10));
+    var tiers = info.tiers, rate = info.per_image;
+    var candidates = [size + "/" + quality, size + "/*", "*/" + quality, "*/*"];
+    for (var i = 0; i < candidates.length; i++) { if (tiers[candidates[i]] !== undefined) { rate = tiers[candidates[i]]; break; } }
+    var bp = parseInt(form.getAttribute("data-multiplier-bp") || "10000", 10);
+    var whole = info.per_request + n * rate;
+    return { n: n, size: size, quality: quality, micro: Math.floor((2 * whole * bp + 10000) / 20000) };
+  }
+
+  function showImageFields(form) {
+    var image = imageModel(form);
+    $("pg-image").hidden = !image;
+    document.querySelectorAll(".pg-text-only").forEach(function (f) { f.hidden = !!image; });
+    document.querySelectorAll(".pg-image-only").forEach(function (f) { f.hidden = !image; });
+    if (!image) { return; }
+    fillSelect($("pg-size"), image.info.sizes);
+    fillSelect($("pg-quality"), image.info.qualities);
+    showImagePrice(form);
+  }
+
+  function showImagePrice(form) {
+    var image = imageModel(form);
+    if (!image) { return; }
+    var p = imagePrice(form, image.info);
+    var out = $("pg-image-price");
+    out.textContent = money(p.micro) + " for " + p.n + " image" + (p.n === 1 ? "" : "s") +
+      (image.info.tokens ? ", plus the tokens the upstream reports" : "");
+    out.title = window.Money.exact(p.micro);
+  }
+
+  function runImage(form, image) {
+    var prompt = $("pg-message").value.trim();
+    if (!prompt) { $("pg-status").textContent = "Describe the image first."; return; }
+    var p = imagePrice(form, image.info);
+    userTurn(prompt);
+    var col = column(image.model, $("pg-conversation"));
+    $("pg-status").textContent = "Running…";
+    var started = performance.now();
+    var body = { model: image.model, prompt: prompt, size: p.size, quality: p.quality, n: p.n, response_format: "b64_json" };
+    lastRun = null;
+    $("pg-code").hidden = true;
+    token(form, parseInt($("pg-key").value, 10)).then(function (t) {
+      return fetch(form.getAttribute("data-base-url").replace(/^https?:\/\/[^/]+/, "") + "/images/generations", {
+        method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + t.token }, body: JSON.stringify(body)
+      });
+    }).then(function (response) {
+      var requestId = response.headers.get("x-request-id");
+      return response.json().then(function (data) {
+        if (!response.ok) { fail(col, (data.error && data.error.message) || ("HTTP " + response.status)); return; }
+        col.text.textContent = "";
+        (data.data || []).forEach(function (item, i) {
+          var img = el("img", "pg-image");
+          img.alt = "Image " + (i + 1) + " of " + (data.data.length) + " for: " + prompt;
+          img.src = item.b64_json ? "data:image/png;base64," + item.b64_json : item.url;
+          col.text.appendChild(img);
+        });
+        col.stats.textContent = "";
+        col.stats.appendChild(el("span", null, (data.data || []).length + " image(s) · " + p.size + " · " + p.quality + " · " +
+          Math.round(performance.now() - started) + " ms · quoted " + money(p.micro) + " · "));
+        col.cost = el("span", "cost", "cost pending…");
+        col.stats.appendChild(col.cost);
+        if (requestId) { readCost(form, requestId, col, 0); }
+        $("pg-message").value = "";
+        $("pg-status").textContent = "Done.";
+      });
+    }).catch(function (error) { fail(col, "The request failed: " + error.message); $("pg-status").textContent = ""; });
   }
 
   // --- copy code -------------------------------------------------------------------------------
@@ -188,9 +307,17 @@
     if (!form) { return; }
     fillModels(form);
     showModelFields();
-    $("pg-key").addEventListener("change", function () { fillModels(form); });
-    document.querySelectorAll("input[name=mode]").forEach(function (r) { r.addEventListener("change", function () { history = []; showModelFields(); }); });
-    $("pg-reset").addEventListener("click", function () { history = []; $("pg-results").innerHTML = ""; $("pg-status").textContent = "New chat."; });
+    showImageFields(form);
+    $("pg-key").addEventListener("change", function () { fillModels(form); showImageFields(form); });
+    document.querySelector(".pg-model select").addEventListener("change", function () { showImageFields(form); });
+    ["pg-size", "pg-quality", "pg-n"].forEach(function (id) {
+      $(id).addEventListener("change", function () { showImagePrice(form); });
+      $(id).addEventListener("input", function () { showImagePrice(form); });
+    });
+    document.querySelectorAll("input[name=mode]").forEach(function (r) {
+      r.addEventListener("change", function () { clearConversation(); showModelFields(); showImageFields(form); });
+    });
+    $("pg-reset").addEventListener("click", function () { clearConversation("Conversation cleared."); });
     form.addEventListener("submit", function (event) { event.preventDefault(); run(form); });
     document.querySelectorAll(".code-tabs [role=tab]").forEach(function (tab) {
       tab.addEventListener("click", function () {

@@ -1,5 +1,6 @@
 // Usage chart: reads the same rollup series the page's table shows (usage/series.json) and draws
-// it stacked by the chosen breakdown. Money arrives in micro-dollars and is shown in dollars.
+// it stacked by the chosen breakdown. Money arrives in micro-dollars and reads by the one money rule
+// (money.js): the axis never says $0.00 for sub-cent spend, tooltips add the exact amount.
 (function () {
   "use strict";
   var COLOURS = ["#2b59c3", "#1f7a4d", "#a35d00", "#b42318", "#6941c6", "#0e7490"];
@@ -23,7 +24,7 @@
     var datasets = data.series.map(function (s, i) {
       return {
         label: s.name,
-        data: s[metric].map(function (v) { return money ? v / 1e6 : v; }),
+        data: s[metric],
         backgroundColor: COLOURS[i % COLOURS.length],
         stack: "usage"
       };
@@ -34,10 +35,10 @@
       options: {
         responsive: true, maintainAspectRatio: false, animation: false,
         scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true,
-          ticks: { callback: function (v) { return money ? "$" + Number(v).toFixed(2) : compact(v); } } } },
+          ticks: { precision: 0, callback: function (v) { return money ? window.Money.text(v) : compact(v); } } } },
         plugins: { tooltip: { callbacks: { label: function (ctx) {
           var v = ctx.parsed.y;
-          return ctx.dataset.label + ": " + (money ? "$" + v.toFixed(6) : v.toLocaleString());
+          return ctx.dataset.label + ": " + (money ? window.Money.text(v) + " — " + window.Money.exact(v) : v.toLocaleString());
         } } } }
       }
     };

@@ -122,3 +122,22 @@ def test_forged_tampered_and_expired_playground_tokens_are_refused(relay, app):
     assert code(relay.call(playground.mint(b"not the key" * 3, key.id, int(time.time()) + 60))) == "invalid_api_key"
     keys.set_key_status(factories.ACTOR, key, keys.KeyStatus.DISABLED)
     assert code(relay.call(valid)) == "api_key_disabled"
+
+
+def test_a_banned_organisations_keys_are_refused_and_its_members_own_keys_are_not(relay, app):
+    from controlplane.services import bans
+
+    owner = person(usd="1")
+    org = organisation(owner, "Banned Co")
+    billing.topup(factories.ACTOR, org, "1", "org funds")
+    _, org_secret = keys.create_key(factories.ACTOR, owner, "org key", account_id=org.id)
+    _, own_secret = keys.create_key(factories.ACTOR, owner, "own key")
+    assert code(relay.call(org_secret)) == "ok"
+    ban = bans.ban(factories.ACTOR, "org", str(org.id), "chargeback")
+    status, body = relay.call(org_secret)
+    assert (status, body["error"]["code"]) == (403, "banned") and "account" in body["error"]["message"]
+    assert code(relay.call(own_secret)) == "ok"  # the person is not banned, only the organisation
+    _, later = keys.create_key(factories.ACTOR, owner, "made after the ban", account_id=org.id)
+    assert code(relay.call(later)) == "banned"
+    bans.lift(factories.ACTOR, ban)
+    assert code(relay.call(org_secret)) == "ok" and code(relay.call(later)) == "ok"

@@ -97,6 +97,7 @@ def test_the_csv_export_streams_every_request_with_its_tokens_and_cost(as_ana, a
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert len(rows) == 20 and len({r["request_id"] for r in rows}) == 20
     assert rows[0]["cost_usd"] == "0.001234" and rows[0]["reasoning_tokens"] == "7" and rows[0]["cache_write_tokens"] == "5"
+    assert rows[0]["cost_micro_usd"] == "1234" and rows[0]["stream"] in ("true", "false")  # the same spelling as the operator's CSV
     assert rows[0]["key"].startswith("'=")  # a spreadsheet will not run it
 
 

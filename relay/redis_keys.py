@@ -1,0 +1,203 @@
+"""Every Redis name Switchboard uses: keys, streams, the pub/sub channel, locks.
+
+This is the only module that spells a name. Python builds names with the functions here and hands
+them to Lua scripts as KEYS[]: a script touches only keys it was given (what Redis Cluster routes
+by; tests/integration/test_script_keys.py watches it on a real Redis).
+
+The names are those a running deployment already stores (balances, key records, spend windows), so
+an upgrade moves no data. docs/redis.md has the layout, which script touches what, the round trips
+per request, and how the names change for Redis Cluster (hash tags by account and by channel).
+"""
+from __future__ import annotations
+
+import time
+
+ROOT = "sb:"
+
+# --- the routing snapshot (relay/config_store.py) ------------------------------------------------
+CONFIG_CHANNEL = "sb:cfg"  # pub/sub: snapshot versions and key-change wake-ups
+CONFIG_COUNTER = "sb:cfg:counter"
+CONFIG_VERSION = "sb:cfg:version"
+CONFIG_SNAPSHOT = "sb:cfg:snapshot"
+CONFIG_DIGEST = "sb:cfg:digest"
+
+# --- key records (relay/keys.py, controlplane/key_records.py) ------------------------------------
+KEY_RECORD_PREFIX = "sb:key:"  # + sha256 of the API key
+KEY_ID_PREFIX = "sb:keyid:"  # + key id → the hash (the console's playground tokens name keys by id)
+# The change log and its sequence share a hash tag: the script appending to both touches one slot.
+KEY_CHANGES = "sb:{keys}:changes"
+KEY_CHANGES_SEQ = "sb:{keys}:seq"
+KEYS_READY = "sb:keys:ready"  # set once every record has been (re)built from SQL
+KEYS_REBUILD_CURSOR = "sb:keys:rebuild"  # hash: phase (accounts | keys), after (the last id done)
+KEYS_SWEEP_CURSOR = "sb:keys:sweep"  # the last key id the drift sweep compared
+
+# --- live money (relay/quota.py) -------------------------------------------------------------------
+HOLDS = "sb:holds"  # zset: request id scored by its hold's expiry, for the sweeper
+USAGE_STREAM = "sb:usage"  # settled requests, for the usage consumer (workers/consumer.py)
+USAGE_DEAD = "sb:usage:dead"  # events ingestion refused, with the error
+USAGE_DEAD_NOTIFIED = "sb:usage:dead:notified"  # id of the newest dead letter operators were told about
+_ACCOUNT = "sb:acct:"
+_API_KEY = "sb:akey:"
+_HOLD = "sb:hold:"
+_MEMBER = "sb:member:"
+_DAY, _MONTH = ":d:", ":m:"
+
+
+def account_key(account_id: int) -> str:
+    """Hash: `bal` (live balance, µ$), `held` (open holds)."""
+    return f"{_ACCOUNT}{account_id}"
+
+
+def api_key_key(key_id: int) -> str:
+    """Hash: `spent` and `held` against the key's credit limit."""
+    return f"{_API_KEY}{key_id}"
+
+
+def hold_key(request_id: str) -> str:
+    """Hash: one open hold (amount, the account and key names, the windows it reserved)."""
+    return f"{_HOLD}{request_id}"
+
+
+# Spend windows are named by the UTC day / month the request started in.
+def day_of(now: float) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+def month_of(now: float) -> str:
+    return time.strftime("%Y%m", time.gmtime(now))
+
+
+def key_day_key(key_id: int, now: float) -> str:
+    return f"{_API_KEY}{key_id}{_DAY}{day_of(now)}"
+
+
+def key_month_key(key_id: int, now: float) -> str:
+    return f"{_API_KEY}{key_id}{_MONTH}{month_of(now)}"
+
+
+def member_month_key(account_id: int, user_id: int | None, now: float) -> str:
+    return f"{_MEMBER}{account_id}:{user_id or 0}{_MONTH}{month_of(now)}"
+
+
+def is_day_window(name: str) -> bool:
+    return _DAY in name
+
+
+# --- per request -------------------------------------------------------------------------------------
+def generation_key(request_id: str) -> str:
+    """The settled request's record for GET /v1/generation (relay/generation.py)."""
+    return f"sb:gen:{request_id}"
+
+
+def idempotency_key(key_id: int, digest: str) -> str:
+    """An Idempotency-Key's claim and outcome, per API key (relay/idempotency.py)."""
+    return f"sb:idem:{key_id}:{digest}"
+
+
+def affinity_key(digest: str) -> str:
+    """A conversation's pinned channel key (relay/affinity.py): the key id, with a TTL."""
+    return f"sb:aff:{digest}"
+
+
+def queue_keys(name: str) -> tuple[str, str, str, str]:
+    """A capacity queue (relay/capacity_queue.py), all under one hash tag: the waiting tickets in
+    fair order, their beat deadlines, the fair-queuing state, the serving rate."""
+    tag = f"sb:{{q:{name}}}"
+    return f"{tag}:wait", f"{tag}:beat", f"{tag}:state", f"{tag}:rate"
+
+
+# --- limits (relay/limits.py): scopes are k:<id> u:<id> g:<name> c:<id> ck:<id> -----------------
+_LIMIT = "sb:lim:"
+_LEASES = ":cc"
+
+
+def limit_window_key(scope: str, kind: str, minute: int) -> str:
+    """Counter of `kind` (r: requests, t: tokens) in one minute (`now // 60`)."""
+    return f"{_LIMIT}{scope}:{kind}:{minute}"
+
+
+def lease_key(scope: str) -> str:
+    """Zset of the scope's concurrent requests scored by lease expiry."""
+    return f"{_LIMIT}{scope}{_LEASES}"
+
+
+# --- passive health (relay/health.py) ---------------------------------------------------------------
+_KEY_HEALTH = "sb:hk:"
+_CHANNEL_HEALTH = "sb:hc:"
+_KEY_DEAD = "sb:hdead:"
+HEALTH_LAST_OK = "sb:hok"  # when any attempt last succeeded
+HEALTH_NETWORK = "sb:hnet"  # zset: channels that gave no answer at all lately
+HEALTH_REPORTS = "sb:health:reports"  # dead keys, for workers/health.py to disable in SQL
+
+
+def key_health_key(key_id: int | str) -> str:
+    return f"{_KEY_HEALTH}{key_id}"
+
+
+def channel_health_key(channel_id: int | str) -> str:
+    return f"{_CHANNEL_HEALTH}{channel_id}"
+
+
+def key_dead_key(key_id: int | str) -> str:
+    return f"{_KEY_DEAD}{key_id}"
+
+
+# --- the retry budget shared by every relay process (relay/retry_budget.py) ------------------------
+# One hash tag: the script that reads both touches one slot.
+RETRY_INFLIGHT = "sb:{retry}:inflight"  # hash: relay process → "requests in flight:when it said so"
+RETRY_ACTIVE = "sb:{retry}:active"  # zset: retries in flight, scored by when their lease lapses
+
+
+# --- the control plane and workers ------------------------------------------------------------------
+def lock_key(name: str) -> str:
+    """A lease lock (workers/locks.py, scripts/)."""
+    return f"sb:lock:{name}"
+
+
+LOCK_KEY_REBUILD = lock_key("key-rebuild")
+LOCK_PROBE_RUN = lock_key("probe-run")
+LOCK_NOTIFY = lock_key("notify")
+LOCK_DEAD_LETTER_NOTICE = lock_key("dead-letter-notice")
+LOCK_APPLY_REPORTS = lock_key("apply-reports")
+LOCK_BUDGET_ALERTS = lock_key("budget-alerts")
+LOCK_LIFECYCLE_NOTICES = lock_key("lifecycle-notices")
+
+
+def probe_lock_key(channel_id: int) -> str:
+    return lock_key(f"probe:{channel_id}")
+
+
+def cron_lock_key(name: str) -> str:
+    return f"sb:cron:{name}"
+
+
+STATUS_PAGE = "sb:status:page"  # the public status document, cached for a minute (controlplane/console/status.py)
+
+
+def throttle_key(action: str, window: int, subject: str) -> str:
+    return f"sb:throttle:{action}:{window}:{subject}"
+
+
+def login_keys(minute: int, quarter: int, who: str, ip: str) -> tuple[str, str, str]:
+    """Sign-in throttle counters: email+address and address per minute, email per quarter hour."""
+    return f"sb:login:{minute}:pair:{who}:{ip}", f"sb:login:{minute}:ip:{ip}", f"sb:login:q{quarter}:email:{who}"
+
+
+def receipt_mark_key(entry_id: int) -> str:
+    return f"sb:mail:receipt:{entry_id}"
+
+
+def invitation_mark_key(invitation_id: int) -> str:
+    return f"sb:mail:invitation:{invitation_id}"
+
+
+def invoice_mark_key(invoice_id: int) -> str:
+    return f"sb:mail:invoice:{invoice_id}"
+
+
+def refund_decision_mark_key(request_id: int) -> str:
+    return f"sb:mail:refund-decision:{request_id}"
+
+
+def payment_alert_mark_key(payment_id: int) -> str:
+    return f"sb:mail:payment-alert:{payment_id}"

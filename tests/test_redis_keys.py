@@ -1,0 +1,71 @@
+"""One module names every Redis key (relay/redis_keys.py): no other product module spells one.
+
+Statically, over the source: a string constant (or the text of an f-string) that starts with the
+names' root, or a Lua literal inside a script text that does. Docstrings may mention names.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from relay import redis_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("relay", "controlplane", "workers", "scripts", "bench")
+HOME = ROOT / "relay" / "redis_keys.py"
+# A name at the start of a Python string, or quoted inside Lua text.
+_NAME = re.compile(r"""(^|['"])""" + re.escape(redis_keys.ROOT))
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def key_literals(path: Path, base: Path = ROOT) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _docstrings(tree)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)) and id(node) not in skip:
+            text = node.value.decode("latin-1") if isinstance(node.value, bytes) else node.value
+            if _NAME.search(text):
+                out.append(f"{path.relative_to(base)}:{node.lineno}: {text[:60]!r}")
+    return out
+
+
+def test_no_redis_key_literal_outside_the_names_module():
+    sources = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py") if p != HOME]
+    sources += [p for p in (ROOT / "bench").rglob("*.lua")]
+    offenders = []
+    for path in sources:
+        if path.suffix == ".lua":
+            offenders += [f"{path.relative_to(ROOT)}: {line}" for line in path.read_text().splitlines() if _NAME.search(line)]
+        else:
+            offenders += key_literals(path)
+    assert offenders == []
+
+
+def test_the_check_sees_python_and_lua_spellings(tmp_path):
+    sample = tmp_path / "sample.py"
+    root = redis_keys.ROOT
+    sample.write_text(f'A = "{root}acct:1"\nB = f"{root}hold:{{1}}"\nC = """\nredis.call(\'GET\', \'{root}hok\')\n"""\n')
+    assert sorted(line.split(":")[1] for line in key_literals(sample, tmp_path)) == ["1", "2", "3"]
+
+
+def test_names_are_those_deployments_already_store():
+    """Renaming a stored key would strand balances and records: these spellings are the contract."""
+    now = 1_780_000_000.0  # 2026-05-28 UTC
+    assert redis_keys.account_key(5) == "sb:acct:5"
+    assert redis_keys.api_key_key(9) == "sb:akey:9"
+    assert redis_keys.key_day_key(9, now) == "sb:akey:9:d:20260528"
+    assert redis_keys.key_month_key(9, now) == "sb:akey:9:m:202605"
+    assert redis_keys.member_month_key(5, None, now) == "sb:member:5:0:m:202605"
+    assert redis_keys.hold_key("r1") == "sb:hold:r1"
+    assert (redis_keys.HOLDS, redis_keys.USAGE_STREAM, redis_keys.KEY_RECORD_PREFIX) == ("sb:holds", "sb:usage", "sb:key:")
