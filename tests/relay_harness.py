@@ -34,6 +34,9 @@ class CountingRedis(redis_lib.Redis):
 
 class Relay:
     def __init__(self, app, **overrides):
+        from relay.channel_stats import STATS
+
+        STATS.forget()  # a new relay process measures from nothing; tests reuse channel ids after each reset
         self.settings = replace(app.config["SWITCHBOARD"].relay_settings(), **overrides)
         self.redis = CountingRedis.from_url(self.settings.redis_url)
         self.app = build_relay(self.settings, redis=self.redis)

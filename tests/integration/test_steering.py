@@ -256,6 +256,23 @@ def test_sort_by_latency_follows_what_this_relay_measured(world):
     assert [s["channel"] for s in steps(request_log(tried.headers["X-Request-Id"]), "attempt")] == [b.id, a.id, c.id]
 
 
+def test_sort_by_throughput_puts_the_fastest_writer_first(world):
+    a = public(world.a, "Alpha", priority=10)  # the operator's first choice: quick to start, slow to write
+    b = public(world.b, "Beta")
+    c = public(world.c, "Gamma")  # never measured: last
+    world.a.default = Behaviour(content=" ".join(["w"] * 30), chunk_gap=0.05)
+    world.b.default = Behaviour(content=" ".join(["w"] * 30), first_byte_delay=0.25, chunk_gap=0.005)
+    for name in ("alpha", "beta"):
+        for _ in range(2):
+            measured = world.relay.chat(world.key, model=CHEAP, stream=True, provider={"only": [name]})
+            assert measured.status_code == 200
+    world.a.default = world.b.default = world.c.default = Behaviour(status=500)
+    tried = world.relay.chat(world.key, model=CHEAP, provider={"sort": "throughput"})
+    assert [s["channel"] for s in steps(request_log(tried.headers["X-Request-Id"]), "attempt")] == [b.id, a.id, c.id]
+    by_latency = world.relay.chat(world.key, model=CHEAP, provider={"sort": "latency"})
+    assert [s["channel"] for s in steps(request_log(by_latency.headers["X-Request-Id"]), "attempt")] == [a.id, b.id, c.id]
+
+
 def test_sort_by_price_tries_the_cheapest_upstream_first(world):
     dear = factories.channel(world.a.url, models=(CHEAP,), priority=10, cost_bp=9000)
     cheap = factories.channel(world.b.url, models=(CHEAP,), cost_bp=4000)
