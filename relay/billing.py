@@ -24,7 +24,7 @@ from relay.channel_stats import STATS
 from relay.context import RequestContext, Response
 from relay.errors import RelayError, UpstreamError
 from relay.health import Outcome, outcome_of
-from relay.journal import JournalEntry, Replayer, SettleJournal
+from relay.journal import Abandoned, JournalEntry, Replayer, SettleJournal
 from relay.pricing import Usage
 from relay.quota import Hold
 from relay.streaming import COMPLETE, StreamEnd
@@ -111,6 +111,15 @@ class Charges:
     def replay_own(self) -> int:
         """This process's journaled settles; raises while Redis still fails (they stay for later)."""
         return self.journal.replay_own(self.replayer)
+
+    def abandon(self, request_id: str) -> None:
+        """The admission's reply was lost: the caller is refused, and whatever hold Redis made for
+        it is released by the replayer once Redis answers (not left until it expires)."""
+        try:
+            self.journal.append(Abandoned(request_id))
+            log.warning("admission of %s lost its reply; its hold, if any, is journaled for release", request_id)
+        except OSError:
+            log.exception("admission of %s lost its reply and could not be journaled: its hold waits for the sweeper", request_id)
 
 
 class Charge:

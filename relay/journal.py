@@ -14,6 +14,9 @@ its reply was lost, or Redis lost the hold in a restart — the usage event is q
 ingestion writes it once (request ids are unique in SQL) and only a first write moves the live
 balance (workers/usage.py), so nothing is charged twice; unchecked by any hold, it is charged only
 as far as the account's balance has room (workers/usage_writes.py).
+
+The journal also keeps admissions whose reply was lost (`Abandoned`): Redis may have made the hold,
+the caller was refused, and nobody will settle it; the replay releases it, uncharged.
 """
 from __future__ import annotations
 
@@ -56,6 +59,27 @@ class JournalEntry:
         return cls(hold, int(d["cost"]), d["event"].encode())
 
 
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """An admission whose reply never came (relay/resp.py `ReplyLost`): the caller was refused, and
+    the hold Redis may have made for it is released uncharged rather than left to its expiry."""
+
+    request_id: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"rid": self.request_id, "abandoned": True}) + b"\n"
+
+
+Line = JournalEntry | Abandoned
+
+
+def decode_line(line: bytes) -> Line:
+    d = orjson.loads(line)
+    if d.get("abandoned"):
+        return Abandoned(str(d["rid"]))
+    return JournalEntry.decode(line)
+
+
 # The ordinary settle while the hold exists; otherwise the event alone, marked for ingestion to charge.
 _REPLAY = quota.SETTLE_FUNCTION + r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -80,7 +104,7 @@ class SettleJournal:
             self._file = os.fdopen(fd, "ab", buffering=0)
         return self._file
 
-    def append(self, entry: JournalEntry) -> None:
+    def append(self, entry: Line) -> None:
         """Durably: the line is on disk before this returns."""
         handle = self._open()
         handle.write(entry.encode())
@@ -89,7 +113,7 @@ class SettleJournal:
     def pending(self) -> bool:
         return self._file is not None and self.path.exists() and self.path.stat().st_size > 0
 
-    def replay_own(self, apply: Callable[[JournalEntry], None]) -> int:
+    def replay_own(self, apply: Callable[[Line], None]) -> int:
         """Apply this process's journal; on success it is emptied. Raises when Redis still fails (the
         entries stay for the next try)."""
         if not self.pending():
@@ -98,7 +122,7 @@ class SettleJournal:
         os.ftruncate(self._open().fileno(), 0)
         return done
 
-    def replay_orphans(self, apply: Callable[[JournalEntry], None]) -> int:
+    def replay_orphans(self, apply: Callable[[Line], None]) -> int:
         """Apply and remove the journals of processes that are gone (their lock is free)."""
         if not self.directory.is_dir():
             return 0
@@ -123,14 +147,14 @@ class SettleJournal:
         return done
 
 
-def _apply_file(path: Path, apply: Callable[[JournalEntry], None]) -> int:
+def _apply_file(path: Path, apply: Callable[[Line], None]) -> int:
     done = 0
     for line in path.read_bytes().splitlines():
         if not line.strip():
             continue
         try:
-            entry = JournalEntry.decode(line)
-        except (ValueError, KeyError, TypeError):
+            entry = decode_line(line)
+        except (ValueError, KeyError, TypeError, AttributeError):
             # A line cut short by a crash mid-write: the settle it began was never acknowledged.
             log.error("unreadable settle journal line in %s skipped: %r", path, line[:200])
             continue
@@ -140,11 +164,17 @@ def _apply_file(path: Path, apply: Callable[[JournalEntry], None]) -> int:
 
 
 class Replayer:
-    """Applies journal entries to Redis with the replay script."""
+    """Applies journal entries to Redis: a settle with the replay script, an abandoned admission
+    with the release of its hold (`release`: relay/quota.py `Quota.release`)."""
 
-    def __init__(self, register: Callable[[str], Callable[..., Any]]):
+    def __init__(self, register: Callable[[str], Callable[..., Any]], release: Callable[[str], bool]):
         self._script = register(_REPLAY)
+        self._release = release
 
-    def __call__(self, entry: JournalEntry) -> None:
+    def __call__(self, entry: Line) -> None:
+        if isinstance(entry, Abandoned):
+            if self._release(entry.request_id):
+                log.warning("released the hold of %s, whose admission reply was lost", entry.request_id)
+            return
         keys, args = quota.settle_call(entry.hold, entry.cost, entry.event)
         self._script(keys=keys, args=args)

@@ -28,6 +28,7 @@ from relay.keys import KeyView
 from relay.limits import SCOPE_LABELS, WHICH_LABELS, caller_scopes
 from relay.pricing import BP_ONE
 from relay.quota import Budgets, HoldRefused, Quota
+from relay.resp import ReplyLost
 from relay.retry_budget import SharedRetryBudget
 from relay.routing import RetryBudget, Router, no_route_error, note_skips, supports
 from relay.selector import MAX_ROUTES, Plan, Route, Selector
@@ -91,7 +92,7 @@ class Pipeline:
         self.queue = CapacityQueue(register_script or quota.redis.register_script)
         # The one settler of every request's charge, and the settle journal behind it.
         self.charges = Charges(self.gate, SettleJournal(settings.instance_dir / "journal"),
-                               Replayer(register_script or quota.redis.register_script), self.budget)
+                               Replayer(register_script or quota.redis.register_script, quota.release), self.budget)
         # No encryption key, no playground tokens (an empty key would make them forgeable).
         self.playground_key = playground.signing_key(settings.encryption_key) if settings.encryption_key else None
 
@@ -198,8 +199,10 @@ class Pipeline:
         except idempotency.Prior as prior:
             self.budget.end_request()
             return self.idempotency.replay(ctx, prior)
-        except BaseException:
+        except BaseException as refused:
             self.budget.end_request()
+            if isinstance(refused, ReplyLost):
+                self.charges.abandon(ctx.request_id)
             raise
         ctx.held = True
         terms = Terms(price, group.multiplier_bp, estimate.local_prompt_tokens, prices if len(prices) > 1 else ())

@@ -297,12 +297,16 @@ class Quota:
         """Release holds past their expiry (left by a crashed relay). Returns how many."""
         released = 0
         for raw in self.redis.zrangebyscore(HOLDS_ZSET, "-inf", now, start=0, num=limit):
-            rid = raw.decode() if isinstance(raw, bytes) else raw
-            named = self.redis.hmget(hold_key(rid), "acct", "akey", "w1", "w2", "w3")
-            scopes = [n.decode() if isinstance(n, bytes) else n for n in named if n is not None]
-            if self._release(keys=[hold_key(rid), HOLDS_ZSET, *scopes], args=[rid, LAPSED_HOLD_SECONDS]):
+            if self.release(raw.decode() if isinstance(raw, bytes) else raw):
                 released += 1
         return released
+
+    def release(self, request_id: str) -> bool:
+        """Release one request's hold, if it is open, uncharged; True when it was. Two round trips:
+        the record names the scopes it reserved in, and the script is given every key it touches."""
+        named = self.redis.hmget(hold_key(request_id), "acct", "akey", "w1", "w2", "w3")
+        scopes = [n.decode() if isinstance(n, bytes) else n for n in named if n is not None]
+        return bool(self._release(keys=[hold_key(request_id), HOLDS_ZSET, *scopes], args=[request_id, LAPSED_HOLD_SECONDS]))
 
     def credit(self, account_id: int, delta: int, sql_balance_after: int) -> int:
         return int(self._credit(keys=[account_key(account_id)], args=[delta, sql_balance_after]))

@@ -26,6 +26,10 @@ from relay.sockets import peer_closed, send_all
 NOT_SERVING = ("LOADING", "MASTERDOWN")
 
 
+class ReplyLost(RedisConnectionError):
+    """The command was sent and the connection failed before its reply came: Redis may have run it."""
+
+
 def encode(*parts: Any) -> bytes:
     """A command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(parts)]
@@ -111,6 +115,10 @@ class RespPool:
     def _round_trip(self, conn: Connection, payload: bytes) -> Any:
         sock, reader, _ = conn
         send_all(sock, payload)
+        return self._reply(sock, reader)
+
+    @staticmethod
+    def _reply(sock: socket.socket, reader: Any) -> Any:
         while True:
             reply = reader.gets()
             if reply is not False:
@@ -151,8 +159,11 @@ class RespPool:
     def _execute(self, payload: bytes) -> Any:
         conn = self._pooled()
         COUNTERS.redis_round_trips += 1
+        sent = False
         try:
-            reply = self._round_trip(conn, payload)
+            send_all(conn[0], payload)
+            sent = True
+            reply = self._reply(conn[0], conn[1])
         except OSError as error:
             try:
                 conn[0].close()
@@ -160,6 +171,8 @@ class RespPool:
                 pass
             if self.target.sentinel:
                 self.forget_master()
+            if sent:
+                raise ReplyLost(f"Redis connection lost before the reply: {error}") from None
             raise RedisConnectionError(f"Redis connection lost: {error}") from None
         if conn[2] == self.generation:
             self.idle.append(conn)

@@ -115,12 +115,27 @@ def steps(log: RequestLog, step: str) -> list[dict]:
     return [entry for entry in log.trace if entry.get("step") == step]
 
 
+def open_holds_described(redis) -> list[dict]:
+    """Each hold still open: its record, expiry and whether its request was logged (for a failure's message)."""
+    import time
+
+    from relay.quota import HOLDS_ZSET, hold_key
+
+    described = []
+    for rid, expires in redis.zrange(HOLDS_ZSET, 0, 20, withscores=True):
+        rid = rid.decode()
+        record = {k.decode(): v.decode() for k, v in redis.hgetall(hold_key(rid)).items()}
+        logged = db.session.scalar(select(RequestLog.status).where(RequestLog.request_id == rid))
+        described.append({"request": rid, "expires_in": round(expires - time.time(), 1), "record": record, "logged_status": logged})
+    return described
+
+
 def assert_money_consistent(redis) -> None:
     """The ledger invariants: every balance is the sum of its entries in SQL and in Redis, nothing is
     held, no request is charged twice, and every charge matches its request log."""
     ingest()
     quota = Quota(redis)
-    assert quota.open_holds() == 0
+    assert quota.open_holds() == 0, open_holds_described(redis)
     for account_id in db.session.scalars(select(Account.id)):
         assert ledger.sum_of_entries(account_id) == ledger.stored_balance(account_id) == quota.account(account_id)[0]
         assert quota.account(account_id)[1] == 0

@@ -36,7 +36,7 @@ _ids = iter(range(1, 10_000))
 def charges(redis_client, tmp_path):
     Quota(redis_client).seed_account(ACCOUNT, FUNDS)
     gate = Gate(redis_client, HealthPolicy(), lease_seconds=600)
-    return Charges(gate, SettleJournal(tmp_path / "journal"), Replayer(redis_client.register_script), RetryBudget())
+    return Charges(gate, SettleJournal(tmp_path / "journal"), Replayer(redis_client.register_script, Quota(redis_client).release), RetryBudget())
 
 
 def admitted(charges: Charges):

@@ -126,7 +126,7 @@ class MoneyMachine(RuleBasedStateMachine):
         clean_tables(self.app)
         self.quota = Quota(self.redis)
         journal = SettleJournal(self.folder / f"journal-{next(_ids)}", pid=1)
-        replayer = Replayer(self.redis.register_script)
+        replayer = Replayer(self.redis.register_script, self.quota.release)
         budget = RetryBudget()
         self.charges = Charges(Gate(self.redis, HealthPolicy(), lease_seconds=600), journal, replayer, budget)
         # The same process with Redis gone: its settles fail to connect and go to the same journal.
