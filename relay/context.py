@@ -19,8 +19,16 @@ if TYPE_CHECKING:
     from wsgiref.types import WSGIEnvironment
 
 
+def request_id_at(started: float, random_bits: int) -> str:
+    """`req_` and 24 hex digits: the millisecond the request started (48 bits), then 48 random bits.
+    Time first, so that requests written together sit together in every index on their id: the request
+    logs' and the ledger's unique indexes take each ingested batch near their end instead of on pages
+    all over the tree (which every commit would rewrite)."""
+    return f"req_{int(started * 1000) & 0xFFFF_FFFF_FFFF:012x}{random_bits & 0xFFFF_FFFF_FFFF:012x}"
+
+
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    return request_id_at(time.time(), int.from_bytes(os.urandom(6), "big"))
 
 
 @dataclass(slots=True)

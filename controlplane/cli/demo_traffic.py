@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from controlplane.extensions import db
 from relay import pricing
+from relay.context import request_id_at
 from relay.usage import UsageEvent
 
 # model → (typical prompt tokens, typical output tokens, latency ms p50, time to first token ms)
@@ -42,7 +43,7 @@ def _event(rng, started: float, customer: Customer, model: str, routes: dict, pr
     stream = rng.random() < 0.55
     failure = rng.choice(FAILURES) if rng.random() < 0.035 else None
     trace = [{"step": "candidates", "channels": sorted({c for c, _ in routes[model]})}]
-    event = UsageEvent(request_id=f"req_{rng.randrange(16**24):024x}", started_at=started, finished_at=started,
+    event = UsageEvent(request_id=request_id_at(started, rng.getrandbits(48)), started_at=started, finished_at=started,
                        endpoint="/v1/chat/completions", status=200, api_key_id=rng.choice(customer.key_ids), account_id=customer.account_id,
                        user_id=customer.user_id, model=model, upstream_model=model, channel_id=channel_id, channel_key_id=key_id,
                        stream=stream, client_ip=f"203.0.113.{customer.user_id % 250 + 1}", trace=trace)
@@ -86,11 +87,17 @@ def generate(rng: random.Random, now: float, days: int, per_hour: int, customers
 
 
 def recent(rng: random.Random, now: float, count: int, customers: list[Customer], routes: dict, prices: dict):
-    """Yield `count` events of the last minute, customers weighted as in `generate` (for benchmarks)."""
+    """Yield `count` events that finished over the last minute, in the order they finished (the order
+    the relay queues them), customers weighted as in `generate` (for benchmarks). Each started its
+    latency earlier, which is what its request id says."""
     weights = [c.weight for c in customers]
-    for _ in range(count):
+    for i in range(count):
         customer = rng.choices(customers, weights)[0]
-        yield _event(rng, now - 60 + rng.random() * 55, customer, rng.choice(customer.models), routes, prices)
+        finished = now - 60 + 55 * i / count
+        event = _event(rng, finished, customer, rng.choice(customer.models), routes, prices)
+        event.started_at, event.finished_at = finished - (event.latency_ms or 0) / 1000, finished
+        event.request_id = request_id_at(event.started_at, rng.getrandbits(48))
+        yield event
 
 
 def ingest(events, batch: int = 500) -> tuple[dict[int, int], int]:
