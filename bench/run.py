@@ -152,6 +152,7 @@ class Bench:
         """Run `load` against the relay and add what the relay spent doing it."""
         before = ProcessSample.of(self.relay_pids())
         sides_before = {name: cpu_seconds(pid) for name, pid in self.side_pids().items()}
+        commands_before = self.redis_commands()
         counters_before = health(self.relay_url)
         result = load()
         counters_after = health(self.relay_url)
@@ -172,9 +173,18 @@ class Bench:
         result["usage_drain_s"] = self.drain_usage(60)["seconds"]
         for name, pid in self.side_pids().items():
             result[f"{name}_cpu_us_per_req"] = round((cpu_seconds(pid) - sides_before[name]) * 1e6 / max(completed, 1), 1)
+        result["redis_commands"] = command_costs(commands_before, self.redis_commands(), completed)
         parts = (result["cpu_us_per_req"], result["ingest_cpu_us_per_req"], result["redis_cpu_us_per_req"])
         result["system_cpu_us_per_req"] = round(sum(parts), 1)
         return result
+
+    def redis_commands(self) -> dict[str, tuple[int, int]]:
+        """Redis's own count of calls and µs spent per command (`INFO commandstats`); a script's
+        commands count both in EVALSHA and on their own."""
+        import redis
+
+        with redis.Redis.from_url(self.env["REDIS_URL"]) as client:
+            return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in client.info("commandstats").items()}
 
     def usage_backlog(self) -> int:
         """Usage events the worker has not ingested yet (read or not)."""
@@ -198,6 +208,18 @@ class Bench:
         while time.time() - started < limit and self.usage_backlog():
             time.sleep(0.5)
         return {"left": self.usage_backlog(), "seconds": round(time.time() - started, 1)}
+
+
+def command_costs(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], requests: int) -> dict[str, dict]:
+    """Per request: each Redis command's calls and µs inside Redis over a run, the costliest first."""
+    out = {}
+    for name, (calls, usec) in after.items():
+        calls -= before.get(name, (0, 0))[0]
+        usec -= before.get(name, (0, 0))[1]
+        if calls > 0:
+            out[name] = {"calls_per_req": round(calls / max(requests, 1), 2), "us_per_call": round(usec / calls, 2),
+                         "us_per_req": round(usec / max(requests, 1), 2)}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["us_per_req"]))
 
 
 def run(seconds: float, concurrencies: list[int], relay_workers: int, hold_streams: int, ramp: float | None = None,
@@ -279,6 +301,11 @@ def table(report: dict) -> str:
                           f"{r['redis_cpu_us_per_req']} | {whole} | {round(1e6 / whole)} |")
     if len(system) > 2:
         lines += ["", "The whole system per request (relay + usage consumer + Redis; CPU, all cores):", "", *system]
+    for row in report["rows"]:
+        costs = row["relay"].get("redis_commands")
+        if costs:
+            top = ", ".join(f"{name} {c['calls_per_req']}× {c['us_per_call']} µs" for name, c in list(costs.items())[:5])
+            lines.append(f"Redis per {row['mode']} request at {row['concurrency']} in flight, inside Redis: {top}")
     held = report.get("held_streams")
     if held:
         lines.append("")
