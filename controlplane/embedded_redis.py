@@ -44,7 +44,18 @@ class EmbeddedRedis:
             return False
         try:
             return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping())
+        except redis.exceptions.BusyLoadingError:
+            return True  # running, still reading its append-only file
         except Exception:  # noqa: BLE001 - whatever the failure, it does not answer
+            return False
+
+    def _server_alive(self) -> bool:
+        """Whether the process the pid file names is still a redis-server (a killed one leaves its pid
+        file behind, and the pid may since belong to something else)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            return b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
             return False
 
     def acquire(self) -> str:
@@ -52,16 +63,24 @@ class EmbeddedRedis:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
-        if not self._ping():
-            # Several users may find it down at once (children restarted after Redis died): one starts it.
-            start_fd = os.open(self.startlock, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(start_fd, fcntl.LOCK_EX)
-                if not self._ping():
-                    self._start()
-            finally:
-                os.close(start_fd)
+        self.ensure_running()
         return self.url
+
+    def ensure_running(self) -> bool:
+        """Start the server again if it does not answer (never started, killed, crashed); True when
+        this call started it. Its data comes back from the append-only file."""
+        if self._ping():
+            return False
+        # Several users may find it down at once (children restarted after Redis died): one starts it.
+        start_fd = os.open(self.startlock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(start_fd, fcntl.LOCK_EX)
+            if self._ping() or self._server_alive():  # alive but slow to answer: never a second server
+                return False
+            self._start()
+            return True
+        finally:
+            os.close(start_fd)
 
     def _start(self) -> None:
         args = [

@@ -53,6 +53,11 @@ def ensure_redis_url() -> None:
     atexit.register(_embedded.release)
 
 
+def embedded() -> EmbeddedRedis | None:
+    """The embedded Redis this process registered with, if any."""
+    return _embedded
+
+
 def embedded_in_use() -> bool:
     """Whether this process registered with the embedded Redis (rather than a REDIS_URL it was given)."""
     return _embedded is not None

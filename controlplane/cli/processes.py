@@ -111,6 +111,26 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+EMBEDDED_REDIS_CHECK_SECONDS = 2.0
+
+
+def _keep_embedded_redis(embedded, supervisor: Supervisor) -> None:
+    """`up`'s embedded Redis is one of the things it runs: started again when it stops answering
+    (killed, crashed), from its append-only file, until `up` stops."""
+    import gevent
+
+    log = logging.getLogger("controlplane.up")
+    while not supervisor.stopping:
+        gevent.sleep(EMBEDDED_REDIS_CHECK_SECONDS)
+        if supervisor.stopping:
+            return
+        try:
+            if embedded.ensure_running():
+                log.warning("the embedded Redis had stopped answering; started it again from its append-only file")
+        except Exception:  # the watch must outlive any one failed start
+            log.exception("starting the embedded Redis again failed; trying again")
+
+
 @click.command("up")
 @with_appcontext
 def up_command():
@@ -160,6 +180,10 @@ def up_command():
     }, _child_env())
     supervisor.start()
     gevent.spawn(supervisor.watch)
+    from controlplane.cli import group
+
+    if group.embedded() is not None:
+        gevent.spawn(_keep_embedded_redis, group.embedded(), supervisor)
 
     stopping = []
 

@@ -180,3 +180,34 @@ def test_no_child_outlives_a_killed_up(tmp_path):
         assert _until(lambda: not any(_alive(p) for p in [*children, redis_pid]), 30), [p for p in children if _alive(p)]
     finally:
         gateway.stop()
+
+
+def test_the_embedded_redis_killed_under_up_is_started_again_and_the_relay_serves_again(tmp_path):
+    """`up` runs the embedded Redis as it runs its children: killed, it is started again from its
+    append-only file (the balance it held comes back) and requests are served again."""
+    import redis
+
+    gateway = Gateway(tmp_path / "instance")
+    folder = tmp_path / "instance" / "redis"
+    try:
+        account = gateway.cli("user", "create", "--email", "ana@example.com")["account_id"]
+        gateway.cli("topup", "--user", "ana@example.com", "--usd", "5", "--reason", "e2e funds")
+        secret = gateway.cli("key", "create", "--user", "ana@example.com", "--name", "after")["key"]
+        killed = int((folder / "redis.pid").read_text())
+        os.kill(killed, signal.SIGKILL)
+        assert _until(lambda: not _alive(killed), 10)
+
+        def answers() -> bool:
+            try:
+                return bool(redis.Redis(unix_socket_path=str(folder / "redis.sock"), socket_timeout=1).ping())
+            except redis.RedisError:
+                return False
+
+        assert _until(answers, 30), "\n".join(gateway.output[-30:])
+        assert int((folder / "redis.pid").read_text()) != killed
+        live = redis.Redis(unix_socket_path=str(folder / "redis.sock"))
+        assert int(live.hget(f"sb:acct:{account}", "bal")) == 5_000_000  # from the append-only file
+        models = requests.get(gateway.url + "/v1/models", headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+        assert models.status_code == 200, models.text
+    finally:
+        gateway.stop()
