@@ -212,6 +212,9 @@ def test_the_playground_keeps_the_whole_conversation(page, gw):
         if turn == 1:
             page.get_by_label("System prompt").fill("Answer in one word.")  # edited between turns
     expect(conversation.locator(".pg-user .text")).to_have_text(["What is a gateway?", "And a relay?"])
+    conversation.locator(".pg-answer[data-cost]").nth(1).wait_for()  # the billed cost, read back from the request log
+    conversation.locator(".pg-answer").nth(1).scroll_into_view_if_needed()
+    shoot(page, "user-playground-conversation")
     snippet = page.get_by_label("Code snippet").inner_text()
     for said in ("Answer in one word.", "What is a gateway?", "And a relay?", "Hello from the fake upstream."):
         assert said in snippet, said
