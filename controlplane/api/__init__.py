@@ -125,4 +125,4 @@ def register(app) -> None:
 
 # The resource modules declare their routes on `bp` at import, once, before any app registers it.
 from controlplane.api import channels, money, people, prices, reads, spec  # noqa: E402,F401
-from controlplane.api import dead_letters, disruption, docs, incidents, organisations  # noqa: E402,F401
+from controlplane.api import dead_letters, disruption, docs, incidents, organisations, payments  # noqa: E402,F401
