@@ -95,7 +95,7 @@ def world(sqlite_app, redis_slot):
         ids = dict(batch_id=batch.id, channel_id=channel.id, key_id=channel.keys[0].id, group_id=customer.group_id, user_id=customer.id, api_key_id=key.id,
                    ban_id=ban.id, price_id=scheduled.id, token_id=token.id, topup_id=topup.id, request_id="req_none", account_id=org.id,
                    credit_id=MISSING, member_id=MISSING, entry_id="1-0", session_id=MISSING, incident_id=incident.id, invoice_id=MISSING, route_id=MISSING,
-                   refund_request_id=MISSING)
+                   refund_request_id=MISSING, payment_id=MISSING)
         yield {"people": people, "ids": ids, "secrets": secrets}
     clean_tables(sqlite_app)
 
