@@ -39,6 +39,18 @@ def _once(marker: str) -> bool:
     return bool(runtime().redis.set(marker, 1, nx=True, ex=MARK_TTL))
 
 
+def _send_all(addresses: list[str], marker: str, subject: str, text: str, what: str) -> int:
+    """Send to each address; a failed delivery clears the sent-once mark (so a retry sends again) and
+    raises. Returns how many addresses it reached."""
+    rt = runtime()
+    for address in addresses:
+        result = send_email(rt.settings.smtp, address, subject, text)
+        if not result.ok:
+            rt.redis.delete(marker)
+            raise DeliveryFailed(f"{what} to {address}: {result.detail}")
+    return len(addresses)
+
+
 def receipt_text(entry: LedgerEntry, account: Account, public_url: str) -> str:
     what = "Redeemed code" if entry.kind == "redemption" else "Top-up"
     return "\n".join([
@@ -64,14 +76,8 @@ def send_receipt(entry_id: int) -> int:
     rt = runtime()
     account = db.session.get(Account, entry.account_id)
     text = receipt_text(entry, account, rt.settings.public_url)
-    sent = 0
-    for address in account_recipients(entry.account_id):
-        result = send_email(rt.settings.smtp, address, f"Receipt R-{entry.id:08d}: {usd_text(entry.amount)} added", text)
-        if not result.ok:
-            rt.redis.delete(marker)
-            raise DeliveryFailed(f"receipt {entry_id} to {address}: {result.detail}")
-        sent += 1
-    return sent
+    return _send_all(account_recipients(entry.account_id), marker, f"Receipt R-{entry.id:08d}: {usd_text(entry.amount)} added", text,
+                     f"receipt {entry_id}")
 
 
 @in_app_context
@@ -117,14 +123,8 @@ def send_invoice(invoice_id: int) -> int:
         return 0
     rt = runtime()
     text = invoice_text(invoice, rt.settings.public_url)
-    sent = 0
-    for address in account_recipients(invoice.account_id):
-        result = send_email(rt.settings.smtp, address, f"Invoice {invoice.code}: {usd_text(invoice.amount)} added", text)
-        if not result.ok:
-            rt.redis.delete(marker)
-            raise DeliveryFailed(f"invoice {invoice_id} to {address}: {result.detail}")
-        sent += 1
-    return sent
+    return _send_all(account_recipients(invoice.account_id), marker, f"Invoice {invoice.code}: {usd_text(invoice.amount)} added", text,
+                     f"invoice {invoice_id}")
 
 
 @in_app_context
@@ -146,14 +146,7 @@ def send_refund_decision(request_id: int) -> int:
         subject = "Refund request declined"
         text = f"Your request to refund the {paid} was declined: {row.decision_note}"
     text += f"\n\nCard payments: {rt.settings.public_url.rstrip('/')}/billing/payments"
-    sent = 0
-    for address in account_recipients(row.account_id):
-        result = send_email(rt.settings.smtp, address, subject, text)
-        if not result.ok:
-            rt.redis.delete(marker)
-            raise DeliveryFailed(f"refund decision {request_id} to {address}: {result.detail}")
-        sent += 1
-    return sent
+    return _send_all(account_recipients(row.account_id), marker, subject, text, f"refund decision {request_id}")
 
 
 @in_app_context
@@ -174,9 +167,4 @@ def send_payment_alert(payment_id: int) -> int:
         "",
         f"Payments: {rt.settings.public_url.rstrip('/')}/admin/payments/?flagged=1",
     ])
-    for address in rt.settings.alert_emails:
-        result = send_email(rt.settings.smtp, address, f"Disputed card payment: {account.name}", text)
-        if not result.ok:
-            rt.redis.delete(marker)
-            raise DeliveryFailed(f"payment alert {payment_id} to {address}: {result.detail}")
-    return len(rt.settings.alert_emails)
+    return _send_all(list(rt.settings.alert_emails), marker, f"Disputed card payment: {account.name}", text, f"payment alert {payment_id}")
