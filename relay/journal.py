@@ -54,7 +54,10 @@ class JournalEntry:
 
     @classmethod
     def decode(cls, line: bytes) -> "JournalEntry":
-        d = orjson.loads(line)
+        return cls.of(orjson.loads(line))
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> "JournalEntry":
         hold = Hold(d["rid"], int(d["acct"]), int(d["key"]), int(d["amt"]), tuple(d["win"]), tuple(bool(r) for r in d["res"]))
         return cls(hold, int(d["cost"]), d["event"].encode())
 
@@ -77,7 +80,7 @@ def decode_line(line: bytes) -> Line:
     d = orjson.loads(line)
     if d.get("abandoned"):
         return Abandoned(str(d["rid"]))
-    return JournalEntry.decode(line)
+    return JournalEntry.of(d)
 
 
 # The ordinary settle while the hold exists; otherwise the event alone, marked for ingestion to charge.

@@ -84,7 +84,8 @@ class ReplyCutter:
 
 
 @pytest.fixture
-def world(app, redis_client):
+def world(sql_app, redis_client):
+    app = sql_app
     where = redis_client.connection_pool.connection_kwargs
     cutter = ReplyCutter(where["port"])
     fake = FakeOpenAI()

@@ -18,7 +18,8 @@ def client_of(app, role: str, email: str):
     return client
 
 
-def test_payments_and_the_card_refund_queue_through_the_admin_api(app, card_payments):
+def test_payments_and_the_card_refund_queue_through_the_admin_api(sql_app, card_payments):
+    app = sql_app
     api = client_of(app, "operator", "script@example.com")
     web = app.test_client()
     ana, bo = factories.user(email="ana@example.com"), factories.user(email="bo@example.com")
