@@ -4,6 +4,7 @@ declined with a note — as the console does them."""
 from __future__ import annotations
 
 from controlplane import ledger
+from controlplane.models.payments import NOTE_MAX
 from controlplane.services import api_tokens, card_refunds
 from tests import factories
 from tests.console import person
@@ -54,6 +55,10 @@ def test_payments_and_the_card_refund_queue_through_the_admin_api(sql_app, card_
 
     no_note = api.post(f"/admin/api/v1/card-refund-requests/{declined.id}/decline", json={"note": " "})
     assert no_note.status_code == 400 and no_note.json["error"]["param"] == "note"
+    too_long = api.post(f"/admin/api/v1/card-refund-requests/{declined.id}/decline", json={"note": "x" * (NOTE_MAX + 1)})
+    assert too_long.status_code == 400 and too_long.json["error"]["param"] == "note"
+    for wrong in ({"note": 5}, ["a list"]):
+        assert api.post(f"/admin/api/v1/card-refund-requests/{declined.id}/decline", json=wrong).status_code == 400
     done = api.post(f"/admin/api/v1/card-refund-requests/{declined.id}/decline", json={"note": "used for a promotion"})
     assert (done.json["status"], done.json["decision_note"]) == ("declined", "used for a promotion")
     assert ledger.stored_balance(bo.account_id) == 10_000_000
