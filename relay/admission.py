@@ -26,6 +26,7 @@ from relay.capacity_queue import admit_args as queue_args
 from relay.health import ARG_READER_LUA, HEALTH_LUA, NO_OUTCOME_ARGS, HealthPolicy, Outcome
 from relay.limits import LIMITS_LUA, Scope, limit_keys
 from relay.quota import Hold
+from relay.script_batch import BatchedScript, batch_lua
 from relay.selector import Plan, Route
 
 if TYPE_CHECKING:
@@ -124,7 +125,8 @@ def _function(name: str, body: str) -> str:
 # KEYS: the hold's (fixed: money_hold reads them by position), then what the readers take in order
 # (the caller's scopes, the plan's channels and routes, the conversation's pin, the capacity queue),
 # then the idempotency claim, last. While a queue waits only its head may take a route.
-_ADMIT = _PRELUDE + idempotency.CLAIM_LUA + _function("money_hold", quota.HOLD_LUA) + r"""
+_ADMIT_DEFINITIONS = _PRELUDE + idempotency.CLAIM_LUA + _function("money_hold", quota.HOLD_LUA)
+_ADMIT_BODY = r"""
 kpos = num()
 local now, rid, lease = num(), nxt(), num()
 local scopes = {}
@@ -158,6 +160,7 @@ if q and q.ticket ~= '' then q_served(q, now, q.ticket) end
 if #idem > 0 then idem_mark(KEYS[#KEYS], idem[1], idem[2], rid) end
 return {'ok', m[3], pick, panic and 1 or 0, how, unpack(skips)}
 """
+_ADMIT = batch_lua(_ADMIT_DEFINITIONS, _ADMIT_BODY)
 
 # KEYS: the failed attempt's health, the failed route's scopes, the remaining plan's, the pin.
 _FAILOVER = _PRELUDE + r"""
@@ -180,7 +183,8 @@ return {pick, panic and 1 or 0, wait, rec[1], rec[2], rec[3], unpack(skips)}
 """
 
 # KEYS: the money settle's (fixed), the scopes', the outcome's health, the generation record last.
-_SETTLE = _PRELUDE + _function("money_settle", quota.SETTLE_LUA) + r"""
+_SETTLE_DEFINITIONS = _PRELUDE + _function("money_settle", quota.SETTLE_LUA)
+_SETTLE_BODY = r"""
 kpos = num()
 local margs = read_list()
 local charged = money_settle(KEYS, margs)
@@ -201,6 +205,7 @@ local rec = h_record(P, now, h_outcome())
 """ + generation.SETTLE_LUA + r"""
 return {1, charged, rec[1], rec[2], rec[3]}
 """
+_SETTLE = batch_lua(_SETTLE_DEFINITIONS, _SETTLE_BODY)
 
 
 class LimitRefused(Exception):
@@ -299,18 +304,23 @@ class Gate:
     """The relay's Redis side of a request: admit, fail over, settle."""
 
     def __init__(self, redis: Redis[bytes], policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time,
-                 register: Callable[[str], Callable[..., Any]] | None = None, generation_ttl: int = 0):
+                 register: Callable[[str], Callable[..., Any]] | None = None, generation_ttl: int = 0,
+                 batch_size: int = 32, batch_in_flight: int = 2):
         """`register(text)` makes a callable script; the relay passes relay/resp.py's lean one.
-        `generation_ttl`: how long settle keeps each request's record for GET /v1/generation."""
+        `generation_ttl`: how long settle keeps each request's record for GET /v1/generation.
+        `batch_size`, `batch_in_flight`: how admits (and settles) of concurrent requests share
+        round trips (relay/script_batch.py)."""
         self.redis = redis
         self.policy = policy
         self.lease_seconds = lease_seconds
         self.generation_ttl = generation_ttl
         self.clock = clock
         register = register or redis.register_script
-        self._admit = register(_ADMIT)
+        # Admit and settle run once or more per request, so concurrent ones share a round trip
+        # (relay/script_batch.py); a failover is rare and goes alone.
+        self._admit = BatchedScript(register(_ADMIT), batch_size, batch_in_flight)
         self._failover = register(_FAILOVER)
-        self._settle = register(_SETTLE)
+        self._settle = BatchedScript(register(_SETTLE), batch_size, batch_in_flight)
 
     def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan, claim: idempotency.Claim | None = None,
               affinity: Affinity | None = None, queue: QueueSpot | None = None) -> Admission:

@@ -144,6 +144,12 @@ class Egress:
         self.resolver = resolver
 
     def _resolve(self, host: str, port: int) -> list[Any]:
+        literal = _literal(host)
+        if literal is not None:
+            # Nothing to look up; under gevent a lookup is a trip through its thread pool, and each
+            # thread it starts keeps a malloc arena of its own.
+            family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
         resolver = self.resolver or socket.getaddrinfo  # looked up now: gevent may have patched it
         try:
             infos = resolver(host, port, 0, socket.SOCK_STREAM)

@@ -234,12 +234,13 @@ end
 
 # Scripts read their arguments in order: Python appends values, Lua takes them with nxt()/num().
 ARG_READER_LUA = r"""
-local pos = 0
-local function nxt() pos = pos + 1 return ARGV[pos] end
+-- A and K are the call's ARGV and KEYS: a batch (relay/script_batch.py) sets them, and the positions,
+-- for each call it runs.
+local A, K, pos, kpos = ARGV, KEYS, 0, 0
+local function nxt() pos = pos + 1 return A[pos] end
 local function num() return tonumber(nxt()) end
--- Keys likewise, from KEYS[kpos + 1] on: a script whose first keys are fixed sets kpos past them.
-local kpos = 0
-local function nkey() kpos = kpos + 1 return KEYS[kpos] end
+-- Keys likewise, from K[kpos + 1] on: a script whose first keys are fixed sets kpos past them.
+local function nkey() kpos = kpos + 1 return K[kpos] end
 """
 
 _RECORD = ARG_READER_LUA + HEALTH_LUA + r"""

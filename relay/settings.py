@@ -89,6 +89,10 @@ class RelaySettings:
     snapshot_poll_seconds: float = 5.0
     upstream_pool_size: int = 256
     redis_pool_size: int = 64
+    # Concurrent admits (and settles) of one process share a Redis call: up to this many in one,
+    # with at most `redis_batch_in_flight` such calls on their way at once (relay/script_batch.py).
+    redis_batch_size: int = 32
+    redis_batch_in_flight: int = 2
     timeouts: Timeouts = field(default_factory=Timeouts)
     # passive health (Envoy outlier detection) and Envoy's retry budget
     health: HealthPolicy = field(default_factory=HealthPolicy)
@@ -151,6 +155,8 @@ class RelaySettings:
             snapshot_poll_seconds=env_float("SWITCHBOARD_SNAPSHOT_POLL_SECONDS", 5.0, env),
             upstream_pool_size=env_int("SWITCHBOARD_UPSTREAM_POOL_SIZE", 256, env),
             redis_pool_size=env_int("SWITCHBOARD_REDIS_POOL_SIZE", 64, env),
+            redis_batch_size=env_int("SWITCHBOARD_REDIS_BATCH_SIZE", 32, env),
+            redis_batch_in_flight=env_int("SWITCHBOARD_REDIS_BATCH_IN_FLIGHT", 2, env),
             timeouts=Timeouts(
                 connect=env_float("SWITCHBOARD_UPSTREAM_CONNECT_TIMEOUT", 10.0, env),
                 first_byte=env_float("SWITCHBOARD_UPSTREAM_FIRST_BYTE_TIMEOUT", 300.0, env),

@@ -66,3 +66,19 @@ def test_only_http_and_https_to_a_host(url):
 
 def test_names_that_look_numeric_but_are_names_are_names():
     assert Egress(STRICT).check_name("bad.cafe") is None and Egress(STRICT).check_name("api.deepseek.com") is None
+
+
+def test_an_address_literal_is_connected_to_without_a_lookup():
+    """A lookup under gevent goes through its thread pool; a literal has nothing to look up."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        egress = Egress(EgressPolicy((ipaddress.ip_network("127.0.0.0/8"),)), resolver=lambda *a: pytest.fail("looked up"))
+        sock = egress.connect("127.0.0.1", listener.getsockname()[1], timeout=5)
+        assert sock.getpeername() == listener.getsockname()
+        sock.close()
+        with pytest.raises(EgressRefused):
+            Egress(resolver=lambda *a: pytest.fail("looked up")).connect("127.0.0.1", listener.getsockname()[1], timeout=5)
+    finally:
+        listener.close()
