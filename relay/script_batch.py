@@ -110,17 +110,16 @@ class BatchedScript:
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         call = _Call(keys, args)
+        batch = [call]
+        done: threading.Event | None = None
         with self.lock:
             if self.in_flight < self.in_flight_limit and not self.queue:
                 self.in_flight += 1
-                batch: list[_Call] | None = [call]
             else:
-                call.done = threading.Event()
+                call.done = done = threading.Event()
                 self.queue.append(call)
-                batch = None
-        if batch is None:
-            assert call.done is not None
-            call.done.wait()
+        if done is not None:
+            done.wait()
             if call.lead is None:
                 return call.outcome()
             # Taken out of the call so that the call and its batch form no cycle: the relay collects
