@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 ACCOUNTS = 1_000
 EVENT = b'{"request_id":"req_0000000000000000000000","model":"gpt-4o-mini","input_tokens":12,"output_tokens":30}' * 3
 
 
-def _client(port: int, seconds: float, concurrency: int, batch: int, in_flight: int, seed: int, out: multiprocessing.Queue) -> None:
+def _client(port: int, seconds: float, concurrency: int, batch: int, in_flight: int, seed: int) -> None:
+    """One client process (`--client`): prints how many requests it admitted and settled."""
     from gevent import monkey
 
     monkey.patch_all()
@@ -57,8 +59,8 @@ def _client(port: int, seconds: float, concurrency: int, batch: int, in_flight: 
             done[0] += 1
             i += 1
 
-    gevent.joinall([gevent.spawn(work, g) for g in range(concurrency)])
-    out.put(done[0])
+    gevent.joinall([gevent.spawn(work, g) for g in range(concurrency)], raise_error=True)
+    print(done[0], flush=True)
 
 
 def _cpu(pid: int) -> float:
@@ -110,20 +112,23 @@ def measure(seconds: float, concurrency: int, clients: int, batch: int, in_fligh
 
 
 def _run(port: int, seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cores: str) -> int:
-    context = multiprocessing.get_context("spawn")
-    out = context.Queue()
-    procs = [context.Process(target=_client, args=(port, seconds, concurrency, batch, in_flight, n, out)) for n in range(clients)]
+    procs = [subprocess.Popen(_pinned(cores, [sys.executable, "-m", "bench.redis_cost", "--client", str(port), str(seconds), str(concurrency),
+                                              str(batch), str(in_flight), str(n)]), stdout=subprocess.PIPE, cwd=ROOT)
+             for n in range(clients)]
+    total = 0
     for p in procs:
-        p.start()
-        if shutil.which("taskset") and p.pid is not None:
-            subprocess.run(["taskset", "-pc", cores, str(p.pid)], capture_output=True)
-    total = sum(out.get(timeout=seconds + 120) for _ in procs)
-    for p in procs:
-        p.join()
+        out, _ = p.communicate(timeout=seconds + 120)
+        if p.returncode != 0:
+            raise RuntimeError(f"a client process failed (exit {p.returncode})")
+        total += int(out.split()[-1])
     return total
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        port, seconds, concurrency, batch, in_flight, seed = sys.argv[2:8]
+        _client(int(port), float(seconds), int(concurrency), int(batch), int(in_flight), int(seed))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight per client process")
