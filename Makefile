@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 VENDOR  := controlplane/static/vendor
 ASSETS  := $(VENDOR)/.stamp
 
-.PHONY: run test lint audit install assets test-fast bench bench-ingest bench-compare bench-scale clean
+.PHONY: run test lint audit install assets test-fast bench bench-ingest bench-compare bench-scale bench-redis clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -87,6 +87,10 @@ bench-compare: $(STAMP)
 # make bench-scale BENCH_ARGS="--keys 1000000 --users 500000"
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
+
+# Redis's own CPU per request (admit + settle) with a core of its own, batched and not (bench/redis_cost.py).
+bench-redis: $(STAMP)
+	$(BIN)/python -m bench.redis_cost $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info node_modules $(VENDOR)
