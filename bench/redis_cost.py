@@ -75,6 +75,8 @@ def _pinned(cores: str, argv: list[str]) -> list[str]:
 def measure(seconds: float, concurrency: int, clients: int, batch: int, in_flight: int) -> dict:
     import redis
 
+    from relay.redis_keys import account_key
+
     cores = os.cpu_count() or 1
     redis_core, client_cores = str(cores - 1), (f"0-{cores - 2}" if cores > 1 else "0")
     with tempfile.TemporaryDirectory() as folder, socket.socket() as probe:
@@ -92,7 +94,7 @@ def measure(seconds: float, concurrency: int, clients: int, batch: int, in_fligh
                 except redis.ConnectionError:
                     time.sleep(0.05)
             for account in range(1, ACCOUNTS + 1):
-                r.hset(f"sb:acct:{account}", "bal", 10**13)
+                r.hset(account_key(account), "bal", 10**13)
             warm = _run(port, 1.0, concurrency, clients, batch, in_flight, client_cores)
             r.config_resetstat()
             before = _cpu(server.pid)
