@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,28 +61,19 @@ def _client(port: int, seconds: float, concurrency: int, batch: int, in_flight: 
     print(done[0], flush=True)
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pinned(cores: str, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", cores, *argv] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else argv
-
-
 def measure(seconds: float, concurrency: int, clients: int, batch: int, in_flight: int) -> dict:
     import redis
 
+    from bench.measure import cpu_seconds, free_ports
+    from bench.run import pinned
     from relay.redis_keys import account_key
 
     cores = os.cpu_count() or 1
     redis_core, client_cores = str(cores - 1), (f"0-{cores - 2}" if cores > 1 else "0")
-    with tempfile.TemporaryDirectory() as folder, socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
-        server = subprocess.Popen(_pinned(redis_core, ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-                                                       "--dir", folder]), stdout=subprocess.DEVNULL)
+    port = free_ports(1)[0]
+    with tempfile.TemporaryDirectory() as folder:
+        server = subprocess.Popen(pinned(redis_core, "redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                                         "--dir", folder), stdout=subprocess.DEVNULL)
         try:
             r = redis.Redis(port=port)
             for _ in range(100):
@@ -97,9 +86,9 @@ def measure(seconds: float, concurrency: int, clients: int, batch: int, in_fligh
                 r.hset(account_key(account), "bal", 10**13)
             warm = _run(port, 1.0, concurrency, clients, batch, in_flight, client_cores)
             r.config_resetstat()
-            before = _cpu(server.pid)
+            before = cpu_seconds(server.pid)
             requests = _run(port, seconds, concurrency, clients, batch, in_flight, client_cores)
-            cpu = _cpu(server.pid) - before
+            cpu = cpu_seconds(server.pid) - before
             stats = r.info("commandstats")
         finally:
             server.terminate()
@@ -114,8 +103,10 @@ def measure(seconds: float, concurrency: int, clients: int, batch: int, in_fligh
 
 
 def _run(port: int, seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cores: str) -> int:
-    procs = [subprocess.Popen(_pinned(cores, [sys.executable, "-m", "bench.redis_cost", "--client", str(port), str(seconds), str(concurrency),
-                                              str(batch), str(in_flight), str(n)]), stdout=subprocess.PIPE, cwd=ROOT)
+    from bench.run import pinned  # the parent's imports only: a client patches gevent in first
+
+    procs = [subprocess.Popen(pinned(cores, sys.executable, "-m", "bench.redis_cost", "--client", str(port), str(seconds), str(concurrency),
+                                     str(batch), str(in_flight), str(n)), stdout=subprocess.PIPE, cwd=ROOT)
              for n in range(clients)]
     total = 0
     for p in procs:

@@ -54,13 +54,8 @@ def ensure_redis_url() -> None:
 
 
 def embedded() -> EmbeddedRedis | None:
-    """The embedded Redis this process registered with, if any."""
+    """The embedded Redis this process registered with, if any (None: it was given a REDIS_URL)."""
     return _embedded
-
-
-def embedded_in_use() -> bool:
-    """Whether this process registered with the embedded Redis (rather than a REDIS_URL it was given)."""
-    return _embedded is not None
 
 
 def make_app():

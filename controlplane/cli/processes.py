@@ -106,7 +106,7 @@ def _child_env() -> dict[str, str]:
     from controlplane.cli import group
 
     env = os.environ.copy()
-    if group.embedded_in_use():
+    if group.embedded() is not None:
         env.pop("REDIS_URL", None)
     return env
 
