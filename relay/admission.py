@@ -23,7 +23,7 @@ from relay.affinity import AFFINITY_LUA, Affinity
 from relay.affinity import lua_args as affinity_args
 from relay.capacity_queue import QUEUE_LUA, Queued, QueueSpot
 from relay.capacity_queue import admit_args as queue_args
-from relay.health import ARG_READER_LUA, HEALTH_LUA, NO_OUTCOME_ARGS, HealthPolicy, Outcome
+from relay.health import ARG_READER_LUA, HEALTH_LUA, NO_OUTCOME_ARGS, Effect, HealthPolicy, Outcome
 from relay.limits import LIMITS_LUA, Scope, limit_keys
 from relay.quota import Hold
 from relay.script_batch import BatchedScript, batch_lua
@@ -183,6 +183,8 @@ return {pick, panic and 1 or 0, wait, rec[1], rec[2], rec[3], unpack(skips)}
 """
 
 # KEYS: the money settle's (fixed), the scopes', the outcome's health, the generation record last.
+# ARGV: the money settle's, then now, the request id, tokens, the scopes, the outcome, the health
+# policy (only when the outcome needs it), the generation record.
 _SETTLE_DEFINITIONS = _PRELUDE + _function("money_settle", quota.SETTLE_LUA)
 _SETTLE_BODY = r"""
 kpos = num()
@@ -200,8 +202,11 @@ for i = 1, num() do
   local s = l_scope()
   l_finish(s, rid, tokens)
 end
-local P = h_policy()
-local rec = h_record(P, now, h_outcome())
+-- The policy follows the outcome, and only when recording it reads the policy (not a success).
+local o = h_outcome()
+local P = nil
+if o.effect ~= 'ok' and o.effect ~= 'none' then P = h_policy() end
+local rec = h_record(P, now, o)
 """ + generation.SETTLE_LUA + r"""
 return {1, charged, rec[1], rec[2], rec[3]}
 """
@@ -315,6 +320,7 @@ class Gate:
         self.lease_seconds = lease_seconds
         self.generation_ttl = generation_ttl
         self.clock = clock
+        self._touched = 0.0  # when this process last wrote the last-success time (health's network detector)
         register = register or redis.register_script
         # Admit and settle run once or more per request, so concurrent ones share a round trip
         # (relay/script_batch.py); a failover is rare and goes alone.
@@ -394,8 +400,15 @@ class Gate:
         scopes = admission.scopes + admission.route_scopes()
         keys = [*money_keys, *_scope_keys(scopes, now), *(outcome.keys() if outcome is not None else []),
                 generation.record_key(admission.hold.request_id)]
+        outcome_args = NO_OUTCOME_ARGS
+        if outcome is not None:
+            outcome_args = outcome.args(touch=not 0 <= now - self._touched < 1.0)
+            if outcome.effect is Effect.OK and outcome_args[1]:
+                self._touched = now
+            if outcome.needs_policy:
+                outcome_args = [*outcome_args, *self.policy.args()]
         args = [len(money_keys), len(margs), *margs, now, admission.hold.request_id, tokens, *_scope_args(scopes),
-                *self.policy.args(), *(outcome.args() if outcome is not None else NO_OUTCOME_ARGS), *(record or [0])]
+                *outcome_args, *(record or [0])]
         reply = _text(self._settle(keys=keys, args=args))
         if reply[0] != 1:
             return False, [], 0

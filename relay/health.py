@@ -98,21 +98,35 @@ class Outcome:
     retry_after: float | None = None
     network: bool = False  # no HTTP answer at all (connect error, timeout, reset)
 
-    def args(self) -> list[Any]:
-        return [_RECORDED.get(self.effect, "none"), self.channel_id, self.key_id, self.key_since,
-                -1 if self.retry_after is None else self.retry_after, 1 if self.network else 0,
-                self.kind, self.message[:300]]
+    def args(self, touch: bool = True) -> list[Any]:
+        """What `h_outcome` reads. A success reads only whether to write the last-success time:
+        `touch` False leaves it (a relay writes it at most once a second; the network detector
+        looks back `network_window_seconds`)."""
+        recorded = _RECORDED.get(self.effect, "none")
+        if recorded == "ok":
+            return [recorded, 1 if touch else 0]
+        if recorded == "none":
+            return [recorded]
+        return [recorded, self.channel_id, self.key_id, self.key_since, -1 if self.retry_after is None else self.retry_after,
+                1 if self.network else 0, self.kind, self.message[:300]]
+
+    @property
+    def needs_policy(self) -> bool:
+        """Whether recording this outcome reads the HealthPolicy (a success or nothing does not)."""
+        return self.effect in _RECORDED and self.effect is not Effect.OK
 
     def keys(self) -> list[str]:
         """What recording this outcome may touch, in the order `h_outcome` takes them (none when
         nothing is recorded)."""
         if self.effect not in _RECORDED:
             return []
+        if self.effect is Effect.OK:
+            return [redis_keys.key_health_key(self.key_id), redis_keys.channel_health_key(self.channel_id), redis_keys.HEALTH_LAST_OK]
         return [redis_keys.key_health_key(self.key_id), redis_keys.channel_health_key(self.channel_id), redis_keys.key_dead_key(self.key_id),
                 redis_keys.HEALTH_LAST_OK, redis_keys.HEALTH_NETWORK, redis_keys.HEALTH_REPORTS]
 
 
-NO_OUTCOME_ARGS = ["none", 0, 0, 0, -1, 0, "", ""]
+NO_OUTCOME_ARGS = ["none"]
 
 
 def outcome_of(channel_id: int, key_id: int, key_since: float, error: UpstreamError | None) -> Outcome:
@@ -166,12 +180,15 @@ local function h_ok(h)
   if f and f ~= '0' then redis.call('HSET', h, 'f', 0) end
 end
 
+-- Outcome.args and Outcome.keys: a success names its two health hashes and the last-success time;
+-- nothing recorded names nothing.
 local function h_outcome()
-  local o = {effect = nxt(), cid = nxt(), kid = nxt(), since = num(), retry_after = num(), network = num(),
+  local effect = nxt()
+  if effect == 'ok' then return {effect = effect, touch = num(), hk = nkey(), hc = nkey(), last_ok = nkey()} end
+  if effect == 'none' then return {effect = effect} end
+  local o = {effect = effect, cid = nxt(), kid = nxt(), since = num(), retry_after = num(), network = num(),
              kind = nxt(), message = nxt()}
-  if o.effect ~= 'none' then
-    o.hk, o.hc, o.dead, o.last_ok, o.net, o.reports = nkey(), nkey(), nkey(), nkey(), nkey(), nkey()
-  end
+  o.hk, o.hc, o.dead, o.last_ok, o.net, o.reports = nkey(), nkey(), nkey(), nkey(), nkey(), nkey()
   return o
 end
 
@@ -181,7 +198,7 @@ local function h_record(P, now, o)
   if o.effect == 'ok' then
     h_ok(hk)
     h_ok(hc)
-    redis.call('SET', o.last_ok, now)
+    if o.touch == 1 then redis.call('SET', o.last_ok, now) end
     return {'ok', 0, 0}
   elseif o.effect == 'failure' then
     if o.network == 1 then
@@ -234,7 +251,7 @@ end
 
 # Scripts read their arguments in order: Python appends values, Lua takes them with nxt()/num().
 ARG_READER_LUA = r"""
--- A and K are the call's ARGV and KEYS: a batch (relay/script_batch.py) sets them, and the positions,
+-- A and K hold the call's arguments and KEYS: a batch (relay/script_batch.py) sets them, and the positions,
 -- for each call it runs.
 local A, K, pos, kpos = ARGV, KEYS, 0, 0
 local function nxt() pos = pos + 1 return A[pos] end

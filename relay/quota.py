@@ -56,17 +56,16 @@ _HOLD = """
 local want = tonumber(ARGV[1])
 local least = tonumber(ARGV[10] or '-1')
 if least < 0 or least > want then least = want end
-local bal = tonumber(redis.call('HGET', KEYS[1], 'bal') or '0')
-local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+local a = redis.call('HMGET', KEYS[1], 'bal', 'held')
+local bal, held = tonumber(a[1] or '0'), tonumber(a[2] or '0')
 local room = bal - held
 if room < least or (want == 0 and room < 0) then
   return {0, room}
 end
 local limit = tonumber(ARGV[2])
 if limit >= 0 then
-  local spent = tonumber(redis.call('HGET', KEYS[2], 'spent') or '0')
-  local kheld = tonumber(redis.call('HGET', KEYS[2], 'held') or '0')
-  local kroom = limit - spent - kheld
+  local k = redis.call('HMGET', KEYS[2], 'spent', 'held')
+  local kroom = limit - tonumber(k[1] or '0') - tonumber(k[2] or '0')
   if kroom < least then
     return {-1, kroom}
   end
@@ -78,9 +77,8 @@ end
 for i = 0, 2 do
   local wlimit = tonumber(ARGV[5 + i])
   if wlimit >= 0 then
-    local wspent = tonumber(redis.call('HGET', KEYS[5 + i], 'spent') or '0')
-    local wheld = tonumber(redis.call('HGET', KEYS[5 + i], 'held') or '0')
-    local wroom = wlimit - wspent - wheld
+    local w = redis.call('HMGET', KEYS[5 + i], 'spent', 'held')
+    local wroom = wlimit - tonumber(w[1] or '0') - tonumber(w[2] or '0')
     if wroom < least then
       return {-2 - i, wroom}
     end
@@ -91,19 +89,26 @@ end
 local amt = want
 if room < amt then amt = room end
 redis.call('HINCRBY', KEYS[1], 'held', amt)
-redis.call('HINCRBY', KEYS[2], 'held', amt)
--- The limits travel with the hold so the settle can keep every scope at or above zero.
-redis.call('HSET', KEYS[3], 'amt', amt, 'acct', KEYS[1], 'akey', KEYS[2], 'klim', limit)
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
--- >>> spend windows -- reserve; the hold record names each window for the sweeper --------------
+-- The hold record names every scope it reserved in (the settle and the sweeper release exactly
+-- those), and carries the limits so the settle can keep every scope at or above zero. An API key
+-- without a credit limit has nothing to reserve against: its `held` is not kept.
+local record = {'amt', amt, 'acct', KEYS[1], 'klim', limit}
+if limit >= 0 then
+  redis.call('HINCRBY', KEYS[2], 'held', amt)
+  record[7], record[8] = 'akey', KEYS[2]
+end
+-- >>> spend windows -- reserve ----------------------------------------------------------------
 for i = 0, 2 do
   if tonumber(ARGV[5 + i]) >= 0 then
     redis.call('HINCRBY', KEYS[5 + i], 'held', amt)
     redis.call('EXPIRE', KEYS[5 + i], (i == 0) and ARGV[8] or ARGV[9])
-    redis.call('HSET', KEYS[3], 'w' .. (i + 1), KEYS[5 + i], 'wl' .. (i + 1), ARGV[5 + i])
+    local n = #record
+    record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'w' .. (i + 1), KEYS[5 + i], 'wl' .. (i + 1), ARGV[5 + i]
   end
 end
 -- <<< spend windows -- reserve ----------------------------------------------------------------
+redis.call('HSET', KEYS[3], unpack(record))
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
 return {1, bal - held - amt, amt}
 """
 
@@ -111,14 +116,17 @@ return {1, bal - held - amt, amt}
 # when it was already settled, else the amount charged: the cost, except that a cost over the hold
 # (an input larger than its estimate) is cut to what leaves every scope at zero, never below.
 _SETTLE = """
-local rec = redis.call('HMGET', KEYS[1], 'amt', 'klim', 'wl1', 'wl2', 'wl3')
+local rec = redis.call('HMGET', KEYS[1], 'amt', 'klim', 'wl1', 'wl2', 'wl3', 'akey')
 if not rec[1] then return -1 end
 local amt = tonumber(rec[1])
 local cost = tonumber(ARGV[2])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 local aheld = redis.call('HINCRBY', KEYS[4], 'held', 0 - amt)
-local kheld = redis.call('HINCRBY', KEYS[5], 'held', 0 - amt)
+-- The API key's `held` was reserved when the record names the key (always, in records written
+-- before keys without a credit limit stopped reserving).
+local kheld = 0
+if rec[6] then kheld = redis.call('HINCRBY', KEYS[5], 'held', 0 - amt) end
 for i = 0, 2 do
   if ARGV[4 + i] == '1' then
     redis.call('HINCRBY', KEYS[6 + i], 'held', 0 - amt)
@@ -147,11 +155,13 @@ if cost ~= 0 then
   redis.call('HINCRBY', KEYS[5], 'spent', cost)
 end
 -- >>> spend windows: KEYS[6..8] as in the hold. Every window counts what is spent (so a budget set
--- later starts from the truth); ARGV[4..6] '1' where the hold also reserved.
+-- later starts from the truth); ARGV[4..6] '1' where the hold also reserved. A window is given its
+-- lifetime when this spend created it: every other writer (a hold, the seeding from SQL) sets it.
 if cost ~= 0 then
   for i = 0, 2 do
-    redis.call('HINCRBY', KEYS[6 + i], 'spent', cost)
-    redis.call('EXPIRE', KEYS[6 + i], (i == 0) and ARGV[7] or ARGV[8])
+    if redis.call('HINCRBY', KEYS[6 + i], 'spent', cost) == cost then
+      redis.call('EXPIRE', KEYS[6 + i], (i == 0) and ARGV[7] or ARGV[8])
+    end
   end
 end
 -- <<< spend windows

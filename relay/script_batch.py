@@ -32,12 +32,12 @@ local out, kp, ap = {}, 0, 1
 for j = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[ap + 1]), tonumber(ARGV[ap + 2])
   ap = ap + 2
-  local ck, ca = {}, {}
+  local ck = {}
   for i = 1, nk do ck[i] = KEYS[kp + i] end
-  for i = 1, na do ca[i] = ARGV[ap + i] end
+  -- The readers take this call's arguments where they lie (ARGV from ap + 1 on), uncopied.
+  A, K, pos, kpos = ARGV, ck, ap, 0
   kp, ap = kp + nk, ap + na
-  A, K, pos, kpos = ca, ck, 0, 0
-  local ok, reply = pcall(one_call, ck, ca)
+  local ok, reply = pcall(one_call, ck)
   if not ok then
     if type(reply) == 'table' and reply.err then reply = reply.err end
     reply = {'""" + _ERROR + r"""', tostring(reply)}
@@ -52,8 +52,9 @@ return out
 
 def batch_lua(definitions: str, body: str) -> str:
     """The batch script of a per-call script made of `definitions` (ARG_READER_LUA first) and `body`
-    (what runs per call, ending in its reply)."""
-    return f"{definitions}local function one_call(KEYS, ARGV)\n{body}\nend\n{_DRIVER}"
+    (what runs per call, ending in its reply), which reads its arguments through the readers only: the
+    batch's ARGV holds every call's."""
+    return f"{definitions}local function one_call(KEYS)\n{body}\nend\n{_DRIVER}"
 
 
 def batch_args(calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> tuple[list[Any], list[Any]]:

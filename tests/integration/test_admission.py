@@ -8,6 +8,7 @@ from relay.admission import Gate, LimitRefused, MoneyHold, NoRoute
 from relay.health import Effect, Health, HealthPolicy, Outcome
 from relay.limits import Scope
 from relay.quota import HoldRefused, Quota
+from relay.redis_keys import HEALTH_LAST_OK
 from relay.routing import remaining_routes
 from relay.selector import Plan, Route
 from relay.snapshot import ChannelKeyView, ChannelView, Limits
@@ -204,3 +205,20 @@ def test_settle_happens_once_with_everything_in_it(gate, health, redis_client):
     assert health.channel(1).failures == 2  # not 3
     window = [k for k in redis_client.keys("sb:lim:u:3:t:*")]
     assert len(window) == 1 and int(redis_client.get(window[0])) == 500
+
+
+def test_a_success_resets_failures_and_the_last_success_time_is_written_once_a_second(gate, health, redis_client, clock):
+    """Settles that succeed clear the consecutive failures of their key and channel; the time of the
+    last success anywhere (the network detector's) is written by a relay at most once a second."""
+    ok = Outcome(Effect.OK, 1, 10)
+    health.record(Outcome(Effect.FAILURE, 1, 10))
+    assert settle(gate, admit(gate, plan_of(channel(1))), outcome=ok)[1] == ["ok", 0, 0]
+    assert health.key(10).failures == 0 and health.channel(1).failures == 0
+    first = float(redis_client.get(HEALTH_LAST_OK))
+    assert first == clock.now
+    clock.advance(0.5)
+    settle(gate, admit(gate, plan_of(channel(1))), outcome=ok)
+    assert float(redis_client.get(HEALTH_LAST_OK)) == first
+    clock.advance(0.6)
+    settle(gate, admit(gate, plan_of(channel(1))), outcome=ok)
+    assert float(redis_client.get(HEALTH_LAST_OK)) == clock.now

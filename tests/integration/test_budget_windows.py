@@ -104,6 +104,20 @@ def test_windows_expire_after_their_period(quota, redis_client):
     assert 31 * 86_400 < redis_client.ttl(key_month_key(10, now)) <= MONTH_TTL_SECONDS
 
 
+def test_a_window_first_written_by_a_settle_gets_its_lifetime_and_keeps_it(quota, redis_client):
+    """With no budget the hold reserves in no window: the settle's first spend creates each one
+    and gives it its lifetime; later spends leave the lifetime alone."""
+    now = at("2031-03-04 10:00")
+    spend(quota, 100, now, Budgets())
+    for name, ttl in ((key_day_key(10, now), DAY_TTL_SECONDS), (key_month_key(10, now), MONTH_TTL_SECONDS),
+                      (member_month_key(1, 7, now), MONTH_TTL_SECONDS)):
+        assert ttl - 60 < redis_client.ttl(name) <= ttl
+        redis_client.expire(name, 1_000)
+    spend(quota, 50, now, Budgets())
+    assert quota.window(key_day_key(10, now)) == (150, 0)
+    assert 900 < redis_client.ttl(key_day_key(10, now)) <= 1_000
+
+
 def test_seeding_never_overwrites_a_live_window(quota):
     now = at("2031-03-04 10:00")
     spend(quota, 300, now, Budgets())

@@ -6,13 +6,17 @@ import time
 
 import pytest
 
-from relay.quota import HoldRefused, Quota
+from relay.quota import HOLDS_ZSET, Hold, HoldRefused, Quota, account_key, api_key_key, hold_key, hold_record
 from relay.usage import USAGE_STREAM, UsageEvent
 
 
 @pytest.fixture
 def quota(redis_client):
     return Quota(redis_client)
+
+
+def quota_windows(key_id: int, account_id: int) -> tuple[str, str, str]:
+    return hold_record("-", account_id, key_id, 0).windows
 
 
 def event(rid: str, cost: int = 0) -> bytes:
@@ -57,6 +61,37 @@ def test_key_credit_limit_counts_spent_and_held(quota):
     with pytest.raises(HoldRefused) as refused:
         quota.hold("r2", 1, 5, 100, 1_000, time.time() + 60)
     assert refused.value.reason == "key_limit" and refused.value.available == 50
+
+
+def test_a_key_reserves_only_against_a_credit_limit_and_gets_exactly_that_back(quota, redis_client):
+    quota.seed_account(1, 10_000)
+    unlimited = quota.hold("r1", 1, 5, 300, None, time.time() + 60)
+    limited = quota.hold("r2", 1, 6, 200, 5_000, time.time() + 60)
+    quota.hold("r3", 1, 6, 100, 5_000, time.time() - 1)
+    assert quota.account(1) == (10_000, 600)
+    assert quota.key_spent(5) == (0, 0)  # nothing to reserve against: its `held` is not kept
+    assert quota.key_spent(6) == (0, 300)
+    assert redis_client.hget(hold_key("r1"), "akey") is None  # the record names only what it reserved in
+    assert quota.release_expired(time.time()) == 1
+    assert quota.key_spent(6) == (0, 200)
+    assert quota.settle(unlimited, 250, event("r1", 250)) and quota.settle(limited, 150, event("r2", 150))
+    assert quota.account(1) == (9_600, 0)
+    assert quota.key_spent(5) == (250, 0) and quota.key_spent(6) == (150, 0)
+
+
+def test_a_hold_recorded_before_keys_without_limits_stopped_reserving_is_released_in_full(quota, redis_client):
+    """Earlier versions reserved on every key and named it in the record: such a hold, open across
+    an upgrade, gives the key's `held` back when it is settled or swept."""
+    quota.seed_account(1, 10_000)
+    for rid, expires in (("old-settled", time.time() + 60), ("old-swept", time.time() - 1)):
+        redis_client.hincrby(account_key(1), "held", 100)
+        redis_client.hincrby(api_key_key(5), "held", 100)
+        redis_client.hset(hold_key(rid), mapping={"amt": 100, "acct": account_key(1), "akey": api_key_key(5), "klim": -1})
+        redis_client.zadd(HOLDS_ZSET, {rid: expires})
+    assert quota.release_expired(time.time()) == 1
+    assert quota.key_spent(5) == (0, 100)
+    assert quota.settle(Hold("old-settled", 1, 5, 100, quota_windows(5, 1)), 40, event("old-settled", 40))
+    assert quota.account(1) == (9_960, 0) and quota.key_spent(5) == (40, 0)
 
 
 def test_expired_holds_are_released_by_the_sweeper(quota):
