@@ -125,7 +125,6 @@ def _function(name: str, body: str) -> str:
 # KEYS: the hold's (fixed: money_hold reads them by position), then what the readers take in order
 # (the caller's scopes, the plan's channels and routes, the conversation's pin, the capacity queue),
 # then the idempotency claim, last. While a queue waits only its head may take a route.
-_ADMIT_DEFINITIONS = _PRELUDE + idempotency.CLAIM_LUA + _function("money_hold", quota.HOLD_LUA)
 _ADMIT_BODY = r"""
 kpos = num()
 local now, rid, lease = num(), nxt(), num()
@@ -160,7 +159,6 @@ if q and q.ticket ~= '' then q_served(q, now, q.ticket) end
 if #idem > 0 then idem_mark(KEYS[#KEYS], idem[1], idem[2], rid) end
 return {'ok', m[3], pick, panic and 1 or 0, how, unpack(skips)}
 """
-_ADMIT = batch_lua(_ADMIT_DEFINITIONS, _ADMIT_BODY)
 
 # KEYS: the failed attempt's health, the failed route's scopes, the remaining plan's, the pin.
 _FAILOVER = _PRELUDE + r"""
@@ -185,7 +183,6 @@ return {pick, panic and 1 or 0, wait, rec[1], rec[2], rec[3], unpack(skips)}
 # KEYS: the money settle's (fixed), the scopes', the outcome's health, the generation record last.
 # ARGV: the money settle's, then now, the request id, tokens, the scopes, the outcome, the health
 # policy (only when the outcome needs it), the generation record.
-_SETTLE_DEFINITIONS = _PRELUDE + _function("money_settle", quota.SETTLE_LUA)
 _SETTLE_BODY = r"""
 kpos = num()
 local margs = read_list()
@@ -210,7 +207,12 @@ local rec = h_record(P, now, o)
 """ + generation.SETTLE_LUA + r"""
 return {1, charged, rec[1], rec[2], rec[3]}
 """
-_SETTLE = batch_lua(_SETTLE_DEFINITIONS, _SETTLE_BODY)
+
+# Admits and settles share one script, so that the admits and settles of concurrent requests share
+# one batch (relay/script_batch.py): a call's first argument says which it is.
+_PER_REQUEST = batch_lua(_PRELUDE + idempotency.CLAIM_LUA + _function("money_hold", quota.HOLD_LUA) + _function("money_settle", quota.SETTLE_LUA),
+                         _ADMIT_BODY, _SETTLE_BODY)
+_ADMIT_CALL, _SETTLE_CALL = 1, 2
 
 
 class LimitRefused(Exception):
@@ -324,9 +326,8 @@ class Gate:
         register = register or redis.register_script
         # Admit and settle run once or more per request, so concurrent ones share a round trip
         # (relay/script_batch.py); a failover is rare and goes alone.
-        self._admit = BatchedScript(register(_ADMIT), batch_size, batch_in_flight)
+        self._per_request = BatchedScript(register(_PER_REQUEST), batch_size, batch_in_flight)
         self._failover = register(_FAILOVER)
-        self._settle = BatchedScript(register(_SETTLE), batch_size, batch_in_flight)
 
     def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan, claim: idempotency.Claim | None = None,
               affinity: Affinity | None = None, queue: QueueSpot | None = None) -> Admission:
@@ -346,7 +347,7 @@ class Gate:
             keys.append(claim.redis_key)
         args = [len(money_keys), now, money.request_id, now + self.lease_seconds, *_scope_args(scopes), *_plan_args(plan.channels, routes),
                 len(margs), *margs, len(idem), *idem, *pin_args, *queue_argv]
-        raw = self._admit(keys=keys, args=args)
+        raw = self._per_request(keys=keys, args=[_ADMIT_CALL, *args])
         if raw[0] in (b"idem", "idem"):
             raise idempotency.prior_from_reply(raw)
         reply = _text(raw)
@@ -409,7 +410,7 @@ class Gate:
                 outcome_args = [*outcome_args, *self.policy.args()]
         args = [len(money_keys), len(margs), *margs, now, admission.hold.request_id, tokens, *_scope_args(scopes),
                 *outcome_args, *(record or [0])]
-        reply = _text(self._settle(keys=keys, args=args))
+        reply = _text(self._per_request(keys=keys, args=[_SETTLE_CALL, *args]))
         if reply[0] != 1:
             return False, [], 0
         return True, reply[2:], int(reply[1])

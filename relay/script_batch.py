@@ -27,17 +27,28 @@ from relay.resp import ReplyLost
 # A call's reply that is the error its body raised: the marker, then the message.
 _ERROR = "__batch_error__"
 
-_DRIVER = r"""
+
+def batch_lua(definitions: str, *bodies: str) -> str:
+    """The batch script of per-call scripts made of shared `definitions` (ARG_READER_LUA first) and
+    `bodies` (what runs per call, ending in its reply), which read their arguments through the
+    readers only: the batch's ARGV holds every call's. With several bodies, each call's first
+    argument is the number (from 1) of the body it runs, so that calls of different kinds share one
+    batch."""
+    functions = "".join(f"local function call_{n}(KEYS)\n{body}\nend\n" for n, body in enumerate(bodies, 1))
+    table = "local BODIES = {" + ", ".join(f"call_{n}" for n in range(1, len(bodies) + 1)) + "}\n"
+    choose = "local body, skip = call_1, 0" if len(bodies) == 1 else "local body, skip = BODIES[tonumber(ARGV[ap + 1])], 1"
+    return definitions + functions + table + r"""
 local out, kp, ap = {}, 0, 1
 for j = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[ap + 1]), tonumber(ARGV[ap + 2])
   ap = ap + 2
   local ck = {}
   for i = 1, nk do ck[i] = KEYS[kp + i] end
+  """ + choose + r"""
   -- The readers take this call's arguments where they lie (ARGV from ap + 1 on), uncopied.
-  A, K, pos, kpos = ARGV, ck, ap, 0
+  A, K, pos, kpos = ARGV, ck, ap + skip, 0
   kp, ap = kp + nk, ap + na
-  local ok, reply = pcall(one_call, ck)
+  local ok, reply = pcall(body, ck)
   if not ok then
     if type(reply) == 'table' and reply.err then reply = reply.err end
     reply = {'""" + _ERROR + r"""', tostring(reply)}
@@ -48,13 +59,6 @@ for j = 1, tonumber(ARGV[1]) do
 end
 return out
 """
-
-
-def batch_lua(definitions: str, body: str) -> str:
-    """The batch script of a per-call script made of `definitions` (ARG_READER_LUA first) and `body`
-    (what runs per call, ending in its reply), which reads its arguments through the readers only: the
-    batch's ARGV holds every call's."""
-    return f"{definitions}local function one_call(KEYS)\n{body}\nend\n{_DRIVER}"
 
 
 def batch_args(calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> tuple[list[Any], list[Any]]:

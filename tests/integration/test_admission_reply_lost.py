@@ -25,7 +25,7 @@ from tests import factories
 from tests.fakes.openai_server import FakeOpenAI
 from tests.relay_harness import assert_money_consistent, ingest
 
-ADMIT_SHA = hashlib.sha1(admission._ADMIT.encode(), usedforsecurity=False).hexdigest().encode()
+ADMIT_SHA = hashlib.sha1(admission._PER_REQUEST.encode(), usedforsecurity=False).hexdigest().encode()
 
 
 class ReplyCutter:
