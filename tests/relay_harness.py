@@ -4,6 +4,7 @@ to run every routing and failure case against fake upstreams on real sockets."""
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -104,9 +105,17 @@ def ingest() -> None:
     usage_worker.ingest(max_seconds=5)
 
 
-def request_log(request_id: str) -> RequestLog:
-    ingest()
-    row = db.session.scalar(select(RequestLog).where(RequestLog.request_id == request_id))
+def request_log(request_id: str, wait: float = 5.0) -> RequestLog:
+    """The request's log once ingested. A stream that failed mid-way is settled after its last bytes
+    reached the caller (relay/streaming.py), so a caller that has read the whole body may be ahead
+    of its usage event: wait for it, up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        ingest()
+        row = db.session.scalar(select(RequestLog).where(RequestLog.request_id == request_id))
+        if row is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert row is not None, f"no request log for {request_id}"
     return row
 
