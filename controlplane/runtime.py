@@ -9,7 +9,7 @@ from flask import current_app
 from relay.cipher import Cipher
 from relay.egress import Egress, EgressPolicy, Resolver
 from relay.quota import Quota
-from relay.redis_connect import redis_py_client
+from relay.redis_connect import parse, redis_py_client
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Runtime:
     # No setting reaches this: customers' URLs get public addresses only. Tests whose receiver
     # listens on loopback open it here, explicitly.
     customer_allow: tuple = ()
+    queue: redis_lib.Redis | None = None  # RQ's Redis, when it is not `redis` (see `queue_redis`)
 
     def egress(self, customer: bool = False) -> Egress:
         """The guard for outbound connections (relay/egress.py). Customer-supplied URLs reach public
@@ -29,6 +30,20 @@ class Runtime:
         opened with SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS."""
         allow = self.customer_allow if customer else self.settings.relay_settings().egress_allow
         return Egress(EgressPolicy(allow), self.resolver)
+
+    @property
+    def queue_redis(self) -> redis_lib.Redis:
+        """Where RQ keeps its jobs. RQ's commands span many keys of its own naming, which a Redis
+        Cluster refuses: under a cluster REDIS_URL, SWITCHBOARD_QUEUE_REDIS_URL names one server."""
+        if self.queue is not None:
+            return self.queue
+        queue_url = getattr(self.settings, "queue_redis_url", "")
+        if queue_url:
+            self.queue = redis_py_client(queue_url, health_check_interval=30)
+            return self.queue
+        if parse(self.settings.redis_url).cluster:
+            raise RuntimeError("RQ cannot use a Redis Cluster: set SWITCHBOARD_QUEUE_REDIS_URL to one Redis server for its jobs")
+        return self.redis
 
     @classmethod
     def build(cls, settings) -> "Runtime":

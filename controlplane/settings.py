@@ -49,6 +49,7 @@ class ProbeSettings:
 class Settings:
     database_url: str
     redis_url: str
+    queue_redis_url: str = ""  # RQ's jobs (worker, scheduler, enqueues); empty: REDIS_URL. RQ needs one server, not a cluster
     secret_key: str
     encryption_key: str
     instance_dir: Path = Path(DEFAULT_INSTANCE)
@@ -91,6 +92,7 @@ class Settings:
         values = dict(
             database_url=normalise_database_url(database_url),
             redis_url=env.get("REDIS_URL", ""),
+            queue_redis_url=env.get("SWITCHBOARD_QUEUE_REDIS_URL", ""),
             secret_key=env.get("SWITCHBOARD_SECRET_KEY") or instance.session_secret(instance_dir),
             encryption_key=env.get("SWITCHBOARD_ENCRYPTION_KEY") or instance.encryption_secret(instance_dir),
             instance_dir=instance_dir,

@@ -6,6 +6,8 @@
     unix:///path/to/redis.sock[?db=N]
     redis-sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db]
     rediss-sentinel://…             Sentinel, TLS to the sentinels and to the master
+    redis-cluster://[[user]:password@]host[:port][,host[:port]…]
+    rediss-cluster://…              Redis Cluster (any of its nodes; the rest are found), TLS
 
 TLS options, as URL query parameters (redis-py's names) or, when the URL names none, environment
 variables: `ssl_ca_certs` / SWITCHBOARD_REDIS_CA (the CA bundle to trust; default: the system's),
@@ -75,10 +77,19 @@ class RedisTarget:
     service: str = ""
     sentinel_username: str | None = None
     sentinel_password: str | None = None
+    cluster_nodes: tuple[Address, ...] = ()  # Redis Cluster: where to learn the slot map
 
     @property
     def sentinel(self) -> bool:
         return bool(self.sentinels)
+
+    @property
+    def cluster(self) -> bool:
+        return bool(self.cluster_nodes)
+
+    def node(self, address: Address) -> RedisTarget:
+        """One cluster node, reached as this target says (TLS, credentials)."""
+        return RedisTarget(host=address[0], port=address[1], username=self.username, password=self.password, tls=self.tls)
 
 
 def _hostport(text: str, default_port: int) -> Address:
@@ -110,7 +121,14 @@ def parse(url: str, env: Mapping[str, str] | None = None) -> RedisTarget:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
     username, secret = (unquote(user) or None), (unquote(password) or None)
-    tls = _tls(query, env) if scheme in ("rediss", "rediss-sentinel") else None
+    tls = _tls(query, env) if scheme in ("rediss", "rediss-sentinel", "rediss-cluster") else None
+    if scheme in ("redis-cluster", "rediss-cluster"):
+        nodes = tuple(_hostport(h, 6379) for h in hosts.split(",") if h)
+        if not nodes:
+            raise ValueError("a Cluster URL names at least one node: redis-cluster://host:port[,host:port…]")
+        if parts.path.strip("/") not in ("", "0"):
+            raise ValueError("Redis Cluster has one database, 0: a Cluster URL names none")
+        return RedisTarget(host=nodes[0][0], port=nodes[0][1], username=username, password=secret, tls=tls, cluster_nodes=nodes)
     if scheme in ("redis-sentinel", "rediss-sentinel"):
         path = [p for p in parts.path.split("/") if p]
         if not path:
@@ -190,8 +208,25 @@ def redis_py_pool(target: RedisTarget, *, blocking: bool = False, max_connection
                       **_auth(target), **tls, **kwargs)
 
 
+def redis_py_cluster(target: RedisTarget, **kwargs: Any) -> Any:
+    """redis-py's cluster client: it learns the slot map from the nodes named and follows MOVED/ASK."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    tls = {"ssl": True, **target.tls.redis_py()} if target.tls is not None else {}
+    for unsupported in ("health_check_interval", "timeout"):
+        kwargs.pop(unsupported, None)
+    max_connections = kwargs.pop("max_connections", None)
+    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.cluster_nodes],
+                        username=target.username, password=target.password, **tls,
+                        **({"max_connections": max_connections} if max_connections else {}), **kwargs)
+
+
 def redis_py_client(url: str, **kwargs: Any) -> Redis[bytes]:
     """A redis-py client for a Switchboard Redis URL (any of the forms above)."""
     import redis
 
-    return redis.Redis(connection_pool=redis_py_pool(parse(url), **kwargs))
+    target = parse(url)
+    if target.cluster:
+        client: Redis[bytes] = redis_py_cluster(target, **kwargs)
+        return client
+    return redis.Redis(connection_pool=redis_py_pool(target, **kwargs))

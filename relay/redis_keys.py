@@ -10,36 +10,44 @@ per request, and how the names change for Redis Cluster (hash tags by account an
 """
 from __future__ import annotations
 
+import os
 import time
+from urllib.parse import urlsplit
 
 ROOT = "sb:"
+# Under Redis Cluster (a `redis-cluster://` REDIS_URL, read once as the process starts) every name
+# but the key records' shares one hash tag, so that every script's keys are in one slot; the key
+# records, a few hundred bytes for each of up to millions of keys and read one at a time, spread
+# over the cluster. docs/redis.md: this layout, and the one that will spread the money too.
+CLUSTER = urlsplit(os.environ.get("REDIS_URL", "")).scheme.lower() in ("redis-cluster", "rediss-cluster")
+_S = "sb:{sb}:" if CLUSTER else ROOT
 
 # --- the routing snapshot (relay/config_store.py) ------------------------------------------------
 CONFIG_CHANNEL = "sb:cfg"  # pub/sub: snapshot versions and key-change wake-ups
-CONFIG_COUNTER = "sb:cfg:counter"
-CONFIG_VERSION = "sb:cfg:version"
-CONFIG_SNAPSHOT = "sb:cfg:snapshot"
-CONFIG_DIGEST = "sb:cfg:digest"
+CONFIG_COUNTER = f"{_S}cfg:counter"
+CONFIG_VERSION = f"{_S}cfg:version"
+CONFIG_SNAPSHOT = f"{_S}cfg:snapshot"
+CONFIG_DIGEST = f"{_S}cfg:digest"
 
 # --- key records (relay/keys.py, controlplane/key_records.py) ------------------------------------
 KEY_RECORD_PREFIX = "sb:key:"  # + sha256 of the API key
 KEY_ID_PREFIX = "sb:keyid:"  # + key id → the hash (the console's playground tokens name keys by id)
 # The change log and its sequence share a hash tag: the script appending to both touches one slot.
-KEY_CHANGES = "sb:{keys}:changes"
-KEY_CHANGES_SEQ = "sb:{keys}:seq"
-KEYS_READY = "sb:keys:ready"  # set once every record has been (re)built from SQL
-KEYS_REBUILD_CURSOR = "sb:keys:rebuild"  # hash: phase (accounts | keys), after (the last id done)
-KEYS_SWEEP_CURSOR = "sb:keys:sweep"  # the last key id the drift sweep compared
+KEY_CHANGES = f"{_S}{{keys}}:changes"
+KEY_CHANGES_SEQ = f"{_S}{{keys}}:seq"
+KEYS_READY = f"{_S}keys:ready"  # set once every record has been (re)built from SQL
+KEYS_REBUILD_CURSOR = f"{_S}keys:rebuild"  # hash: phase (accounts | keys), after (the last id done)
+KEYS_SWEEP_CURSOR = f"{_S}keys:sweep"  # the last key id the drift sweep compared
 
 # --- live money (relay/quota.py) -------------------------------------------------------------------
-HOLDS = "sb:holds"  # zset: request id scored by its hold's expiry, for the sweeper
-USAGE_STREAM = "sb:usage"  # settled requests, for the usage consumer (workers/consumer.py)
-USAGE_DEAD = "sb:usage:dead"  # events ingestion refused, with the error
-USAGE_DEAD_NOTIFIED = "sb:usage:dead:notified"  # id of the newest dead letter operators were told about
-_ACCOUNT = "sb:acct:"
-_API_KEY = "sb:akey:"
-_HOLD = "sb:hold:"
-_MEMBER = "sb:member:"
+HOLDS = f"{_S}holds"  # zset: request id scored by its hold's expiry, for the sweeper
+USAGE_STREAM = f"{_S}usage"  # settled requests, for the usage consumer (workers/consumer.py)
+USAGE_DEAD = f"{_S}usage:dead"  # events ingestion refused, with the error
+USAGE_DEAD_NOTIFIED = f"{_S}usage:dead:notified"  # id of the newest dead letter operators were told about
+_ACCOUNT = f"{_S}acct:"
+_API_KEY = f"{_S}akey:"
+_HOLD = f"{_S}hold:"
+_MEMBER = f"{_S}member:"
 _DAY, _MONTH = ":d:", ":m:"
 
 
@@ -86,28 +94,28 @@ def is_day_window(name: str) -> bool:
 # --- per request -------------------------------------------------------------------------------------
 def generation_key(request_id: str) -> str:
     """The settled request's record for GET /v1/generation (relay/generation.py)."""
-    return f"sb:gen:{request_id}"
+    return f"{_S}gen:{request_id}"
 
 
 def idempotency_key(key_id: int, digest: str) -> str:
     """An Idempotency-Key's claim and outcome, per API key (relay/idempotency.py)."""
-    return f"sb:idem:{key_id}:{digest}"
+    return f"{_S}idem:{key_id}:{digest}"
 
 
 def affinity_key(digest: str) -> str:
     """A conversation's pinned channel key (relay/affinity.py): the key id, with a TTL."""
-    return f"sb:aff:{digest}"
+    return f"{_S}aff:{digest}"
 
 
 def queue_keys(name: str) -> tuple[str, str, str, str]:
     """A capacity queue (relay/capacity_queue.py), all under one hash tag: the waiting tickets in
     fair order, their beat deadlines, the fair-queuing state, the serving rate."""
-    tag = f"sb:{{q:{name}}}"
+    tag = f"{_S}{{q:{name}}}"
     return f"{tag}:wait", f"{tag}:beat", f"{tag}:state", f"{tag}:rate"
 
 
 # --- limits (relay/limits.py): scopes are k:<id> u:<id> g:<name> c:<id> ck:<id> -----------------
-_LIMIT = "sb:lim:"
+_LIMIT = f"{_S}lim:"
 _LEASES = ":cc"
 
 
@@ -122,12 +130,12 @@ def lease_key(scope: str) -> str:
 
 
 # --- passive health (relay/health.py) ---------------------------------------------------------------
-_KEY_HEALTH = "sb:hk:"
-_CHANNEL_HEALTH = "sb:hc:"
-_KEY_DEAD = "sb:hdead:"
-HEALTH_LAST_OK = "sb:hok"  # when any attempt last succeeded
-HEALTH_NETWORK = "sb:hnet"  # zset: channels that gave no answer at all lately
-HEALTH_REPORTS = "sb:health:reports"  # dead keys, for workers/health.py to disable in SQL
+_KEY_HEALTH = f"{_S}hk:"
+_CHANNEL_HEALTH = f"{_S}hc:"
+_KEY_DEAD = f"{_S}hdead:"
+HEALTH_LAST_OK = f"{_S}hok"  # when any attempt last succeeded
+HEALTH_NETWORK = f"{_S}hnet"  # zset: channels that gave no answer at all lately
+HEALTH_REPORTS = f"{_S}health:reports"  # dead keys, for workers/health.py to disable in SQL
 
 
 def key_health_key(key_id: int | str) -> str:
@@ -144,14 +152,14 @@ def key_dead_key(key_id: int | str) -> str:
 
 # --- the retry budget shared by every relay process (relay/retry_budget.py) ------------------------
 # One hash tag: the script that reads both touches one slot.
-RETRY_INFLIGHT = "sb:{retry}:inflight"  # hash: relay process → "requests in flight:when it said so"
-RETRY_ACTIVE = "sb:{retry}:active"  # zset: retries in flight, scored by when their lease lapses
+RETRY_INFLIGHT = f"{_S}{{retry}}:inflight"  # hash: relay process → "requests in flight:when it said so"
+RETRY_ACTIVE = f"{_S}{{retry}}:active"  # zset: retries in flight, scored by when their lease lapses
 
 
 # --- the control plane and workers ------------------------------------------------------------------
 def lock_key(name: str) -> str:
     """A lease lock (workers/locks.py, scripts/)."""
-    return f"sb:lock:{name}"
+    return f"{_S}lock:{name}"
 
 
 LOCK_KEY_REBUILD = lock_key("key-rebuild")
@@ -168,36 +176,36 @@ def probe_lock_key(channel_id: int) -> str:
 
 
 def cron_lock_key(name: str) -> str:
-    return f"sb:cron:{name}"
+    return f"{_S}cron:{name}"
 
 
-STATUS_PAGE = "sb:status:page"  # the public status document, cached for a minute (controlplane/console/status.py)
+STATUS_PAGE = f"{_S}status:page"  # the public status document, cached for a minute (controlplane/console/status.py)
 
 
 def throttle_key(action: str, window: int, subject: str) -> str:
-    return f"sb:throttle:{action}:{window}:{subject}"
+    return f"{_S}throttle:{action}:{window}:{subject}"
 
 
 def login_keys(minute: int, quarter: int, who: str, ip: str) -> tuple[str, str, str]:
     """Sign-in throttle counters: email+address and address per minute, email per quarter hour."""
-    return f"sb:login:{minute}:pair:{who}:{ip}", f"sb:login:{minute}:ip:{ip}", f"sb:login:q{quarter}:email:{who}"
+    return f"{_S}login:{minute}:pair:{who}:{ip}", f"{_S}login:{minute}:ip:{ip}", f"{_S}login:q{quarter}:email:{who}"
 
 
 def receipt_mark_key(entry_id: int) -> str:
-    return f"sb:mail:receipt:{entry_id}"
+    return f"{_S}mail:receipt:{entry_id}"
 
 
 def invitation_mark_key(invitation_id: int) -> str:
-    return f"sb:mail:invitation:{invitation_id}"
+    return f"{_S}mail:invitation:{invitation_id}"
 
 
 def invoice_mark_key(invoice_id: int) -> str:
-    return f"sb:mail:invoice:{invoice_id}"
+    return f"{_S}mail:invoice:{invoice_id}"
 
 
 def refund_decision_mark_key(request_id: int) -> str:
-    return f"sb:mail:refund-decision:{request_id}"
+    return f"{_S}mail:refund-decision:{request_id}"
 
 
 def payment_alert_mark_key(payment_id: int) -> str:
-    return f"sb:mail:payment-alert:{payment_id}"
+    return f"{_S}mail:payment-alert:{payment_id}"

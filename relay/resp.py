@@ -12,8 +12,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import gevent
 import hiredis
 from gevent.lock import BoundedSemaphore
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -47,11 +49,11 @@ class RespPool:
     """Connections to one Redis (any URL relay/redis_connect.py reads: TCP, TLS, a unix socket, or the
     master of a Sentinel-monitored service), each with its own hiredis reader."""
 
-    def __init__(self, url: str, size: int = 64, timeout: float = 10.0):
+    def __init__(self, url: str, size: int = 64, timeout: float = 10.0, target: RedisTarget | None = None):
         self.url = url
         self.size = size
         self.timeout = timeout
-        self.target = parse(url)
+        self.target = target or parse(url)
         self.idle: deque[Connection] = deque()
         # At most `size` connections in use: callers beyond that wait their turn instead of opening
         # (and closing) a connection each. gevent's own semaphore: the patched threading one costs
@@ -128,9 +130,14 @@ class RespPool:
                 raise ConnectionResetError("Redis closed the connection")
             reader.feed(data)
 
-    def execute(self, payload: bytes) -> Any:
-        """Send one encoded command and return its reply (a ReplyError is returned, not raised)."""
+    def execute(self, payload: bytes, key: Any = None, asking: bool = False) -> Any:
+        """Send one encoded command and return its reply (a ReplyError is returned, not raised).
+        `key` (its first key) is for a cluster's routing (ClusterPool); `asking` sends ASKING first,
+        as a cluster node redirecting with ASK wants, and returns the command's reply."""
         with self.slots:
+            if asking:
+                asked = self._execute(encode("ASKING") + payload, replies=2)
+                return asked[1] if not isinstance(asked[0], hiredis.ReplyError) else asked[0]
             reply = self._execute(payload)
             if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("READONLY") and self.target.sentinel:
                 # The node was demoted in a failover; a write it refuses has not happened, so it is
@@ -156,14 +163,14 @@ class RespPool:
             self.forget_master()
         return self._connect()
 
-    def _execute(self, payload: bytes) -> Any:
+    def _execute(self, payload: bytes, replies: int = 1) -> Any:
         conn = self._pooled()
         COUNTERS.redis_round_trips += 1
         sent = False
         try:
             send_all(conn[0], payload)
             sent = True
-            reply = self._reply(conn[0], conn[1])
+            reply = self._reply(conn[0], conn[1]) if replies == 1 else [self._reply(conn[0], conn[1]) for _ in range(replies)]
         except OSError as error:
             try:
                 conn[0].close()
@@ -179,6 +186,108 @@ class RespPool:
         else:
             conn[0].close()
         return reply
+
+
+class ClusterPool:
+    """Connections to a Redis Cluster: a RespPool per master, each command sent to the master that
+    serves its first key's slot. The slot map comes from `CLUSTER SLOTS` (asked of any node known);
+    a MOVED reply (the slot lives elsewhere now: a resharding or a failover) updates it and the
+    command goes again, to the right node; ASK (a slot half-way through a migration) sends it once to
+    the node named, after ASKING. A refused connection means the map may be stale: it is asked for
+    again and the command, which never left, is sent again (a few times, while a replica takes over).
+    A connection that failed after the command went out is a lost reply, as on one Redis."""
+
+    REDIRECTS = 5
+    RECONNECTS = 3
+
+    def __init__(self, url: str, size: int = 64, timeout: float = 10.0):
+        self.url = url
+        self.size = size
+        self.timeout = timeout
+        self.target = parse(url)
+        self.pools: dict[Address, RespPool] = {}
+        self.slots: list[Address | None] = [None] * 16384
+        self.mapped = False
+
+    def _pool(self, address: Address) -> RespPool:
+        pool = self.pools.get(address)
+        if pool is None:
+            pool = self.pools[address] = RespPool("", self.size, self.timeout, self.target.node(address))
+        return pool
+
+    def refresh(self) -> None:
+        """Learn the slot map from the first node that answers (the seeds, then every node seen)."""
+        errors = []
+        for address in dict.fromkeys([*self.target.cluster_nodes, *self.pools]):
+            try:
+                reply = self._pool(address).execute(encode("CLUSTER", "SLOTS"))
+            except RedisConnectionError as error:
+                errors.append(f"{address[0]}:{address[1]}: {error}")
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                errors.append(f"{address[0]}:{address[1]}: {reply}")
+                continue
+            slots: list[Address | None] = [None] * 16384
+            for start, end, master, *_ in reply:
+                node = ((master[0].decode() or address[0]), int(master[1]))
+                for slot in range(int(start), int(end) + 1):
+                    slots[slot] = node
+            self.slots, self.mapped = slots, True
+            return
+        raise RedisConnectionError(f"no Redis Cluster node answered CLUSTER SLOTS: {'; '.join(errors)}")
+
+    def execute(self, payload: bytes, key: Any = None, asking: bool = False) -> Any:
+        slot = key_slot(key.encode() if isinstance(key, str) else key) if key is not None else 0
+        if not self.mapped:
+            self.refresh()
+        address = self.slots[slot]
+        asked = False
+        reconnects = 0
+        for _ in range(self.REDIRECTS + self.RECONNECTS):
+            if address is None:
+                self.refresh()
+                address = self.slots[slot]
+                if address is None:
+                    raise RedisConnectionError(f"no Redis Cluster node serves slot {slot}")
+            try:
+                reply = self._pool(address).execute(payload, asking=asked)
+            except ReplyLost:
+                self.mapped = False  # whatever happened to that node, the next command asks first
+                raise
+            except RedisConnectionError:
+                reconnects += 1
+                if reconnects > self.RECONNECTS:
+                    raise
+                gevent.sleep(0.1 * reconnects)
+                self.mapped = False
+                self.refresh()
+                address, asked = self.slots[slot], False
+                continue
+            if not isinstance(reply, hiredis.ReplyError):
+                return reply
+            message = str(reply)
+            if message.startswith(("MOVED ", "ASK ")):
+                kind, moved_slot, where = message.split()
+                host, _, port = where.rpartition(":")
+                address = (host or (address[0] if address else "127.0.0.1"), int(port))
+                if kind == "MOVED":
+                    self.slots[int(moved_slot)] = address
+                    asked = False
+                else:
+                    asked = True
+                continue
+            if message.startswith("TRYAGAIN"):
+                gevent.sleep(0.05)
+                continue
+            if message.startswith("CLUSTERDOWN"):
+                raise RedisConnectionError(f"the Redis Cluster is not serving: {message}")
+            return reply
+        raise RedisConnectionError(f"Redis Cluster kept redirecting slot {slot}")
+
+
+def connect_pool(url: str, size: int = 64, timeout: float = 10.0) -> RespPool | ClusterPool:
+    """The lean client's pool for any Redis URL: a cluster's, or one server's (Sentinel included)."""
+    return ClusterPool(url, size, timeout) if parse(url).cluster else RespPool(url, size, timeout)
 
 
 def master_address(target: RedisTarget, timeout: float) -> Address:
@@ -221,16 +330,17 @@ def master_address(target: RedisTarget, timeout: float) -> Address:
 class Script:
     """Same call shape as redis-py's registered scripts: `script(keys=[...], args=[...])`."""
 
-    def __init__(self, pool: RespPool, text: str):
+    def __init__(self, pool: RespPool | ClusterPool, text: str):
         self.pool = pool
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()  # the name Redis gives a script
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        reply = self.pool.execute(encode("EVALSHA", self.sha, len(keys), *keys, *args))
+        first = keys[0] if keys else None
+        reply = self.pool.execute(encode("EVALSHA", self.sha, len(keys), *keys, *args), first)
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            # First use on this Redis (or after SCRIPT FLUSH / a restart): EVAL loads it.
-            reply = self.pool.execute(encode("EVAL", self.text, len(keys), *keys, *args))
+            # First use on this Redis (or node, or after SCRIPT FLUSH / a restart): EVAL loads it.
+            reply = self.pool.execute(encode("EVAL", self.text, len(keys), *keys, *args), first)
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))
         return reply

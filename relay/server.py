@@ -32,7 +32,7 @@ from relay.metrics import COUNTERS, counting_redis
 from relay.ops_http import CONTENT_TYPE, MetricsAccess, exposition, readiness
 from relay.pipeline import Pipeline
 from relay.quota import Quota
-from relay.resp import RespPool, Script
+from relay.resp import Script, connect_pool
 from relay.settings import RelaySettings
 from relay.telemetry import TELEMETRY, flush_forever
 from relay.upstream import UpstreamClient
@@ -271,7 +271,7 @@ def build_relay(settings: RelaySettings, redis: Redis[bytes] | None = None) -> R
     # caller brought its own Redis client (tests that watch every command).
     register: Callable[[str], Callable[..., Any]] | None = None
     if not given_redis:
-        scripts = RespPool(settings.redis_url, settings.redis_pool_size)
+        scripts = connect_pool(settings.redis_url, settings.redis_pool_size)
         register = lambda text: Script(scripts, text)  # noqa: E731
     if settings.egress_allow:  # an operator's decision worth seeing in every relay's log
         log.warning("upstreams may be in these private ranges (SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS): %s",

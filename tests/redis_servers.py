@@ -155,3 +155,69 @@ def wait_until(check, timeout: float = 30.0, step: float = 0.1, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(step)
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20_000, 29_999)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisClusterNodes:
+    """A real Redis Cluster of `masters` redis-server processes on local ports, its slots spread by
+    `redis-cli --cluster create`, with `replicas` replicas per master."""
+
+    def __init__(self, folder: Path, masters: int = 3, replicas: int = 0):
+        require_redis_server()
+        self.nodes: list[RedisServer] = []
+        try:
+            for n in range(masters * (1 + replicas)):
+                port = cluster_port()
+                node_folder = folder / f"node{n}"
+                node_folder.mkdir(parents=True, exist_ok=True)
+                self.nodes.append(_ClusterNode(node_folder, port))
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            made = subprocess.run([shutil.which("redis-cli") or "redis-cli", "--cluster", "create", *addresses,
+                                   "--cluster-replicas", str(replicas), "--cluster-yes"], capture_output=True, text=True, timeout=60)
+            if made.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout[-2000:]} {made.stderr[-2000:]}")
+            wait_until(lambda: all(b"cluster_state:ok" in node.client().execute_command("CLUSTER", "INFO") for node in self.nodes),
+                       what="the cluster to be ok on every node")
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return "redis-cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def client(self) -> redis_lib.RedisCluster:
+        return redis_lib.RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class _ClusterNode(RedisServer):
+    def __init__(self, folder: Path, port: int):
+        self.folder = folder
+        self.port = port
+        self.tls = None
+        self.proc = subprocess.Popen([require_redis_server(), "--port", str(port), "--cluster-enabled", "yes",
+                                      "--cluster-config-file", str(folder / "nodes.conf"), "--cluster-node-timeout", "2000",
+                                      "--dir", str(folder), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
+                                      "--logfile", str(folder / "redis.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: self.client().ping(), timeout=20, what=f"cluster node {port}")

@@ -83,7 +83,7 @@ def test_all():
     from controlplane.runtime import runtime
     from workers import queues
 
-    Queue(queues.PROBE, connection=runtime().redis).enqueue("workers.health.scheduled_probe", job_timeout=queues.PROBE_TIMEOUT)
+    Queue(queues.PROBE, connection=runtime().queue_redis).enqueue("workers.health.scheduled_probe", job_timeout=queues.PROBE_TIMEOUT)
     flash("Testing every enabled and auto-disabled channel now. Each row's “Last test” shows its response time as it finishes; "
           "reload to see them.")
     return redirect(url_for("admin.channels.index"))

@@ -34,7 +34,7 @@ def worker_command(burst, queue_names):
     from workers import queues
 
     logging.getLogger("rq").setLevel(logging.WARNING)
-    redis = runtime().redis
+    redis = runtime().queue_redis
     # SimpleWorker runs jobs in this process, inside this app context: no fork and app per job.
     names = queue_names or (*queues.ALL, queues.PROBE)
     worker = SimpleWorker([Queue(name, connection=redis) for name in names], connection=redis)
@@ -53,7 +53,7 @@ def scheduler_command():
     from workers.schedule import register
 
     logging.getLogger("rq").setLevel(logging.WARNING)
-    scheduler = CronScheduler(connection=runtime().redis, logging_level="WARNING")
+    scheduler = CronScheduler(connection=runtime().queue_redis, logging_level="WARNING")
     register(scheduler)
     try:
         scheduler.start()

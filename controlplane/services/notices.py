@@ -20,7 +20,7 @@ def _enqueue(job: str, *args) -> None:
     if not rt.settings.smtp.configured:
         return
     try:
-        Queue(QUEUE, connection=rt.redis).enqueue(job, *args, job_timeout=TIMEOUT, retry=Retry(max=3, interval=[10, 60, 300]))
+        Queue(QUEUE, connection=rt.queue_redis).enqueue(job, *args, job_timeout=TIMEOUT, retry=Retry(max=3, interval=[10, 60, 300]))
     except Exception:
         # The money moved and is committed; a lost email must not turn that into an error page.
         log.exception("could not queue %s%r", job, args)

@@ -1,0 +1,93 @@
+"""The relay's lean RESP client and the redis-py clients against a real 3-master Redis Cluster:
+commands go to the master serving their first key's slot, and follow the cluster when a slot moves
+(MOVED) or is half-way through moving (ASK)."""
+from __future__ import annotations
+
+import pytest
+from redis.crc import key_slot
+
+from relay.redis_connect import parse, redis_py_client
+from relay.resp import ClusterPool, Script, connect_pool, encode
+from tests.redis_servers import RedisClusterNodes, wait_until
+
+COUNT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    nodes = RedisClusterNodes(tmp_path_factory.mktemp("cluster"))
+    yield nodes
+    nodes.stop()
+
+
+def owner(cluster, key: str):
+    """The node serving `key`'s slot now."""
+    slot = key_slot(key.encode())
+    for node in cluster.nodes:
+        for start, end, master, *_ in node.client().execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(n for n in cluster.nodes if n.port == int(master[1]))
+    raise AssertionError(f"no node serves slot {slot}")
+
+
+def test_a_cluster_url_names_its_nodes():
+    target = parse("rediss-cluster://:pw@10.0.0.1:7000,10.0.0.2?ssl_cert_reqs=none")
+    assert target.cluster and target.cluster_nodes == (("10.0.0.1", 7000), ("10.0.0.2", 6379))
+    assert target.password == "pw" and target.tls is not None and not target.tls.verify
+    with pytest.raises(ValueError):
+        parse("redis-cluster://10.0.0.1:7000/3")
+
+
+def test_scripts_run_on_the_master_of_their_keys_slot_on_every_master(cluster):
+    pool = connect_pool(cluster.url)
+    assert isinstance(pool, ClusterPool)
+    count = Script(pool, COUNT)
+    keys = [f"sb:test:{n}" for n in range(60)]
+    assert len({owner(cluster, k).port for k in keys}) == 3  # the keys span all three masters
+    for key in keys:
+        assert count(keys=[key], args=[2]) == 2
+    for key in keys:
+        assert int(owner(cluster, key).client().get(key)) == 2
+
+
+def test_a_moved_slot_is_followed_and_a_slot_half_way_through_moving_is_asked_for(cluster):
+    pool = connect_pool(cluster.url)
+    count = Script(pool, COUNT)
+    key = "sb:test:moving"
+    assert count(keys=[key], args=[1]) == 1
+    source = owner(cluster, key)
+    target = next(n for n in cluster.nodes if n is not source)
+    slot = key_slot(key.encode())
+    source_id = source.client().execute_command("CLUSTER", "MYID").decode()
+    target_id = target.client().execute_command("CLUSTER", "MYID").decode()
+    # Half-way: the target imports, the source migrates, and the key has not moved yet. A new key of
+    # that slot belongs to the target already: the source answers ASK for it.
+    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    newcomer = next(f"sb:test:moving:{n}" for n in range(100_000) if key_slot(f"sb:test:moving:{n}".encode()) == slot)
+    assert count(keys=[newcomer], args=[5]) == 5
+    asked = target.client().pipeline(transaction=False)
+    asked.execute_command("ASKING")
+    asked.get(newcomer)
+    assert asked.execute()[1] == b"5"  # on the target (the source answers ASK for it: it has no such key)
+    assert count(keys=[key], args=[1]) == 2  # the old key is still the source's
+    # Moved: the key goes over and the slot is the target's everywhere; the pool still thinks source.
+    source.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", key)
+    for node in cluster.nodes:
+        node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    assert count(keys=[key], args=[1]) == 3
+    assert count(keys=[newcomer], args=[1]) == 6
+    assert pool.slots[slot] == ("127.0.0.1", target.port)
+    wait_until(lambda: owner(cluster, key) is target, what="the slot to be the target's everywhere")
+
+
+def test_redis_py_clients_reach_every_slot(cluster):
+    client = redis_py_client(cluster.url)
+    for n in range(30):
+        client.set(f"sb:py:{n}", n)
+    assert [int(client.get(f"sb:py:{n}")) for n in range(30)] == list(range(30))
+    pipe = client.pipeline(transaction=False)
+    for n in range(30):
+        pipe.incr(f"sb:py:{n}")
+    assert pipe.execute() == list(range(1, 31))
+    assert encode("PING")  # the lean client's encoder is what the pool sends
