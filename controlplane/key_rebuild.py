@@ -114,7 +114,9 @@ def sweep(redis, batches: int = 10, batch: int = key_records.CHUNK) -> int:
             after = 0
             break
         records = key_records.build(rows)
-        stored = redis.mget([rk.record_key(r.hash) for r in records])
+        names = [rk.record_key(r.hash) for r in records]
+        # Over a cluster the records spread over its slots: redis-py reads them node by node.
+        stored = redis.mget_nonatomic(names) if redis_keys.CLUSTER else redis.mget(names)
         drifted = [r for r, raw in zip(records, stored, strict=True)
                    if (r.view is None and raw is not None) or (r.view is not None and raw != rk.encode(r.view))]
         key_records.write(redis, drifted)

@@ -29,6 +29,7 @@ from controlplane.models import (
     utcnow,
 )
 from relay import keys as rk
+from relay import redis_keys
 from relay.quota import account_key, api_key_key
 from relay.snapshot import Limits
 
@@ -192,12 +193,17 @@ def write(redis, records: list[KeyRecord], *, only_missing: bool = False, announ
     pipe = redis.pipeline(transaction=False)
     live = [r for r in records if r.view is not None]
     gone = [r for r in records if r.view is None]
-    if gone:
+    if gone and redis_keys.CLUSTER:
+        # The records spread over a cluster's slots: a command may name keys of one slot only.
+        for r in gone:
+            pipe.delete(rk.record_key(r.hash))
+            pipe.delete(rk.id_key(r.id))
+    elif gone:
         pipe.delete(*(rk.record_key(r.hash) for r in gone), *(rk.id_key(r.id) for r in gone))
-    if live and only_missing:
+    if live and (only_missing or redis_keys.CLUSTER):
         for r in live:
-            pipe.set(rk.record_key(r.hash), rk.encode(r.view), nx=True)
-            pipe.set(rk.id_key(r.id), r.hash, nx=True)
+            pipe.set(rk.record_key(r.hash), rk.encode(r.view), nx=only_missing)
+            pipe.set(rk.id_key(r.id), r.hash, nx=only_missing)
     elif live:
         # One MSET per chunk: packing one command per key is most of the cost at bulk sizes.
         pipe.mset({**{rk.record_key(r.hash): rk.encode(r.view) for r in live}, **{rk.id_key(r.id): r.hash for r in live}})
@@ -207,9 +213,11 @@ def write(redis, records: list[KeyRecord], *, only_missing: bool = False, announ
         seed_windows_calls(pipe, [r.view for r in live])
     for account_id, balance in balances.items():
         pipe.hsetnx(account_key(account_id), "bal", balance)
-    if announce:
+    if announce and not redis_keys.CLUSTER:
         append_changes(redis, [r.hash for r in records], pipe)
     pipe.execute()
+    if announce and redis_keys.CLUSTER:  # redis-py's cluster pipelines carry no scripts: one more round trip
+        append_changes(redis, [r.hash for r in records])
 
 
 def append_changes(redis, hashes: list[str], pipe=None) -> None:

@@ -49,7 +49,6 @@ class ProbeSettings:
 class Settings:
     database_url: str
     redis_url: str
-    queue_redis_url: str = ""  # RQ's jobs (worker, scheduler, enqueues); empty: REDIS_URL. RQ needs one server, not a cluster
     secret_key: str
     encryption_key: str
     instance_dir: Path = Path(DEFAULT_INSTANCE)
@@ -82,6 +81,7 @@ class Settings:
     alert_webhook_url: str = ""
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     relay: RelaySettings | None = field(default=None)
+    queue_redis_url: str = ""  # RQ's jobs (worker, scheduler, enqueues); empty: REDIS_URL. RQ needs one server, not a cluster
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":

@@ -35,9 +35,14 @@ def counting_redis(url: str, max_connections: int = 64, **kwargs: Any) -> Redis[
     """
     import redis
 
-    from relay.redis_connect import parse, redis_py_pool
+    from relay.redis_connect import parse, redis_py_cluster, redis_py_pool
 
-    pool = redis_py_pool(parse(url), blocking=True, max_connections=max_connections, **kwargs)
+    target = parse(url)
+    if target.cluster:
+        # redis-py's cluster client keeps a pool per node: its round trips are not counted.
+        client: Redis[bytes] = redis_py_cluster(target, max_connections=max_connections, **kwargs)
+        return client
+    pool = redis_py_pool(target, blocking=True, max_connections=max_connections, **kwargs)
     base = pool.connection_class
     pool.connection_class = type(f"Counting{base.__name__}", (_CountingMixin, base), {})
     return redis.Redis(connection_pool=pool)
