@@ -3,7 +3,8 @@ consumers and the control plane under gunicorn (`switchboard web`), RQ on a Redi
 
 10,000 requests across both relays are charged exactly (SQL, the live balance and what each answer
 said it cost agree to the µ$); a ban, a price change and a channel disable made through the admin API
-reach both relays within 2 s; a group's requests-per-minute limit is shared by both relays."""
+reach both relays within 2 s; a group's requests-per-minute limit is shared by both relays; and the
+cron scripts run against the cluster and find the books consistent."""
 from __future__ import annotations
 
 import json
@@ -192,3 +193,8 @@ def test_ten_thousand_requests_on_two_relays_are_exact_and_changes_reach_both_wi
     settled = wait_until(lambda: (lambda m: m if m["backlog"] == 0 and m["held"] == 0 and m["sql"] == m["live"] else None)(fleet.money()),
                          timeout=60, what="ingestion to catch up")
     assert settled["sql"] == settled["entries"] == settled["live"] == FUNDS - fleet.charged
+
+    for script in ("scripts.sweep_holds", "scripts.apply_health_reports", "scripts.prune_logs", "scripts.reconcile"):
+        done = subprocess.run([sys.executable, "-m", script], cwd=ROOT, env=fleet.env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (script, done.stdout[-2000:], done.stderr[-2000:])
+    assert "consistent" in done.stdout

@@ -91,3 +91,33 @@ def test_redis_py_clients_reach_every_slot(cluster):
         pipe.incr(f"sb:py:{n}")
     assert pipe.execute() == list(range(1, 31))
     assert encode("PING")  # the lean client's encoder is what the pool sends
+
+
+def test_the_lean_client_follows_a_failover_to_the_promoted_replica(tmp_path):
+    """A master killed: the cluster promotes its replica, and the lean client, once its commands to
+    the dead node fail, learns the new slot map and serves from the new master."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    nodes = RedisClusterNodes(tmp_path / "cluster", masters=3, replicas=1)
+    try:
+        pool = connect_pool(nodes.url, timeout=2)
+        count = Script(pool, COUNT)
+        key = "sb:{sb}:failover"
+        assert count(keys=[key], args=[1]) == 1
+        doomed = owner(nodes, key)
+        wait_until(lambda: doomed.client().execute_command("WAIT", 1, 1000) >= 1, what="the write replicated")
+        doomed.kill()
+        survivors = [n for n in nodes.nodes if n is not doomed]
+
+        def served():
+            try:
+                return count(keys=[key], args=[1])
+            except RedisConnectionError:
+                return None
+
+        assert wait_until(served, timeout=30, what="the lean client on the promoted replica") == 2
+        now_serving = pool.slots[key_slot(key.encode())]
+        promoted = next(n for n in survivors if ("127.0.0.1", n.port) == now_serving)
+        assert promoted.client().execute_command("ROLE")[0] == b"master" and now_serving != ("127.0.0.1", doomed.port)
+    finally:
+        nodes.stop()
