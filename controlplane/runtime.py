@@ -41,7 +41,7 @@ class Runtime:
         if queue_url:
             self.queue = redis_py_client(queue_url, health_check_interval=30)
             return self.queue
-        if parse(self.settings.redis_url).cluster:
+        if self.settings.redis_url and parse(self.settings.redis_url).cluster:
             raise RuntimeError("RQ cannot use a Redis Cluster: set SWITCHBOARD_QUEUE_REDIS_URL to one Redis server for its jobs")
         return self.redis
 

@@ -236,7 +236,8 @@ class ClusterPool:
             return
         raise RedisConnectionError(f"no Redis Cluster node answered CLUSTER SLOTS: {'; '.join(errors)}")
 
-    def execute(self, payload: bytes, key: Any = None, asking: bool = False) -> Any:
+    def execute(self, payload: bytes, key: Any = None) -> Any:
+        """As RespPool.execute, on the master serving `key`'s slot (any master when None)."""
         slot = key_slot(key.encode() if isinstance(key, str) else key) if key is not None else 0
         if not self.mapped:
             self.refresh()

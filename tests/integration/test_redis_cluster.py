@@ -121,3 +121,19 @@ def test_the_lean_client_follows_a_failover_to_the_promoted_replica(tmp_path):
         assert promoted.client().execute_command("ROLE")[0] == b"master" and now_serving != ("127.0.0.1", doomed.port)
     finally:
         nodes.stop()
+
+
+def test_rq_gets_a_redis_server_of_its_own_under_a_cluster(cluster, tmp_path, redis_slot):
+    """RQ cannot use a cluster: under a cluster REDIS_URL its jobs need SWITCHBOARD_QUEUE_REDIS_URL,
+    and a process without one is told so instead of failing on RQ's first command."""
+    from controlplane.runtime import Runtime
+    from controlplane.settings import Settings
+    from relay.cipher import Cipher
+
+    env = {"REDIS_URL": cluster.url, "SWITCHBOARD_INSTANCE": str(tmp_path), "SWITCHBOARD_SECRET_KEY": "x",
+           "SWITCHBOARD_ENCRYPTION_KEY": Cipher.generate_key()}
+    with pytest.raises(RuntimeError, match="SWITCHBOARD_QUEUE_REDIS_URL"):
+        assert Runtime.build(Settings.from_env(env)).queue_redis is None  # raises before
+    queue_url = redis_slot.url
+    runtime = Runtime.build(Settings.from_env({**env, "SWITCHBOARD_QUEUE_REDIS_URL": queue_url}))
+    assert runtime.queue_redis.ping() and runtime.queue_redis is not runtime.redis
