@@ -208,10 +208,41 @@ def redis_py_pool(target: RedisTarget, *, blocking: bool = False, max_connection
                       **_auth(target), **tls, **kwargs)
 
 
+_RECOVERING: Any = None
+
+
+def _recovering_cluster() -> Any:
+    """redis-py's cluster client, made to read the slot map again after a connection error. redis-py
+    finds the keys of a command like XREADGROUP by asking a node (COMMAND GETKEYS); with that node's
+    master killed, the error came before redis-py's own refresh, and the usage consumer asked the
+    dead node for ever while its replica served (tests/integration/test_redis_cluster.py)."""
+    global _RECOVERING
+    if _RECOVERING is None:
+        from redis.cluster import RedisCluster
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        class RecoveringCluster(RedisCluster):  # type: ignore[type-arg]
+            def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+                except (RedisConnectionError, RedisTimeoutError):
+                    try:
+                        self.nodes_manager.initialize()
+                    except RedisError:
+                        pass  # no node answers yet: the next error tries again
+                    raise
+
+        _RECOVERING = RecoveringCluster
+    return _RECOVERING
+
+
 def redis_py_cluster(target: RedisTarget, **kwargs: Any) -> Any:
     """redis-py's cluster client: it learns the slot map from the nodes named and follows MOVED/ASK."""
-    from redis.cluster import ClusterNode, RedisCluster
+    from redis.cluster import ClusterNode
 
+    RedisCluster = _recovering_cluster()
     tls = {"ssl": True, **target.tls.redis_py()} if target.tls is not None else {}
     for unsupported in ("health_check_interval", "timeout"):
         kwargs.pop(unsupported, None)

@@ -33,13 +33,21 @@ FUNDS = 100_000_000  # µ$: the seeded $100
 
 
 class Fleet:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, replicas: int = 0):
         self.procs: list[subprocess.Popen] = []
         self.relays: list[RelayProcess] = []
-        self.cluster = RedisClusterNodes(tmp_path / "cluster")
+        self.cluster = RedisClusterNodes(tmp_path / "cluster", replicas=replicas)
         self.queue = RedisServer(tmp_path / "queue")
         self.database = PostgresDatabase()
         self.upstream = FakeOpenAI()
+        self.charged = 0
+        try:
+            self._start(tmp_path)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, tmp_path) -> None:
         key = Cipher.generate_key()
         self.web_port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_") and k not in ("REDIS_URL", "DATABASE_URL")}
@@ -198,3 +206,49 @@ def test_ten_thousand_requests_on_two_relays_are_exact_and_changes_reach_both_wi
         done = subprocess.run([sys.executable, "-m", script], cwd=ROOT, env=fleet.env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, (script, done.stdout[-2000:], done.stderr[-2000:])
     assert "consistent" in done.stdout
+
+
+def test_the_fleet_serves_on_after_the_master_of_its_slot_is_lost(tmp_path):
+    """A cluster with a replica per master; the master holding the per-request state is killed
+    between requests (its writes replicated first, so nothing acknowledged is lost). Requests fail
+    with a 503 and hold nothing until the replica is promoted, then both relays serve again, the
+    consumers ingest again, a ban still reaches both relays, and the books are exact."""
+    from redis.crc import key_slot
+
+    fleet = Fleet(tmp_path, replicas=1)
+    try:
+        secret = fleet.world["secret"]
+        session = requests.Session()
+        for i in range(100):
+            status, charged = chat(session, fleet.relays[i % 2], secret)
+            assert status == 200
+            fleet.charged += charged
+        slot = key_slot(b"sb:{sb}:")
+        master = next(n for n in fleet.cluster.nodes for start, end, owner, *_ in n.client().execute_command("CLUSTER", "SLOTS")
+                      if start <= slot <= end and int(owner[1]) == n.port)
+        assert master.client().execute_command("WAIT", 1, 5000) >= 1
+        master.kill()
+
+        refused, served_in_a_row, deadline = [], 0, time.monotonic() + 60
+        while served_in_a_row < 20:
+            assert time.monotonic() < deadline, f"not serving again: {refused[-5:]}"
+            status, charged = chat(session, fleet.relays[served_in_a_row % 2], secret)
+            if status == 200:
+                served_in_a_row += 1
+                fleet.charged += charged
+            else:
+                served_in_a_row = 0
+                refused.append(status)
+                time.sleep(0.05)
+        assert set(refused) <= {503}
+
+        fleet.admin("POST", f"/users/{fleet.world['user_id']}/ban", {"reason": "after the failover"})
+        assert until_both(fleet, accepted=False) <= 2
+        fleet.admin("POST", f"/users/{fleet.world['user_id']}/unban", {})
+        assert until_both(fleet, accepted=True) <= 2
+
+        settled = wait_until(lambda: (lambda m: m if m["backlog"] == 0 and m["held"] == 0 and m["sql"] == m["live"] else None)(fleet.money()),
+                             timeout=90, what="ingestion to catch up after the failover")
+        assert settled["sql"] == settled["entries"] == settled["live"] == FUNDS - fleet.charged
+    finally:
+        fleet.stop()

@@ -93,9 +93,9 @@ def test_redis_py_clients_reach_every_slot(cluster):
     assert encode("PING")  # the lean client's encoder is what the pool sends
 
 
-def test_the_lean_client_follows_a_failover_to_the_promoted_replica(tmp_path):
-    """A master killed: the cluster promotes its replica, and the lean client, once its commands to
-    the dead node fail, learns the new slot map and serves from the new master."""
+def test_both_clients_follow_a_failover_to_the_promoted_replica(tmp_path):
+    """A master killed: the cluster promotes its replica, and the lean client and redis-py's, once
+    their commands to the dead node fail, learn the new slot map and serve from the new master."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     nodes = RedisClusterNodes(tmp_path / "cluster", masters=3, replicas=1)
@@ -104,6 +104,14 @@ def test_the_lean_client_follows_a_failover_to_the_promoted_replica(tmp_path):
         count = Script(pool, COUNT)
         key = "sb:{sb}:failover"
         assert count(keys=[key], args=[1]) == 1
+        # The usage consumer's read: redis-py finds XREADGROUP's keys by asking a node (COMMAND
+        # GETKEYS), which left it asking the dead master for ever unless the slot map is read again.
+        py = redis_py_client(nodes.url, health_check_interval=30)
+        stream = "sb:{sb}:failover:stream"
+        py.xadd(stream, {"e": "before"})
+        py.xgroup_create(stream, "g", id="0")
+        assert len(py.xreadgroup("g", "c", {stream: ">"}, count=10)[0][1]) == 1
+        py.xadd(stream, {"e": "after"})
         doomed = owner(nodes, key)
         wait_until(lambda: doomed.client().execute_command("WAIT", 1, 1000) >= 1, what="the write replicated")
         doomed.kill()
@@ -116,6 +124,13 @@ def test_the_lean_client_follows_a_failover_to_the_promoted_replica(tmp_path):
                 return None
 
         assert wait_until(served, timeout=30, what="the lean client on the promoted replica") == 2
+        def read_by_redis_py():
+            try:
+                return py.xreadgroup("g", "c", {stream: ">"}, count=10, block=100)
+            except RedisConnectionError:
+                return None
+
+        assert wait_until(read_by_redis_py, timeout=30, what="redis-py on the promoted replica")[0][1][0][1] == {b"e": b"after"}
         now_serving = pool.slots[key_slot(key.encode())]
         promoted = next(n for n in survivors if ("127.0.0.1", n.port) == now_serving)
         assert promoted.client().execute_command("ROLE")[0] == b"master" and now_serving != ("127.0.0.1", doomed.port)
