@@ -3,8 +3,8 @@ consumers and the control plane under gunicorn (`switchboard web`), RQ on a Redi
 
 10,000 requests across both relays are charged exactly (SQL, the live balance and what each answer
 said it cost agree to the µ$); a ban, a price change and a channel disable made through the admin API
-reach both relays within 2 s; a group's requests-per-minute limit is shared by both relays; and the
-cron scripts run against the cluster and find the books consistent."""
+reach both relays within 2 s; a group's requests-per-minute limit is shared by both relays; a lost key
+record is rebuilt; and the cron scripts run against the cluster and find the books consistent."""
 from __future__ import annotations
 
 import json
@@ -202,6 +202,9 @@ def test_ten_thousand_requests_on_two_relays_are_exact_and_changes_reach_both_wi
                          timeout=60, what="ingestion to catch up")
     assert settled["sql"] == settled["entries"] == settled["live"] == FUNDS - fleet.charged
 
+    # A lost key record is rebuilt from SQL (the records spread over every master) and the drift sweep
+    # finds nothing else to rewrite.
+    assert json.loads(fleet.helper("lose-records", str(fleet.world["key_id"]))) == {"ready": True, "record": True, "swept": 0}
     for script in ("scripts.sweep_holds", "scripts.apply_health_reports", "scripts.prune_logs", "scripts.reconcile"):
         done = subprocess.run([sys.executable, "-m", script], cwd=ROOT, env=fleet.env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, (script, done.stdout[-2000:], done.stderr[-2000:])
