@@ -7,7 +7,10 @@ processes to the others (or the same one on a 1-core machine); each client runs 
 accounts and keys. Printed: requests/s, Redis process CPU per request, Redis calls per request, and
 what `INFO commandstats` saw inside Redis — for each batching configuration asked.
 
-    python -m bench.redis_cost --seconds 10 --concurrency 32 --clients 1 --configs 1x64 32x2
+    python -m bench.redis_cost --seconds 10 --concurrency 32 --clients 1 --configs 1x64 32x2 [--cluster]
+
+`--cluster` runs the same against a 3-master Redis Cluster (all three on the Redis core), the
+clients naming keys as relays on a cluster do, and prints each master's share.
 """
 from __future__ import annotations
 
@@ -25,22 +28,23 @@ ACCOUNTS = 1_000
 EVENT = b'{"request_id":"req_0000000000000000000000","model":"gpt-4o-mini","input_tokens":12,"output_tokens":30}' * 3
 
 
-def _client(port: int, seconds: float, concurrency: int, batch: int, in_flight: int, seed: int) -> None:
-    """One client process (`--client`): prints how many requests it admitted and settled."""
+def _client(url: str, seconds: float, concurrency: int, batch: int, in_flight: int, seed: int) -> None:
+    """One client process (`--client`): prints how many requests it admitted and settled. Its
+    REDIS_URL is `url`, so that under a cluster it names keys as a relay there does."""
     from gevent import monkey
 
     monkey.patch_all()
     import gevent
-    import redis
 
     from relay.admission import Gate, MoneyHold
     from relay.health import Effect, HealthPolicy, Outcome
-    from relay.resp import RespPool, Script
+    from relay.redis_connect import redis_py_client
+    from relay.resp import Script, connect_pool
     from relay.selector import Plan, Route
     from relay.snapshot import ChannelKeyView, ChannelView, Limits
 
-    pool = RespPool(f"redis://127.0.0.1:{port}/0", size=64)
-    gate = Gate(redis.Redis(port=port), HealthPolicy(), lease_seconds=600, register=lambda text: Script(pool, text),
+    pool = connect_pool(url, size=64)
+    gate = Gate(redis_py_client(url), HealthPolicy(), lease_seconds=600, register=lambda text: Script(pool, text),
                 generation_ttl=3600, batch_size=batch, batch_in_flight=in_flight)
     channel = ChannelView(id=1, name="c1", type="openai", base_url="http://x", models=("m",),
                           keys=tuple(ChannelKeyView(id=10 + i, secret="sk", since=0.0) for i in range(4)), limits=Limits(), key_limits=Limits())
@@ -61,52 +65,125 @@ def _client(port: int, seconds: float, concurrency: int, batch: int, in_flight: 
     print(done[0], flush=True)
 
 
-def measure(seconds: float, concurrency: int, clients: int, batch: int, in_flight: int) -> dict:
-    import redis
-
-    from bench.measure import cpu_seconds, free_ports
-    from bench.run import pinned
+def _seed(url: str) -> None:
+    """`--seed`: every account funded, in the names of this process's REDIS_URL (`url`)."""
+    from relay.redis_connect import redis_py_client
     from relay.redis_keys import account_key
+
+    client = redis_py_client(url)
+    pipe = client.pipeline(transaction=False)
+    for account in range(1, ACCOUNTS + 1):
+        pipe.hset(account_key(account), "bal", 10**13)
+    pipe.execute()
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus ports (+10000) are free too, below the ephemeral range."""
+    import random
+    import socket
+
+    found: list[int] = []
+    while len(found) < count:
+        port = random.randint(12_000, 22_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        if port not in found:
+            found.append(port)
+    return found
+
+
+class _Servers:
+    """A private redis-server pinned to `core`, or with `cluster` a 3-master Redis Cluster of them."""
+
+    def __init__(self, folder: str, core: str, cluster: bool):
+        from bench.measure import free_ports
+        from bench.run import pinned
+
+        self.procs: list[subprocess.Popen] = []
+        self.ports = _cluster_ports(3) if cluster else free_ports(1)
+        extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"] if cluster else []
+        for n, port in enumerate(self.ports):
+            node = os.path.join(folder, f"node{n}")
+            os.makedirs(node)
+            self.procs.append(subprocess.Popen(pinned(core, "redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                                                      "--dir", node, *extra), stdout=subprocess.DEVNULL))
+        for port in self.ports:
+            self._wait(lambda port=port: self.client(port).ping())
+        if cluster:
+            subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0",
+                            "--cluster-yes"], check=True, capture_output=True, timeout=60)
+            self._wait(lambda: all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO") for p in self.ports))
+        self.url = ("redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)) if cluster else f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    @staticmethod
+    def client(port: int):
+        import redis
+
+        return redis.Redis(port=port)
+
+    @staticmethod
+    def _wait(check) -> None:
+        import redis
+
+        for _ in range(400):
+            try:
+                if check():
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not come up")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait()
+
+
+def measure(seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cluster: bool = False) -> dict:
+    from bench.measure import cpu_seconds
 
     cores = os.cpu_count() or 1
     redis_core, client_cores = str(cores - 1), (f"0-{cores - 2}" if cores > 1 else "0")
-    port = free_ports(1)[0]
     with tempfile.TemporaryDirectory() as folder:
-        server = subprocess.Popen(pinned(redis_core, "redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-                                         "--dir", folder), stdout=subprocess.DEVNULL)
+        servers = _Servers(folder, redis_core, cluster)
         try:
-            r = redis.Redis(port=port)
-            for _ in range(100):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            for account in range(1, ACCOUNTS + 1):
-                r.hset(account_key(account), "bal", 10**13)
-            warm = _run(port, 1.0, concurrency, clients, batch, in_flight, client_cores)
-            r.config_resetstat()
-            before = cpu_seconds(server.pid)
-            requests = _run(port, seconds, concurrency, clients, batch, in_flight, client_cores)
-            cpu = cpu_seconds(server.pid) - before
-            stats = r.info("commandstats")
+            env = {**os.environ, "REDIS_URL": servers.url}
+            subprocess.run([sys.executable, "-m", "bench.redis_cost", "--seed", servers.url], cwd=ROOT, env=env, check=True)
+            warm = _run(servers.url, 1.0, concurrency, clients, batch, in_flight, client_cores)
+            for port in servers.ports:
+                servers.client(port).config_resetstat()
+            before = [cpu_seconds(p.pid) for p in servers.procs]
+            requests = _run(servers.url, seconds, concurrency, clients, batch, in_flight, client_cores)
+            cpu = [cpu_seconds(p.pid) - b for p, b in zip(servers.procs, before, strict=True)]
+            stats: dict[str, dict] = {}
+            for port in servers.ports:
+                for name, s in servers.client(port).info("commandstats").items():
+                    total = stats.setdefault(name, {"calls": 0, "usec": 0})
+                    total["calls"] += s["calls"]
+                    total["usec"] += s["usec"]
         finally:
-            server.terminate()
-            server.wait()
+            servers.stop()
     calls = sum(s["calls"] for name, s in stats.items() if name == "cmdstat_evalsha")
     inside = {name.removeprefix("cmdstat_"): round(s["usec"] / max(requests, 1), 2) for name, s in stats.items()
-              if not name.startswith("cmdstat_config") and not name.startswith("cmdstat_info")}
-    return {"batch": batch, "in_flight": in_flight, "warm_up_requests": warm, "requests": requests,
-            "requests_per_s": round(requests / seconds), "redis_cpu_us_per_req": round(cpu * 1e6 / max(requests, 1), 1),
+              if not name.startswith("cmdstat_config") and not name.startswith("cmdstat_info") and not name.startswith("cmdstat_cluster")}
+    return {"batch": batch, "in_flight": in_flight, "cluster": cluster, "warm_up_requests": warm, "requests": requests,
+            "requests_per_s": round(requests / seconds), "redis_cpu_us_per_req": round(sum(cpu) * 1e6 / max(requests, 1), 1),
+            "redis_cpu_us_per_req_by_node": [round(c * 1e6 / max(requests, 1), 1) for c in cpu],
             "redis_calls_per_req": round(calls / max(requests, 1), 3),
             "inside_us_per_req": dict(sorted(inside.items(), key=lambda kv: -kv[1]))}
 
 
-def _run(port: int, seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cores: str) -> int:
+def _run(url: str, seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cores: str) -> int:
     from bench.run import pinned  # the parent's imports only: a client patches gevent in first
 
-    procs = [subprocess.Popen(pinned(cores, sys.executable, "-m", "bench.redis_cost", "--client", str(port), str(seconds), str(concurrency),
-                                     str(batch), str(in_flight), str(n)), stdout=subprocess.PIPE, cwd=ROOT)
+    env = {**os.environ, "REDIS_URL": url}
+    procs = [subprocess.Popen(pinned(cores, sys.executable, "-m", "bench.redis_cost", "--client", url, str(seconds), str(concurrency),
+                                     str(batch), str(in_flight), str(n)), stdout=subprocess.PIPE, cwd=ROOT, env=env)
              for n in range(clients)]
     total = 0
     for p in procs:
@@ -119,23 +196,28 @@ def _run(port: int, seconds: float, concurrency: int, clients: int, batch: int, 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        port, seconds, concurrency, batch, in_flight, seed = sys.argv[2:8]
-        _client(int(port), float(seconds), int(concurrency), int(batch), int(in_flight), int(seed))
+        url, seconds, concurrency, batch, in_flight, seed = sys.argv[2:8]
+        _client(url, float(seconds), int(concurrency), int(batch), int(in_flight), int(seed))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--seed":
+        _seed(sys.argv[2])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight per client process")
     parser.add_argument("--clients", type=int, default=1, help="client processes (each like one relay process)")
     parser.add_argument("--configs", nargs="+", default=["1x64", "32x2"], help="batch size x calls in flight; 1x64 is unbatched")
+    parser.add_argument("--cluster", action="store_true", help="a 3-master Redis Cluster (all on the Redis core) instead of one server")
     args = parser.parse_args()
     rows = []
     for config in args.configs:
         batch, in_flight = (int(v) for v in config.split("x"))
-        rows.append(measure(args.seconds, args.concurrency, args.clients, batch, in_flight))
+        rows.append(measure(args.seconds, args.concurrency, args.clients, batch, in_flight, args.cluster))
         row = rows[-1]
         print(f"batch {batch:>2} x {in_flight:>2} in flight: {row['requests_per_s']:>6} req/s, Redis CPU {row['redis_cpu_us_per_req']:>6} µs/req, "
               f"{row['redis_calls_per_req']} calls/req; inside Redis µs/req: "
-              + ", ".join(f"{k} {v}" for k, v in list(row["inside_us_per_req"].items())[:6]), flush=True)
+              + ", ".join(f"{k} {v}" for k, v in list(row["inside_us_per_req"].items())[:6])
+              + (f"; by node µs/req: {row['redis_cpu_us_per_req_by_node']}" if args.cluster else ""), flush=True)
     print(json.dumps(rows))
 
 
