@@ -70,6 +70,26 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def cluster_ports(count: int) -> list[int]:
+    """Free ports whose Redis Cluster bus ports (+10000) are free too, all below the kernel's
+    ephemeral range (32768 on), from which `free_ports` and every client socket draw."""
+    import random
+    import socket
+
+    found: list[int] = []
+    while len(found) < count:
+        port = random.randint(12_000, 22_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        if port not in found:
+            found.append(port)
+    return found
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

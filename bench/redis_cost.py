@@ -77,34 +77,15 @@ def _seed(url: str) -> None:
     pipe.execute()
 
 
-def _cluster_ports(count: int) -> list[int]:
-    """Free ports whose cluster bus ports (+10000) are free too, below the ephemeral range."""
-    import random
-    import socket
-
-    found: list[int] = []
-    while len(found) < count:
-        port = random.randint(12_000, 22_000)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10_000))
-        except OSError:
-            continue
-        if port not in found:
-            found.append(port)
-    return found
-
-
 class _Servers:
     """A private redis-server pinned to `core`, or with `cluster` a 3-master Redis Cluster of them."""
 
     def __init__(self, folder: str, core: str, cluster: bool):
-        from bench.measure import free_ports
+        from bench.measure import cluster_ports, free_ports
         from bench.run import pinned
 
         self.procs: list[subprocess.Popen] = []
-        self.ports = _cluster_ports(3) if cluster else free_ports(1)
+        self.ports = cluster_ports(3) if cluster else free_ports(1)
         extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"] if cluster else []
         for n, port in enumerate(self.ports):
             node = os.path.join(folder, f"node{n}")

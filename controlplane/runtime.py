@@ -37,9 +37,8 @@ class Runtime:
         Cluster refuses: under a cluster REDIS_URL, SWITCHBOARD_QUEUE_REDIS_URL names one server."""
         if self.queue is not None:
             return self.queue
-        queue_url = getattr(self.settings, "queue_redis_url", "")
-        if queue_url:
-            self.queue = redis_py_client(queue_url, health_check_interval=30)
+        if self.settings.queue_redis_url:
+            self.queue = redis_py_client(self.settings.queue_redis_url, health_check_interval=30)
             return self.queue
         if self.settings.redis_url and parse(self.settings.redis_url).cluster:
             raise RuntimeError("RQ cannot use a Redis Cluster: set SWITCHBOARD_QUEUE_REDIS_URL to one Redis server for its jobs")

@@ -403,11 +403,10 @@ class Gate:
                 generation.record_key(admission.hold.request_id)]
         outcome_args = NO_OUTCOME_ARGS
         if outcome is not None:
-            outcome_args = outcome.args(touch=not 0 <= now - self._touched < 1.0)
-            if outcome.effect is Effect.OK and outcome_args[1]:
+            touch = outcome.effect is Effect.OK and not 0 <= now - self._touched < 1.0
+            if touch:
                 self._touched = now
-            if outcome.needs_policy:
-                outcome_args = [*outcome_args, *self.policy.args()]
+            outcome_args = [*outcome.args(touch), *(self.policy.args() if outcome.needs_policy else ())]
         args = [len(money_keys), len(margs), *margs, now, admission.hold.request_id, tokens, *_scope_args(scopes),
                 *outcome_args, *(record or [0])]
         reply = _text(self._per_request(keys=keys, args=[_SETTLE_CALL, *args]))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from bench.measure import cluster_ports
 from tests import process_groups
 from tests.gateway import free_port
 
@@ -157,24 +158,6 @@ def wait_until(check, timeout: float = 30.0, step: float = 0.1, what: str = "con
         time.sleep(step)
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too, both below the kernel's ephemeral
-    range (32768 on): free_port() elsewhere in the suite draws from that range."""
-    import random
-    import socket
-
-    for _ in range(200):
-        port = random.randint(12_000, 22_000)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10_000))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair for a cluster node")
-
-
 class RedisClusterNodes:
     """A real Redis Cluster of `masters` redis-server processes on local ports, its slots spread by
     `redis-cli --cluster create`, with `replicas` replicas per master."""
@@ -183,8 +166,7 @@ class RedisClusterNodes:
         require_redis_server()
         self.nodes: list[RedisServer] = []
         try:
-            for n in range(masters * (1 + replicas)):
-                port = cluster_port()
+            for n, port in enumerate(cluster_ports(masters * (1 + replicas))):
                 node_folder = folder / f"node{n}"
                 node_folder.mkdir(parents=True, exist_ok=True)
                 self.nodes.append(_ClusterNode(node_folder, port))
