@@ -128,17 +128,17 @@ class Stand:
         return out
 
     def put(self, entries: list[dict]) -> None:
-        from relay.usage import USAGE_STREAM
+        from relay.usage import USAGE_STREAMS
 
         pipe = self.redis.pipeline(transaction=False)
         for fields in entries:
-            pipe.xadd(USAGE_STREAM, fields)
+            pipe.xadd(USAGE_STREAMS[0], fields)  # the bench's Redis is one server: one stream
         pipe.execute()
 
     def backlog(self) -> int:
-        from relay.usage import USAGE_STREAM
+        from relay.usage import USAGE_STREAMS
 
-        return int(self.redis.xlen(USAGE_STREAM))
+        return sum(int(self.redis.xlen(stream)) for stream in USAGE_STREAMS)
 
     def written(self) -> dict:
         """What is in SQL, and whether the rollups and the ledger agree with the request logs."""
@@ -186,7 +186,7 @@ class Stand:
 
     # --- the consumer process ----------------------------------------------------------------------
     def start_consumer(self) -> None:
-        from relay.usage import USAGE_GROUP, USAGE_STREAM
+        from relay.usage import USAGE_GROUP, USAGE_STREAMS
 
         with open(self.folder / "ingest.log", "ab") as log:  # the child keeps its own copy of the descriptor
             self.consumer = subprocess.Popen([PY, "-m", "controlplane", "ingest"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -196,7 +196,7 @@ class Stand:
             if self.consumer.poll() is not None:
                 raise RuntimeError("switchboard ingest exited:\n" + (self.folder / "ingest.log").read_text()[-2000:])
             try:
-                reading = bool(self.redis.xinfo_consumers(USAGE_STREAM, USAGE_GROUP))
+                reading = bool(self.redis.xinfo_consumers(USAGE_STREAMS[0], USAGE_GROUP))
             except redis.ResponseError:  # no group yet
                 reading = False
             if reading:

@@ -190,17 +190,10 @@ class Bench:
         """Usage events the worker has not ingested yet (read or not)."""
         import redis
 
-        from relay.usage import USAGE_GROUP, USAGE_STREAM
+        from relay.usage import USAGE_STREAMS
 
         with redis.Redis.from_url(self.env["REDIS_URL"]) as client:
-            try:
-                groups = {g["name"].decode(): g for g in client.xinfo_groups(USAGE_STREAM)}
-            except redis.ResponseError:
-                return 0  # no usage yet
-            group = groups.get(USAGE_GROUP)
-            if group is None:  # the worker has not started reading: everything is waiting
-                return client.xlen(USAGE_STREAM)
-        return int(group.get("lag") or 0) + int(group.get("pending") or 0)
+            return sum(_stream_backlog(client, stream) for stream in USAGE_STREAMS)
 
     def drain_usage(self, limit: float = 120.0) -> dict:
         """Wait (bounded) until the worker has ingested every usage event of the run."""
@@ -208,6 +201,21 @@ class Bench:
         while time.time() - started < limit and self.usage_backlog():
             time.sleep(0.5)
         return {"left": self.usage_backlog(), "seconds": round(time.time() - started, 1)}
+
+
+def _stream_backlog(client, stream: str) -> int:
+    import redis
+
+    from relay.usage import USAGE_GROUP
+
+    try:
+        groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)}
+    except redis.ResponseError:
+        return 0  # no usage yet
+    group = groups.get(USAGE_GROUP)
+    if group is None:  # the worker has not started reading: everything is waiting
+        return int(client.xlen(stream))
+    return int(group.get("lag") or 0) + int(group.get("pending") or 0)
 
 
 def command_costs(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], requests: int) -> dict[str, dict]:

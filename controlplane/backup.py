@@ -1,14 +1,16 @@
 """Backups of what cannot be rebuilt, and restoring them into an empty database and Redis.
 
 SQL is the truth: the ledger, balances, keys, request logs. Of Redis only two things are not in SQL:
-the usage stream (requests settled but not yet ingested — their charges) and the dead letters. The
+the usage streams (requests settled but not yet ingested — their charges; one stream per money
+bucket, relay/redis_keys.py) and the dead letters. The
 rest — live balances, key records, spend windows, the routing snapshot — is rebuilt from SQL
 (controlplane/key_rebuild.py), and holds, limits, health and idempotency records are short-lived.
 
-Order makes the pair consistent without stopping anything: both streams are read first, atomically
-(one MULTI: an event moves from one to the other in one transaction too), then the database is
-dumped. An event ingested between the two is in both, and ingestion skips it on restore (it is
-idempotent on the request id); reading the database first would lose such events.
+Order makes them consistent without stopping anything: the streams are read first, atomically (one
+MULTI: an event moves from one to the other in one transaction too), then the database is dumped.
+An event ingested between the two is in both, and ingestion skips it on restore (it is idempotent
+on the request id); reading the database first would lose such events. Under Redis Cluster no
+transaction spans the streams' slots (`_read_across_slots`).
 
 A backup is a folder: `database.dump` (pg_dump's custom format) or `database.sqlite`,
 `redis-streams.jsonl` (one stream entry a line, bytes base64-encoded, ids kept) and `manifest.json`
@@ -33,7 +35,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from controlplane.dead_letters import DEAD_STREAM
-from relay.usage import USAGE_STREAM
+from relay import redis_keys
+from relay.usage import USAGE_STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ MANIFEST = "manifest.json"
 STREAMS_FILE = "redis-streams.jsonl"
 PG_FILE = "database.dump"
 SQLITE_FILE = "database.sqlite"
-STREAMS = (USAGE_STREAM, DEAD_STREAM)
+STREAMS = (*USAGE_STREAMS, DEAD_STREAM)
 DRAIN_SECONDS = 3_600  # ingesting the restored backlog: at most this long, then restore reports what is left
 
 
@@ -94,15 +97,43 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
 
 # --- backing up ----------------------------------------------------------------------------------
 
-def dump_streams(redis, path: Path) -> dict[str, int]:
-    """Both streams read in one MULTI, written one entry a line."""
+def _read_streams(redis) -> dict[str, list]:
+    if redis_keys.CLUSTER:
+        return _read_across_slots(redis)
     pipe = redis.pipeline(transaction=True)
     for name in STREAMS:
         pipe.xrange(name)
-    results = pipe.execute()
+    return dict(zip(STREAMS, pipe.execute(), strict=True))
+
+
+def _entry_order(entry: tuple) -> tuple[int, int]:
+    raw = entry[0].decode() if isinstance(entry[0], bytes) else entry[0]
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _read_across_slots(redis) -> dict[str, list]:
+    """Under Redis Cluster: an event moving between a usage stream and the dead letters is added to
+    one before it is deleted from the other, so the usage streams are read before and after the dead
+    letters and one of the three reads has it. An event found in both is kept in its usage stream
+    only: restored, it is written or dead-lettered again, where a dead letter kept too would have its
+    charge taken off the live balance twice."""
+    before = {name: redis.xrange(name) for name in USAGE_STREAMS}
+    dead = redis.xrange(DEAD_STREAM)
+    read: dict[str, list] = {}
+    for name in USAGE_STREAMS:
+        entries = {entry[0]: entry for entry in [*before[name], *redis.xrange(name)]}
+        read[name] = sorted(entries.values(), key=_entry_order)  # restored under their ids: in order
+    queued = {fields[b"e"] for entries in read.values() for _, fields in entries if b"e" in fields}
+    read[DEAD_STREAM] = [entry for entry in dead if entry[1].get(b"e") not in queued]
+    return read
+
+
+def dump_streams(redis, path: Path) -> dict[str, int]:
+    """The streams read at once (see the module's docstring), written one entry a line."""
     counts = {}
     with path.open("w") as out:
-        for name, entries in zip(STREAMS, results, strict=True):
+        for name, entries in _read_streams(redis).items():
             counts[name] = len(entries)
             for entry_id, fields in entries:
                 out.write(json.dumps({"stream": name, "id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
@@ -175,6 +206,17 @@ def check_empty(database_url: str, engine, redis) -> None:
         raise BackupError("the Redis database is not empty: restore into a new one (another index, or FLUSHDB it first)")
 
 
+def check_layout(manifest: dict) -> None:
+    """A backup's streams must be named as this deployment names them: one taken under another
+    Redis layout (one server or Cluster, another number of money buckets) is restored under its own,
+    and the layout changed afterwards (docs/redis.md, migration)."""
+    foreign = sorted(name for name, count in manifest["streams"].items() if count and name not in STREAMS)
+    if foreign:
+        raise BackupError(f"the backup holds events in {', '.join(foreign)}, which this deployment's Redis layout does not name "
+                          "(REDIS_URL redis-cluster:// or not, SWITCHBOARD_REDIS_MONEY_BUCKETS): restore it under the layout "
+                          "it was taken with")
+
+
 def restore_database(database_url: str, folder: Path, manifest: dict, engine) -> None:
     backend = make_url(database_url).get_backend_name()
     if backend != manifest["database"]:
@@ -189,7 +231,7 @@ def restore_database(database_url: str, folder: Path, manifest: dict, engine) ->
 
 
 def restore_streams(redis, path: Path) -> dict[str, int]:
-    """Put the entries back under their own ids; the usage stream's consumer group starts from the
+    """Put the entries back under their own ids; the usage streams' consumer groups start from the
     beginning, so every restored event is ingested (or found written already) once."""
     from workers.usage import ensure_group
 
@@ -227,6 +269,7 @@ def restore(database_url: str, redis, folder: Path) -> RestoreReport:
     from workers.reconcile import reconcile
 
     manifest = read_manifest(folder)
+    check_layout(manifest)
     check_empty(database_url, db.engine, redis)
     restore_database(database_url, folder, manifest, db.engine)
     upgrade()  # a backup from an older release gets this release's schema
@@ -247,7 +290,7 @@ def restore(database_url: str, redis, folder: Path) -> RestoreReport:
                 continue
             quota.credit(event.account_id, -charge, ledger.stored_balance(event.account_id) - charge)
             if event.api_key_id is not None:
-                quota.add_key_spent(event.api_key_id, charge)
+                quota.add_key_spent(event.account_id, event.api_key_id, charge)
         if before is None:
             break
     db.session.rollback()

@@ -39,10 +39,10 @@ def seed_windows_calls(pipe, keys: list, now: float | None = None) -> None:
     seeds: dict[str, int] = {}
     if daily:
         spent = _spend_by(UsageRollup.api_key_id, UsageRollup.api_key_id.in_([k.id for k in daily]), day_start(now))
-        seeds.update({q.key_day_key(k.id, now): spent.get(k.id, 0) for k in daily})
+        seeds.update({q.key_day_key(k.account_id, k.id, now): spent.get(k.id, 0) for k in daily})
     if monthly:
         spent = _spend_by(UsageRollup.api_key_id, UsageRollup.api_key_id.in_([k.id for k in monthly]), month_start(now))
-        seeds.update({q.key_month_key(k.id, now): spent.get(k.id, 0) for k in monthly})
+        seeds.update({q.key_month_key(k.account_id, k.id, now): spent.get(k.id, 0) for k in monthly})
     if members:
         query = (select(UsageRollup.account_id, UsageRollup.user_id, func.coalesce(func.sum(UsageRollup.cost), 0))
                  .where(UsageRollup.account_id.in_({a for a, _ in members}), UsageRollup.user_id.in_({u or 0 for _, u in members}),
@@ -55,11 +55,11 @@ def seed_windows_calls(pipe, keys: list, now: float | None = None) -> None:
         pipe.expire(name, q.DAY_TTL_SECONDS if ":d:" in name else q.MONTH_TTL_SECONDS)
 
 
-def key_windows(key_id: int, now: float | None = None) -> dict[str, tuple[int, int]]:
+def key_windows(account_id: int, key_id: int, now: float | None = None) -> dict[str, tuple[int, int]]:
     """Live (spent, held) of a key today and this month."""
     now = time.time() if now is None else now
     quota = runtime().quota
-    return {"day": quota.window(q.key_day_key(key_id, now)), "month": quota.window(q.key_month_key(key_id, now))}
+    return {"day": quota.window(q.key_day_key(account_id, key_id, now)), "month": quota.window(q.key_month_key(account_id, key_id, now))}
 
 
 def member_window(account_id: int, user_id: int, now: float | None = None) -> tuple[int, int]:

@@ -1,10 +1,14 @@
 """Usage events that ingestion could not write: the dead-letter stream in Redis.
 
 Ingestion moves an event here, with the error the database (or the event check) gave, in the same
-Redis transaction that acknowledges it on the usage stream, so an event is always in exactly one of
-the two. Each is a request the relay already charged to the live balance, so the stream is never
-trimmed: operators retry (the event goes back to the usage stream) or discard it from the console
-or the admin API, and reconcile counts what waits here as charges not yet in SQL.
+Redis transaction that acknowledges it on its usage stream, so an event is always in exactly one of
+the two. (Under Redis Cluster the dead-letter stream is in another slot than the usage streams and
+no transaction spans both: a move adds to one stream before it deletes from the other, so a crash
+between the two leaves the event in both, never in neither; ingestion skips a request already in
+SQL.) Each is a request the relay already charged to the live balance, so the stream is never
+trimmed: operators retry (the event goes back to the usage stream of its account's bucket) or
+discard it from the console or the admin API, and reconcile counts what waits here as charges not
+yet in SQL.
 """
 from __future__ import annotations
 
@@ -13,14 +17,15 @@ import time
 from dataclasses import dataclass
 
 from relay import redis_keys
-from relay.usage import USAGE_STREAM, UsageEvent
+from relay.usage import USAGE_STREAMS, UsageEvent
 
 DEAD_STREAM = redis_keys.USAGE_DEAD
 ERROR_LIMIT = 2_000  # characters of the error kept with an event
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 # Moves one dead letter back to the usage stream as the relay wrote it (with its try count), in one
-# step: a double click or two operators cannot queue it twice.
+# step: a double click or two operators cannot queue it twice. On one server only: there is one usage
+# stream, and it is in the same (only) slot as the dead letters.
 _REQUEUE = """
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then return 0 end
@@ -39,6 +44,7 @@ return 1
 
 
 META = (b"error", b"at", b"n", b"src")  # what the dead-letter stream adds to the usage stream's fields
+_NOT_REQUEUED = (b"error", b"at", b"src")  # a retry keeps its try count (`n`)
 
 
 @dataclass(frozen=True)
@@ -120,10 +126,34 @@ def get(redis, entry_id: str) -> DeadLetter | None:
 
 
 def requeue(redis, entry_id: str) -> bool:
-    """Put a dead letter back on the usage stream; False when it is not (or no longer) here."""
+    """Put a dead letter back on the usage stream of its account's bucket; False when it is not (or
+    no longer) here."""
     if not valid_id(entry_id):
         return False
-    return bool(redis.register_script(_REQUEUE)(keys=[DEAD_STREAM, USAGE_STREAM], args=[entry_id]))
+    if redis_keys.CLUSTER:
+        return _requeue_across_slots(redis, entry_id)
+    return bool(redis.register_script(_REQUEUE)(keys=[DEAD_STREAM, USAGE_STREAMS[0]], args=[entry_id]))
+
+
+def _bucket(letter: DeadLetter) -> int:
+    """The money bucket of the letter's account. An event that names none (or cannot be read) moves
+    no account's money: any stream will do, and it goes to the first."""
+    event = letter.event
+    account_id = event.account_id if event is not None else None
+    return redis_keys.money_bucket(account_id) if type(account_id) is int else 0
+
+
+def _requeue_across_slots(redis, entry_id: str) -> bool:
+    """Under Redis Cluster: add to the bucket's usage stream, then delete the dead letter. A crash (or
+    a second operator) in between queues the event twice; ingestion writes a request once."""
+    rows = redis.xrange(DEAD_STREAM, min=entry_id, max=entry_id)
+    if not rows:
+        return False
+    _, fields = rows[0]
+    target = redis_keys.usage_stream(_bucket(_letter(*rows[0])))
+    redis.xadd(target, {k: v for k, v in fields.items() if k not in _NOT_REQUEUED})
+    redis.xdel(DEAD_STREAM, entry_id)
+    return True
 
 
 def remove(redis, entry_id: str) -> bool:

@@ -209,7 +209,7 @@ def write(redis, records: list[KeyRecord], *, only_missing: bool = False, announ
         pipe.mset({**{rk.record_key(r.hash): rk.encode(r.view) for r in live}, **{rk.id_key(r.id): r.hash for r in live}})
     if not fresh:
         for r in live:
-            pipe.hsetnx(api_key_key(r.id), "spent", r.spent)
+            pipe.hsetnx(api_key_key(r.account_id, r.id), "spent", r.spent)
         seed_windows_calls(pipe, [r.view for r in live])
     for account_id, balance in balances.items():
         pipe.hsetnx(account_key(account_id), "bal", balance)

@@ -103,7 +103,7 @@ def _checks(app: Flask) -> dict[str, str]:
 
 class ControlPlaneState:
     """Gauges from SQL and Redis at scrape time: channels and their keys by status and by ejection,
-    the usage stream's backlog (what ingestion has not yet written) and its age, dead letters, holds."""
+    the usage streams' backlog (what ingestion has not yet written) and its age, dead letters, holds."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -163,14 +163,16 @@ class ControlPlaneState:
         for kid in key_ids:
             pipe.hget(redis_keys.key_health_key(kid), "u")
         pipe.xlen(dead_letters.DEAD_STREAM)
-        pipe.zcard(redis_keys.HOLDS)
+        for index in redis_keys.HOLDS_INDEXES:
+            pipe.zcard(index)
         replies = pipe.execute()
-        ejected = [float(v or 0) > now for v in replies[:len(channel_ids) + len(key_ids)]]
-        dead, holds = replies[-2], replies[-1]
+        health = len(channel_ids) + len(key_ids)
+        ejected = [float(v or 0) > now for v in replies[:health]]
+        dead, holds = replies[health], sum(replies[health + 1:])
         return [
             GaugeMetricFamily("switchboard_channels_ejected", "Channels passive health has ejected now", value=sum(ejected[:len(channel_ids)])),
             GaugeMetricFamily("switchboard_channel_keys_ejected", "Channel keys passive health has ejected now", value=sum(ejected[len(channel_ids):])),
-            GaugeMetricFamily("switchboard_usage_backlog_events", "Usage events in the stream not yet written to SQL (undelivered + unacknowledged)",
+            GaugeMetricFamily("switchboard_usage_backlog_events", "Usage events in the streams not yet written to SQL (undelivered + unacknowledged)",
                               value=entries),
             GaugeMetricFamily("switchboard_usage_backlog_age_seconds", "Age of the oldest usage event not yet written to SQL (0: none waiting)",
                               value=max(0.0, now - oldest) if oldest is not None else 0.0),
@@ -185,25 +187,39 @@ def _entry_time(entry_id: bytes | str) -> float:
 
 
 def usage_backlog(redis: Any) -> tuple[int, float | None]:
-    """(events not yet written, when the oldest of them was appended): the group's unacknowledged
-    entries plus those not yet delivered to it (every entry when the group does not exist yet)."""
-    from relay.usage import USAGE_GROUP, USAGE_STREAM
+    """(events not yet written, when the oldest of them was appended), over every usage stream."""
+    from relay.usage import USAGE_STREAMS
 
-    group = next((g for g in redis.xinfo_groups(USAGE_STREAM) if _text(g["name"]) == USAGE_GROUP), None) \
-        if redis.exists(USAGE_STREAM) else None
-    if group is None:
-        first = redis.xrange(USAGE_STREAM, "-", "+", count=1)
-        return int(redis.xlen(USAGE_STREAM)), _entry_time(first[0][0]) if first else None
+    total = 0
     oldest: list[float] = []
-    pending = redis.xpending(USAGE_STREAM, USAGE_GROUP)
+    for stream in USAGE_STREAMS:
+        entries, first = _stream_backlog(redis, stream)
+        total += entries
+        if first is not None:
+            oldest.append(first)
+    return total, min(oldest) if oldest else None
+
+
+def _stream_backlog(redis: Any, stream: str) -> tuple[int, float | None]:
+    """One stream's: the group's unacknowledged entries plus those not yet delivered to it (every
+    entry when the group does not exist yet)."""
+    from relay.usage import USAGE_GROUP
+
+    group = next((g for g in redis.xinfo_groups(stream) if _text(g["name"]) == USAGE_GROUP), None) \
+        if redis.exists(stream) else None
+    if group is None:
+        first = redis.xrange(stream, "-", "+", count=1)
+        return int(redis.xlen(stream)), _entry_time(first[0][0]) if first else None
+    oldest: list[float] = []
+    pending = redis.xpending(stream, USAGE_GROUP)
     if pending["pending"]:
         oldest.append(_entry_time(pending["min"]))
-    undelivered = redis.xrange(USAGE_STREAM, "(" + _text(group["last-delivered-id"]), "+", count=1)
+    undelivered = redis.xrange(stream, "(" + _text(group["last-delivered-id"]), "+", count=1)
     if undelivered:
         oldest.append(_entry_time(undelivered[0][0]))
     lag = group.get("lag")
     if lag is None:  # Redis cannot tell the lag after deletions: count what follows, up to a bound
-        lag = len(redis.xrange(USAGE_STREAM, "(" + _text(group["last-delivered-id"]), "+", count=10_000))
+        lag = len(redis.xrange(stream, "(" + _text(group["last-delivered-id"]), "+", count=10_000))
     return int(pending["pending"]) + int(lag), min(oldest) if oldest else None
 
 

@@ -123,7 +123,7 @@ class CustomerApi:
         request_id = (query.get("id") or [""])[0]
         if not request_id:
             raise bad_request("The query parameter 'id' is required.", param="id", code="missing_required_parameter")
-        raw = self.redis.get(record_key(request_id)) if len(request_id) <= MAX_ID_LENGTH else None
+        raw = self.redis.get(record_key(key.account_id, request_id)) if len(request_id) <= MAX_ID_LENGTH else None
         record = GenerationRecord.decode(raw) if raw else None
         if record is None or record.key_id != key.id:
             raise RelayError(404, "generation_not_found", f"No request '{request_id[:MAX_ID_LENGTH]}' made with this key is known; "
@@ -136,12 +136,12 @@ class CustomerApi:
         week = [today - dt.timedelta(days=n) for n in range(today.weekday() + 1)]  # Monday to today (UTC)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(quota.account_key(key.account_id), "bal", "held")
-        pipe.hmget(quota.api_key_key(key.id), "spent", "held")
-        pipe.hmget(quota.key_day_key(key.id, now), "spent", "held")
-        pipe.hmget(quota.key_month_key(key.id, now), "spent", "held")
+        pipe.hmget(quota.api_key_key(key.account_id, key.id), "spent", "held")
+        pipe.hmget(quota.key_day_key(key.account_id, key.id, now), "spent", "held")
+        pipe.hmget(quota.key_month_key(key.account_id, key.id, now), "spent", "held")
         pipe.hmget(quota.member_month_key(key.account_id, key.user_id, now), "spent", "held")
         for day in week:
-            pipe.hget(_day_window(key.id, day), "spent")
+            pipe.hget(_day_window(key, day), "spent")
         account, spent, day, month, member, *days = pipe.execute()
         return KeyStanding(
             balance=_int(account[0]) - _int(account[1]),
@@ -198,7 +198,7 @@ class CustomerApi:
         days = [start + dt.timedelta(days=n) for n in range((min(end, today + dt.timedelta(days=1)) - start).days)]
         pipe = self.redis.pipeline(transaction=False)
         for day in days:
-            pipe.hget(_day_window(key.id, day), "spent")
+            pipe.hget(_day_window(key, day), "spent")
         spent = [_int(v) for v in pipe.execute()] if days else []
         daily = [{"timestamp": int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()),
                   "line_items": [{"name": "usage", "cost": micro / 10_000}]} for d, micro in zip(days, spent, strict=True) if micro]
@@ -206,8 +206,8 @@ class CustomerApi:
         return {"object": "list", "daily_costs": daily, "total_usage": total / 10_000, "total_usage_micro_usd": total}
 
 
-def _day_window(key_id: int, day: dt.date) -> str:
-    return quota.key_day_key(key_id, calendar.timegm(day.timetuple()))
+def _day_window(key: KeyView, day: dt.date) -> str:
+    return quota.key_day_key(key.account_id, key.id, calendar.timegm(day.timetuple()))
 
 
 def _date(query: dict[str, Any], name: str) -> dt.date:

@@ -24,8 +24,8 @@ if #gen > 0 then redis.call('SET', KEYS[#KEYS], gen[1], 'EX', gen[2]) end
 """
 
 
-def record_key(request_id: str) -> str:
-    return redis_keys.generation_key(request_id)
+def record_key(account_id: int, request_id: str) -> str:
+    return redis_keys.generation_key(redis_keys.money_bucket(account_id), request_id)
 
 
 @dataclass(frozen=True, slots=True)

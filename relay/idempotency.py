@@ -141,7 +141,7 @@ def fingerprint(environ: dict[str, Any], body: bytes) -> str:
     return digest.hexdigest()
 
 
-def claim_of(environ: dict[str, Any], key_id: int, body: bytes, running_ttl: float) -> Claim | None:
+def claim_of(environ: dict[str, Any], account_id: int, key_id: int, body: bytes, running_ttl: float) -> Claim | None:
     """None without the header (the common case: one dict look-up); 400 for a malformed key."""
     raw = environ.get(HEADER)
     if raw is None:
@@ -150,7 +150,7 @@ def claim_of(environ: dict[str, Any], key_id: int, body: bytes, running_ttl: flo
         raise invalid_key()
     # Hashed: the Redis key's length is bounded whatever the caller's key looks like.
     name = hashlib.sha256(raw.encode()).hexdigest()
-    return Claim(redis_keys.idempotency_key(key_id, name), fingerprint(environ, body), int(running_ttl) + 1)
+    return Claim(redis_keys.idempotency_key(account_id, key_id, name), fingerprint(environ, body), int(running_ttl) + 1)
 
 
 class Idempotency:

@@ -32,6 +32,7 @@ import orjson
 
 from relay import quota
 from relay.quota import Hold
+from relay.redis_keys import money_bucket
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,10 @@ class Abandoned:
     the hold Redis may have made for it is released uncharged rather than left to its expiry."""
 
     request_id: str
+    account_id: int  # names the bucket its hold would be in
 
     def encode(self) -> bytes:
-        return orjson.dumps({"rid": self.request_id, "abandoned": True}) + b"\n"
+        return orjson.dumps({"rid": self.request_id, "acct": self.account_id, "abandoned": True}) + b"\n"
 
 
 Line = JournalEntry | Abandoned
@@ -79,7 +81,8 @@ Line = JournalEntry | Abandoned
 def decode_line(line: bytes) -> Line:
     d = orjson.loads(line)
     if d.get("abandoned"):
-        return Abandoned(str(d["rid"]))
+        # Lines written before holds were kept by bucket name no account: bucket 0, the only one then.
+        return Abandoned(str(d["rid"]), int(d.get("acct") or 0))
     return JournalEntry.of(d)
 
 
@@ -97,7 +100,11 @@ class SettleJournal:
     def __init__(self, directory: Path, pid: int | None = None):
         self.directory = directory
         self.path = directory / f"{PREFIX}{pid or os.getpid()}{SUFFIX}"
+        # The journal being replayed, moved aside (still locked by its open file) so that lines
+        # appended meanwhile go to a new journal instead of being emptied with it.
+        self.aside = directory / f"{PREFIX}{pid or os.getpid()}-replaying{SUFFIX}"
         self._file: FileIO | None = None
+        self._aside: FileIO | None = None
 
     def _open(self) -> FileIO:
         if self._file is None:
@@ -117,13 +124,23 @@ class SettleJournal:
         return self._file is not None and self.path.exists() and self.path.stat().st_size > 0
 
     def replay_own(self, apply: Callable[[Line], None]) -> int:
-        """Apply this process's journal; on success it is emptied. Raises when Redis still fails (the
-        entries stay for the next try)."""
-        if not self.pending():
-            return 0
-        done = _apply_file(self.path, apply)
-        os.ftruncate(self._open().fileno(), 0)
-        return done
+        """Apply this process's journal; on success it is removed. Raises when Redis still fails (the
+        entries stay for the next try). A replay waits on Redis, and meanwhile requests may journal
+        more: the journal is moved aside before it is read (nothing yields in between), so those
+        lines start a new one, replayed in turn."""
+        done = 0
+        while True:
+            aside = self._aside
+            if aside is None:
+                if self._file is None or not self.pending():
+                    return done
+                aside, self._file = self._file, None
+                self._aside = aside
+                os.rename(self.path, self.aside)
+            done += _apply_file(self.aside, apply)
+            self.aside.unlink()
+            self._aside = None
+            aside.close()
 
     def replay_orphans(self, apply: Callable[[Line], None]) -> int:
         """Apply and remove the journals of processes that are gone (their lock is free)."""
@@ -170,13 +187,13 @@ class Replayer:
     """Applies journal entries to Redis: a settle with the replay script, an abandoned admission
     with the release of its hold (`release`: relay/quota.py `Quota.release`)."""
 
-    def __init__(self, register: Callable[[str], Callable[..., Any]], release: Callable[[str], bool]):
+    def __init__(self, register: Callable[[str], Callable[..., Any]], release: Callable[[int, str], bool]):
         self._script = register(_REPLAY)
         self._release = release
 
     def __call__(self, entry: Line) -> None:
         if isinstance(entry, Abandoned):
-            if self._release(entry.request_id):
+            if self._release(money_bucket(entry.account_id), entry.request_id):
                 log.warning("released the hold of %s, whose admission reply was lost", entry.request_id)
             return
         keys, args = quota.settle_call(entry.hold, entry.cost, entry.event)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -76,7 +76,8 @@ def hold_refusal(reason: str) -> RelayError:
 
 class Pipeline:
     def __init__(self, settings: RelaySettings, holder: SnapshotHolder, quota: Quota, client: UpstreamClient, selector: Selector | None = None,
-                 register_script: Callable[[str], Callable[..., Any]] | None = None) -> None:
+                 register_script: Callable[[str], Callable[..., Any]] | None = None,
+                 node_of: Callable[[str], Hashable] | None = None) -> None:
         self.settings = settings
         self.holder = holder
         self.quota = quota
@@ -84,7 +85,7 @@ class Pipeline:
         self.selector = selector or Selector()
         self.gate = Gate(quota.redis, settings.health, settings.lease_seconds, register=register_script,
                          generation_ttl=settings.generation_ttl_seconds, batch_size=settings.redis_batch_size,
-                         batch_in_flight=settings.redis_batch_in_flight)
+                         batch_in_flight=settings.redis_batch_in_flight, node_of=node_of)
         self.idempotency = idempotency.Idempotency(register_script or quota.redis.register_script, settings.idempotency_ttl_seconds,
                                                    settings.idempotency_max_bytes)
         self.budget = SharedRetryBudget(register_script or quota.redis.register_script, settings.retry_budget_percent, settings.retry_budget_min) \
@@ -94,6 +95,7 @@ class Pipeline:
         # The one settler of every request's charge, and the settle journal behind it.
         self.charges = Charges(self.gate, SettleJournal(settings.instance_dir / "journal"),
                                Replayer(register_script or quota.redis.register_script, quota.release), self.budget)
+        self.gate.strand = self.charges.abandon
         # No encryption key, no playground tokens (an empty key would make them forgeable).
         self.playground_key = playground.signing_key(settings.encryption_key) if settings.encryption_key else None
 
@@ -181,7 +183,7 @@ class Pipeline:
             return self.router.run_unbilled(
                 ctx, plan, lambda adapter, target: endpoint.attempt(self.client, ctx, adapter, target, request, None))
 
-        claim = idempotency.claim_of(environ, key.id, body, self.settings.lease_seconds)
+        claim = idempotency.claim_of(environ, key.account_id, key.id, body, self.settings.lease_seconds)
         estimate = endpoint.estimate(request, price, self.settings)
         if steer is None:
             wanted = holds.size(estimate, price, group.multiplier_bp, self.settings.min_hold_output_tokens)
@@ -203,7 +205,7 @@ class Pipeline:
         except BaseException as refused:
             self.budget.end_request()
             if isinstance(refused, ReplyLost):
-                self.charges.abandon(ctx.request_id)
+                self.charges.abandon(ctx.request_id, key.account_id)
             raise
         ctx.held = True
         terms = Terms(price, group.multiplier_bp, estimate.local_prompt_tokens, prices if len(prices) > 1 else ())

@@ -10,8 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from relay.redis_keys import HOLDS as HOLDS_ZSET
-from relay.redis_keys import USAGE_STREAM, is_day_window
+from relay.redis_keys import HOLDS_INDEXES, holds_key, is_day_window, money_bucket, usage_stream
 from relay.redis_keys import account_key as account_key
 from relay.redis_keys import api_key_key as api_key_key
 from relay.redis_keys import day_of as day_of
@@ -242,7 +241,7 @@ def hold_record(request_id: str, account_id: int, key_id: int, amount: int, budg
                 user_id: int | None = None, now: float | None = None) -> Hold:
     """The hold a request will own if the hold script accepts it, its spend windows named by `now`."""
     now = time.time() if now is None else now
-    windows = (key_day_key(key_id, now), key_month_key(key_id, now), member_month_key(account_id, user_id, now))
+    windows = (key_day_key(account_id, key_id, now), key_month_key(account_id, key_id, now), member_month_key(account_id, user_id, now))
     return Hold(request_id, account_id, key_id, amount, windows, tuple(v is not None for v in budgets.limits))
 
 
@@ -250,14 +249,18 @@ def hold_call(hold: Hold, key_limit: int | None, expires_at: float, budgets: Bud
               least: int | None = None) -> tuple[list[Any], list[Any]]:
     """KEYS and ARGV of the hold script (relay/admission.py runs the same script inside its own).
     `least` makes the hold flexible: as much of `hold.amount` as every scope has room for, down to it."""
-    return ([account_key(hold.account_id), api_key_key(hold.key_id), hold_key(hold.request_id), HOLDS_ZSET, *hold.windows],
+    bucket = money_bucket(hold.account_id)
+    return ([account_key(hold.account_id), api_key_key(hold.account_id, hold.key_id), hold_key(bucket, hold.request_id), holds_key(bucket),
+             *hold.windows],
             [hold.amount, -1 if key_limit is None else key_limit, int(expires_at), hold.request_id,
              *(-1 if v is None else v for v in budgets.limits), DAY_TTL_SECONDS, MONTH_TTL_SECONDS,
              -1 if least is None else least])
 
 
 def settle_call(hold: Hold, cost: int, event: bytes) -> tuple[list[Any], list[Any]]:
-    return ([hold_key(hold.request_id), HOLDS_ZSET, USAGE_STREAM, account_key(hold.account_id), api_key_key(hold.key_id), *hold.windows],
+    bucket = money_bucket(hold.account_id)
+    return ([hold_key(bucket, hold.request_id), holds_key(bucket), usage_stream(bucket), account_key(hold.account_id),
+             api_key_key(hold.account_id, hold.key_id), *hold.windows],
             [hold.request_id, cost, event, *("1" if r else "0" for r in hold.reserved), DAY_TTL_SECONDS, MONTH_TTL_SECONDS])
 
 
@@ -299,46 +302,49 @@ class Quota:
         charged = int(self._settle(keys=keys, args=args))
         return None if charged < 0 else charged
 
-    def log_only(self, event: bytes) -> None:
+    def log_only(self, account_id: int, event: bytes) -> None:
         """Queue the usage event of a request that held nothing (refused before the hold)."""
-        self.redis.xadd(USAGE_STREAM, {"e": event})
+        self.redis.xadd(usage_stream(money_bucket(account_id)), {"e": event})
 
     def release_expired(self, now: float, limit: int = 1000) -> int:
-        """Release holds past their expiry (left by a crashed relay). Returns how many."""
+        """Release holds past their expiry (left by a crashed relay), up to `limit` per bucket.
+        Returns how many."""
         released = 0
-        for raw in self.redis.zrangebyscore(HOLDS_ZSET, "-inf", now, start=0, num=limit):
-            if self.release(raw.decode() if isinstance(raw, bytes) else raw):
-                released += 1
+        for bucket, index in enumerate(HOLDS_INDEXES):
+            for raw in self.redis.zrangebyscore(index, "-inf", now, start=0, num=limit):
+                if self.release(bucket, raw.decode() if isinstance(raw, bytes) else raw):
+                    released += 1
         return released
 
-    def release(self, request_id: str) -> bool:
+    def release(self, bucket: int, request_id: str) -> bool:
         """Release one request's hold, if it is open, uncharged; True when it was. Two round trips:
         the record names the scopes it reserved in, and the script is given every key it touches."""
-        named = self.redis.hmget(hold_key(request_id), "acct", "akey", "w1", "w2", "w3")
+        record = hold_key(bucket, request_id)
+        named = self.redis.hmget(record, "acct", "akey", "w1", "w2", "w3")
         scopes = [n.decode() if isinstance(n, bytes) else n for n in named if n is not None]
-        return bool(self._release(keys=[hold_key(request_id), HOLDS_ZSET, *scopes], args=[request_id, LAPSED_HOLD_SECONDS]))
+        return bool(self._release(keys=[record, holds_key(bucket), *scopes], args=[request_id, LAPSED_HOLD_SECONDS]))
 
     def credit(self, account_id: int, delta: int, sql_balance_after: int) -> int:
         return int(self._credit(keys=[account_key(account_id)], args=[delta, sql_balance_after]))
 
-    def add_key_spent(self, key_id: int, delta: int) -> None:
+    def add_key_spent(self, account_id: int, key_id: int, delta: int) -> None:
         """Move a key's live spend by `delta` (a refund lowers it), where Redis has one; a key Redis
         does not know is seeded from SQL, which has the change already."""
-        self._add_spent(keys=[api_key_key(key_id)], args=[delta])
+        self._add_spent(keys=[api_key_key(account_id, key_id)], args=[delta])
 
     def seed_account(self, account_id: int, sql_balance: int) -> bool:
         """Set the live balance of an account Redis does not know yet; never overwrites."""
         return bool(self.redis.hsetnx(account_key(account_id), "bal", sql_balance))
 
-    def seed_key_spent(self, key_id: int, sql_spent: int) -> bool:
-        return bool(self.redis.hsetnx(api_key_key(key_id), "spent", sql_spent))
+    def seed_key_spent(self, account_id: int, key_id: int, sql_spent: int) -> bool:
+        return bool(self.redis.hsetnx(api_key_key(account_id, key_id), "spent", sql_spent))
 
     def account(self, account_id: int) -> tuple[int, int]:
         bal, held = self.redis.hmget(account_key(account_id), "bal", "held")
         return int(bal or 0), int(held or 0)
 
-    def key_spent(self, key_id: int) -> tuple[int, int]:
-        spent, held = self.redis.hmget(api_key_key(key_id), "spent", "held")
+    def key_spent(self, account_id: int, key_id: int) -> tuple[int, int]:
+        spent, held = self.redis.hmget(api_key_key(account_id, key_id), "spent", "held")
         return int(spent or 0), int(held or 0)
 
     # --- spend windows: what the consoles show, and seeding after a Redis loss --------------
@@ -358,4 +364,4 @@ class Quota:
         pipe.execute()
 
     def open_holds(self) -> int:
-        return int(self.redis.zcard(HOLDS_ZSET))
+        return sum(int(self.redis.zcard(index)) for index in HOLDS_INDEXES)

@@ -15,12 +15,29 @@ import time
 from urllib.parse import urlsplit
 
 ROOT = "sb:"
-# Under Redis Cluster (a `redis-cluster://` REDIS_URL, read once as the process starts) every name
-# but the key records' shares one hash tag, so that every script's keys are in one slot; the key
-# records, a few hundred bytes for each of up to millions of keys and read one at a time, spread
-# over the cluster. docs/redis.md: this layout, and the one that will spread the money too.
+# Under Redis Cluster (a `redis-cluster://` REDIS_URL, read once as the process starts) the names
+# carry hash tags, so that every script's keys are in one slot and the per-request work spreads over
+# the masters: the money of an account (balance, its keys' spend, holds, the usage stream its
+# settles append to, idempotency claims, generation records) under its bucket's tag `{m<n>}`, and
+# everything shared (routing state, limits, health, the config and key-change log) under `{sb}`.
+# The key records, a few hundred bytes for each of up to millions of keys and read one at a time,
+# stay untagged and spread over the cluster. On one server the names are those earlier versions
+# stored, and there is one bucket. docs/redis.md: the layout and the round trips per request.
 CLUSTER = urlsplit(os.environ.get("REDIS_URL", "")).scheme.lower() in ("redis-cluster", "rediss-cluster")
 _S = "sb:{sb}:" if CLUSTER else ROOT
+# Fixed for a deployment's life: a change moves every account's money to other names (docs/redis.md,
+# migration). More buckets spread the money more evenly; ingestion reads one stream per bucket.
+MONEY_BUCKETS = max(1, int(os.environ.get("SWITCHBOARD_REDIS_MONEY_BUCKETS") or 16)) if CLUSTER else 1
+
+
+def money_bucket(account_id: int) -> int:
+    """The bucket whose hash tag an account's money names carry."""
+    return account_id % MONEY_BUCKETS
+
+
+def _money(bucket: int) -> str:
+    return f"sb:{{m{bucket}}}:" if CLUSTER else ROOT
+
 
 # --- the routing snapshot (relay/config_store.py) ------------------------------------------------
 CONFIG_CHANNEL = "sb:cfg"  # pub/sub: snapshot versions and key-change wake-ups
@@ -39,31 +56,39 @@ KEYS_READY = f"{_S}keys:ready"  # set once every record has been (re)built from 
 KEYS_REBUILD_CURSOR = f"{_S}keys:rebuild"  # hash: phase (accounts | keys), after (the last id done)
 KEYS_SWEEP_CURSOR = f"{_S}keys:sweep"  # the last key id the drift sweep compared
 
-# --- live money (relay/quota.py) -------------------------------------------------------------------
-HOLDS = f"{_S}holds"  # zset: request id scored by its hold's expiry, for the sweeper
-USAGE_STREAM = f"{_S}usage"  # settled requests, for the usage consumer (workers/consumer.py)
+# --- live money (relay/quota.py), by bucket ------------------------------------------------------
 USAGE_DEAD = f"{_S}usage:dead"  # events ingestion refused, with the error
 USAGE_DEAD_NOTIFIED = f"{_S}usage:dead:notified"  # id of the newest dead letter operators were told about
-_ACCOUNT = f"{_S}acct:"
-_API_KEY = f"{_S}akey:"
-_HOLD = f"{_S}hold:"
-_MEMBER = f"{_S}member:"
 _DAY, _MONTH = ":d:", ":m:"
+
+
+def holds_key(bucket: int) -> str:
+    """Zset: the bucket's open holds (request ids) scored by expiry, for the sweeper."""
+    return f"{_money(bucket)}holds"
+
+
+def usage_stream(bucket: int) -> str:
+    """The bucket's settled requests, for the usage consumer (workers/consumer.py)."""
+    return f"{_money(bucket)}usage"
+
+
+HOLDS_INDEXES = tuple(holds_key(b) for b in range(MONEY_BUCKETS))
+USAGE_STREAMS = tuple(usage_stream(b) for b in range(MONEY_BUCKETS))
 
 
 def account_key(account_id: int) -> str:
     """Hash: `bal` (live balance, µ$), `held` (open holds)."""
-    return f"{_ACCOUNT}{account_id}"
+    return f"{_money(money_bucket(account_id))}acct:{account_id}"
 
 
-def api_key_key(key_id: int) -> str:
-    """Hash: `spent` and `held` against the key's credit limit."""
-    return f"{_API_KEY}{key_id}"
+def api_key_key(account_id: int, key_id: int) -> str:
+    """Hash: `spent` and `held` against the key's credit limit (in its account's bucket)."""
+    return f"{_money(money_bucket(account_id))}akey:{key_id}"
 
 
-def hold_key(request_id: str) -> str:
+def hold_key(bucket: int, request_id: str) -> str:
     """Hash: one open hold (amount, the account and key names, the windows it reserved)."""
-    return f"{_HOLD}{request_id}"
+    return f"{_money(bucket)}hold:{request_id}"
 
 
 # Spend windows are named by the UTC day / month the request started in.
@@ -75,16 +100,16 @@ def month_of(now: float) -> str:
     return time.strftime("%Y%m", time.gmtime(now))
 
 
-def key_day_key(key_id: int, now: float) -> str:
-    return f"{_API_KEY}{key_id}{_DAY}{day_of(now)}"
+def key_day_key(account_id: int, key_id: int, now: float) -> str:
+    return f"{api_key_key(account_id, key_id)}{_DAY}{day_of(now)}"
 
 
-def key_month_key(key_id: int, now: float) -> str:
-    return f"{_API_KEY}{key_id}{_MONTH}{month_of(now)}"
+def key_month_key(account_id: int, key_id: int, now: float) -> str:
+    return f"{api_key_key(account_id, key_id)}{_MONTH}{month_of(now)}"
 
 
 def member_month_key(account_id: int, user_id: int | None, now: float) -> str:
-    return f"{_MEMBER}{account_id}:{user_id or 0}{_MONTH}{month_of(now)}"
+    return f"{_money(money_bucket(account_id))}member:{account_id}:{user_id or 0}{_MONTH}{month_of(now)}"
 
 
 def is_day_window(name: str) -> bool:
@@ -92,14 +117,15 @@ def is_day_window(name: str) -> bool:
 
 
 # --- per request -------------------------------------------------------------------------------------
-def generation_key(request_id: str) -> str:
-    """The settled request's record for GET /v1/generation (relay/generation.py)."""
-    return f"{_S}gen:{request_id}"
+def generation_key(bucket: int, request_id: str) -> str:
+    """The settled request's record for GET /v1/generation (relay/generation.py), written by the
+    money settle, so in the caller's bucket."""
+    return f"{_money(bucket)}gen:{request_id}"
 
 
-def idempotency_key(key_id: int, digest: str) -> str:
+def idempotency_key(account_id: int, key_id: int, digest: str) -> str:
     """An Idempotency-Key's claim and outcome, per API key (relay/idempotency.py)."""
-    return f"{_S}idem:{key_id}:{digest}"
+    return f"{_money(money_bucket(account_id))}idem:{key_id}:{digest}"
 
 
 def affinity_key(digest: str) -> str:

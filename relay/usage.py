@@ -1,6 +1,7 @@
-"""The usage event: what the relay appends to the Redis stream for each finished request.
+"""The usage event: what the relay appends to a Redis usage stream for each finished request (the
+stream of its account's money bucket: relay/redis_keys.py).
 
-The worker that ingests the stream (workers/usage.py) turns one event into one request-log row and,
+The worker that ingests the streams (workers/usage.py) turns one event into one request-log row and,
 when it cost anything, one ledger entry. Fields are primitives so the event survives a restart.
 """
 from __future__ import annotations
@@ -12,8 +13,8 @@ import orjson
 
 from relay import redis_keys
 
-USAGE_STREAM = redis_keys.USAGE_STREAM
-USAGE_GROUP = "ingest"
+USAGE_STREAMS = redis_keys.USAGE_STREAMS  # one a bucket; ingestion reads them all
+USAGE_GROUP = "ingest"  # the consumer group, on each stream
 
 
 @dataclass(slots=True)

@@ -123,13 +123,13 @@ class Gateway:
         empty (an event leaves it only once written to SQL), and again if an event was still on its way."""
         import redis
 
-        from relay.usage import USAGE_STREAM
+        from relay.usage import USAGE_STREAMS
 
         client = redis.Redis(unix_socket_path=str(self.instance / "redis" / "redis.sock"))
         deadline = time.time() + timeout
         seen = None
         while time.time() < deadline:
-            while client.xlen(USAGE_STREAM) and time.time() < deadline:
+            while client.xlen(USAGE_STREAMS[0]) and time.time() < deadline:
                 time.sleep(0.05)
             seen = self.balance(email)
             if seen["balance_micro_usd"] == expected:

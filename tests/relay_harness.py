@@ -128,12 +128,12 @@ def open_holds_described(redis) -> list[dict]:
     """Each hold still open: its record, expiry and whether its request was logged (for a failure's message)."""
     import time
 
-    from relay.quota import HOLDS_ZSET, hold_key
+    from relay.redis_keys import HOLDS_INDEXES, hold_key
 
     described = []
-    for rid, expires in redis.zrange(HOLDS_ZSET, 0, 20, withscores=True):
+    for rid, expires in redis.zrange(HOLDS_INDEXES[0], 0, 20, withscores=True):
         rid = rid.decode()
-        record = {k.decode(): v.decode() for k, v in redis.hgetall(hold_key(rid)).items()}
+        record = {k.decode(): v.decode() for k, v in redis.hgetall(hold_key(0, rid)).items()}
         logged = db.session.scalar(select(RequestLog.status).where(RequestLog.request_id == rid))
         described.append({"request": rid, "expires_in": round(expires - time.time(), 1), "record": record, "logged_status": logged})
     return described

@@ -6,8 +6,14 @@ names' root, or a Lua literal inside a script text that does. Docstrings may men
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+from redis.crc import key_slot
 
 from relay import redis_keys
 
@@ -63,9 +69,39 @@ def test_names_are_those_deployments_already_store():
     """Renaming a stored key would strand balances and records: these spellings are the contract."""
     now = 1_780_000_000.0  # 2026-05-28 UTC
     assert redis_keys.account_key(5) == "sb:acct:5"
-    assert redis_keys.api_key_key(9) == "sb:akey:9"
-    assert redis_keys.key_day_key(9, now) == "sb:akey:9:d:20260528"
-    assert redis_keys.key_month_key(9, now) == "sb:akey:9:m:202605"
+    assert redis_keys.api_key_key(5, 9) == "sb:akey:9"
+    assert redis_keys.key_day_key(5, 9, now) == "sb:akey:9:d:20260528"
+    assert redis_keys.key_month_key(5, 9, now) == "sb:akey:9:m:202605"
     assert redis_keys.member_month_key(5, None, now) == "sb:member:5:0:m:202605"
-    assert redis_keys.hold_key("r1") == "sb:hold:r1"
-    assert (redis_keys.HOLDS, redis_keys.USAGE_STREAM, redis_keys.KEY_RECORD_PREFIX) == ("sb:holds", "sb:usage", "sb:key:")
+    assert redis_keys.hold_key(0, "r1") == "sb:hold:r1"
+    assert redis_keys.generation_key(0, "r1") == "sb:gen:r1"
+    assert redis_keys.idempotency_key(5, 9, "ab") == "sb:idem:9:ab"
+    assert (redis_keys.HOLDS_INDEXES, redis_keys.USAGE_STREAMS, redis_keys.KEY_RECORD_PREFIX) == (("sb:holds",), ("sb:usage",), "sb:key:")
+
+
+def test_under_a_cluster_an_accounts_money_shares_its_buckets_slot_and_the_buckets_spread():
+    """Each per-request script's keys must be in one slot: the money half's in the account's
+    bucket, everything shared under one tag; and the buckets must land on different slots."""
+    code = """
+import json
+from relay import redis_keys as k
+now = 1_780_000_000.0
+money = {a: [k.account_key(a), k.api_key_key(a, 9), k.key_day_key(a, 9, now), k.key_month_key(a, 9, now),
+             k.member_month_key(a, 3, now), k.hold_key(k.money_bucket(a), "r1"), k.holds_key(k.money_bucket(a)),
+             k.usage_stream(k.money_bucket(a)), k.generation_key(k.money_bucket(a), "r1"), k.idempotency_key(a, 9, "ab")]
+         for a in range(40)}
+shared = [k.key_health_key(1), k.channel_health_key(2), k.limit_window_key("g:x", "r", 5), k.HEALTH_LAST_OK, k.affinity_key("d"),
+          *k.queue_keys("q"), k.USAGE_DEAD, k.CONFIG_SNAPSHOT, k.RETRY_ACTIVE]
+print(json.dumps({"buckets": k.MONEY_BUCKETS, "money": money, "shared": shared, "streams": list(k.USAGE_STREAMS)}))
+"""
+    env = {**os.environ, "REDIS_URL": "redis-cluster://127.0.0.1:7000", "SWITCHBOARD_REDIS_MONEY_BUCKETS": "8"}
+    out = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+    assert out["buckets"] == 8 and len(set(out["streams"])) == 8
+    slots_of_accounts = set()
+    for account, names in out["money"].items():
+        slots = {key_slot(n.encode()) for n in names}
+        assert len(slots) == 1, (account, names)
+        slots_of_accounts |= slots
+    assert len(slots_of_accounts) == 8  # accounts 0..39 fill every bucket, each bucket its own slot
+    assert len({key_slot(n.encode()) for n in out["shared"]}) == 1
+    assert not slots_of_accounts & {key_slot(out["shared"][0].encode())}

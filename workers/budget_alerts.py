@@ -67,10 +67,10 @@ def _key_windows(now: float) -> Iterator[list[Window]]:
         out = []
         for r in rows:
             if r.daily_budget is not None:
-                out.append(Window(r.account_id, r.user_id, f"key:{r.id}:day", day, r.daily_budget, q.key_day_key(r.id, now),
+                out.append(Window(r.account_id, r.user_id, f"key:{r.id}:day", day, r.daily_budget, q.key_day_key(r.account_id, r.id, now),
                                   f"the daily budget of key {r.prefix}"))
             if r.monthly_budget is not None:
-                out.append(Window(r.account_id, r.user_id, f"key:{r.id}:month", month, r.monthly_budget, q.key_month_key(r.id, now),
+                out.append(Window(r.account_id, r.user_id, f"key:{r.id}:month", month, r.monthly_budget, q.key_month_key(r.account_id, r.id, now),
                                   f"the monthly budget of key {r.prefix}"))
         yield out
 

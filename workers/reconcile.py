@@ -1,7 +1,7 @@
 """Reconciliation: prove that the ledger, the SQL balances and the live Redis balances agree.
 
 The ledger is the truth. An account's stored SQL balance must equal the sum of its entries; its live
-Redis balance must equal the SQL balance minus the charges still waiting in the usage stream; a key's
+Redis balance must equal the SQL balance minus the charges still waiting in the usage streams; a key's
 stored `spent` must equal its charges minus its refunds. `fix=True` repairs from the ledger.
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ from controlplane import dead_letters
 from controlplane.extensions import db
 from controlplane.models import Account, ApiKey, EntryKind, LedgerEntry
 from controlplane.runtime import runtime
-from relay.quota import HOLDS_ZSET, account_key
-from relay.usage import USAGE_STREAM, UsageEvent
+from relay.quota import account_key
+from relay.redis_keys import HOLDS_INDEXES
+from relay.usage import USAGE_STREAMS, UsageEvent
 from workers.context import in_app_context
 
 # Sets the live balance to what SQL and the pending stream imply, unless a settle moved it meanwhile.
@@ -38,7 +39,7 @@ class Finding:
     fixed: bool = False
 
 
-# Ingestion drains the stream every second; an event this old means it is not keeping up or stopped.
+# Ingestion drains the streams every second; an event this old means it is not keeping up or stopped.
 BACKLOG_STUCK_SECONDS = 60
 
 
@@ -61,30 +62,48 @@ class Report:
                 "findings": [f.__dict__ for f in self.findings]}
 
 
+def _oldest_entry_ms(redis) -> int | None:
+    """When the oldest event of any usage stream was appended (ms), None when none waits."""
+    oldest = None
+    for stream in USAGE_STREAMS:
+        first = redis.xrange(stream, count=1)
+        if first:
+            entry_id = first[0][0].decode() if isinstance(first[0][0], bytes) else first[0][0]
+            appended = int(entry_id.split("-")[0])
+            oldest = appended if oldest is None else min(oldest, appended)
+    return oldest
+
+
 def _backlog_and_holds(report: Report, now: float) -> None:
-    """What is waiting: the usage stream's unwritten events (stuck ingestion holds charges out of SQL)
+    """What is waiting: the usage streams' unwritten events (stuck ingestion holds charges out of SQL)
     and holds that outlived their requests. Either one needs attention."""
     redis = runtime().redis
-    report.backlog = int(redis.xlen(USAGE_STREAM))
-    oldest = redis.xrange(USAGE_STREAM, count=1)
-    if oldest:
-        entry_id = oldest[0][0].decode() if isinstance(oldest[0][0], bytes) else oldest[0][0]
-        report.backlog_age_s = max(0.0, now - int(entry_id.split("-")[0]) / 1000)
+    report.backlog = sum(int(redis.xlen(stream)) for stream in USAGE_STREAMS)
+    oldest = _oldest_entry_ms(redis)
+    if oldest is not None:
+        report.backlog_age_s = max(0.0, now - oldest / 1000)
     if report.backlog_age_s > BACKLOG_STUCK_SECONDS:
         report.findings.append(Finding("usage_backlog", 0, 0, report.backlog))
     report.dead_letters = dead_letters.count(redis)
     if report.dead_letters:  # charged live, not in SQL, until an operator retries or discards them
         report.findings.append(Finding("dead_letters", 0, 0, report.dead_letters))
-    report.stale_holds = int(redis.zcount(HOLDS_ZSET, "-inf", now))
+    report.stale_holds = sum(int(redis.zcount(index, "-inf", now)) for index in HOLDS_INDEXES)
     if report.stale_holds:
         report.findings.append(Finding("stale_holds", 0, 0, report.stale_holds))
 
 
+def _waiting_events(redis):
+    """The fields of every entry of every usage stream."""
+    for stream in USAGE_STREAMS:
+        for _, fields in redis.xrange(stream):
+            yield fields
+
+
 def pending_charges(redis) -> dict[int, int]:
-    """Charges settled in Redis but not yet written to SQL, per account: the usage stream's and the
+    """Charges settled in Redis but not yet written to SQL, per account: the usage streams' and the
     dead letters' (an operator retries or discards those)."""
     pending: dict[int, int] = defaultdict(int, dead_letters.charges(redis))
-    for _, fields in redis.xrange(USAGE_STREAM):
+    for fields in _waiting_events(redis):
         if fields.get(b"e") is None:
             continue
         try:

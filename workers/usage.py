@@ -1,4 +1,5 @@
-"""Usage ingestion: the Redis usage stream → request logs and charge entries in SQL.
+"""Usage ingestion: the Redis usage streams (one per money bucket) → request logs and charge entries
+in SQL.
 
 One transaction per batch writes the request logs and the ledger entries, idempotent on the request
 id (a replayed event is skipped, and the database's unique constraints back that up). A batch the
@@ -6,6 +7,8 @@ database refuses is written one event at a time: an event it refuses while it an
 (any error: too long, out of range, a missing account) goes to the dead-letter stream with the error
 (controlplane/dead_letters.py), the rest are written. Entries are acknowledged only once they are in
 SQL or dead-lettered; while the database is down nothing is, and the entries are claimed again later.
+Every entry remembers the stream it came from: a batch may hold entries of several streams, and each
+is acknowledged on its stream.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from controlplane import dead_letters, ledger
 from controlplane.extensions import db
 from controlplane.models import RequestLog
 from controlplane.runtime import runtime
-from relay.usage import USAGE_GROUP, USAGE_STREAM, UsageEvent
+from relay import redis_keys
+from relay.usage import USAGE_GROUP, USAGE_STREAMS, UsageEvent
 from workers import usage_fields
 from workers.context import in_app_context
 from workers.usage_writes import write_batch, write_fresh  # noqa: F401 - write_batch: the demo seed's and the tests' entry
@@ -39,12 +43,15 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def ensure_group(redis) -> None:
-    try:
-        redis.xgroup_create(USAGE_STREAM, USAGE_GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+def ensure_group(redis, streams: tuple[str, ...] = USAGE_STREAMS) -> None:
+    """The consumer group on every stream (and the stream, so that the group can be made before the
+    first event)."""
+    for stream in streams:
+        try:
+            redis.xgroup_create(stream, USAGE_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
 
 def apply_unheld(fresh: list[UsageEvent]) -> None:
@@ -58,7 +65,7 @@ def apply_unheld(fresh: list[UsageEvent]) -> None:
         try:
             quota.credit(e.account_id, -e.cost, ledger.stored_balance(e.account_id))
             if e.api_key_id is not None:
-                quota.add_key_spent(e.api_key_id, e.cost)
+                quota.add_key_spent(e.account_id, e.api_key_id, e.cost)
         except Exception:  # noqa: BLE001 - reconcile --fix repairs a live balance from the ledger
             log.exception("live balance of account %s not debited for journaled %s", e.account_id, e.request_id)
 
@@ -69,6 +76,7 @@ class Pending(NamedTuple):
     id: bytes
     fields: dict | None  # the event (`e`) and what settle added; None: the entry was deleted while pending
     tries: int = 0
+    stream: str = USAGE_STREAMS[0]  # where it is acknowledged (ids are unique within a stream only)
 
 
 @dataclass
@@ -76,7 +84,7 @@ class Outcome:
     """What one batch came to. Only `done` and `dead` entries may be acknowledged."""
 
     written: int = 0
-    done: list[bytes] = field(default_factory=list)  # in SQL now, or already before
+    done: list[Pending] = field(default_factory=list)  # in SQL now, or already before
     dead: list[tuple[Pending, str]] = field(default_factory=list)  # to the dead-letter stream, with the error
     stuck: bool = False  # the database stopped answering: the rest stay pending and are claimed again
 
@@ -148,7 +156,7 @@ def store(entries: list[Pending]) -> Outcome:
     groups: dict[str, tuple[UsageEvent, list[Pending]]] = {}
     for entry in entries:
         if not entry.fields or b"e" not in entry.fields:
-            out.done.append(entry.id)
+            out.done.append(entry)
             continue
         try:
             event = usage_fields.parse(entry.fields)
@@ -161,7 +169,7 @@ def store(entries: list[Pending]) -> Outcome:
         db.session.commit()
         apply_unheld(fresh)
         out.written = len(fresh)
-        out.done.extend(e.id for _, same in groups.values() for e in same)
+        out.done.extend(e for _, same in groups.values() for e in same)
         return out
     except Exception:  # noqa: BLE001 - one bad event, a race, or the database: sorted out one by one
         db.session.rollback()
@@ -174,27 +182,62 @@ def store(entries: list[Pending]) -> Outcome:
             return out
         out.written += written
         if error is None:
-            out.done.extend(e.id for e in same)
+            out.done.extend(same)
         else:
             # One dead letter per request; its replays are the same charge and go with it.
             log.error("usage event %s dead-lettered: %s", event.request_id, error)
             out.dead.append((same[0], error))
-            out.done.extend(e.id for e in same[1:])
+            out.done.extend(same[1:])
     return out
 
 
+def _by_stream(out: Outcome) -> dict[str, list[bytes]]:
+    ids: dict[str, list[bytes]] = {}
+    for entry in [*out.done, *(entry for entry, _ in out.dead)]:
+        ids.setdefault(entry.stream, []).append(entry.id)
+    return ids
+
+
+def _dead_letter(pipe, dead: list[tuple[Pending, str]]) -> None:
+    for entry, error in dead:
+        pipe.xadd(dead_letters.DEAD_STREAM, dead_letters.entry_fields(entry.fields, error, entry.tries + 1, entry.id.decode()))
+
+
+def _remove(pipe, stream: str, ids: list[bytes]) -> None:
+    pipe.xack(stream, USAGE_GROUP, *ids)
+    pipe.xdel(stream, *ids)
+
+
 def acknowledge(redis, out: Outcome) -> None:
-    """Dead-letter and acknowledge in one Redis transaction: an event leaves the usage stream only
-    once it is in SQL or in the dead-letter stream."""
-    ids = out.done + [entry.id for entry, _ in out.dead]
-    if not ids:
+    """Dead-letter and acknowledge: an event leaves its usage stream only once it is in SQL or in the
+    dead-letter stream. On one server that is one Redis transaction over every stream of the batch."""
+    streams = _by_stream(out)
+    if not streams:
+        return
+    if redis_keys.CLUSTER:
+        _acknowledge_by_slot(redis, out.dead, streams)
         return
     pipe = redis.pipeline(transaction=True)
-    for entry, error in out.dead:
-        pipe.xadd(dead_letters.DEAD_STREAM, dead_letters.entry_fields(entry.fields, error, entry.tries + 1, entry.id.decode()))
-    pipe.xack(USAGE_STREAM, USAGE_GROUP, *ids)
-    pipe.xdel(USAGE_STREAM, *ids)
+    _dead_letter(pipe, out.dead)
+    for stream, ids in streams.items():
+        _remove(pipe, stream, ids)
     pipe.execute()
+
+
+def _acknowledge_by_slot(redis, dead: list[tuple[Pending, str]], streams: dict[str, list[bytes]]) -> None:
+    """Under Redis Cluster the dead-letter stream and each bucket's stream are in slots of their own,
+    which no transaction spans: the dead letters are added first, then each stream acknowledges in a
+    transaction of its own. A crash in between leaves a dead-lettered entry pending, to be read and
+    dead-lettered again; a retry of both letters still charges once, as ingestion skips a request
+    already in SQL (until one is retried or discarded, reconcile counts the charge twice)."""
+    if dead:
+        pipe = redis.pipeline(transaction=True)
+        _dead_letter(pipe, dead)
+        pipe.execute()
+    for stream, ids in streams.items():
+        pipe = redis.pipeline(transaction=True)
+        _remove(pipe, stream, ids)
+        pipe.execute()
 
 
 def _tries(fields: dict) -> int:
@@ -204,15 +247,16 @@ def _tries(fields: dict) -> int:
         return 0
 
 
-def pending(rows) -> list[Pending]:
+def pending(rows, stream: str = USAGE_STREAMS[0]) -> list[Pending]:
+    """The entries of `stream` as XREADGROUP, XCLAIM or XAUTOCLAIM returned them."""
     # Only an operator's retry carries a try count (`n`): the rest skip reading one.
-    return [Pending(entry_id, fields, _tries(fields) if b"n" in fields else 0) if fields else Pending(entry_id, None)
+    return [Pending(entry_id, fields, _tries(fields) if b"n" in fields else 0, stream) if fields else Pending(entry_id, None, 0, stream)
             for entry_id, fields in rows]
 
 
 @in_app_context
 def ingest(batch_size: int | None = None, max_seconds: float = 10.0) -> int:
-    """Drain the usage stream into SQL for up to `max_seconds` (what `switchboard ingest --drain`
+    """Drain the usage streams into SQL for up to `max_seconds` (what `switchboard ingest --drain`
     does; the resident consumer is workers/consumer.py). Returns events written."""
     from workers.consumer import Consumer
 
@@ -221,5 +265,6 @@ def ingest(batch_size: int | None = None, max_seconds: float = 10.0) -> int:
 
 
 def backlog() -> int:
-    """Events waiting in the stream (read or not)."""
-    return int(runtime().redis.xlen(USAGE_STREAM))
+    """Events waiting in the streams (read or not)."""
+    redis = runtime().redis
+    return sum(int(redis.xlen(stream)) for stream in USAGE_STREAMS)

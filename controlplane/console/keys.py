@@ -89,8 +89,8 @@ def detail(key_id: int):
                                      .order_by(RequestLog.started_at.desc()).limit(10)))
     summary, _, by_model = breakdown(clause, since)
     refunded = _refunded(key.account_id, since, key.id).get(key.id, 0)
-    return render_template("console/keys/detail.html", key=key, windows=budgets.key_windows(key.id, now), refunded=refunded,
-                           live_spent=_live_spent(key.id), days=series(clause, since, "day", None), summary=summary,
+    return render_template("console/keys/detail.html", key=key, windows=budgets.key_windows(key.account_id, key.id, now), refunded=refunded,
+                           live_spent=_live_spent(key.account_id, key.id), days=series(clause, since, "day", None), summary=summary,
                            by_model=by_model, recent=recent, owner=db.session.get(User, key.user_id), now=utcnow())
 
 
@@ -104,10 +104,10 @@ def _refunded(account_id: int, since, key_id: int | None = None) -> dict[int, in
     return {k: int(v or 0) for k, v in db.session.execute(query.group_by(LedgerEntry.api_key_id)).all()}
 
 
-def _live_spent(key_id: int) -> int:
+def _live_spent(account_id: int, key_id: int) -> int:
     from controlplane.runtime import runtime
 
-    return runtime().quota.key_spent(key_id)[0]
+    return runtime().quota.key_spent(account_id, key_id)[0]
 
 
 @bp.route("/<int:key_id>/edit", methods=["GET", "POST"])

@@ -106,15 +106,15 @@ def refund_request(actor: Actor, request_id: str, amount: str | None, reason: st
 
     row = _record(actor, plan.charge.account_id, RefundKind.REQUEST, post_entry, micro, reason, request_id=plan.log.request_id)
     if key_id is not None:
-        apply_key_refund(key_id, micro)
+        apply_key_refund(plan.charge.account_id, key_id, micro)
     return row
 
 
-def apply_key_refund(key_id: int, amount: int) -> None:
+def apply_key_refund(account_id: int, key_id: int, amount: int) -> None:
     """Give a key's credit limit back what a refund returned (only where Redis knows the key: an
     unknown key is seeded from SQL, which already has it)."""
     try:
-        runtime().quota.add_key_spent(key_id, -amount)
+        runtime().quota.add_key_spent(account_id, key_id, -amount)
     except Exception:
         log.exception("live spend of key %s not updated; run scripts/reconcile.py --fix", key_id)
 

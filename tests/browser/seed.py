@@ -12,7 +12,7 @@ import redis
 
 from relay.pricing import Price, Usage, cost
 from relay.quota import account_key, api_key_key, key_day_key, key_month_key, member_month_key
-from relay.usage import USAGE_STREAM, UsageEvent
+from relay.usage import USAGE_STREAMS, UsageEvent
 
 PRICES = {
     "gpt-4o-mini": Price("gpt-4o-mini", input=150_000, output=600_000, cache_read=75_000),
@@ -54,14 +54,15 @@ def seed_week(gateway, account_id: int, user_id: int, key_ids: list[int], seed: 
         for _ in range(rng.randint(0, busy)):
             key_id = rng.choices(key_ids, weights=[5, 2, 1][:len(key_ids)])[0]
             e = _event(rng, start + rng.uniform(0, 3_000), key_id, account_id, user_id)
-            pipe.xadd(USAGE_STREAM, {"e": e.encode()})
+            pipe.xadd(USAGE_STREAMS[0], {"e": e.encode()})
             total += e.cost
             per_key[key_id] += e.cost
-            for name in (key_day_key(key_id, e.started_at), key_month_key(key_id, e.started_at), member_month_key(account_id, user_id, e.started_at)):
+            for name in (key_day_key(account_id, key_id, e.started_at), key_month_key(account_id, key_id, e.started_at),
+                         member_month_key(account_id, user_id, e.started_at)):
                 windows[name] = windows.get(name, 0) + e.cost
     pipe.hincrby(account_key(account_id), "bal", -total)
     for key_id, spent in per_key.items():
-        pipe.hincrby(api_key_key(key_id), "spent", spent)
+        pipe.hincrby(api_key_key(account_id, key_id), "spent", spent)
     for name, spent in windows.items():
         pipe.hincrby(name, "spent", spent)
         pipe.expire(name, 40 * 86_400)
@@ -73,7 +74,7 @@ def wait_for_ingestion(gateway, timeout: float = 30) -> None:
     r = gateway_redis(gateway)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if r.xlen(USAGE_STREAM) == 0:
+        if r.xlen(USAGE_STREAMS[0]) == 0:
             return
         time.sleep(0.2)
     raise AssertionError("the worker did not ingest the seeded usage")

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from relay.usage import USAGE_STREAM, UsageEvent
+from relay.usage import USAGE_STREAMS, UsageEvent
 from tests.browser.conftest import shoot, sign_in
 from tests.browser.seed import gateway_redis, wait_for_ingestion
 from tests.gateway import ROOT, Gateway
@@ -42,7 +42,7 @@ def usage_event(user: dict, key_id: int, cost: int, **extra) -> UsageEvent:
 def ingest(gw, *events: UsageEvent) -> None:
     r = gateway_redis(gw)
     for e in events:
-        r.xadd(USAGE_STREAM, {"e": e.encode()})
+        r.xadd(USAGE_STREAMS[0], {"e": e.encode()})
     wait_for_ingestion(gw)
 
 

@@ -45,7 +45,7 @@ def main() -> None:
             account_id = int(args[0])
             live, held = runtime().quota.account(account_id)
             print(json.dumps({"sql": ledger.stored_balance(account_id), "entries": ledger.sum_of_entries(account_id),
-                              "live": live, "held": held, "backlog": int(runtime().redis.xlen(_usage_stream()))}))
+                              "live": live, "held": held, "backlog": _usage_backlog(runtime().redis)}))
         elif command == "lose-records":
             # What a Redis that lost its data looks like to the rebuild: no records, not ready.
             from controlplane import key_rebuild
@@ -63,10 +63,10 @@ def main() -> None:
             raise SystemExit(f"unknown command {command!r}")
 
 
-def _usage_stream() -> str:
-    from relay.redis_keys import USAGE_STREAM
+def _usage_backlog(redis) -> int:
+    from relay.redis_keys import USAGE_STREAMS
 
-    return USAGE_STREAM
+    return sum(int(redis.xlen(stream)) for stream in USAGE_STREAMS)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from controlplane import dead_letters, ledger
 from controlplane.extensions import db
 from controlplane.models import LedgerEntry, RequestLog
-from relay.usage import USAGE_GROUP, USAGE_STREAM, UsageEvent
+from relay.usage import USAGE_GROUP, USAGE_STREAMS, UsageEvent
 from tests import factories
 from tests.gateway import ROOT
 
@@ -77,7 +77,7 @@ def _event(rid: str, account_id: int, key_id: int | None, cost: int) -> UsageEve
 def _put(redis, events) -> None:
     pipe = redis.pipeline(transaction=False)
     for e in events:
-        pipe.xadd(USAGE_STREAM, {"e": e.encode()})
+        pipe.xadd(USAGE_STREAMS[0], {"e": e.encode()})
     pipe.execute()
 
 
@@ -114,7 +114,7 @@ def test_the_consumer_drains_the_stream_dead_letters_a_poison_event_and_stops_on
     consumer.wait_reading(redis_client)
     good = [_event(f"req_live{i}", user.account_id, key.id, 100) for i in range(20)]
     _put(redis_client, [*good[:10], _event("req_poison", GHOST, None, 50), good[3], *good[10:]])
-    assert _until(lambda: redis_client.xlen(USAGE_STREAM) == 0), "\n".join(consumer.output)
+    assert _until(lambda: redis_client.xlen(USAGE_STREAMS[0]) == 0), "\n".join(consumer.output)
     assert _in_sql() == (20, 20)
     assert ledger.sum_of_entries(user.account_id) == ledger.stored_balance(user.account_id) == 100_000_000 - 2_000
     [letter] = dead_letters.newest(redis_client)[0]
@@ -122,7 +122,7 @@ def test_the_consumer_drains_the_stream_dead_letters_a_poison_event_and_stops_on
     consumer.signal(signal.SIGTERM)
     assert consumer.proc.wait(timeout=15) == 0, "\n".join(consumer.output)
     assert any("stopped: 20 written" in line and "1 dead-lettered" in line for line in consumer.output), consumer.output
-    assert redis_client.xinfo_consumers(USAGE_STREAM, USAGE_GROUP) == []  # it left the group with nothing pending
+    assert redis_client.xinfo_consumers(USAGE_STREAMS[0], USAGE_GROUP) == []  # it left the group with nothing pending
 
 
 def test_sigterm_mid_batch_acknowledges_what_was_written_and_the_next_consumer_writes_the_rest_once(sql_app, redis_client, consumers):
@@ -136,11 +136,11 @@ def test_sigterm_mid_batch_acknowledges_what_was_written_and_the_next_consumer_w
     assert consumer.proc.wait(timeout=30) == 0, "\n".join(consumer.output)
     logs, charges = _in_sql()
     assert 0 < logs < 250 and charges == logs  # it finished the batch it held, and no more
-    assert redis_client.xlen(USAGE_STREAM) == 250 - logs  # what it wrote left the stream; nothing is pending
-    assert redis_client.xpending(USAGE_STREAM, USAGE_GROUP)["pending"] == 0
+    assert redis_client.xlen(USAGE_STREAMS[0]) == 250 - logs  # what it wrote left the stream; nothing is pending
+    assert redis_client.xpending(USAGE_STREAMS[0], USAGE_GROUP)["pending"] == 0
     drained = consumers("--drain")
     assert drained.proc.wait(timeout=60) == 0, "\n".join(drained.output)
-    assert _in_sql() == (250, 250) and redis_client.xlen(USAGE_STREAM) == 0
+    assert _in_sql() == (250, 250) and redis_client.xlen(USAGE_STREAMS[0]) == 0
     assert ledger.sum_of_entries(user.account_id) == ledger.stored_balance(user.account_id) == 100_000_000 - 7 * 250
 
 
@@ -157,7 +157,7 @@ def test_a_consumer_killed_mid_batch_is_taken_over_at_once_and_nothing_is_writte
     killed.proc.wait(timeout=10)
     successor = consumers()
     # Its entries are taken over now, not after the minute an unknown consumer's would wait.
-    assert _until(lambda: redis_client.xlen(USAGE_STREAM) == 0, 60), "\n".join(successor.output)
+    assert _until(lambda: redis_client.xlen(USAGE_STREAMS[0]) == 0, 60), "\n".join(successor.output)
     assert _in_sql() == (150, 150)
     assert ledger.sum_of_entries(user.account_id) == ledger.stored_balance(user.account_id) == 100_000_000 - 3 * 150
-    assert [c["name"].decode() for c in redis_client.xinfo_consumers(USAGE_STREAM, USAGE_GROUP)] == [successor.name]
+    assert [c["name"].decode() for c in redis_client.xinfo_consumers(USAGE_STREAMS[0], USAGE_GROUP)] == [successor.name]

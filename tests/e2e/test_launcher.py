@@ -128,7 +128,7 @@ def _until(condition, timeout: float = 30.0) -> bool:
 def test_killed_children_come_back_the_consumer_ingests_and_sigterm_stops_everything(tmp_path):
     import redis
 
-    from relay.usage import USAGE_STREAM, UsageEvent
+    from relay.usage import USAGE_STREAMS, UsageEvent
 
     gateway = Gateway(tmp_path / "instance")
     try:
@@ -142,7 +142,7 @@ def test_killed_children_come_back_the_consumer_ingests_and_sigterm_stops_everyt
         now = time.time()
         event = UsageEvent(request_id="req_after_restart", started_at=now, finished_at=now, endpoint="/v1/chat/completions", status=200,
                            account_id=account, model="gpt-4o-mini", cost=1_234)
-        redis.Redis(unix_socket_path=str(tmp_path / "instance" / "redis" / "redis.sock")).xadd(USAGE_STREAM, {"e": event.encode()})
+        redis.Redis(unix_socket_path=str(tmp_path / "instance" / "redis" / "redis.sock")).xadd(USAGE_STREAMS[0], {"e": event.encode()})
         gateway.wait_for_balance("ana@example.com", 5_000_000 - 1_234)
         assert "ingest (pid" in "\n".join(gateway.output) and "exited with -9; restarting" in "\n".join(gateway.output)
         children = list(_children(gateway))

@@ -35,7 +35,7 @@ from controlplane.models import LedgerEntry, RequestLog
 from controlplane.snapshot import publish
 from relay.journal import PREFIX
 from relay.quota import Quota
-from relay.usage import USAGE_GROUP, USAGE_STREAM
+from relay.usage import USAGE_GROUP, USAGE_STREAMS
 from tests import factories, process_groups
 from tests.conftest import build_app
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
@@ -262,11 +262,11 @@ def drained(world: World, timeout: float = 90) -> None:
 
     def empty() -> bool:
         try:
-            return client.xlen(USAGE_STREAM) == 0 and client.xpending(USAGE_STREAM, USAGE_GROUP)["pending"] == 0
+            return client.xlen(USAGE_STREAMS[0]) == 0 and client.xpending(USAGE_STREAMS[0], USAGE_GROUP)["pending"] == 0
         except redis_lib.ResponseError:  # no group yet
             return False
 
-    assert until(empty, timeout, 0.2), f"usage still waiting: {client.xlen(USAGE_STREAM)} events\n" + "\n".join(world.gateway.output[-40:])
+    assert until(empty, timeout, 0.2), f"usage still waiting: {client.xlen(USAGE_STREAMS[0])} events\n" + "\n".join(world.gateway.output[-40:])
 
 
 @contextmanager
@@ -418,7 +418,7 @@ def test_the_consumer_killed_mid_batch_is_restarted_and_writes_every_event_once(
 
     def holding() -> int:
         """Events the consumer has read and not acknowledged."""
-        return next((int(c["pending"]) for c in client.xinfo_consumers(USAGE_STREAM, USAGE_GROUP) if c["name"].decode() == name), 0)
+        return next((int(c["pending"]) for c in client.xinfo_consumers(USAGE_STREAMS[0], USAGE_GROUP) if c["name"].decode() == name), 0)
 
     os.kill(consumer, signal.SIGSTOP)  # a backlog gathers; its blocked read takes a batch of it
     try:
@@ -451,7 +451,7 @@ def test_postgresql_stopped_while_the_relay_serves_loses_nothing_and_the_backlog
             time.sleep(0.2)
         assert [a.status_code for a in answers] == [200] * len(answers)
         client = world.client
-        assert client.xlen(USAGE_STREAM) >= len(answers)  # nothing written, nothing dropped
+        assert client.xlen(USAGE_STREAMS[0]) >= len(answers)  # nothing written, nothing dropped
         assert client.xlen("sb:usage:dead") == 0
     finally:
         world.pg.start()
@@ -480,7 +480,7 @@ def test_the_control_plane_killed_leaves_the_relay_serving_its_snapshot(world):
     answers = [chat(relay.url, world.key) for _ in range(20)]
     assert [a.status_code for a in answers] == [200] * 20
     assert quota.account(world.account_id)[0] < before  # charged live, in Redis
-    assert world.client.xlen(USAGE_STREAM) >= 20  # nobody ingests
+    assert world.client.xlen(USAGE_STREAMS[0]) >= 20  # nobody ingests
     with pytest.raises(requests.ConnectionError):
         requests.get(gateway.url + "/healthz", timeout=2)
     world.up()  # the control plane is back

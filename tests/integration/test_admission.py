@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from relay import idempotency, redis_keys
+from relay import quota as quota_module
 from relay.admission import Gate, LimitRefused, MoneyHold, NoRoute
 from relay.health import Effect, Health, HealthPolicy, Outcome
 from relay.limits import Scope
@@ -35,10 +37,12 @@ def clock():
     return Clock(1_700_000_030.0)  # half-way through a minute
 
 
-@pytest.fixture
-def gate(redis_client, clock):
+# Every test runs admit and settle both as one script each (one Redis server) and split into their
+# money and route halves (Redis Cluster), on the one local server.
+@pytest.fixture(params=[False, True], ids=["one-script", "split"])
+def gate(redis_client, clock, request):
     Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
-    return Gate(redis_client, HealthPolicy(), lease_seconds=600, clock=clock)
+    return Gate(redis_client, HealthPolicy(), lease_seconds=600, clock=clock, split=request.param)
 
 
 @pytest.fixture
@@ -222,3 +226,44 @@ def test_a_success_resets_failures_and_the_last_success_time_is_written_once_a_s
     clock.advance(0.6)
     settle(gate, admit(gate, plan_of(channel(1))), outcome=ok)
     assert float(redis_client.get(HEALTH_LAST_OK)) == clock.now
+
+
+def test_split_a_refused_route_half_gives_back_the_hold_its_windows_and_the_claim(redis_client, clock):
+    """Under Redis Cluster the money half runs first; when the route half refuses, the hold (with
+    every scope it reserved in) and the idempotency claim it marked are undone, leaving no record."""
+    Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
+    gate = Gate(redis_client, HealthPolicy(), lease_seconds=600, clock=clock, split=True)
+    claim = idempotency.claim_of({"HTTP_IDEMPOTENCY_KEY": "k-1", "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions"},
+                                 ACCOUNT, KEY, b"{}", 60)
+    budgets = quota_module.Budgets(daily=10_000, monthly=50_000)
+    money = MoneyHold("req_refused", ACCOUNT, KEY, 300, 5_000, 2e9, budgets, 3, clock())
+    scopes = (Scope(f"k:{KEY}", Limits(rpm=1)),)
+    plan = plan_of(channel(1))
+    first = gate.admit(MoneyHold("req_first", ACCOUNT, KEY, 100, 5_000, 2e9, budgets, 3, clock()), scopes, plan)
+    before = {k: redis_client.hgetall(k) for k in redis_client.keys("sb:*") if redis_client.type(k) == b"hash"}
+    with pytest.raises(LimitRefused):
+        gate.admit(money, scopes, plan, claim)
+    after = {k: redis_client.hgetall(k) for k in redis_client.keys("sb:*") if redis_client.type(k) == b"hash"}
+    assert after == before  # account, key and both windows hold only the first request's 100
+    assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 100)
+    assert redis_client.zrange(redis_keys.holds_key(0), 0, -1) == [b"req_first"]
+    assert not redis_client.exists(redis_keys.hold_key(0, "req_refused"), claim.redis_key)
+    assert settle(gate, first, cost=60)[0]
+    assert Quota(redis_client).account(ACCOUNT) == (999_940, 0)
+
+
+def test_split_settles_money_once_and_then_the_route_half(redis_client, clock):
+    Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
+    gate = Gate(redis_client, HealthPolicy(), lease_seconds=600, clock=clock, split=True)
+    scopes = (Scope(f"k:{KEY}", Limits(concurrency=1)),)
+    plan = plan_of(channel(1, limits=Limits(concurrency=1)))
+    admission = admit(gate, plan, scopes)
+    with pytest.raises(LimitRefused):
+        admit(gate, plan, scopes)
+    assert settle(gate, admission, cost=40, outcome=Outcome(Effect.OK, 1, 10)) == (True, ["ok", 0, 0], 40)
+    assert settle(gate, admission, cost=40) == (False, [], 0)
+    assert Quota(redis_client).account(ACCOUNT) == (999_960, 0)
+    # The second settle found no hold: its event is marked unheld, which ingestion charges only when
+    # SQL has no such request (it has: the first event).
+    assert [b"unheld" in fields for _, fields in redis_client.xrange(redis_keys.usage_stream(0))] == [False, True]
+    settle(gate, admit(gate, plan, scopes), cost=0)  # the leases came back with the first settle

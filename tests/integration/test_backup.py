@@ -17,7 +17,7 @@ from controlplane import dead_letters, ledger
 from controlplane.extensions import db
 from controlplane.models import Account, LedgerEntry, RequestLog
 from relay.quota import Quota
-from relay.usage import USAGE_STREAM
+from relay.usage import USAGE_STREAMS
 from tests import factories
 from tests.conftest import build_app, clean_tables
 from tests.gateway import ROOT
@@ -60,7 +60,7 @@ def books() -> dict:
 
 def dead_letter_one_pending_event(redis) -> str:
     """What ingestion does with an event the database refuses: into the dead letters, off the stream."""
-    entry_id, fields = redis.xrange(USAGE_STREAM, count=1)[0]
+    entry_id, fields = redis.xrange(USAGE_STREAMS[0], count=1)[0]
     out = usage_worker.Outcome(dead=[(usage_worker.Pending(entry_id, fields), "IntegrityError: refused for the test")])
     usage_worker.ensure_group(redis)
     usage_worker.acknowledge(redis, out)
@@ -81,7 +81,7 @@ def test_a_backup_restored_into_fresh_databases_reconciles_to_zero(source, upstr
     ingest()
     for _, key in customers[:2]:  # settled in Redis, not yet in SQL at backup time
         assert relay.chat(key).status_code == 200
-    assert redis_client.xlen(USAGE_STREAM) == 2
+    assert redis_client.xlen(USAGE_STREAMS[0]) == 2
     settings = source.config["SWITCHBOARD"]
     key = settings.encryption_key
     database, slot = fresh
@@ -90,7 +90,7 @@ def test_a_backup_restored_into_fresh_databases_reconciles_to_zero(source, upstr
                instance=tmp_path / "source", key=key)
     assert made.returncode == 0, made.stderr
     manifest = json.loads(made.stdout)
-    assert manifest["database"] == "postgresql" and manifest["streams"] == {USAGE_STREAM: 2, dead_letters.DEAD_STREAM: 0}
+    assert manifest["database"] == "postgresql" and manifest["streams"] == {USAGE_STREAMS[0]: 2, dead_letters.DEAD_STREAM: 0}
 
     ingest()  # what the source's books came to: every charge in SQL
     expected = books()

@@ -42,8 +42,8 @@ def test_a_daily_budget_refuses_what_would_go_over_and_resets_at_midnight_utc(qu
     assert refused.value.reason == "key_daily_budget" and refused.value.available == 400
     spend(quota, 400, at("2031-03-04 23:59"), daily)  # exactly the rest fits
     spend(quota, 900, at("2031-03-05 00:00"), daily)  # a new UTC day
-    assert quota.window(key_day_key(10, at("2031-03-04 12:00"))) == (1_000, 0)
-    assert quota.window(key_day_key(10, at("2031-03-05 12:00"))) == (900, 0)
+    assert quota.window(key_day_key(1, 10, at("2031-03-04 12:00"))) == (1_000, 0)
+    assert quota.window(key_day_key(1, 10, at("2031-03-05 12:00"))) == (900, 0)
 
 
 def test_a_monthly_budget_resets_on_the_first(quota):
@@ -53,7 +53,7 @@ def test_a_monthly_budget_resets_on_the_first(quota):
         spend(quota, 1_001, at("2031-01-31 23:30"), monthly)
     assert refused.value.reason == "key_monthly_budget"
     spend(quota, 5_000, at("2031-02-01 00:00"), monthly)
-    assert quota.window(key_month_key(10, at("2031-02-10 00:00"))) == (5_000, 0)
+    assert quota.window(key_month_key(1, 10, at("2031-02-10 00:00"))) == (5_000, 0)
 
 
 def test_holds_count_against_a_window_until_settled(quota):
@@ -63,7 +63,7 @@ def test_holds_count_against_a_window_until_settled(quota):
     with pytest.raises(HoldRefused) as refused:
         quota.hold("next", 1, 10, 400, None, now + 3600, daily, 7, now)
     assert refused.value.available == 300
-    assert quota.window(key_day_key(10, now)) == (0, 700)
+    assert quota.window(key_day_key(1, 10, now)) == (0, 700)
 
 
 def test_a_member_allowance_spans_all_of_the_members_keys(quota):
@@ -82,7 +82,7 @@ def test_spend_counts_in_every_window_even_without_a_budget(quota):
     """So a budget set later starts from what was really spent today."""
     now = at("2031-03-04 10:00")
     spend(quota, 300, now, Budgets())
-    assert quota.window(key_day_key(10, now)) == (300, 0)
+    assert quota.window(key_day_key(1, 10, now)) == (300, 0)
     with pytest.raises(HoldRefused):
         spend(quota, 800, now, Budgets(daily=1_000))
 
@@ -91,7 +91,7 @@ def test_the_sweeper_releases_a_crashed_requests_window_holds(quota):
     now = at("2031-03-04 10:00")
     quota.hold("crashed", 1, 10, 700, None, time.time() - 1, Budgets(daily=1_000, allowance=5_000), 7, now)
     assert quota.release_expired(time.time()) == 1
-    assert quota.window(key_day_key(10, now)) == (0, 0)
+    assert quota.window(key_day_key(1, 10, now)) == (0, 0)
     assert quota.window(member_month_key(1, 7, now)) == (0, 0)
     assert quota.account(1) == (1_000_000, 0)
 
@@ -100,8 +100,8 @@ def test_windows_expire_after_their_period(quota, redis_client):
     now = at("2031-03-04 10:00")
     spend(quota, 100, now, Budgets(daily=1_000, monthly=1_000))
     # day windows stay 100 days for the billing usage endpoint (relay/customer_api.py)
-    assert 100 * 86_400 < redis_client.ttl(key_day_key(10, now)) <= DAY_TTL_SECONDS
-    assert 31 * 86_400 < redis_client.ttl(key_month_key(10, now)) <= MONTH_TTL_SECONDS
+    assert 100 * 86_400 < redis_client.ttl(key_day_key(1, 10, now)) <= DAY_TTL_SECONDS
+    assert 31 * 86_400 < redis_client.ttl(key_month_key(1, 10, now)) <= MONTH_TTL_SECONDS
 
 
 def test_a_window_first_written_by_a_settle_gets_its_lifetime_and_keeps_it(quota, redis_client):
@@ -109,18 +109,18 @@ def test_a_window_first_written_by_a_settle_gets_its_lifetime_and_keeps_it(quota
     and gives it its lifetime; later spends leave the lifetime alone."""
     now = at("2031-03-04 10:00")
     spend(quota, 100, now, Budgets())
-    for name, ttl in ((key_day_key(10, now), DAY_TTL_SECONDS), (key_month_key(10, now), MONTH_TTL_SECONDS),
+    for name, ttl in ((key_day_key(1, 10, now), DAY_TTL_SECONDS), (key_month_key(1, 10, now), MONTH_TTL_SECONDS),
                       (member_month_key(1, 7, now), MONTH_TTL_SECONDS)):
         assert ttl - 60 < redis_client.ttl(name) <= ttl
         redis_client.expire(name, 1_000)
     spend(quota, 50, now, Budgets())
-    assert quota.window(key_day_key(10, now)) == (150, 0)
-    assert 900 < redis_client.ttl(key_day_key(10, now)) <= 1_000
+    assert quota.window(key_day_key(1, 10, now)) == (150, 0)
+    assert 900 < redis_client.ttl(key_day_key(1, 10, now)) <= 1_000
 
 
 def test_seeding_never_overwrites_a_live_window(quota):
     now = at("2031-03-04 10:00")
     spend(quota, 300, now, Budgets())
-    quota.seed_windows({key_day_key(10, now): 5, key_day_key(99, now): 42})
-    assert quota.window(key_day_key(10, now)) == (300, 0)
-    assert quota.window(key_day_key(99, now)) == (42, 0)
+    quota.seed_windows({key_day_key(1, 10, now): 5, key_day_key(1, 99, now): 42})
+    assert quota.window(key_day_key(1, 10, now)) == (300, 0)
+    assert quota.window(key_day_key(1, 99, now)) == (42, 0)

@@ -20,7 +20,7 @@ from relay.routing import RetryBudget
 from relay.selector import Plan, Route
 from relay.snapshot import ChannelKeyView, ChannelView
 from relay.streaming import CALLER_GONE, COMPLETE, StreamEnd
-from relay.usage import USAGE_STREAM, UsageEvent
+from relay.usage import USAGE_STREAMS, UsageEvent
 
 ACCOUNT, KEY, FUNDS, HELD = 1, 7, 1_000_000, 5_000
 PRICE = Price("m", input=1_000_000, output=2_000_000)  # µ$ per million tokens: 1 µ$ in, 2 µ$ out
@@ -48,7 +48,7 @@ def admitted(charges: Charges):
 
 
 def events(redis_client) -> list[UsageEvent]:
-    return [UsageEvent.from_stream(fields) for _, fields in redis_client.xrange(USAGE_STREAM)]
+    return [UsageEvent.from_stream(fields) for _, fields in redis_client.xrange(USAGE_STREAMS[0])]
 
 
 def assert_settled_once(redis_client, charges: Charges, charged: int, status: int) -> UsageEvent:

@@ -9,7 +9,7 @@ from controlplane import dead_letters
 from controlplane.extensions import db
 from controlplane.models import AuditEntry
 from controlplane.services import api_tokens, billing
-from relay.usage import USAGE_STREAM, UsageEvent
+from relay.usage import USAGE_STREAMS, UsageEvent
 from tests import factories
 from tests.console import person, post, sign_in, text
 from workers import usage as usage_worker
@@ -19,7 +19,7 @@ def _dead_letter(redis, account_id: int, rid: str = "req_dead", cost: int = 250_
     """A finished request the relay charged live, whose token count no SQL integer holds."""
     event = UsageEvent(request_id=rid, started_at=1.7e9, finished_at=1.7e9 + 1, endpoint="/v1/chat/completions", status=200,
                        account_id=account_id, model="gpt-4o", output_tokens=5_000_000_000, cost=cost)
-    redis.xadd(USAGE_STREAM, {"e": event.encode()})
+    redis.xadd(USAGE_STREAMS[0], {"e": event.encode()})
     usage_worker.ingest()
     return dead_letters.newest(redis)[0][0].id
 
@@ -63,7 +63,7 @@ def test_retry_puts_the_event_back_on_the_usage_stream(as_operator, customer, re
     response = post(as_operator, f"/admin/dead-letters/{entry}/retry")
     assert response.status_code == 302
     assert "back on the usage stream" in text(as_operator.get(response.headers["Location"]))
-    assert dead_letters.count(redis_client) == 0 and redis_client.xlen(USAGE_STREAM) == 1
+    assert dead_letters.count(redis_client) == 0 and redis_client.xlen(USAGE_STREAMS[0]) == 1
     assert post(as_operator, f"/admin/dead-letters/{entry}/retry").status_code == 404
 
 
@@ -98,4 +98,4 @@ def test_the_admin_api_lists_retries_and_discards(app, customer, redis_client):
     assert client.delete(f"/admin/api/v1/dead-letters/{second}").status_code == 204
     assert client.delete(f"/admin/api/v1/dead-letters/{second}").json["error"]["code"] == "not_found"
     assert client.get("/admin/api/v1/dead-letters/not-an-id").status_code == 404
-    assert dead_letters.count(redis_client) == 0 and redis_client.xlen(USAGE_STREAM) == 1
+    assert dead_letters.count(redis_client) == 0 and redis_client.xlen(USAGE_STREAMS[0]) == 1

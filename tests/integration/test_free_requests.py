@@ -6,7 +6,7 @@ import time
 
 
 from relay.quota import Quota
-from relay.usage import USAGE_STREAM, UsageEvent
+from relay.usage import USAGE_STREAMS, UsageEvent
 
 
 def test_a_zero_hold_settles_and_queues_its_usage_event(redis_client):
@@ -15,4 +15,4 @@ def test_a_zero_hold_settles_and_queues_its_usage_event(redis_client):
     hold = quota.hold("free-1", 1, 10, 0, None, time.time() + 60)
     event = UsageEvent(request_id="free-1", started_at=0, finished_at=0, endpoint="/v1/moderations", status=200).encode()
     assert quota.settle(hold, 0, event) == 0
-    assert redis_client.xlen(USAGE_STREAM) == 1
+    assert redis_client.xlen(USAGE_STREAMS[0]) == 1

@@ -121,7 +121,7 @@ def test_twenty_concurrent_duplicates_make_one_upstream_call_and_one_charge(worl
 def test_the_in_progress_mark_lasts_no_longer_than_the_request_may(world):
     world.upstream.push(Behaviour(first_byte_delay=1.0))
     claim = claim_of({"HTTP_IDEMPOTENCY_KEY": "retry-1", "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions"},
-                     world.key_id, b"", world.relay.settings.lease_seconds)
+                     world.account_id, world.key_id, b"", world.relay.settings.lease_seconds)
     thread = threading.Thread(target=world.post)
     thread.start()
     while not world.relay.redis.exists(claim.redis_key):
@@ -183,7 +183,7 @@ def test_the_upstreams_refusal_of_the_request_is_kept(world):
 @pytest.mark.parametrize("world", [{"idempotency_ttl_seconds": 1}], indirect=True)
 def test_a_record_expires_and_the_key_runs_again(world):
     claim = claim_of({"HTTP_IDEMPOTENCY_KEY": "retry-1", "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions"},
-                     world.key_id, b"", 1)
+                     world.account_id, world.key_id, b"", 1)
     assert world.post().status_code == 200
     deadline = time.monotonic() + 10
     while world.relay.redis.exists(claim.redis_key) and time.monotonic() < deadline:

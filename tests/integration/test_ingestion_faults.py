@@ -15,7 +15,7 @@ from controlplane.models import Account, AuditEntry, LedgerEntry, RequestLog
 from controlplane.notify import signature
 from controlplane.runtime import runtime
 from controlplane.services import dead_letters as dead_letter_service
-from relay.usage import USAGE_GROUP, USAGE_STREAM, UsageEvent
+from relay.usage import USAGE_GROUP, USAGE_STREAMS, UsageEvent
 from tests import factories
 from tests.fakes.http import FakeServer, Handler
 from tests.fakes.smtp_server import FakeSMTP
@@ -34,9 +34,9 @@ def _event(rid: str, account_id: int, key_id: int | None, cost: int, **fields) -
 
 def _queue(redis, *events, raw: bytes | None = None) -> None:
     for e in events:
-        redis.xadd(USAGE_STREAM, {"e": e.encode()})
+        redis.xadd(USAGE_STREAMS[0], {"e": e.encode()})
     if raw is not None:
-        redis.xadd(USAGE_STREAM, {"e": raw})
+        redis.xadd(USAGE_STREAMS[0], {"e": raw})
 
 
 def _charges() -> int:
@@ -44,7 +44,7 @@ def _charges() -> int:
 
 
 def _unacknowledged(redis) -> int:
-    return redis.xpending(USAGE_STREAM, USAGE_GROUP)["pending"]
+    return redis.xpending(USAGE_STREAMS[0], USAGE_GROUP)["pending"]
 
 
 def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_written(sql_app, redis_client):
@@ -56,7 +56,7 @@ def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_written(sql_a
     huge = _event("req_huge", user.account_id, key.id, 0, output_tokens=3_000_000_000)  # beyond PostgreSQL's integer
     _queue(redis_client, good[0], poison, good[1], long_model, good[0], huge, good[2], raw=b"{not json")
     assert usage_worker.ingest() == 4
-    assert redis_client.xlen(USAGE_STREAM) == 0 and _unacknowledged(redis_client) == 0
+    assert redis_client.xlen(USAGE_STREAMS[0]) == 0 and _unacknowledged(redis_client) == 0
     assert ledger.sum_of_entries(user.account_id) == ledger.stored_balance(user.account_id) == 1_000_000 - 400
     assert len(db.session.scalar(select(RequestLog.model).where(RequestLog.request_id == "req_long"))) == 200
     dead = {(d.event.request_id if d.event else None): d for d in dead_letters.newest(redis_client)[0]}
@@ -70,7 +70,7 @@ def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_written(sql_a
 
 def test_a_retry_after_the_cause_is_fixed_writes_the_event_once(sql_app, redis_client):
     # Settle could only charge 40 of its 70: the dead letter keeps what the relay wrote, and a retry too.
-    redis_client.xadd(USAGE_STREAM, {"e": _event("req_retry", GHOST, None, 70).encode(), "charged": 40})
+    redis_client.xadd(USAGE_STREAMS[0], {"e": _event("req_retry", GHOST, None, 70).encode(), "charged": 40})
     assert usage_worker.ingest() == 0
     letter = dead_letters.newest(redis_client)[0][0]
     assert letter.live_charge == 40 and reconcile_worker.reconcile().as_dict()["dead_letters"] == 1
@@ -79,9 +79,9 @@ def test_a_retry_after_the_cause_is_fixed_writes_the_event_once(sql_app, redis_c
     dead_letter_service.retry(factories.ACTOR, letter.id)
     with pytest.raises(dead_letter_service.NotFound):
         dead_letter_service.retry(factories.ACTOR, letter.id)  # a second click finds nothing to retry
-    assert dead_letters.count(redis_client) == 0 and redis_client.xlen(USAGE_STREAM) == 1
+    assert dead_letters.count(redis_client) == 0 and redis_client.xlen(USAGE_STREAMS[0]) == 1
     assert usage_worker.ingest() == 1
-    redis_client.xadd(USAGE_STREAM, {"e": _event("req_retry", GHOST, None, 70).encode(), "charged": 40})  # a replay: nothing
+    redis_client.xadd(USAGE_STREAMS[0], {"e": _event("req_retry", GHOST, None, 70).encode(), "charged": 40})  # a replay: nothing
     assert usage_worker.ingest() == 0
     assert _charges() == 1 and ledger.sum_of_entries(GHOST) == ledger.stored_balance(GHOST) == -40
     audit = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "usage.dead_letter.retry"))
@@ -102,12 +102,12 @@ def test_a_crash_between_the_write_and_the_acknowledgement_does_not_charge_twice
     key, _ = factories.api_key(user)
     usage_worker.ensure_group(redis_client)
     _queue(redis_client, *[_event(f"req_crash{i}", user.account_id, key.id, 10) for i in range(5)])
-    rows = redis_client.xreadgroup(USAGE_GROUP, "crashed", {USAGE_STREAM: ">"}, count=10)[0][1]
+    rows = redis_client.xreadgroup(USAGE_GROUP, "crashed", {USAGE_STREAMS[0]: ">"}, count=10)[0][1]
     assert usage_worker.store(usage_worker.pending(rows)).written == 5  # committed; the consumer dies before acknowledging
     # Its entries age past the takeover threshold (XCLAIM's IDLE sets their idle time, as time passing would).
-    redis_client.xclaim(USAGE_STREAM, USAGE_GROUP, "crashed", 0, [r[0] for r in rows], idle=usage_worker.STALE_MS + 1)
+    redis_client.xclaim(USAGE_STREAMS[0], USAGE_GROUP, "crashed", 0, [r[0] for r in rows], idle=usage_worker.STALE_MS + 1)
     assert usage_worker.ingest() == 0
-    assert redis_client.xlen(USAGE_STREAM) == 0 and _unacknowledged(redis_client) == 0 and dead_letters.count(redis_client) == 0
+    assert redis_client.xlen(USAGE_STREAMS[0]) == 0 and _unacknowledged(redis_client) == 0 and dead_letters.count(redis_client) == 0
     assert _charges() == 5 and ledger.sum_of_entries(user.account_id) == ledger.stored_balance(user.account_id) == 1_000_000 - 50
 
 
@@ -119,7 +119,7 @@ def test_an_unreachable_database_leaves_every_event_pending(redis_client, sqlite
     _queue(redis_client, _event("req_down1", 1, 1, 10), _event("req_down2", 1, 1, 10))
     with create_app(settings).app_context():
         assert usage_worker.ingest() == 0
-    assert redis_client.xlen(USAGE_STREAM) == 2 and _unacknowledged(redis_client) == 2  # claimed again later
+    assert redis_client.xlen(USAGE_STREAMS[0]) == 2 and _unacknowledged(redis_client) == 2  # claimed again later
     assert dead_letters.count(redis_client) == 0
 
 
@@ -167,9 +167,9 @@ def test_a_charge_replayed_without_its_hold_never_takes_the_balance_below_zero(s
     held = _event("req_held", user.account_id, key.id, 300)
     first, second = (_event(f"req_unheld{i}", user.account_id, key.id, 500) for i in range(2))
     rt().quota.credit(user.account_id, -300, ledger.stored_balance(user.account_id))  # the held one's settle moved it already
-    redis_client.xadd(USAGE_STREAM, {"e": held.encode()})
+    redis_client.xadd(USAGE_STREAMS[0], {"e": held.encode()})
     for e in (first, second):
-        redis_client.xadd(USAGE_STREAM, {"e": e.encode(), "unheld": "1"})
+        redis_client.xadd(USAGE_STREAMS[0], {"e": e.encode(), "unheld": "1"})
     assert usage_worker.ingest() == 3
     costs = dict(db.session.execute(select(RequestLog.request_id, RequestLog.cost)).all())
     assert costs == {"req_held": 300, "req_unheld0": 500, "req_unheld1": 200}

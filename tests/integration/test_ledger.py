@@ -69,15 +69,15 @@ def test_ingestion_is_idempotent_on_the_request_id(sql_app):
 
 
 def test_stream_ingestion_survives_replays_and_acknowledges(sql_app, redis_client):
-    from relay.usage import USAGE_STREAM
+    from relay.usage import USAGE_STREAMS
 
     user = factories.funded_user("1")
     key, _ = factories.api_key(user)
     for i in range(3):
-        redis_client.xadd(USAGE_STREAM, {"e": _event(f"req_s{i}", user.account_id, key.id, 7).encode()})
-    redis_client.xadd(USAGE_STREAM, {"e": _event("req_s0", user.account_id, key.id, 7).encode()})  # a duplicate
+        redis_client.xadd(USAGE_STREAMS[0], {"e": _event(f"req_s{i}", user.account_id, key.id, 7).encode()})
+    redis_client.xadd(USAGE_STREAMS[0], {"e": _event("req_s0", user.account_id, key.id, 7).encode()})  # a duplicate
     assert usage_worker.ingest() == 3
-    assert redis_client.xlen(USAGE_STREAM) == 0
+    assert redis_client.xlen(USAGE_STREAMS[0]) == 0
     assert ledger.sum_of_entries(user.account_id) == 1_000_000 - 21
 
 

@@ -51,12 +51,12 @@ from relay.journal import JournalEntry, Replayer, SettleJournal
 from relay.keys import KeyView
 from relay.pricing import Price, Usage
 from relay.quota import HoldRefused, Quota
-from relay.redis_keys import HOLDS, hold_key
+from relay.redis_keys import HOLDS_INDEXES, hold_key
 from relay.routing import RetryBudget
 from relay.selector import Plan, Route
 from relay.snapshot import ChannelKeyView, ChannelView
 from relay.streaming import CALLER_GONE, FAILED, StreamEnd
-from relay.usage import USAGE_STREAM
+from relay.usage import USAGE_STREAMS
 from tests import factories
 from tests.conftest import clean_tables
 from tests.gateway import free_port
@@ -147,13 +147,13 @@ class MoneyMachine(RuleBasedStateMachine):
         return [r for r in self.requests if r.state in states]
 
     def _backlog_ingested(self) -> None:
-        if self.redis.xlen(USAGE_STREAM):
+        if self.redis.xlen(USAGE_STREAMS[0]):
             usage_worker.ingest(max_seconds=30)
-        assert self.redis.xlen(USAGE_STREAM) == 0 and self.redis.xlen(DEAD_STREAM) == 0
+        assert self.redis.xlen(USAGE_STREAMS[0]) == 0 and self.redis.xlen(DEAD_STREAM) == 0
         db.session.rollback()  # read what ingestion committed
 
     def _last_event(self) -> bytes:
-        [(_, fields)] = self.redis.xrevrange(USAGE_STREAM, count=1)
+        [(_, fields)] = self.redis.xrevrange(USAGE_STREAMS[0], count=1)
         return fields[b"e"]
 
     def _settle(self, request: Request, owner: Charges, how: str, tokens_in: int, tokens_out: int) -> Charge:
@@ -226,10 +226,10 @@ class MoneyMachine(RuleBasedStateMachine):
         """Redis cannot take the settle: it goes to the journal, nothing moves, the hold stays."""
         RAN["settle_while_redis_is_down"] += 1
         request = data.draw(st.sampled_from(self._in("open")), label="request")
-        before, queued = self.quota.account(request.account_id), self.redis.xlen(USAGE_STREAM)
+        before, queued = self.quota.account(request.account_id), self.redis.xlen(USAGE_STREAMS[0])
         charge = self._settle(request, self.down, how, tokens_in, tokens_out)
         assert charge.charged == request.cost  # what it meant to charge, kept in the journal
-        assert self.quota.account(request.account_id) == before and self.redis.xlen(USAGE_STREAM) == queued
+        assert self.quota.account(request.account_id) == before and self.redis.xlen(USAGE_STREAMS[0]) == queued
         request.state = "journaled"
 
     @precondition(lambda self: self._in("journaled"))
@@ -245,7 +245,7 @@ class MoneyMachine(RuleBasedStateMachine):
             request.state = "settled"
             request.charged = None  # known once ingested: the settle may have cut it to the balance's room
         # The replay queued one event each, in journal order.
-        entries = self.redis.xrange(USAGE_STREAM)[-len(waiting):]
+        entries = self.redis.xrange(USAGE_STREAMS[0])[-len(waiting):]
         for request, (_, fields) in zip(waiting, entries, strict=True):
             assert (b"unheld" in fields) == request.lost
             RAN["replayed after its hold was released"] += request.swept
@@ -260,12 +260,12 @@ class MoneyMachine(RuleBasedStateMachine):
         the first settle's event of it) and charges nothing twice."""
         RAN["second_settler"] += 1
         request = data.draw(st.sampled_from(self._in("settled")), label="request")
-        before, queued = self.quota.account(request.account_id), self.redis.xlen(USAGE_STREAM)
+        before, queued = self.quota.account(request.account_id), self.redis.xlen(USAGE_STREAMS[0])
         charge = self.charges.open(request.ctx, request.admission, TERMS)
         charge.take(Answer(json_response(200, b"{}"), Usage(input=tokens, output=tokens)))
         assert charge.charged == 0
-        assert self.quota.account(request.account_id) == before and self.redis.xlen(USAGE_STREAM) == queued + 1
-        assert b"unheld" in self.redis.xrange(USAGE_STREAM)[-1][1]
+        assert self.quota.account(request.account_id) == before and self.redis.xlen(USAGE_STREAMS[0]) == queued + 1
+        assert b"unheld" in self.redis.xrange(USAGE_STREAMS[0])[-1][1]
 
     @precondition(lambda self: self._in("settled") and not self._in("journaled"))
     @rule(data=st.data())
@@ -286,7 +286,7 @@ class MoneyMachine(RuleBasedStateMachine):
         """The same usage event in the stream again (a settle retried by the client library)."""
         RAN["usage_event_queued_twice"] += 1
         request = data.draw(st.sampled_from(self._in("settled")), label="request")
-        self.redis.xadd(USAGE_STREAM, {"e": request.event})
+        self.redis.xadd(USAGE_STREAMS[0], {"e": request.event})
 
     @precondition(lambda self: any(r.expired and not r.swept and not r.lost for r in self._in("open", "journaled")))
     @rule()
@@ -366,20 +366,20 @@ class MoneyMachine(RuleBasedStateMachine):
         replayed or swept), and each account's and key's `held` is their sum."""
         holding = [r for r in self._in("open", "journaled") if not r.swept and not r.lost]
         lapsed = [r for r in self._in("released", "journaled") if r.swept and not r.lost]  # released: their records hold nothing
-        assert {m.decode() for m in self.redis.zrange(HOLDS, 0, -1)} == {r.rid for r in holding}
-        assert all(self.redis.exists(hold_key(r.rid)) == (r in holding or r in lapsed) for r in self.requests)
-        assert all(self.redis.hget(hold_key(r.rid), "amt") == b"0" for r in lapsed)
+        assert {m.decode() for m in self.redis.zrange(HOLDS_INDEXES[0], 0, -1)} == {r.rid for r in holding}
+        assert all(self.redis.exists(hold_key(0, r.rid)) == (r in holding or r in lapsed) for r in self.requests)
+        assert all(self.redis.hget(hold_key(0, r.rid), "amt") == b"0" for r in lapsed)
         for key in self.customers:
             mine = [r.held for r in holding if r.key_id == key.id]
             assert self.quota.account(key.account_id)[1] == sum(mine)
             # A key reserves only when it has a credit limit to reserve against.
-            assert self.quota.key_spent(key.id)[1] == (sum(mine) if KEY_LIMITS[self.customers.index(key)] is not None else 0)
+            assert self.quota.key_spent(key.account_id, key.id)[1] == (sum(mine) if KEY_LIMITS[self.customers.index(key)] is not None else 0)
 
     @invariant()
     def nothing_negative(self):
         for key in self.customers:
             bal, held = self.quota.account(key.account_id)
-            spent, kheld = self.quota.key_spent(key.id)
+            spent, kheld = self.quota.key_spent(key.account_id, key.id)
             assert bal >= 0 and held >= 0 and bal - held >= 0, (bal, held)
             assert spent >= 0 and kheld >= 0
 
@@ -457,10 +457,10 @@ def test_a_settle_replayed_without_its_hold_never_takes_the_balance_below_zero(s
     other_ctx = RequestContext("req_m_other", "/v1/chat/completions", "127.0.0.1", key=key, model="m", upstream_model="m")
     machine._settle(Request(other_ctx, other, expired=False), machine.charges, "answer", 0, spent_meanwhile // 2)
     assert machine.charges.replay_own() == 1
-    assert not redis_client.exists(hold_key(rid))  # the emptied record was the settle's token: used once
+    assert not redis_client.exists(hold_key(0, rid))  # the emptied record was the settle's token: used once
     machine._backlog_ingested()
     costs = dict(db.session.execute(select(RequestLog.request_id, RequestLog.cost)).all())
     assert costs == {rid: charged, "req_m_other": spent_meanwhile}
     left = 4_000 - spent_meanwhile - charged
     assert ledger.sum_of_entries(key.account_id) == ledger.stored_balance(key.account_id) == machine.quota.account(key.account_id)[0] == left
-    assert machine.quota.key_spent(key.id) == (spent_meanwhile + charged, 0)
+    assert machine.quota.key_spent(key.account_id, key.id) == (spent_meanwhile + charged, 0)

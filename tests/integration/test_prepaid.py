@@ -135,7 +135,7 @@ def test_a_daily_budget_never_goes_below_zero(relay, upstream):
     c = customer(relay, "10", daily_budget_usd="0.008")
     for _ in range(3):
         chat(c)
-    spent = Quota(relay.redis).window(key_day_key(c.key_id, time.time()))
+    spent = Quota(relay.redis).window(key_day_key(c.account_id, c.key_id, time.time()))
     assert spent[0] <= 8_000 and spent[1] == 0
     assert_money_consistent(relay.redis)
 
@@ -167,7 +167,7 @@ def test_property_no_scope_ever_goes_below_zero(relay, upstream, funds, limit, c
         reply = chat(c, **extra)
         assert reply.status_code in (200, 403)
         balance, held = c.live()
-        spent, kheld = Quota(relay.redis).key_spent(c.key_id)
+        spent, kheld = Quota(relay.redis).key_spent(c.account_id, c.key_id)
         assert balance >= 0 and held == 0 and kheld == 0
         if limit is not None:
             assert spent <= pricing.usd_to_micro(limit)

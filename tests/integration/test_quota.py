@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from relay.quota import HOLDS_ZSET, Hold, HoldRefused, Quota, account_key, api_key_key, hold_key, hold_record
-from relay.usage import USAGE_STREAM, UsageEvent
+from relay.redis_keys import holds_key
+from relay.quota import Hold, HoldRefused, Quota, account_key, api_key_key, hold_key, hold_record
+from relay.usage import USAGE_STREAMS, UsageEvent
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def test_hold_then_settle_charges_the_actual_cost_and_releases_the_rest(quota):
     assert quota.account(1) == (1_000, 600)
     assert quota.settle(hold, 250, event("r1", 250))
     assert quota.account(1) == (750, 0)
-    assert quota.key_spent(10) == (250, 0)
+    assert quota.key_spent(1, 10) == (250, 0)
 
 
 def test_settle_is_idempotent(quota, redis_client):
@@ -38,7 +39,7 @@ def test_settle_is_idempotent(quota, redis_client):
     assert quota.settle(hold, 100, event("r1", 100))
     assert quota.settle(hold, 100, event("r1", 100)) is None
     assert quota.account(1) == (900, 0)
-    assert redis_client.xlen(USAGE_STREAM) == 1
+    assert redis_client.xlen(USAGE_STREAMS[0]) == 1
 
 
 def test_a_hold_beyond_the_available_balance_is_refused(quota):
@@ -56,7 +57,7 @@ def test_an_unknown_account_has_nothing_to_spend(quota):
 
 def test_key_credit_limit_counts_spent_and_held(quota):
     quota.seed_account(1, 10_000)
-    quota.seed_key_spent(5, 800)
+    quota.seed_key_spent(1, 5, 800)
     quota.hold("r1", 1, 5, 150, 1_000, time.time() + 60)
     with pytest.raises(HoldRefused) as refused:
         quota.hold("r2", 1, 5, 100, 1_000, time.time() + 60)
@@ -69,14 +70,14 @@ def test_a_key_reserves_only_against_a_credit_limit_and_gets_exactly_that_back(q
     limited = quota.hold("r2", 1, 6, 200, 5_000, time.time() + 60)
     quota.hold("r3", 1, 6, 100, 5_000, time.time() - 1)
     assert quota.account(1) == (10_000, 600)
-    assert quota.key_spent(5) == (0, 0)  # nothing to reserve against: its `held` is not kept
-    assert quota.key_spent(6) == (0, 300)
-    assert redis_client.hget(hold_key("r1"), "akey") is None  # the record names only what it reserved in
+    assert quota.key_spent(1, 5) == (0, 0)  # nothing to reserve against: its `held` is not kept
+    assert quota.key_spent(1, 6) == (0, 300)
+    assert redis_client.hget(hold_key(0, "r1"), "akey") is None  # the record names only what it reserved in
     assert quota.release_expired(time.time()) == 1
-    assert quota.key_spent(6) == (0, 200)
+    assert quota.key_spent(1, 6) == (0, 200)
     assert quota.settle(unlimited, 250, event("r1", 250)) and quota.settle(limited, 150, event("r2", 150))
     assert quota.account(1) == (9_600, 0)
-    assert quota.key_spent(5) == (250, 0) and quota.key_spent(6) == (150, 0)
+    assert quota.key_spent(1, 5) == (250, 0) and quota.key_spent(1, 6) == (150, 0)
 
 
 def test_a_hold_recorded_before_keys_without_limits_stopped_reserving_is_released_in_full(quota, redis_client):
@@ -85,13 +86,13 @@ def test_a_hold_recorded_before_keys_without_limits_stopped_reserving_is_release
     quota.seed_account(1, 10_000)
     for rid, expires in (("old-settled", time.time() + 60), ("old-swept", time.time() - 1)):
         redis_client.hincrby(account_key(1), "held", 100)
-        redis_client.hincrby(api_key_key(5), "held", 100)
-        redis_client.hset(hold_key(rid), mapping={"amt": 100, "acct": account_key(1), "akey": api_key_key(5), "klim": -1})
-        redis_client.zadd(HOLDS_ZSET, {rid: expires})
+        redis_client.hincrby(api_key_key(1, 5), "held", 100)
+        redis_client.hset(hold_key(0, rid), mapping={"amt": 100, "acct": account_key(1), "akey": api_key_key(1, 5), "klim": -1})
+        redis_client.zadd(holds_key(0), {rid: expires})
     assert quota.release_expired(time.time()) == 1
-    assert quota.key_spent(5) == (0, 100)
+    assert quota.key_spent(1, 5) == (0, 100)
     assert quota.settle(Hold("old-settled", 1, 5, 100, quota_windows(5, 1)), 40, event("old-settled", 40))
-    assert quota.account(1) == (9_960, 0) and quota.key_spent(5) == (40, 0)
+    assert quota.account(1) == (9_960, 0) and quota.key_spent(1, 5) == (40, 0)
 
 
 def test_expired_holds_are_released_by_the_sweeper(quota):

@@ -62,7 +62,7 @@ def test_a_refund_gives_the_key_its_spend_back_in_sql_and_live(sql_app):
     refunds.refund_request(STAFF, "req_key", "0.1", "partly wrong")
     db.session.refresh(key)
     assert key.spent == 200_000
-    assert runtime().quota.key_spent(key.id) == (200_000, 0)
+    assert runtime().quota.key_spent(key.account_id, key.id) == (200_000, 0)
     from workers.reconcile import reconcile
 
     assert not [f for f in reconcile().findings if f.what == "key_spent"]

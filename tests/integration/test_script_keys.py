@@ -105,7 +105,7 @@ def test_the_per_request_scripts_touch_only_the_keys_they_are_given(redis_slot, 
     channels = (channel(1), channel(2))
     plan = Plan(channels, tuple(Route(c, k, "m") for c in channels for k in c.keys))
     scopes = (Scope("k:7", LIMITED), Scope("u:3", LIMITED), Scope("g:default", LIMITED))
-    claim = idempotency.claim_of({"HTTP_IDEMPOTENCY_KEY": "retry-1", "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions"}, KEY, b"", 60)
+    claim = idempotency.claim_of({"HTTP_IDEMPOTENCY_KEY": "retry-1", "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions"}, ACCOUNT, KEY, b"", 60)
     budgets = Budgets(daily=500_000, monthly=900_000, allowance=800_000)
 
     monitor = Monitor(redis_slot.url)
@@ -153,7 +153,7 @@ def test_releasing_an_expired_hold_touches_only_the_keys_it_is_given(redis_slot,
         lines = monitor.stop(redis_client)
     scripts, found = undeclared(lines, redis_slot.index, redis_client)
     assert scripts >= 1 and found == []  # more than one when a SCRIPT FLUSH elsewhere made redis-py load it again
-    assert quota.account(ACCOUNT) == (1_000_000, 0) and quota.key_spent(KEY) == (0, 0) and quota.open_holds() == 0
+    assert quota.account(ACCOUNT) == (1_000_000, 0) and quota.key_spent(ACCOUNT, KEY) == (0, 0) and quota.open_holds() == 0
 
 
 def test_affinity_and_the_capacity_queue_touch_only_their_keys_and_each_queue_one_slot(redis_slot, redis_client):

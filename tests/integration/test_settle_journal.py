@@ -148,7 +148,44 @@ def test_journals_are_private_files_and_a_torn_line_is_skipped(tmp_path):
     assert oct(journal.path.stat().st_mode & 0o777) == "0o600" and oct(journal.path.parent.stat().st_mode & 0o777) == "0o700"
     seen: list[str] = []
     assert journal.replay_own(lambda entry: seen.append(entry.hold.request_id)) == 1
-    assert seen == ["req_a"] and journal.path.stat().st_size == 0
+    assert seen == ["req_a"] and not journal.path.exists() and not journal.aside.exists()
+
+
+def test_a_line_journaled_while_a_replay_waits_on_redis_is_replayed_too(tmp_path):
+    """A replay yields while it waits on Redis, and a request may journal meanwhile: that line goes
+    to a new journal, not into the one being replayed and then removed."""
+    from relay.journal import SettleJournal
+    from relay.quota import hold_record
+
+    journal = SettleJournal(tmp_path / "journal", pid=os.getpid())
+    journal.append(JournalEntry(hold_record("req_a", 1, 2, 100), 50, b"{}"))
+    seen: list[str] = []
+
+    def apply(entry):
+        if entry.hold.request_id == "req_a":  # as if another greenlet ran while this one waited
+            journal.append(JournalEntry(hold_record("req_b", 1, 2, 100), 60, b"{}"))
+        seen.append(entry.hold.request_id)
+
+    assert journal.replay_own(apply) == 2
+    assert seen == ["req_a", "req_b"] and not journal.pending()
+
+
+def test_a_replay_cut_short_by_redis_resumes_where_the_journal_was_moved_aside(tmp_path):
+    from relay.journal import SettleJournal
+    from relay.quota import hold_record
+
+    journal = SettleJournal(tmp_path / "journal", pid=os.getpid())
+    journal.append(JournalEntry(hold_record("req_a", 1, 2, 100), 50, b"{}"))
+
+    def down(entry):
+        journal.append(JournalEntry(hold_record("req_b", 1, 2, 100), 60, b"{}"))
+        raise ConnectionError("Redis is away")
+
+    with pytest.raises(ConnectionError):
+        journal.replay_own(down)
+    seen: list[str] = []
+    assert journal.replay_own(lambda entry: seen.append(entry.hold.request_id)) == 2
+    assert seen == ["req_a", "req_b"] and not journal.aside.exists() and not journal.pending()
 
 
 def test_a_live_process_journal_is_left_to_its_owner(tmp_path):

@@ -12,8 +12,8 @@ from controlplane.dead_letters import DEAD_STREAM
 from controlplane.models import ChannelStatus
 from controlplane.runtime import runtime
 from controlplane.services import channels
-from relay.quota import HOLDS_ZSET
-from relay.usage import USAGE_GROUP, USAGE_STREAM
+from relay.redis_keys import HOLDS_INDEXES
+from relay.usage import USAGE_GROUP, USAGE_STREAMS
 from tests import factories
 from tests.gateway import free_port
 from workers.usage import ensure_group
@@ -46,12 +46,12 @@ def test_metrics_read_channel_states_ingestion_backlog_dead_letters_and_holds(sq
     # three usage events: one delivered to ingestion and not acknowledged (a minute old), two not yet delivered
     ensure_group(redis_client)
     minute_ago = int((now - 60) * 1000)
-    redis_client.xadd(USAGE_STREAM, {"e": b"{}"}, id=f"{minute_ago}-0")
-    redis_client.xreadgroup(USAGE_GROUP, "test", {USAGE_STREAM: ">"}, count=1)
-    redis_client.xadd(USAGE_STREAM, {"e": b"{}"}, id=f"{minute_ago + 1}-0")
-    redis_client.xadd(USAGE_STREAM, {"e": b"{}"})
+    redis_client.xadd(USAGE_STREAMS[0], {"e": b"{}"}, id=f"{minute_ago}-0")
+    redis_client.xreadgroup(USAGE_GROUP, "test", {USAGE_STREAMS[0]: ">"}, count=1)
+    redis_client.xadd(USAGE_STREAMS[0], {"e": b"{}"}, id=f"{minute_ago + 1}-0")
+    redis_client.xadd(USAGE_STREAMS[0], {"e": b"{}"})
     redis_client.xadd(DEAD_STREAM, {"e": b"{}", "error": "refused"})
-    redis_client.zadd(HOLDS_ZSET, {"req_a": now + 900, "req_b": now + 900})
+    redis_client.zadd(HOLDS_INDEXES[0], {"req_a": now + 900, "req_b": now + 900})
 
     reply = sql_app.test_client().get("/metrics")
     assert reply.status_code == 200 and reply.content_type.startswith("text/plain")
@@ -66,10 +66,10 @@ def test_metrics_read_channel_states_ingestion_backlog_dead_letters_and_holds(sq
     assert metrics[("switchboard_up", (("dependency", "database"),))] == 1 and metrics[("switchboard_up", (("dependency", "redis"),))] == 1
 
     # once ingestion has caught up, nothing waits
-    for entry_id, _ in redis_client.xrange(USAGE_STREAM):
-        redis_client.xack(USAGE_STREAM, USAGE_GROUP, entry_id)
-    redis_client.xreadgroup(USAGE_GROUP, "test", {USAGE_STREAM: ">"})
-    redis_client.xack(USAGE_STREAM, USAGE_GROUP, *(entry_id for entry_id, _ in redis_client.xrange(USAGE_STREAM)))
+    for entry_id, _ in redis_client.xrange(USAGE_STREAMS[0]):
+        redis_client.xack(USAGE_STREAMS[0], USAGE_GROUP, entry_id)
+    redis_client.xreadgroup(USAGE_GROUP, "test", {USAGE_STREAMS[0]: ">"})
+    redis_client.xack(USAGE_STREAMS[0], USAGE_GROUP, *(entry_id for entry_id, _ in redis_client.xrange(USAGE_STREAMS[0])))
     metrics = metrics_of(sql_app.test_client().get("/metrics").text)
     assert metrics[("switchboard_usage_backlog_events", ())] == 0 and metrics[("switchboard_usage_backlog_age_seconds", ())] == 0
 

@@ -88,7 +88,7 @@ def test_budgets_survive_a_redis_loss_through_the_rollups(relay, app):
     assert [code(relay.call(secret)) for _ in range(2)] == ["ok", "ok"]
     ingest()  # the worker writes the charges and rollups to SQL
     runtime().redis.flushdb()  # Redis lost everything: records, balances, the day's window
-    assert code(relay.call(secret)) == "invalid_api_key" and runtime().redis.exists(key_day_key(key.id, time.time())) == 0
+    assert code(relay.call(secret)) == "invalid_api_key" and runtime().redis.exists(key_day_key(key.account_id, key.id, time.time())) == 0
     publish()  # the scheduler republishes the routing snapshot
     key_rebuild.ensure(runtime().redis)  # and rebuilds records, balances and windows from SQL
     assert code(relay.call(secret)) == "key_daily_budget_reached"
