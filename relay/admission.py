@@ -453,7 +453,7 @@ class Gate:
         # (relay/script_batch.py); a failover is rare and goes alone. A batch's calls must share a
         # slot: split, each money bucket has its batches and the route halves theirs.
         self._per_request = BatchedScript(register(_PER_REQUEST if not self.split else _ROUTE_HALVES), batch_size, batch_in_flight)
-        self._money_script = register(_CROSS_SLOT + _MONEY_HALVES if node_of else _MONEY_HALVES) if self.split else None
+        self._money_script = register(_CROSS_SLOT + _MONEY_HALVES if node_of else _MONEY_HALVES)  # used only split
         self._node_of = node_of
         # Where a hold goes that the split admit made and could not undo (relay/billing.py's
         # `Charges.abandon`, set by the pipeline that owns both).
@@ -519,7 +519,6 @@ class Gate:
         where = self._node_of(redis_keys.account_key(account_id)) if self._node_of else bucket
         batch = self._money.get(where)
         if batch is None:
-            assert self._money_script is not None
             batch = self._money[where] = BatchedScript(self._money_script, *self._batch)
         return batch
 
