@@ -45,7 +45,7 @@ def _client(url: str, seconds: float, concurrency: int, batch: int, in_flight: i
 
     pool = connect_pool(url, size=64)
     gate = Gate(redis_py_client(url), HealthPolicy(), lease_seconds=600, register=lambda text: Script(pool, text),
-                generation_ttl=3600, batch_size=batch, batch_in_flight=in_flight, node_of=getattr(pool, "node_of", None))
+                generation_ttl=3600, batch_size=batch, batch_in_flight=in_flight)
     channel = ChannelView(id=1, name="c1", type="openai", base_url="http://x", models=("m",),
                           keys=tuple(ChannelKeyView(id=10 + i, secret="sk", since=0.0) for i in range(4)), limits=Limits(), key_limits=Limits())
     plans = [Plan((channel,), (Route(channel, k, "m"),)) for k in channel.keys]

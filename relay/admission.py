@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relay import generation, idempotency, quota, redis_keys
 from relay.affinity import AFFINITY_LUA, Affinity
@@ -310,10 +312,7 @@ _ADMIT_CALL, _SETTLE_CALL = 1, 2
 # first, so a half that carries only its own costs Redis less per call.
 _MONEY_HALVES = batch_lua(ARG_READER_LUA + _LISTS_LUA + _MONEY_FUNCTIONS, _ADMIT_MONEY_BODY, _ADMIT_UNDO_BODY, _SETTLE_MONEY_BODY)
 _ADMIT_MONEY_CALL, _ADMIT_UNDO_CALL, _SETTLE_MONEY_CALL = 1, 2, 3
-# A batch of the money halves of buckets one node serves names keys of several slots: Redis 7 runs
-# it when the script says so, as long as that node serves every slot (else MOVED: the lean client
-# re-reads the slot map, and the calls of a batch caught by a resharding fail).
-_CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
+
 _ROUTE_HALVES = batch_lua(_PRELUDE + _ROUTE_DEFS, _ADMIT_ROUTE_BODY, _SETTLE_ROUTE_BODY)
 _ADMIT_ROUTE_CALL, _SETTLE_ROUTE_CALL = 1, 2
 
@@ -432,15 +431,12 @@ class Gate:
 
     def __init__(self, redis: Redis[bytes], policy: HealthPolicy, lease_seconds: float, clock: Callable[[], float] = time.time,
                  register: Callable[[str], Callable[..., Any]] | None = None, generation_ttl: int = 0,
-                 batch_size: int = 32, batch_in_flight: int = 2, split: bool | None = None,
-                 node_of: Callable[[str], Hashable] | None = None):
+                 batch_size: int = 32, batch_in_flight: int = 2, split: bool | None = None):
         """`register(text)` makes a callable script; the relay passes relay/resp.py's lean one.
         `generation_ttl`: how long settle keeps each request's record for GET /v1/generation.
         `batch_size`, `batch_in_flight`: how admits (and settles) of concurrent requests share
         round trips (relay/script_batch.py). `split`: run admit and settle as their money and route
-        halves, each on its own slot (the default under Redis Cluster). `node_of(key)`: the cluster
-        node serving a key (relay/resp.py `ClusterPool.node_of`); given, the money halves of every
-        bucket a node serves share batches (Redis 7's cross-slot flag), not one bucket's alone."""
+        halves, each on its own slot (the default under Redis Cluster)."""
         self.redis = redis
         self.policy = policy
         self.lease_seconds = lease_seconds
@@ -451,15 +447,14 @@ class Gate:
         register = register or redis.register_script
         # Admit and settle run once or more per request, so concurrent ones share a round trip
         # (relay/script_batch.py); a failover is rare and goes alone. A batch's calls must share a
-        # slot: split, each money bucket has its batches and the route halves theirs.
+        # slot (a cluster refuses a command whose keys span slots): split, each money bucket has its
+        # batches, and the route halves theirs.
         self._per_request = BatchedScript(register(_PER_REQUEST if not self.split else _ROUTE_HALVES), batch_size, batch_in_flight)
-        self._money_script = register(_CROSS_SLOT + _MONEY_HALVES if node_of else _MONEY_HALVES)  # used only split
-        self._node_of = node_of
+        money = register(_MONEY_HALVES)
+        self._money = [BatchedScript(money, batch_size, batch_in_flight) for _ in range(redis_keys.MONEY_BUCKETS)] if self.split else []
         # Where a hold goes that the split admit made and could not undo (relay/billing.py's
         # `Charges.abandon`, set by the pipeline that owns both).
         self.strand: Callable[[str, int], None] | None = None
-        self._money: dict[Hashable, BatchedScript] = {}
-        self._batch = batch_size, batch_in_flight
         self._failover = register(_FAILOVER)
 
     def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan, claim: idempotency.Claim | None = None,
@@ -499,32 +494,29 @@ class Gate:
             keys=[*money_keys, *claim_keys], args=[_ADMIT_MONEY_CALL, len(money_keys), *money_args]), routes)[1]
         try:
             reply = _answer(self._per_request(keys=route_keys, args=[_ADMIT_ROUTE_CALL, hold.request_id, *route_args]), routes)
-        except Exception:
+        except BaseException:  # a refusal, Redis failing, or this greenlet stopped between the halves
             try:
                 self._undo(hold, key_limit, claim_keys)
-            except Exception:
+            except Exception as error:
                 # Redis failing (a cluster between a master's loss and its replica's promotion
                 # answers CLUSTERDOWN everywhere): the hold is journaled, and released once Redis
-                # answers, instead of waiting for its expiry.
+                # answers, instead of waiting for its expiry. The request ends here as Redis being
+                # unavailable: a refusal it could wait out (the capacity queue) would admit this
+                # request id again, and the journaled release would then free that new hold.
                 log.exception("could not release the hold of %s after its route half failed", hold.request_id)
                 if self.strand is not None:
                     self.strand(hold.request_id, hold.account_id)
+                raise RedisConnectionError(f"Redis failed between the halves of an admission: {error}") from error
             raise
         reply[1] = reserved
         return reply
 
     def _money_batch(self, account_id: int) -> BatchedScript:
-        """The batches an account's money halves go in: its node's, or its bucket's."""
-        bucket = redis_keys.money_bucket(account_id)
-        where = self._node_of(redis_keys.account_key(account_id)) if self._node_of else bucket
-        batch = self._money.get(where)
-        if batch is None:
-            batch = self._money[where] = BatchedScript(self._money_script, *self._batch)
-        return batch
+        return self._money[redis_keys.money_bucket(account_id)]
 
     def _undo(self, hold: Hold, key_limit: int | None, claim_keys: list[str]) -> None:
         bucket = redis_keys.money_bucket(hold.account_id)
-        scopes = [redis_keys.account_key(hold.account_id)]  # first: it names the batch's node
+        scopes = [redis_keys.account_key(hold.account_id)]
         if key_limit is not None:
             scopes.append(redis_keys.api_key_key(hold.account_id, hold.key_id))
         scopes += [w for w, reserving in zip(hold.windows, hold.reserved, strict=True) if reserving]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -76,8 +76,7 @@ def hold_refusal(reason: str) -> RelayError:
 
 class Pipeline:
     def __init__(self, settings: RelaySettings, holder: SnapshotHolder, quota: Quota, client: UpstreamClient, selector: Selector | None = None,
-                 register_script: Callable[[str], Callable[..., Any]] | None = None,
-                 node_of: Callable[[str], Hashable] | None = None) -> None:
+                 register_script: Callable[[str], Callable[..., Any]] | None = None) -> None:
         self.settings = settings
         self.holder = holder
         self.quota = quota
@@ -85,7 +84,7 @@ class Pipeline:
         self.selector = selector or Selector()
         self.gate = Gate(quota.redis, settings.health, settings.lease_seconds, register=register_script,
                          generation_ttl=settings.generation_ttl_seconds, batch_size=settings.redis_batch_size,
-                         batch_in_flight=settings.redis_batch_in_flight, node_of=node_of)
+                         batch_in_flight=settings.redis_batch_in_flight)
         self.idempotency = idempotency.Idempotency(register_script or quota.redis.register_script, settings.idempotency_ttl_seconds,
                                                    settings.idempotency_max_bytes)
         self.budget = SharedRetryBudget(register_script or quota.redis.register_script, settings.retry_budget_percent, settings.retry_budget_min) \

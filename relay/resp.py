@@ -236,12 +236,6 @@ class ClusterPool:
             return
         raise RedisConnectionError(f"no Redis Cluster node answered CLUSTER SLOTS: {'; '.join(errors)}")
 
-    def node_of(self, key: str) -> Address | None:
-        """The master serving `key`'s slot, as last learnt (None: not known yet)."""
-        if not self.mapped:
-            self.refresh()
-        return self.slots[key_slot(key.encode())]
-
     def execute(self, payload: bytes, key: Any = None) -> Any:
         """As RespPool.execute, on the master serving `key`'s slot (any master when None)."""
         slot = key_slot(key.encode() if isinstance(key, str) else key) if key is not None else 0

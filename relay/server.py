@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from relay.metrics import COUNTERS, counting_redis
 from relay.ops_http import CONTENT_TYPE, MetricsAccess, exposition, readiness
 from relay.pipeline import Pipeline
 from relay.quota import Quota
-from relay.resp import ClusterPool, Script, connect_pool
+from relay.resp import Script, connect_pool
 from relay.settings import RelaySettings
 from relay.telemetry import TELEMETRY, flush_forever
 from relay.upstream import UpstreamClient
@@ -270,18 +270,15 @@ def build_relay(settings: RelaySettings, redis: Redis[bytes] | None = None) -> R
     # The per-request scripts (admit, failover, settle) go through the lean RESP client, unless the
     # caller brought its own Redis client (tests that watch every command).
     register: Callable[[str], Callable[..., Any]] | None = None
-    node_of: Callable[[str], Hashable] | None = None
     if not given_redis:
         scripts = connect_pool(settings.redis_url, settings.redis_pool_size)
         register = lambda text: Script(scripts, text)  # noqa: E731
-        if isinstance(scripts, ClusterPool):
-            node_of = scripts.node_of
     if settings.egress_allow:  # an operator's decision worth seeing in every relay's log
         log.warning("upstreams may be in these private ranges (SWITCHBOARD_ALLOWED_PRIVATE_NETWORKS): %s",
                     ", ".join(map(str, settings.egress_allow)))
     upstream = UpstreamClient(settings.upstream_pool_size, egress=Egress(EgressPolicy(settings.egress_allow)),
                               max_response_bytes=settings.max_response_bytes)
-    pipeline = Pipeline(settings, holder, quota, upstream, register_script=register, node_of=node_of)
+    pipeline = Pipeline(settings, holder, quota, upstream, register_script=register)
     return RelayApp(settings, holder, pipeline, quota)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from relay import idempotency, redis_keys
 from relay import quota as quota_module
+from relay import admission as admission_module
 from relay.admission import Gate, LimitRefused, MoneyHold, NoRoute
 from relay.health import Effect, Health, HealthPolicy, Outcome
 from relay.limits import Scope
@@ -267,3 +268,33 @@ def test_split_settles_money_once_and_then_the_route_half(redis_client, clock):
     # SQL has no such request (it has: the first event).
     assert [b"unheld" in fields for _, fields in redis_client.xrange(redis_keys.usage_stream(0))] == [False, True]
     settle(gate, admit(gate, plan, scopes), cost=0)  # the leases came back with the first settle
+
+
+def test_split_a_hold_it_cannot_undo_is_journaled_and_the_request_ends_as_redis_unavailable(redis_client, clock):
+    """Redis fails after the money half (the connection drops: injected at the client): the undo
+    fails too, so the hold goes to the strand (the settle journal's abandoned admissions, released
+    once Redis answers), and the request ends as Redis unavailable, not as a refusal it could wait out
+    and come back with under the same request id."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    down = [False]
+
+    def register(text):
+        script = redis_client.register_script(text)
+
+        def run(keys=(), args=()):
+            if down[0] or text == admission_module._ROUTE_HALVES:
+                down[0] = True
+                raise RedisConnectionError("Connection reset by peer")
+            return script(keys=keys, args=args)
+        return run
+
+    Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
+    gate = Gate(redis_client, HealthPolicy(), lease_seconds=600, clock=clock, register=register, split=True)
+    stranded = []
+    gate.strand = lambda rid, account: stranded.append((rid, account))
+    with pytest.raises(RedisConnectionError, match="between the halves"):
+        gate.admit(MoneyHold("req_cut", ACCOUNT, KEY, 300, None, 2e9), (), plan_of(channel(1)))
+    assert stranded == [("req_cut", ACCOUNT)] and Quota(redis_client).account(ACCOUNT) == (1_000_000, 300)
+    assert Quota(redis_client).release(redis_keys.money_bucket(ACCOUNT), "req_cut")  # what the journal's replay does
+    assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 0)
