@@ -436,13 +436,13 @@ class Gate:
         `generation_ttl`: how long settle keeps each request's record for GET /v1/generation.
         `batch_size`, `batch_in_flight`: how admits (and settles) of concurrent requests share
         round trips (relay/script_batch.py). `split`: run admit and settle as their money and route
-        halves, each on its own slot (the default under Redis Cluster)."""
+        halves, each on its own slot (the default when the money is spread over buckets)."""
         self.redis = redis
         self.policy = policy
         self.lease_seconds = lease_seconds
         self.generation_ttl = generation_ttl
         self.clock = clock
-        self.split = redis_keys.CLUSTER if split is None else split
+        self.split = redis_keys.SPREAD if split is None else split
         self._touched = 0.0  # when this process last wrote the last-success time (health's network detector)
         register = register or redis.register_script
         # Admit and settle run once or more per request, so concurrent ones share a round trip

@@ -26,8 +26,12 @@ ROOT = "sb:"
 CLUSTER = urlsplit(os.environ.get("REDIS_URL", "")).scheme.lower() in ("redis-cluster", "rediss-cluster")
 _S = "sb:{sb}:" if CLUSTER else ROOT
 # Fixed for a deployment's life: a change moves every account's money to other names (docs/redis.md,
-# migration). More buckets spread the money more evenly; ingestion reads one stream per bucket.
-MONEY_BUCKETS = max(1, int(os.environ.get("SWITCHBOARD_REDIS_MONEY_BUCKETS") or 16)) if CLUSTER else 1
+# migration). More buckets spread the money more evenly; ingestion reads one stream per bucket. 0
+# keeps the money under `{sb}` with everything else: one master does all the per-request work, in
+# one script per admit and settle, which costs Redis less in all (docs/redis.md has the figures).
+_BUCKETS = max(0, int(os.environ.get("SWITCHBOARD_REDIS_MONEY_BUCKETS") or 16))
+SPREAD = CLUSTER and _BUCKETS > 0  # the money spread over buckets: admit and settle split in halves
+MONEY_BUCKETS = _BUCKETS if SPREAD else 1
 
 
 def money_bucket(account_id: int) -> int:
@@ -36,7 +40,7 @@ def money_bucket(account_id: int) -> int:
 
 
 def _money(bucket: int) -> str:
-    return f"sb:{{m{bucket}}}:" if CLUSTER else ROOT
+    return f"sb:{{m{bucket}}}:" if SPREAD else _S
 
 
 # --- the routing snapshot (relay/config_store.py) ------------------------------------------------

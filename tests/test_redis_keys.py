@@ -105,3 +105,16 @@ print(json.dumps({"buckets": k.MONEY_BUCKETS, "money": money, "shared": shared, 
     assert len(slots_of_accounts) == 8  # accounts 0..39 fill every bucket, each bucket its own slot
     assert len({key_slot(n.encode()) for n in out["shared"]}) == 1
     assert not slots_of_accounts & {key_slot(out["shared"][0].encode())}
+
+
+def test_under_a_cluster_with_no_buckets_the_money_stays_with_everything_else():
+    code = """
+import json
+from relay import redis_keys as k
+print(json.dumps({"spread": k.SPREAD, "streams": list(k.USAGE_STREAMS), "names": [k.account_key(7), k.hold_key(k.money_bucket(7), "r"),
+                  k.api_key_key(7, 9), k.key_health_key(1), k.USAGE_DEAD]}))
+"""
+    env = {**os.environ, "REDIS_URL": "redis-cluster://127.0.0.1:7000", "SWITCHBOARD_REDIS_MONEY_BUCKETS": "0"}
+    out = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+    assert out["spread"] is False and out["streams"] == ["sb:{sb}:usage"]
+    assert len({key_slot(n.encode()) for n in out["names"]}) == 1 and out["names"][0] == "sb:{sb}:acct:7"
