@@ -208,6 +208,7 @@ def cluster(tmp_path_factory):
 def on_cluster(cluster, monkeypatch):
     """The cluster's client and three buckets' streams, named as a cluster deployment names them."""
     monkeypatch.setattr(redis_keys, "CLUSTER", True)
+    monkeypatch.setattr(redis_keys, "SPREAD", True)
     monkeypatch.setattr(redis_keys, "MONEY_BUCKETS", 3)
     client = cluster.client()
     for node in cluster.nodes:
