@@ -326,9 +326,14 @@ def children_of(gateway: Gateway) -> dict[str, int]:
 
 
 def journal_files(world: World) -> dict[int, int]:
-    """pid → bytes waiting in that relay process's settle journal."""
+    """pid → bytes waiting in that relay process's settle journal (and the part of it a replay that
+    Redis interrupted moved aside: `settle-<pid>-replaying.jsonl`)."""
     folder = world.instance / "journal"
-    return {int(p.name[len(PREFIX):].split(".")[0]): p.stat().st_size for p in folder.glob(f"{PREFIX}*")} if folder.is_dir() else {}
+    waiting: dict[int, int] = {}
+    for path in folder.glob(f"{PREFIX}*") if folder.is_dir() else ():
+        pid = int(path.name[len(PREFIX):].split(".")[0].removesuffix("-replaying"))
+        waiting[pid] = waiting.get(pid, 0) + path.stat().st_size
+    return waiting
 
 
 # --- the scenarios ---------------------------------------------------------------------------------

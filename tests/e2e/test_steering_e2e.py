@@ -68,7 +68,7 @@ def synced(inspector, *relays) -> None:
         wait_for_snapshot(runtime().redis, *(relay.url for relay in relays))
 
 
-def log_of(inspector, request_id: str, timeout: float = 20) -> RequestLog:
+def log_of(inspector, request_id: str, timeout: float = 60) -> RequestLog:
     deadline = time.time() + timeout
     while True:
         with inspecting(inspector):
