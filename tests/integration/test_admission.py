@@ -6,7 +6,7 @@ import pytest
 
 from relay import idempotency, redis_keys
 from relay import quota as quota_module
-from relay import admission as admission_module
+from relay import admission_scripts
 from relay.admission import Gate, LimitRefused, MoneyHold, NoRoute
 from relay.health import Effect, Health, HealthPolicy, Outcome
 from relay.limits import Scope
@@ -283,7 +283,7 @@ def test_split_a_hold_it_cannot_undo_is_journaled_and_the_request_ends_as_redis_
         script = redis_client.register_script(text)
 
         def run(keys=(), args=()):
-            if down[0] or text == admission_module._ROUTE_HALVES:
+            if down[0] or text == admission_scripts.ROUTE_HALVES:
                 down[0] = True
                 raise RedisConnectionError("Connection reset by peer")
             return script(keys=keys, args=args)

@@ -17,7 +17,7 @@ from dataclasses import replace
 import pytest
 from werkzeug.test import Client
 
-from relay import admission
+from relay import admission_scripts
 from relay.journal import PREFIX, Abandoned, decode_line
 from relay.quota import Quota
 from relay.server import build_relay, replay_journals
@@ -25,7 +25,7 @@ from tests import factories
 from tests.fakes.openai_server import FakeOpenAI
 from tests.relay_harness import assert_money_consistent, ingest
 
-ADMIT_SHA = hashlib.sha1(admission._PER_REQUEST.encode(), usedforsecurity=False).hexdigest().encode()
+ADMIT_SHA = hashlib.sha1(admission_scripts.PER_REQUEST.encode(), usedforsecurity=False).hexdigest().encode()
 
 
 class ReplyCutter:
