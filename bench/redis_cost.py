@@ -80,12 +80,12 @@ def _seed(url: str) -> None:
 class _Servers:
     """A private redis-server pinned to `core`, or with `cluster` a 3-master Redis Cluster of them."""
 
-    def __init__(self, folder: str, core: str, cluster: bool):
+    def __init__(self, folder: str, core: str, cluster: bool, masters: int = 3):
         from bench.measure import cluster_ports, free_ports
         from bench.run import pinned
 
         self.procs: list[subprocess.Popen] = []
-        self.ports = cluster_ports(3) if cluster else free_ports(1)
+        self.ports = cluster_ports(masters) if cluster else free_ports(1)
         extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"] if cluster else []
         for n, port in enumerate(self.ports):
             node = os.path.join(folder, f"node{n}")
@@ -94,7 +94,11 @@ class _Servers:
                                                       "--dir", node, *extra), stdout=subprocess.DEVNULL))
         for port in self.ports:
             self._wait(lambda port=port: self.client(port).ping())
-        if cluster:
+        if cluster and masters == 1:
+            # `redis-cli --cluster create` wants three masters; one node takes every slot itself.
+            self.client(self.ports[0]).execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            self._wait(lambda: b"cluster_state:ok" in self.client(self.ports[0]).execute_command("CLUSTER", "INFO"))
+        elif cluster:
             subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0",
                             "--cluster-yes"], check=True, capture_output=True, timeout=60)
             self._wait(lambda: all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO") for p in self.ports))
@@ -125,13 +129,13 @@ class _Servers:
             proc.wait()
 
 
-def measure(seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cluster: bool = False) -> dict:
+def measure(seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cluster: bool = False, masters: int = 3) -> dict:
     from bench.measure import cpu_seconds
 
     cores = os.cpu_count() or 1
     redis_core, client_cores = str(cores - 1), (f"0-{cores - 2}" if cores > 1 else "0")
     with tempfile.TemporaryDirectory() as folder:
-        servers = _Servers(folder, redis_core, cluster)
+        servers = _Servers(folder, redis_core, cluster, masters)
         try:
             env = {**os.environ, "REDIS_URL": servers.url}
             subprocess.run([sys.executable, "-m", "bench.redis_cost", "--seed", servers.url], cwd=ROOT, env=env, check=True)
@@ -152,7 +156,7 @@ def measure(seconds: float, concurrency: int, clients: int, batch: int, in_fligh
     calls = sum(s["calls"] for name, s in stats.items() if name == "cmdstat_evalsha")
     inside = {name.removeprefix("cmdstat_"): round(s["usec"] / max(requests, 1), 2) for name, s in stats.items()
               if not name.startswith("cmdstat_config") and not name.startswith("cmdstat_info") and not name.startswith("cmdstat_cluster")}
-    return {"batch": batch, "in_flight": in_flight, "cluster": cluster, "warm_up_requests": warm, "requests": requests,
+    return {"batch": batch, "in_flight": in_flight, "cluster": cluster, "masters": len(servers.ports), "warm_up_requests": warm, "requests": requests,
             "requests_per_s": round(requests / seconds), "redis_cpu_us_per_req": round(sum(cpu) * 1e6 / max(requests, 1), 1),
             "redis_cpu_us_per_req_by_node": [round(c * 1e6 / max(requests, 1), 1) for c in cpu],
             "redis_calls_per_req": round(calls / max(requests, 1), 3),
@@ -188,12 +192,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight per client process")
     parser.add_argument("--clients", type=int, default=1, help="client processes (each like one relay process)")
     parser.add_argument("--configs", nargs="+", default=["1x64", "32x2"], help="batch size x calls in flight; 1x64 is unbatched")
-    parser.add_argument("--cluster", action="store_true", help="a 3-master Redis Cluster (all on the Redis core) instead of one server")
+    parser.add_argument("--cluster", action="store_true", help="a Redis Cluster (all its masters on the Redis core) instead of one server")
+    parser.add_argument("--masters", type=int, default=3, choices=(1, 3),
+                        help="the cluster's masters: 1 (every slot on one node) isolates what the layout costs from processes sharing a core")
     args = parser.parse_args()
     rows = []
     for config in args.configs:
         batch, in_flight = (int(v) for v in config.split("x"))
-        rows.append(measure(args.seconds, args.concurrency, args.clients, batch, in_flight, args.cluster))
+        rows.append(measure(args.seconds, args.concurrency, args.clients, batch, in_flight, args.cluster, args.masters))
         row = rows[-1]
         print(f"batch {batch:>2} x {in_flight:>2} in flight: {row['requests_per_s']:>6} req/s, Redis CPU {row['redis_cpu_us_per_req']:>6} µs/req, "
               f"{row['redis_calls_per_req']} calls/req; inside Redis µs/req: "

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relay import generation, idempotency, quota, redis_keys
@@ -129,6 +130,11 @@ def _scope_keys(scopes: tuple[Scope, ...], now: float) -> list[str]:
     return [k for s in scopes for k in s.keys(now)]
 
 
+def _first_key_slot(keys: Sequence[Any]) -> int:
+    first = keys[0]
+    return key_slot(first.encode() if isinstance(first, str) else first)
+
+
 def _skips(routes: list[Route], flat: list[Any]) -> list[tuple[Route, str]]:
     return [(routes[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
 
@@ -170,12 +176,12 @@ class Gate:
         self._touched = 0.0  # when this process last wrote the last-success time (health's network detector)
         register = register or redis.register_script
         # Admit and settle run once or more per request, so concurrent ones share a round trip
-        # (relay/script_batch.py); a failover is rare and goes alone. A batch's calls must share a
-        # slot (a cluster refuses a command whose keys span slots): split, each money bucket has its
-        # batches, and the route halves theirs.
+        # (relay/script_batch.py); a failover is rare and goes alone. A script call's keys must
+        # share a slot (a cluster refuses a command whose keys span slots, whatever the script's
+        # flags): split, a batch of money halves runs as one call per slot among them, and the calls
+        # for one master go to it in one pipeline.
         self._per_request = BatchedScript(register(PER_REQUEST if not self.split else ROUTE_HALVES), batch_size, batch_in_flight)
-        money = register(MONEY_HALVES)
-        self._money = [BatchedScript(money, batch_size, batch_in_flight) for _ in range(redis_keys.MONEY_BUCKETS)] if self.split else []
+        self._money = BatchedScript(register(MONEY_HALVES), batch_size, batch_in_flight, slot_of=_first_key_slot)
         # Where a hold goes that the split admit made and could not undo (relay/billing.py's
         # `Charges.abandon`, set by the pipeline that owns both).
         self.strand: Callable[[str, int], None] | None = None
@@ -214,7 +220,7 @@ class Gate:
                      route_keys: list[Any], route_args: list[Any], routes: list[Route]) -> list[Any]:
         """The money half on the account's bucket, then the route half; a refusal of the route half
         undoes the money half (one more call), so that a refusal still leaves nothing held."""
-        reserved = _answer(self._money_batch(hold.account_id)(
+        reserved = _answer(self._money(
             keys=[*money_keys, *claim_keys], args=[ADMIT_MONEY_CALL, len(money_keys), *money_args]), routes)[1]
         try:
             reply = _answer(self._per_request(keys=route_keys, args=[ADMIT_ROUTE_CALL, hold.request_id, *route_args]), routes)
@@ -235,9 +241,6 @@ class Gate:
         reply[1] = reserved
         return reply
 
-    def _money_batch(self, account_id: int) -> BatchedScript:
-        return self._money[redis_keys.money_bucket(account_id)]
-
     def _undo(self, hold: Hold, key_limit: int | None, claim_keys: list[str]) -> None:
         bucket = redis_keys.money_bucket(hold.account_id)
         scopes = [redis_keys.account_key(hold.account_id)]
@@ -245,7 +248,7 @@ class Gate:
             scopes.append(redis_keys.api_key_key(hold.account_id, hold.key_id))
         scopes += [w for w, reserving in zip(hold.windows, hold.reserved, strict=True) if reserving]
         keys = [redis_keys.hold_key(bucket, hold.request_id), redis_keys.holds_key(bucket), *scopes, *claim_keys]
-        self._money_batch(hold.account_id)(keys=keys, args=[ADMIT_UNDO_CALL, hold.request_id, len(scopes), 1 if claim_keys else 0])
+        self._money(keys=keys, args=[ADMIT_UNDO_CALL, hold.request_id, len(scopes), 1 if claim_keys else 0])
 
     def failover(self, admission: Admission, failed: Outcome, remaining: list[Route]) -> tuple[Route | None, int, list[Any]]:
         """Record the failed attempt and move to the first usable route of `remaining`.
@@ -296,7 +299,7 @@ class Gate:
             if reply[0] != 1:
                 return False, [], 0
             return True, reply[2:], int(reply[1])
-        reply = _text(self._money_batch(hold.account_id)(
+        reply = _text(self._money(
             keys=[*money_keys, gen_key], args=[SETTLE_MONEY_CALL, len(money_keys), *money_args]))
         if reply[0] != 1:
             return False, [], 0

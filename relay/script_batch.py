@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from redis.exceptions import ResponseError
 
@@ -105,8 +105,14 @@ class BatchedScript:
     events come from `threading` at call time: gevent's in the relay process (monkey-patched),
     real threads in tests that run the relay in-process."""
 
-    def __init__(self, run: Callable[..., Any], max_batch: int = 32, in_flight: int = 2):
+    def __init__(self, run: Callable[..., Any], max_batch: int = 32, in_flight: int = 2,
+                 slot_of: Callable[[Sequence[Any]], Hashable] | None = None):
+        """`slot_of(keys)`: where a call's keys live, when calls may live in different places (a
+        cluster's slots). A batch then runs as one call of the batch script per place, all sent at
+        once: pipelined per node through `run.many` (relay/resp.py's `Script`), or in turn."""
         self.run = run
+        self.slot_of = slot_of
+        self.run_many: Callable[[list[tuple[list[Any], list[Any]]]], list[Any]] | None = getattr(run, "many", None)
         self.max_batch = max(1, max_batch)
         self.in_flight_limit = max(1, in_flight)
         self.in_flight = 0
@@ -133,12 +139,38 @@ class BatchedScript:
         self._send(batch, call)
         return call.outcome()
 
+    def _send_by_slot(self, batch: list[_Call], slot_of: Callable[[Sequence[Any]], Hashable]) -> None:
+        groups: dict[Hashable, list[_Call]] = {}
+        for c in batch:
+            groups.setdefault(slot_of(c.keys), []).append(c)
+        calls = [batch_args([(c.keys, c.args) for c in group]) for group in groups.values()]
+        if self.run_many is not None:
+            outcomes = self.run_many(calls)
+        else:
+            outcomes = []
+            for keys, args in calls:
+                try:
+                    outcomes.append(self.run(keys=keys, args=args))
+                except Exception as error:
+                    outcomes.append(error)
+        for group, outcome in zip(groups.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                outcome = outcome.with_traceback(None)
+                for c in group:
+                    c.error = outcome
+            else:
+                for c, reply in zip(group, outcome, strict=True):
+                    c.reply = reply
+
     def _send(self, batch: list[_Call], sender: _Call) -> None:
         try:
-            keys, args = batch_args([(c.keys, c.args) for c in batch])
-            replies = self.run(keys=keys, args=args)
-            for c, reply in zip(batch, replies, strict=True):
-                c.reply = reply
+            if self.slot_of is None:
+                keys, args = batch_args([(c.keys, c.args) for c in batch])
+                replies = self.run(keys=keys, args=args)
+                for c, reply in zip(batch, replies, strict=True):
+                    c.reply = reply
+            else:
+                self._send_by_slot(batch, self.slot_of)
         except Exception as error:
             # Without its traceback: that holds this frame, whose batch holds the calls (a cycle).
             error = error.with_traceback(None)

@@ -3,13 +3,23 @@ commands go to the master serving their first key's slot, and follow the cluster
 (MOVED) or is half-way through moving (ASK)."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from redis.crc import key_slot
 
+from redis.exceptions import ResponseError
+
+from relay.metrics import COUNTERS
 from relay.redis_connect import parse, redis_py_client
 from relay.resp import ClusterPool, Script, connect_pool, encode
 from tests.redis_servers import RedisClusterNodes, wait_until
 
+ROOT = Path(__file__).resolve().parents[2]
 COUNT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 
 
@@ -79,6 +89,37 @@ def test_a_moved_slot_is_followed_and_a_slot_half_way_through_moving_is_asked_fo
     assert count(keys=[newcomer], args=[1]) == 6
     assert pool.slots[slot] == ("127.0.0.1", target.port)
     wait_until(lambda: owner(cluster, key) is target, what="the slot to be the target's everywhere")
+
+
+def test_calls_for_many_slots_go_in_one_pipeline_per_master_and_follow_a_moved_slot(cluster):
+    pool = connect_pool(cluster.url)
+    # A script no node has seen yet: each master loads it on the first call that meets NOSCRIPT.
+    count = Script(pool, COUNT + " -- pipelined")
+    keys = [f"sb:many:{n}" for n in range(30)]
+    masters = {owner(cluster, k).port for k in keys}
+    assert len(masters) == 3
+    calls = [([k], [n + 1]) for n, k in enumerate(keys)] + [([keys[0]], ["not a number"])]
+    pool.refresh()
+    before = COUNTERS.redis_round_trips
+    replies = count.many(calls)
+    assert replies[:30] == list(range(1, 31))
+    assert isinstance(replies[30], ResponseError)  # that call's error, in its place
+    assert COUNTERS.redis_round_trips - before == 3 + 3  # one pipeline per master, and each loading the script
+    before = COUNTERS.redis_round_trips
+    assert count.many([([k], [1]) for k in keys]) == [n + 2 for n in range(30)]
+    assert COUNTERS.redis_round_trips - before == 3
+    # A slot moved (no keys in it): the pool still maps it to its old master, which answers MOVED,
+    # and that call goes again alone to the new one while the rest of the pipeline has run.
+    moving = next(f"sb:many:empty:{n}" for n in range(100_000)
+                  if owner(cluster, f"sb:many:empty:{n}").port == owner(cluster, keys[0]).port)
+    source = owner(cluster, moving)
+    target = next(n for n in cluster.nodes if n is not source)
+    target_id = target.client().execute_command("CLUSTER", "MYID").decode()
+    for node in cluster.nodes:
+        node.client().execute_command("CLUSTER", "SETSLOT", key_slot(moving.encode()), "NODE", target_id)
+    assert count.many([([keys[0]], [1]), ([moving], [7]), ([keys[1]], [1])]) == [3, 7, 4]
+    assert int(target.client().get(moving)) == 7
+    assert pool.slots[key_slot(moving.encode())] == ("127.0.0.1", target.port)
 
 
 def test_redis_py_clients_reach_every_slot(cluster):
@@ -152,3 +193,40 @@ def test_rq_gets_a_redis_server_of_its_own_under_a_cluster(cluster, tmp_path, re
     queue_url = redis_slot.url
     runtime = Runtime.build(Settings.from_env({**env, "SWITCHBOARD_QUEUE_REDIS_URL": queue_url}))
     assert runtime.queue_redis.ping() and runtime.queue_redis is not runtime.redis
+
+
+# Run with the cluster's REDIS_URL: every account's books and the usage streams, as JSON.
+_BOOKS = """
+import json, os
+from bench.redis_cost import ACCOUNTS
+from relay import redis_keys
+from relay.redis_connect import redis_py_client
+client = redis_py_client(os.environ['REDIS_URL'])
+books = [client.hmget(redis_keys.account_key(a), 'bal', 'held') for a in range(1, ACCOUNTS + 1)]
+print(json.dumps({'spent': sum(10**13 - int(b) for b, _ in books), 'held': sum(int(h or 0) for _, h in books),
+                  'open': sum(client.zcard(k) for k in redis_keys.HOLDS_INDEXES),
+                  'events': sum(client.xlen(k) for k in redis_keys.USAGE_STREAMS), 'streams': len(redis_keys.USAGE_STREAMS)}))
+"""
+
+
+@pytest.mark.parametrize("buckets", ["16", "0"])
+def test_the_relays_admits_and_settles_keep_every_account_exact_on_a_cluster(cluster, buckets):
+    """The relay's Gate through its lean client, 32 requests at a time over 1,000 accounts, with the
+    money spread over 16 buckets (money halves pipelined per master) and with none (all under one
+    tag): each settled request took exactly its 105 µ$ and queued one usage event, and no hold is
+    left."""
+    for node in cluster.nodes:
+        node.client().flushall()
+    env = {**os.environ, "REDIS_URL": cluster.url, "SWITCHBOARD_REDIS_MONEY_BUCKETS": buckets}
+
+    def run(*args: str) -> str:
+        return subprocess.run([sys.executable, *args], env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=120).stdout
+
+    run("-m", "bench.redis_cost", "--seed", cluster.url)
+    done = int(run("-m", "bench.redis_cost", "--client", cluster.url, "2", "32", "32", "2", "1").split()[-1])
+    books = json.loads(run("-c", _BOOKS))
+    assert done > 100
+    assert books == {"spent": 105 * done, "held": 0, "open": 0, "events": done, "streams": 16 if buckets == "16" else 1}
+    # Spread, every master carries accounts' money; unspread, the money is on one master.
+    holding = sum(1 for node in cluster.nodes if node.client().dbsize() > 50)
+    assert holding == (3 if buckets == "16" else 1)

@@ -117,6 +117,62 @@ def test_a_lost_connection_fails_every_call_of_the_batch_each_with_its_own_error
     assert script.in_flight == 0 and not script.queue
 
 
+class Pipelined(Recorder):
+    """A batch script with `many`, as relay/resp.py's Script has: records each pipeline's calls (by
+    their key) and fails the calls of the slots in `failing` as an unreachable master would."""
+
+    def __init__(self, script, hold: int = 0, failing: tuple[str, ...] = ()):
+        super().__init__(script, hold)
+        self.pipelines: list[list[str]] = []
+        self.failing = failing
+
+    def many(self, calls):
+        self.pipelines.append([keys[0] for keys, _ in calls])
+        out = []
+        for keys, args in calls:
+            if keys[0] in self.failing:
+                out.append(RedisConnectionError("Redis connection lost before the reply"))
+            else:
+                out.append(self(keys, args))
+        return out
+
+
+def by_slot(redis_client, hold: int = 0, failing: tuple[str, ...] = ()) -> tuple[BatchedScript, Pipelined]:
+    recorder = Pipelined(redis_client.register_script(COUNT), hold, failing)
+    batcher = BatchedScript(recorder, in_flight=1, slot_of=lambda keys: keys[0])
+    recorder.batcher = batcher
+    return batcher, recorder
+
+
+def test_a_batch_over_several_slots_is_one_call_per_slot_sent_together(redis_client):
+    script, recorder = by_slot(redis_client, hold=6)
+    results = in_threads(7, lambda i: script(keys=[f"s{i % 3}"], args=[f"w{i}"]))
+    # The first went alone; the six that queued meanwhile went in one pipeline of one call per slot.
+    assert recorder.pipelines == [["s0"], ["s1", "s2", "s0"]]
+    assert recorder.sizes == [1, 2, 2, 2]
+    assert [r[0] for r in results] == [f"w{i}".encode() for i in range(7)]
+    assert sorted(r[1] for i, r in enumerate(results) if i % 3 == 0) == [1, 2, 3]
+    assert [int(redis_client.get(f"s{n}")) for n in range(3)] == [3, 2, 2]
+
+
+def test_a_slot_that_fails_fails_its_own_callers_only(redis_client):
+    script, recorder = by_slot(redis_client, hold=5, failing=("s1",))
+    results = in_threads(6, lambda i: script(keys=[f"s{i % 2}"], args=[f"w{i}"]))
+    assert all(isinstance(r, RedisConnectionError) for i, r in enumerate(results) if i % 2 == 1)
+    assert len({id(r) for i, r in enumerate(results) if i % 2 == 1}) == 3  # each its own exception
+    assert [r[1] for i, r in enumerate(results) if i % 2 == 0] == [1, 2, 3]
+    assert redis_client.get("s1") is None and script.in_flight == 0 and not script.queue
+
+
+def test_without_a_pipeline_each_slots_call_goes_in_turn(redis_client):
+    recorder = Recorder(redis_client.register_script(COUNT), hold=4)
+    script = BatchedScript(recorder, in_flight=1, slot_of=lambda keys: keys[0])
+    recorder.batcher = script
+    results = in_threads(5, lambda i: script(keys=[f"t{i % 2}"], args=[f"w{i}"]))
+    assert recorder.sizes == [1, 2, 2]
+    assert [r[0] for r in results] == [f"w{i}".encode() for i in range(5)]
+
+
 def channel() -> ChannelView:
     return ChannelView(id=1, name="c1", type="openai", base_url="http://x", models=("m",),
                        keys=(ChannelKeyView(id=10, secret="sk", since=0.0),), limits=Limits(), key_limits=Limits())
