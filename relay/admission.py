@@ -184,7 +184,7 @@ class Gate:
         self._money = BatchedScript(register(MONEY_HALVES), batch_size, batch_in_flight, slot_of=_first_key_slot)
         # Where a hold goes that the split admit made and could not undo (relay/billing.py's
         # `Charges.abandon`, set by the pipeline that owns both).
-        self.strand: Callable[[str, int], None] | None = None
+        self.strand: Callable[[str, int, str], None] | None = None
         self._failover = register(FAILOVER)
 
     def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan, claim: idempotency.Claim | None = None,
@@ -235,7 +235,7 @@ class Gate:
                 # request id again, and the journaled release would then free that new hold.
                 log.exception("could not release the hold of %s after its route half failed", hold.request_id)
                 if self.strand is not None:
-                    self.strand(hold.request_id, hold.account_id)
+                    self.strand(hold.request_id, hold.account_id, claim_keys[0] if claim_keys else "")
                 raise RedisConnectionError(f"Redis failed between the halves of an admission: {error}") from error
             raise
         reply[1] = reserved

@@ -65,8 +65,9 @@ end
 """
 
 # Finishing: only the request that owns the record may write or release it (an in-progress mark
-# that expired may already belong to a later request).
-_FINISH = r"""
+# that expired may already belong to a later request). KEYS: the record. ARGV: the request id,
+# 'release' | 'keep', then what is kept.
+FINISH_LUA = r"""
 if redis.call('HGET', KEYS[1], 'rid') ~= ARGV[1] then return 0 end
 if ARGV[2] == 'release' then
   redis.call('DEL', KEYS[1])
@@ -157,7 +158,7 @@ class Idempotency:
     """Replays recorded outcomes and records new ones (one round trip each time a request finishes)."""
 
     def __init__(self, register: Callable[[str], Callable[..., Any]], ttl_seconds: int, max_bytes: int) -> None:
-        self._finish = register(_FINISH)
+        self._finish = register(FINISH_LUA)
         self.ttl_seconds = ttl_seconds
         self.max_bytes = max_bytes
 

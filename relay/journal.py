@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import orjson
 
-from relay import quota
+from relay import idempotency, quota
 from relay.quota import Hold
 from relay.redis_keys import money_bucket
 
@@ -70,9 +70,13 @@ class Abandoned:
 
     request_id: str
     account_id: int  # names the bucket its hold would be in
+    claim: str = ""  # the idempotency record it may have marked in progress (its Redis name), released with the hold
 
     def encode(self) -> bytes:
-        return orjson.dumps({"rid": self.request_id, "acct": self.account_id, "abandoned": True}) + b"\n"
+        line = {"rid": self.request_id, "acct": self.account_id, "abandoned": True}
+        if self.claim:
+            line["claim"] = self.claim
+        return orjson.dumps(line) + b"\n"
 
 
 Line = JournalEntry | Abandoned
@@ -82,7 +86,7 @@ def decode_line(line: bytes) -> Line:
     d = orjson.loads(line)
     if d.get("abandoned"):
         # Lines written before holds were kept by bucket name no account: bucket 0, the only one then.
-        return Abandoned(str(d["rid"]), int(d.get("acct") or 0))
+        return Abandoned(str(d["rid"]), int(d.get("acct") or 0), str(d.get("claim") or ""))
     return JournalEntry.of(d)
 
 
@@ -190,11 +194,16 @@ class Replayer:
     def __init__(self, register: Callable[[str], Callable[..., Any]], release: Callable[[int, str], bool]):
         self._script = register(_REPLAY)
         self._release = release
+        self._finish_claim = register(idempotency.FINISH_LUA)
 
     def __call__(self, entry: Line) -> None:
         if isinstance(entry, Abandoned):
             if self._release(money_bucket(entry.account_id), entry.request_id):
                 log.warning("released the hold of %s, whose admission reply was lost", entry.request_id)
+            if entry.claim:
+                # A retry under the same Idempotency-Key runs again now rather than reading "in
+                # progress" until the mark expires; a mark that belongs to a later request stays.
+                self._finish_claim(keys=[entry.claim], args=[entry.request_id, "release"])
             return
         keys, args = quota.settle_call(entry.hold, entry.cost, entry.event)
         self._script(keys=keys, args=args)

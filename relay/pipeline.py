@@ -204,7 +204,7 @@ class Pipeline:
         except BaseException as refused:
             self.budget.end_request()
             if isinstance(refused, ReplyLost):
-                self.charges.abandon(ctx.request_id, key.account_id)
+                self.charges.abandon(ctx.request_id, key.account_id, claim.redis_key if claim is not None else "")
             raise
         ctx.held = True
         terms = Terms(price, group.multiplier_bp, estimate.local_prompt_tokens, prices if len(prices) > 1 else ())

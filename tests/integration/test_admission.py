@@ -270,12 +270,17 @@ def test_split_settles_money_once_and_then_the_route_half(redis_client, clock):
     settle(gate, admit(gate, plan, scopes), cost=0)  # the leases came back with the first settle
 
 
-def test_split_a_hold_it_cannot_undo_is_journaled_and_the_request_ends_as_redis_unavailable(redis_client, clock):
+def test_split_a_hold_it_cannot_undo_is_journaled_and_the_request_ends_as_redis_unavailable(redis_client, clock, tmp_path):
     """Redis fails after the money half (the connection drops: injected at the client): the undo
-    fails too, so the hold goes to the strand (the settle journal's abandoned admissions, released
-    once Redis answers), and the request ends as Redis unavailable, not as a refusal it could wait out
-    and come back with under the same request id."""
+    fails too, so the hold and the idempotency claim it marked go to the settle journal as an
+    abandoned admission (relay/billing.py), and the request ends as Redis unavailable, not as a
+    refusal it could wait out and come back with under the same request id. Once Redis answers, the
+    journal's replay releases both: a retry under the same Idempotency-Key runs again at once."""
     from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from relay.billing import Charges
+    from relay.journal import Abandoned, Replayer, SettleJournal, decode_line
+    from relay.retry_budget import RetryBudget
 
     down = [False]
 
@@ -291,10 +296,16 @@ def test_split_a_hold_it_cannot_undo_is_journaled_and_the_request_ends_as_redis_
 
     Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
     gate = Gate(redis_client, HealthPolicy(), lease_seconds=600, clock=clock, register=register, split=True)
-    stranded = []
-    gate.strand = lambda rid, account: stranded.append((rid, account))
+    journal = SettleJournal(tmp_path / "journal")
+    charges = Charges(gate, journal, Replayer(redis_client.register_script, Quota(redis_client).release), RetryBudget())
+    gate.strand = charges.abandon
+    claim = idempotency.claim_of({"HTTP_IDEMPOTENCY_KEY": "k-cut", "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions"},
+                                 ACCOUNT, KEY, b"{}", 60)
     with pytest.raises(RedisConnectionError, match="between the halves"):
-        gate.admit(MoneyHold("req_cut", ACCOUNT, KEY, 300, None, 2e9), (), plan_of(channel(1)))
-    assert stranded == [("req_cut", ACCOUNT)] and Quota(redis_client).account(ACCOUNT) == (1_000_000, 300)
-    assert Quota(redis_client).release(redis_keys.money_bucket(ACCOUNT), "req_cut")  # what the journal's replay does
+        gate.admit(MoneyHold("req_cut", ACCOUNT, KEY, 300, None, 2e9), (), plan_of(channel(1)), claim)
+    assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 300)
+    assert redis_client.hget(claim.redis_key, "state") == b"running"
+    assert [decode_line(line) for line in journal.path.read_bytes().splitlines()] == [Abandoned("req_cut", ACCOUNT, claim.redis_key)]
+    assert charges.replay_own() == 1  # Redis answers again
     assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 0)
+    assert not redis_client.exists(claim.redis_key)

@@ -136,3 +136,27 @@ def test_an_admission_whose_reply_was_lost_is_refused_and_its_hold_released_once
     assert chat(client, key).status_code == 200  # and the relay serves on
     ingest()
     assert_money_consistent(redis_client)
+
+
+def test_a_lost_admission_with_an_idempotency_key_frees_the_key_once_redis_answers(world, redis_client):
+    """The lost admit had marked the Idempotency-Key in progress: until the journal's replay a retry
+    is told so (the relay cannot know whether Redis ran it); after it, the retry runs and is charged
+    once, instead of the key reading "in progress" until the request's lease ends."""
+    relay, client, cutter, key, account_id = world
+    relay.holder.refresh()
+    assert chat(client, key).status_code == 200
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "retry-me"}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
+
+    cutter.marker = ADMIT_SHA
+    assert client.post("/v1/chat/completions", headers=headers, json=body).status_code == 503
+    assert client.post("/v1/chat/completions", headers=headers, json=body).status_code == 409  # in progress, as far as Redis knows
+    [line] = journal_lines(relay)
+    assert decode_line(line).claim  # journaled with the hold
+
+    replay_journals(relay.pipeline, once=True)
+    retried = client.post("/v1/chat/completions", headers=headers, json=body)
+    assert retried.status_code == 200 and "Idempotent-Replayed" not in retried.headers
+    assert client.post("/v1/chat/completions", headers=headers, json=body).headers["Idempotent-Replayed"] == "true"
+    ingest()
+    assert_money_consistent(redis_client)
