@@ -80,7 +80,7 @@ def _seed(url: str) -> None:
 class _Servers:
     """A private redis-server pinned to `core`, or with `cluster` a 3-master Redis Cluster of them."""
 
-    def __init__(self, folder: str, core: str, cluster: bool, masters: int = 3):
+    def __init__(self, folder: str, core: str, cluster: bool, masters: int = 3, isolate_routing: bool = False):
         from bench.measure import cluster_ports, free_ports
         from bench.run import pinned
 
@@ -102,7 +102,32 @@ class _Servers:
             subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0",
                             "--cluster-yes"], check=True, capture_output=True, timeout=60)
             self._wait(lambda: all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO") for p in self.ports))
+        if cluster and isolate_routing and masters > 1:
+            self._isolate_routing()
         self.url = ("redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)) if cluster else f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def _isolate_routing(self) -> None:
+        """Move every money bucket's slot off the master of `{sb}` (they are empty yet), so that its
+        CPU is the route halves' alone."""
+        from redis.crc import key_slot
+
+        buckets = int(os.environ.get("SWITCHBOARD_REDIS_MONEY_BUCKETS") or 16)  # as the clients read it
+        ids = {port: self.client(port).execute_command("CLUSTER", "MYID").decode() for port in self.ports}
+
+        def owner(slot: int) -> int:
+            for start, end, master, *_ in self.client(self.ports[0]).execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(master[1])
+            raise RuntimeError(f"no master serves slot {slot}")
+
+        routing = owner(key_slot(b"{sb}"))
+        others = [p for p in self.ports if p != routing]
+        for bucket in range(buckets):
+            slot = key_slot(f"{{m{bucket}}}".encode())
+            if owner(slot) == routing:
+                for port in self.ports:
+                    self.client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[others[bucket % len(others)]])
+        self._wait(lambda: all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO") for p in self.ports))
 
     @staticmethod
     def client(port: int):
@@ -129,13 +154,14 @@ class _Servers:
             proc.wait()
 
 
-def measure(seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cluster: bool = False, masters: int = 3) -> dict:
+def measure(seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cluster: bool = False, masters: int = 3,
+            isolate_routing: bool = False) -> dict:
     from bench.measure import cpu_seconds
 
     cores = os.cpu_count() or 1
     redis_core, client_cores = str(cores - 1), (f"0-{cores - 2}" if cores > 1 else "0")
     with tempfile.TemporaryDirectory() as folder:
-        servers = _Servers(folder, redis_core, cluster, masters)
+        servers = _Servers(folder, redis_core, cluster, masters, isolate_routing)
         try:
             env = {**os.environ, "REDIS_URL": servers.url}
             subprocess.run([sys.executable, "-m", "bench.redis_cost", "--seed", servers.url], cwd=ROOT, env=env, check=True)
@@ -195,11 +221,13 @@ def main() -> None:
     parser.add_argument("--cluster", action="store_true", help="a Redis Cluster (all its masters on the Redis core) instead of one server")
     parser.add_argument("--masters", type=int, default=3, choices=(1, 3),
                         help="the cluster's masters: 1 (every slot on one node) isolates what the layout costs from processes sharing a core")
+    parser.add_argument("--isolate-routing", action="store_true",
+                        help="no money bucket on the master of the shared tag: its CPU is what routing costs (the cluster's ceiling)")
     args = parser.parse_args()
     rows = []
     for config in args.configs:
         batch, in_flight = (int(v) for v in config.split("x"))
-        rows.append(measure(args.seconds, args.concurrency, args.clients, batch, in_flight, args.cluster, args.masters))
+        rows.append(measure(args.seconds, args.concurrency, args.clients, batch, in_flight, args.cluster, args.masters, args.isolate_routing))
         row = rows[-1]
         print(f"batch {batch:>2} x {in_flight:>2} in flight: {row['requests_per_s']:>6} req/s, Redis CPU {row['redis_cpu_us_per_req']:>6} µs/req, "
               f"{row['redis_calls_per_req']} calls/req; inside Redis µs/req: "
