@@ -306,9 +306,11 @@ class ClusterPool:
 
     def execute_many(self, commands: Sequence[tuple[bytes, Any]]) -> list[Any]:
         """As RespPool.execute_many, each command on the master serving its key's slot: the commands
-        of one master go in one pipeline. A command redirected (MOVED, ASK, TRYAGAIN) did not run
-        and goes again alone, through `execute`; one whose master cannot be reached before anything
-        was sent likewise (it reconnects and asks for the slot map again)."""
+        of one master go in one pipeline. Commands that did not run there (a slot that moved: MOVED,
+        ASK, TRYAGAIN; a master not reachable before anything was sent) go again: the first alone
+        through `execute`, which follows the cluster (reconnecting, asking for the slot map again);
+        when that works the others follow it in one pipeline, and when it fails they fail with it
+        rather than each waiting out the same failover."""
         if not self.mapped:
             self.refresh()
         by_node: dict[Address | None, list[int]] = {}
@@ -317,21 +319,32 @@ class ClusterPool:
             by_node.setdefault(self.slots[slot], []).append(i)
         out: list[Any] = [None] * len(commands)
         for address, indexes in by_node.items():
-            if address is None:
-                replies: list[Any] = [_NOT_SENT] * len(indexes)
-            else:
-                replies = self._pool(address).execute_many([commands[i] for i in indexes])
+            replies: list[Any] = [_NOT_SENT] * len(indexes) if address is None else self._pool(address).execute_many([commands[i] for i in indexes])
+            again = []
             for i, reply in zip(indexes, replies, strict=True):
                 if isinstance(reply, ReplyLost):
                     self.mapped = False  # whatever happened to that node, the next command asks first
-                elif reply is _NOT_SENT or (isinstance(reply, RedisConnectionError)) or (
+                elif reply is _NOT_SENT or isinstance(reply, RedisConnectionError) or (
                         isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_REDIRECTED)):
-                    try:
-                        reply = self.execute(*commands[i])
-                    except RedisConnectionError as error:
-                        reply = error
+                    again.append(i)
+                    continue
                 out[i] = reply
+            if again:
+                self._again(commands, again, out)
         return out
+
+    def _again(self, commands: Sequence[tuple[bytes, Any]], indexes: list[int], out: list[Any]) -> None:
+        first, rest = indexes[0], indexes[1:]
+        try:
+            out[first] = self.execute(*commands[first])
+        except RedisConnectionError as error:
+            out[first] = error
+            for i in rest:
+                out[i] = RedisConnectionError(f"not sent: the cluster failed another command for the same master: {error}")
+            return
+        if rest:
+            for i, reply in zip(rest, self.execute_many([commands[i] for i in rest]), strict=True):
+                out[i] = reply
 
 
 # Replies of a cluster node that mean the command did not run there, and `execute` knows what to do.
