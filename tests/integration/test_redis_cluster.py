@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from relay.metrics import COUNTERS
 from relay.redis_connect import parse, redis_py_client
-from relay.resp import ClusterPool, Script, connect_pool, encode
+from relay.resp import ClusterPool, ReplyLost, Script, connect_pool, encode
 from tests.redis_servers import RedisClusterNodes, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +121,35 @@ def test_calls_for_many_slots_go_in_one_pipeline_per_master_and_follow_a_moved_s
     assert count.many([([keys[0]], [1]), ([moving], [7]), ([keys[1]], [1])]) == [3, 7, 4]
     assert int(target.client().get(moving)) == 7
     assert pool.slots[key_slot(moving.encode())] == ("127.0.0.1", target.port)
+
+
+def test_a_master_lost_fails_its_share_of_a_pipeline_once_and_the_others_run(tmp_path):
+    """One master of three is gone (the others told to serve their slots regardless): the calls of a
+    pipeline for the other two run; of the lost master's, the first is tried again through the
+    cluster's reconnects and fails, and the rest fail with it instead of each waiting it out again."""
+    nodes = RedisClusterNodes(tmp_path)
+    try:
+        for node in nodes.nodes:
+            node.client().config_set("cluster-require-full-coverage", "no")
+        pool = connect_pool(nodes.url)
+        count = Script(pool, COUNT)
+        keys = [f"sb:lost:{n}" for n in range(30)]
+        assert count.many([([k], [1]) for k in keys]) == [1] * 30
+        lost = next(n for n in nodes.nodes if n.port == owner(nodes, keys[0]).port)
+        lost_keys = {k for k in keys if owner(nodes, k) is lost}
+        lost.kill()
+        # Sent on the pooled connection the master's death broke: whether they ran, nobody knows.
+        replies = count.many([([k], [1]) for k in keys])
+        assert [r for k, r in zip(keys, replies) if k not in lost_keys] == [2] * (30 - len(lost_keys))
+        assert len(lost_keys) > 1 and all(isinstance(r, ReplyLost) for k, r in zip(keys, replies) if k in lost_keys)
+        # Now no connection can be made: the first is tried through the reconnects, the rest not sent.
+        replies = count.many([([k], [1]) for k in keys])
+        assert [r for k, r in zip(keys, replies) if k not in lost_keys] == [3] * (30 - len(lost_keys))
+        failed = [r for k, r in zip(keys, replies) if k in lost_keys]
+        assert all(isinstance(r, RedisConnectionError) and not isinstance(r, ReplyLost) for r in failed)
+        assert "not sent" not in str(failed[0]) and all("not sent" in str(r) for r in failed[1:])
+    finally:
+        nodes.stop()
 
 
 def test_redis_py_clients_reach_every_slot(cluster):
