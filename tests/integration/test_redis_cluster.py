@@ -140,12 +140,12 @@ def test_a_master_lost_fails_its_share_of_a_pipeline_once_and_the_others_run(tmp
         lost.kill()
         # Sent on the pooled connection the master's death broke: whether they ran, nobody knows.
         replies = count.many([([k], [1]) for k in keys])
-        assert [r for k, r in zip(keys, replies) if k not in lost_keys] == [2] * (30 - len(lost_keys))
-        assert len(lost_keys) > 1 and all(isinstance(r, ReplyLost) for k, r in zip(keys, replies) if k in lost_keys)
+        assert [r for k, r in zip(keys, replies, strict=True) if k not in lost_keys] == [2] * (30 - len(lost_keys))
+        assert len(lost_keys) > 1 and all(isinstance(r, ReplyLost) for k, r in zip(keys, replies, strict=True) if k in lost_keys)
         # Now no connection can be made: the first is tried through the reconnects, the rest not sent.
         replies = count.many([([k], [1]) for k in keys])
-        assert [r for k, r in zip(keys, replies) if k not in lost_keys] == [3] * (30 - len(lost_keys))
-        failed = [r for k, r in zip(keys, replies) if k in lost_keys]
+        assert [r for k, r in zip(keys, replies, strict=True) if k not in lost_keys] == [3] * (30 - len(lost_keys))
+        failed = [r for k, r in zip(keys, replies, strict=True) if k in lost_keys]
         assert all(isinstance(r, RedisConnectionError) and not isinstance(r, ReplyLost) for r in failed)
         assert "not sent" not in str(failed[0]) and all("not sent" in str(r) for r in failed[1:])
     finally:
