@@ -172,8 +172,13 @@ def measure(seconds: float, concurrency: int, clients: int, batch: int, in_fligh
             requests = _run(servers.url, seconds, concurrency, clients, batch, in_flight, client_cores)
             cpu = [cpu_seconds(p.pid) - b for p, b in zip(servers.procs, before, strict=True)]
             stats: dict[str, dict] = {}
+            by_node: list[dict] = []
             for port in servers.ports:
-                for name, s in servers.client(port).info("commandstats").items():
+                node_stats = servers.client(port).info("commandstats")
+                evalsha = node_stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+                by_node.append({"evalsha_calls": evalsha["calls"], "evalsha_usec": evalsha["usec"],
+                                "commands_usec": sum(v["usec"] for k, v in node_stats.items() if k != "cmdstat_evalsha")})
+                for name, s in node_stats.items():
                     total = stats.setdefault(name, {"calls": 0, "usec": 0})
                     total["calls"] += s["calls"]
                     total["usec"] += s["usec"]
@@ -186,6 +191,10 @@ def measure(seconds: float, concurrency: int, clients: int, batch: int, in_fligh
             "requests_per_s": round(requests / seconds), "redis_cpu_us_per_req": round(sum(cpu) * 1e6 / max(requests, 1), 1),
             "redis_cpu_us_per_req_by_node": [round(c * 1e6 / max(requests, 1), 1) for c in cpu],
             "redis_calls_per_req": round(calls / max(requests, 1), 3),
+            # Per master: script calls per request, and µs per request inside them (Lua and the commands
+            # it runs; the rest of the master's CPU is reading, parsing and answering).
+            "calls_per_req_by_node": [round(n["evalsha_calls"] / max(requests, 1), 3) for n in by_node],
+            "evalsha_us_per_req_by_node": [round(n["evalsha_usec"] / max(requests, 1), 1) for n in by_node],
             "inside_us_per_req": dict(sorted(inside.items(), key=lambda kv: -kv[1]))}
 
 
@@ -232,7 +241,8 @@ def main() -> None:
         print(f"batch {batch:>2} x {in_flight:>2} in flight: {row['requests_per_s']:>6} req/s, Redis CPU {row['redis_cpu_us_per_req']:>6} µs/req, "
               f"{row['redis_calls_per_req']} calls/req; inside Redis µs/req: "
               + ", ".join(f"{k} {v}" for k, v in list(row["inside_us_per_req"].items())[:6])
-              + (f"; by node µs/req: {row['redis_cpu_us_per_req_by_node']}" if args.cluster else ""), flush=True)
+              + (f"; by node µs/req: {row['redis_cpu_us_per_req_by_node']}, inside scripts {row['evalsha_us_per_req_by_node']}, "
+                 f"calls/req {row['calls_per_req_by_node']}" if args.cluster else ""), flush=True)
     print(json.dumps(rows))
 
 
