@@ -304,47 +304,65 @@ class ClusterPool:
         raise RedisConnectionError(f"Redis Cluster kept redirecting slot {slot}")
 
 
-    def execute_many(self, commands: Sequence[tuple[bytes, Any]]) -> list[Any]:
+    def execute_many(self, commands: Sequence[tuple[bytes, Any]], rereads: int = 2) -> list[Any]:
         """As RespPool.execute_many, each command on the master serving its key's slot: the commands
-        of one master go in one pipeline. Commands that did not run there (a slot that moved: MOVED,
-        ASK, TRYAGAIN; a master not reachable before anything was sent) go again: the first alone
-        through `execute`, which follows the cluster (reconnecting, asking for the slot map again);
-        when that works the others follow it in one pipeline, and when it fails they fail with it
-        rather than each waiting out the same failover."""
+        of one master go in one pipeline. One redirected (MOVED, ASK, TRYAGAIN) did not run: it goes
+        again alone through `execute`, which follows the cluster. Those of a master that could not
+        be reached (nothing was sent) go again if the slot map, read once more, names another master
+        for them, and otherwise fail at once: the commands of other masters in the same call (other
+        accounts' money) must not wait out a failover with them, as they would behind `execute`'s
+        reconnects."""
         if not self.mapped:
             self.refresh()
         by_node: dict[Address | None, list[int]] = {}
         for i, (_, key) in enumerate(commands):
-            slot = key_slot(key.encode() if isinstance(key, str) else key) if key is not None else 0
-            by_node.setdefault(self.slots[slot], []).append(i)
+            by_node.setdefault(self.slots[_slot(key)], []).append(i)
         out: list[Any] = [None] * len(commands)
+        redirected: list[int] = []
+        unreachable: list[int] = []
         for address, indexes in by_node.items():
             replies: list[Any] = [_NOT_SENT] * len(indexes) if address is None else self._pool(address).execute_many([commands[i] for i in indexes])
-            again = []
             for i, reply in zip(indexes, replies, strict=True):
                 if isinstance(reply, ReplyLost):
                     self.mapped = False  # whatever happened to that node, the next command asks first
-                elif reply is _NOT_SENT or isinstance(reply, RedisConnectionError) or (
-                        isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_REDIRECTED)):
-                    again.append(i)
-                    continue
-                out[i] = reply
-            if again:
-                self._again(commands, again, out)
+                    out[i] = reply
+                elif reply is _NOT_SENT or isinstance(reply, RedisConnectionError):
+                    unreachable.append(i)
+                elif isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_REDIRECTED):
+                    redirected.append(i)
+                else:
+                    out[i] = reply
+        for i in redirected:
+            try:
+                out[i] = self.execute(*commands[i])
+            except RedisConnectionError as error:
+                out[i] = error
+        if unreachable:
+            self._reroute(commands, unreachable, out, rereads)
         return out
 
-    def _again(self, commands: Sequence[tuple[bytes, Any]], indexes: list[int], out: list[Any]) -> None:
-        first, rest = indexes[0], indexes[1:]
+    def _reroute(self, commands: Sequence[tuple[bytes, Any]], indexes: list[int], out: list[Any], rereads: int) -> None:
+        before = {i: self.slots[_slot(commands[i][1])] for i in indexes}
         try:
-            out[first] = self.execute(*commands[first])
+            if rereads <= 0:
+                raise RedisConnectionError("the slot map kept naming masters that cannot be reached")
+            self.mapped = False
+            self.refresh()
         except RedisConnectionError as error:
-            out[first] = error
-            for i in rest:
-                out[i] = RedisConnectionError(f"not sent: the cluster failed another command for the same master: {error}")
+            for i in indexes:
+                out[i] = RedisConnectionError(f"not sent: {error}")
             return
-        if rest:
-            for i, reply in zip(rest, self.execute_many([commands[i] for i in rest]), strict=True):
+        moved = [i for i in indexes if self.slots[_slot(commands[i][1])] not in (None, before[i])]
+        for i in indexes:
+            if i not in moved:
+                out[i] = RedisConnectionError(f"not sent: the master of its slot ({before[i]}) cannot be reached")
+        if moved:
+            for i, reply in zip(moved, self.execute_many([commands[i] for i in moved], rereads - 1), strict=True):
                 out[i] = reply
+
+
+def _slot(key: Any) -> int:
+    return key_slot(key.encode() if isinstance(key, str) else key) if key is not None else 0
 
 
 # Replies of a cluster node that mean the command did not run there, and `execute` knows what to do.
