@@ -178,10 +178,14 @@ class Gate:
         # Admit and settle run once or more per request, so concurrent ones share a round trip
         # (relay/script_batch.py); a failover is rare and goes alone. A script call's keys must
         # share a slot (a cluster refuses a command whose keys span slots, whatever the script's
-        # flags): split, a batch of money halves runs as one call per slot among them, and the calls
-        # for one master go to it in one pipeline.
+        # flags): split, the money halves batch per master, a batch running as one call per slot
+        # among its calls, all in one pipeline. Per master, so that a master that hangs holds up
+        # the requests of its own buckets only.
         self._per_request = BatchedScript(register(PER_REQUEST if not self.split else ROUTE_HALVES), batch_size, batch_in_flight)
-        self._money = BatchedScript(register(MONEY_HALVES), batch_size, batch_in_flight, slot_of=_first_key_slot)
+        self._money_script = register(MONEY_HALVES)
+        self._node_of: Callable[[Any], Any] | None = getattr(self._money_script, "node_of", None)
+        self._money_batches: dict[Any, BatchedScript] = {}
+        self._batch_size, self._batch_in_flight = batch_size, batch_in_flight
         # Where a hold goes that the split admit made and could not undo (relay/billing.py's
         # `Charges.abandon`, set by the pipeline that owns both).
         self.strand: Callable[[str, int, str], None] | None = None
@@ -240,6 +244,14 @@ class Gate:
             raise
         reply[1] = reserved
         return reply
+
+    def _money(self, keys: list[Any], args: list[Any]) -> Any:
+        node = self._node_of(keys[0]) if self._node_of is not None else None
+        batches = self._money_batches.get(node)
+        if batches is None:
+            batches = self._money_batches.setdefault(
+                node, BatchedScript(self._money_script, self._batch_size, self._batch_in_flight, slot_of=_first_key_slot))
+        return batches(keys=keys, args=args)
 
     def _undo(self, hold: Hold, key_limit: int | None, claim_keys: list[str]) -> None:
         bucket = redis_keys.money_bucket(hold.account_id)

@@ -130,6 +130,10 @@ class RespPool:
                 raise ConnectionResetError("Redis closed the connection")
             reader.feed(data)
 
+    def node_of(self, key: Any) -> Address | None:
+        """Which server `key` lives on: one server has one (None)."""
+        return None
+
     def execute(self, payload: bytes, key: Any = None, asking: bool = False) -> Any:
         """Send one encoded command and return its reply (a ReplyError is returned, not raised).
         `key` (its first key) is for a cluster's routing (ClusterPool); `asking` sends ASKING first,
@@ -304,6 +308,10 @@ class ClusterPool:
         raise RedisConnectionError(f"Redis Cluster kept redirecting slot {slot}")
 
 
+    def node_of(self, key: Any) -> Address | None:
+        """The master serving `key`'s slot as the map says now (None before the map is read)."""
+        return self.slots[_slot(key)]
+
     def execute_many(self, commands: Sequence[tuple[bytes, Any]], rereads: int = 2) -> list[Any]:
         """As RespPool.execute_many, each command on the master serving its key's slot: the commands
         of one master go in one pipeline. One redirected (MOVED, ASK, TRYAGAIN) did not run: it goes
@@ -429,6 +437,9 @@ class Script:
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))
         return reply
+
+    def node_of(self, key: Any) -> Any:
+        return self.pool.node_of(key)
 
     def many(self, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
         """Several calls of (keys, args), each on its own keys' node, pipelined per node

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,80 @@ def test_the_relays_admits_and_settles_keep_every_account_exact_on_a_cluster(clu
     # Spread, every master carries accounts' money; unspread, the money is on one master.
     holding = sum(1 for node in cluster.nodes if node.client().dbsize() > 50)
     assert holding == (3 if buckets == "16" else 1)
+
+
+# Run with the cluster's REDIS_URL (argv: the port of the master the test will stop): the relay's
+# Gate admits and settles for accounts whose money is on the other masters while an admit for one
+# on the stopped master waits; prints what it saw.
+_HUNG = """
+from gevent import monkey
+monkey.patch_all()
+import os, sys, gevent
+from relay import redis_keys
+from relay.admission import Gate, MoneyHold
+from relay.health import Effect, HealthPolicy, Outcome
+from relay.quota import Quota
+from relay.redis_connect import redis_py_client
+from relay.resp import Script, connect_pool
+from relay.selector import Plan, Route
+from relay.snapshot import ChannelKeyView, ChannelView, Limits
+
+url, stopped = os.environ['REDIS_URL'], int(sys.argv[1])
+pool = connect_pool(url)
+gate = Gate(redis_py_client(url), HealthPolicy(), lease_seconds=600, register=lambda text: Script(pool, text))
+channel = ChannelView(id=1, name='c1', type='openai', base_url='http://x', models=('m',),
+                      keys=(ChannelKeyView(id=10, secret='sk', since=0.0),), limits=Limits(), key_limits=Limits())
+plan = Plan((channel,), (Route(channel, channel.keys[0], 'm'),))
+pool.refresh()
+on = lambda account: pool.node_of(redis_keys.account_key(account))[1]
+stuck = next(a for a in range(1, 200) if on(a) == stopped)
+live = [a for a in range(1, 200) if on(a) != stopped][:20]
+quota = Quota(redis_py_client(url))
+n = [0]
+def request(account):
+    n[0] += 1
+    admission = gate.admit(MoneyHold(f'req_{account}_{n[0]}', account, account, 1_000, None, 2e9), (), plan)
+    gate.settle(admission, 105, b'{}', 1, Outcome(Effect.OK, 1, 10))
+for account in [stuck, *live]:
+    quota.seed_account(account, 10**9)
+    request(account)  # scripts loaded, connections pooled
+print('ready', flush=True)
+sys.stdin.readline()  # the master is stopped now
+# Two waves, each with a request for the stopped master among them: the first's call is out and
+# waits; the second's would share a batch with the live ones if batches mixed masters.
+waiting = [gevent.spawn(request, stuck)]
+gevent.sleep(0.2)
+waiting.append(gevent.spawn(request, stuck))
+gevent.joinall([gevent.spawn(request, a) for a in live], raise_error=True)
+print('live served', len(live), 'while stuck ready:', any(g.ready() for g in waiting), flush=True)
+sys.stdin.readline()  # the master runs again
+gevent.joinall(waiting)
+print('stuck served:', all(g.successful() for g in waiting), flush=True)
+"""
+
+
+def test_a_hung_master_holds_up_its_own_accounts_only(cluster):
+    """A master that stops answering (SIGSTOP: its connections stay open, nothing is refused) holds up
+    the money halves of its own buckets: the relay batches them per master, so requests of accounts
+    on the other masters are admitted and settled meanwhile, and the waiting one is served once the
+    master runs again."""
+    sb_master = owner(cluster, "sb:{sb}:x")
+    stopped = next(n for n in cluster.nodes if n is not sb_master)
+    env = {**os.environ, "REDIS_URL": cluster.url, "SWITCHBOARD_REDIS_MONEY_BUCKETS": "16"}
+    proc = subprocess.Popen([sys.executable, "-c", _HUNG, str(stopped.port)], env=env, cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        os.kill(stopped.proc.pid, signal.SIGSTOP)
+        try:
+            proc.stdin.write("stopped\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "live served 20 while stuck ready: False"
+        finally:
+            os.kill(stopped.proc.pid, signal.SIGCONT)
+        proc.stdin.write("running\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "stuck served: True"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
