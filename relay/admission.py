@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relay import generation, idempotency, quota, redis_keys
@@ -32,6 +31,7 @@ from relay.capacity_queue import admit_args as queue_args
 from relay.health import NO_OUTCOME_ARGS, Effect, HealthPolicy, Outcome
 from relay.limits import Scope, limit_keys
 from relay.quota import Hold
+from relay.resp import key_slot_of
 from relay.script_batch import BatchedScript
 from relay.selector import Plan, Route
 
@@ -131,8 +131,7 @@ def _scope_keys(scopes: tuple[Scope, ...], now: float) -> list[str]:
 
 
 def _first_key_slot(keys: Sequence[Any]) -> int:
-    first = keys[0]
-    return key_slot(first.encode() if isinstance(first, str) else first)
+    return key_slot_of(keys[0])
 
 
 def _skips(routes: list[Route], flat: list[Any]) -> list[tuple[Route, str]]:

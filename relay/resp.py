@@ -260,7 +260,7 @@ class ClusterPool:
 
     def execute(self, payload: bytes, key: Any = None) -> Any:
         """As RespPool.execute, on the master serving `key`'s slot (any master when None)."""
-        slot = key_slot(key.encode() if isinstance(key, str) else key) if key is not None else 0
+        slot = key_slot_of(key)
         if not self.mapped:
             self.refresh()
         address = self.slots[slot]
@@ -307,10 +307,9 @@ class ClusterPool:
             return reply
         raise RedisConnectionError(f"Redis Cluster kept redirecting slot {slot}")
 
-
     def node_of(self, key: Any) -> Address | None:
         """The master serving `key`'s slot as the map says now (None before the map is read)."""
-        return self.slots[_slot(key)]
+        return self.slots[key_slot_of(key)]
 
     def execute_many(self, commands: Sequence[tuple[bytes, Any]], rereads: int = 2) -> list[Any]:
         """As RespPool.execute_many, each command on the master serving its key's slot: the commands
@@ -324,7 +323,7 @@ class ClusterPool:
             self.refresh()
         by_node: dict[Address | None, list[int]] = {}
         for i, (_, key) in enumerate(commands):
-            by_node.setdefault(self.slots[_slot(key)], []).append(i)
+            by_node.setdefault(self.slots[key_slot_of(key)], []).append(i)
         out: list[Any] = [None] * len(commands)
         redirected: list[int] = []
         unreachable: list[int] = []
@@ -350,7 +349,7 @@ class ClusterPool:
         return out
 
     def _reroute(self, commands: Sequence[tuple[bytes, Any]], indexes: list[int], out: list[Any], rereads: int) -> None:
-        before = {i: self.slots[_slot(commands[i][1])] for i in indexes}
+        before = {i: self.slots[key_slot_of(commands[i][1])] for i in indexes}
         try:
             if rereads <= 0:
                 raise RedisConnectionError("the slot map kept naming masters that cannot be reached")
@@ -360,7 +359,7 @@ class ClusterPool:
             for i in indexes:
                 out[i] = RedisConnectionError(f"not sent: {error}")
             return
-        moved = [i for i in indexes if self.slots[_slot(commands[i][1])] not in (None, before[i])]
+        moved = [i for i in indexes if self.slots[key_slot_of(commands[i][1])] not in (None, before[i])]
         for i in indexes:
             if i not in moved:
                 out[i] = RedisConnectionError(f"not sent: the master of its slot ({before[i]}) cannot be reached")
@@ -369,7 +368,8 @@ class ClusterPool:
                 out[i] = reply
 
 
-def _slot(key: Any) -> int:
+def key_slot_of(key: Any) -> int:
+    """The cluster slot of a key (str or bytes); slot 0 for a command without one."""
     return key_slot(key.encode() if isinstance(key, str) else key) if key is not None else 0
 
 
