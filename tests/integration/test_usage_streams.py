@@ -22,7 +22,7 @@ from controlplane.models import LedgerEntry, RequestLog
 from relay import redis_keys
 from relay.usage import USAGE_GROUP, UsageEvent
 from tests import factories
-from tests.redis_servers import RedisClusterNodes
+from tests.redis_servers import RedisClusterNodes, wait_until
 from workers import usage as usage_worker
 from workers.consumer import Consumer
 
@@ -57,15 +57,6 @@ def _funded():
     user = factories.funded_user("1")
     key, _ = factories.api_key(user)
     return user, key
-
-
-def _until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.fixture
@@ -177,7 +168,7 @@ def test_an_idle_consumer_of_several_streams_waits_without_spinning_and_reads_an
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        assert _until(lambda: counted.reads > 0)
+        wait_until(lambda: counted.reads > 0, 5.0, 0.02, "the consumer's first read")
         before = counted.reads
         time.sleep(1.0)
         # Each pause: a read of every stream without waiting, then a wait of POLL_MS on one.
@@ -185,7 +176,7 @@ def test_an_idle_consumer_of_several_streams_waits_without_spinning_and_reads_an
         for n, stream in enumerate(streams):
             started = time.time()
             _put(redis_client, stream, _event(f"req_idle{n}", user.account_id, key.id, 1))
-            assert _until(lambda s=stream: redis_client.xlen(s) == 0, 2.0)
+            wait_until(lambda s=stream: redis_client.xlen(s) == 0, 2.0, 0.02, f"{stream} to be read")
             assert time.time() - started < 1.0
         assert _in_sql() == (3, 3)
     finally:
