@@ -9,7 +9,7 @@ rest — live balances, key records, spend windows, the routing snapshot — is 
 Order makes them consistent without stopping anything: the streams are read first, atomically (one
 MULTI: an event moves from one to the other in one transaction too), then the database is dumped.
 An event ingested between the two is in both, and ingestion skips it on restore (it is idempotent
-on the request id); reading the database first would lose such events. Under Redis Cluster no
+on the request id); reading the database first would lose such events. With the money spread over a Redis Cluster's buckets no
 transaction spans the streams' slots (`_read_across_slots`).
 
 A backup is a folder: `database.dump` (pg_dump's custom format) or `database.sqlite`,
@@ -98,7 +98,7 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
 # --- backing up ----------------------------------------------------------------------------------
 
 def _read_streams(redis) -> dict[str, list]:
-    if redis_keys.CLUSTER:
+    if redis_keys.SPREAD:
         return _read_across_slots(redis)
     pipe = redis.pipeline(transaction=True)
     for name in STREAMS:
@@ -113,7 +113,7 @@ def _entry_order(entry: tuple) -> tuple[int, int]:
 
 
 def _read_across_slots(redis) -> dict[str, list]:
-    """Under Redis Cluster: an event moving between a usage stream and the dead letters is added to
+    """With the money spread over buckets (Redis Cluster): an event moving between a usage stream and the dead letters is added to
     one before it is deleted from the other, so the usage streams are read before and after the dead
     letters and one of the three reads has it. An event found in both is kept in its usage stream
     only: restored, it is written or dead-lettered again, where a dead letter kept too would have its
@@ -282,12 +282,14 @@ def restore(database_url: str, redis, folder: Path) -> RestoreReport:
     key_rebuild.rebuild(redis)
     quota = runtime().quota
     before: str | None = None
+    taken: set[str] = set()  # a request dead-lettered twice (a crash mid-move, spread over buckets) is taken once
     while True:
         letters, before = newest(redis, before, limit=500)
         for letter in letters:
             event, charge = letter.event, letter.live_charge
-            if event is None or not charge or event.account_id is None:
+            if event is None or not charge or event.account_id is None or event.request_id in taken:
                 continue
+            taken.add(event.request_id)
             quota.credit(event.account_id, -charge, ledger.stored_balance(event.account_id) - charge)
             if event.api_key_id is not None:
                 quota.add_key_spent(event.account_id, event.api_key_id, charge)

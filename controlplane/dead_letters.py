@@ -2,7 +2,7 @@
 
 Ingestion moves an event here, with the error the database (or the event check) gave, in the same
 Redis transaction that acknowledges it on its usage stream, so an event is always in exactly one of
-the two. (Under Redis Cluster the dead-letter stream is in another slot than the usage streams and
+the two. (With the money spread over a Redis Cluster's buckets the dead-letter stream is in another slot than the usage streams and
 no transaction spans both: a move adds to one stream before it deletes from the other, so a crash
 between the two leaves the event in both, never in neither; ingestion skips a request already in
 SQL.) Each is a request the relay already charged to the live balance, so the stream is never
@@ -130,7 +130,7 @@ def requeue(redis, entry_id: str) -> bool:
     no longer) here."""
     if not valid_id(entry_id):
         return False
-    if redis_keys.CLUSTER:
+    if redis_keys.SPREAD:
         return _requeue_across_slots(redis, entry_id)
     return bool(redis.register_script(_REQUEUE)(keys=[DEAD_STREAM, USAGE_STREAMS[0]], args=[entry_id]))
 
@@ -144,7 +144,7 @@ def _bucket(letter: DeadLetter) -> int:
 
 
 def _requeue_across_slots(redis, entry_id: str) -> bool:
-    """Under Redis Cluster: add to the bucket's usage stream, then delete the dead letter. A crash (or
+    """With the money spread over buckets (Redis Cluster): add to the bucket's usage stream, then delete the dead letter. A crash (or
     a second operator) in between queues the event twice; ingestion writes a request once."""
     rows = redis.xrange(DEAD_STREAM, min=entry_id, max=entry_id)
     if not rows:
@@ -161,12 +161,16 @@ def remove(redis, entry_id: str) -> bool:
     return valid_id(entry_id) and redis.xdel(DEAD_STREAM, entry_id) == 1
 
 
-def charges(redis) -> dict[int, int]:
-    """Per account, what the waiting dead letters charged the live balance but not SQL."""
+def charges(redis, counted: set[str] | None = None) -> dict[int, int]:
+    """Per account, what the waiting dead letters charged the live balance but not SQL: once per
+    request, skipping requests in `counted` (and adding those it counts). With the money spread over
+    buckets a crash mid-move can leave one event in a usage stream and here, or here twice."""
+    counted = set() if counted is None else counted
     pending: dict[int, int] = {}
     for entry_id, fields in redis.xrange(DEAD_STREAM):
         letter = _letter(entry_id, fields)
-        if letter.live_charge:
+        if letter.live_charge and letter.event.request_id not in counted:
+            counted.add(letter.event.request_id)
             pending[letter.event.account_id] = pending.get(letter.event.account_id, 0) + letter.live_charge
     return pending
 

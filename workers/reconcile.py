@@ -101,8 +101,9 @@ def _waiting_events(redis):
 
 def pending_charges(redis) -> dict[int, int]:
     """Charges settled in Redis but not yet written to SQL, per account: the usage streams' and the
-    dead letters' (an operator retries or discards those)."""
-    pending: dict[int, int] = defaultdict(int, dead_letters.charges(redis))
+    dead letters' (an operator retries or discards those), each request once."""
+    pending: dict[int, int] = defaultdict(int)
+    counted: set[str] = set()
     for fields in _waiting_events(redis):
         if fields.get(b"e") is None:
             continue
@@ -110,10 +111,13 @@ def pending_charges(redis) -> dict[int, int]:
             event = UsageEvent.from_stream(fields)
         except Exception:  # noqa: BLE001, S112  # ingestion dead-letters it; its charge is counted then  # nosec B112
             continue
-        if event.unheld:  # not applied to the live balance yet: ingestion does that
+        if event.unheld or event.request_id in counted:  # unheld: not applied to the live balance yet (ingestion does that)
             continue
+        counted.add(event.request_id)
         if isinstance(event.account_id, int) and isinstance(event.cost, int) and event.cost > 0:
             pending[event.account_id] += event.cost
+    for account_id, charge in dead_letters.charges(redis, counted).items():
+        pending[account_id] += charge
     return pending
 
 

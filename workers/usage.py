@@ -214,7 +214,7 @@ def acknowledge(redis, out: Outcome) -> None:
     streams = _by_stream(out)
     if not streams:
         return
-    if redis_keys.CLUSTER:
+    if redis_keys.SPREAD:
         _acknowledge_by_slot(redis, out.dead, streams)
         return
     pipe = redis.pipeline(transaction=True)
@@ -225,7 +225,7 @@ def acknowledge(redis, out: Outcome) -> None:
 
 
 def _acknowledge_by_slot(redis, dead: list[tuple[Pending, str]], streams: dict[str, list[bytes]]) -> None:
-    """Under Redis Cluster the dead-letter stream and each bucket's stream are in slots of their own,
+    """With the money spread over buckets (Redis Cluster) the dead-letter stream and each bucket's stream are in slots of their own,
     which no transaction spans: the dead letters are added first, then each stream acknowledges in a
     transaction of its own. A crash in between leaves a dead-lettered entry pending, to be read and
     dead-lettered again; a retry of both letters still charges once, as ingestion skips a request

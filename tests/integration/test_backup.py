@@ -123,7 +123,11 @@ def test_a_backup_restored_into_fresh_databases_reconciles_to_zero(source, upstr
         db.engine.dispose()
 
 
-def test_dead_letters_come_back_as_dead_letters_with_their_charges_pending(source, upstream, redis_client, fresh, tmp_path):
+@pytest.mark.parametrize("copies", [1, 2], ids=["once", "twice"])
+def test_dead_letters_come_back_as_dead_letters_with_their_charges_pending(source, upstream, redis_client, fresh, tmp_path, copies):
+    """`twice`: the event was dead-lettered twice (with the money spread over buckets, a crash between
+    adding the letter and acknowledging the entry does that): its charge comes off the restored live
+    balance once."""
     factories.price("gpt-4o-mini", input="3", output="15")
     factories.channel(upstream.url)
     relay = Relay(source)
@@ -132,6 +136,9 @@ def test_dead_letters_come_back_as_dead_letters_with_their_charges_pending(sourc
     assert relay.chat(key).status_code == 200
     assert relay.chat(key).status_code == 200
     dead_id = dead_letter_one_pending_event(redis_client)
+    for _ in range(copies - 1):
+        [(_, letter)] = redis_client.xrange(dead_letters.DEAD_STREAM)
+        redis_client.xadd(dead_letters.DEAD_STREAM, letter)
     settings = source.config["SWITCHBOARD"]
     database, slot = fresh
     live_before = Quota(redis_client).account(user.account_id)[0]
@@ -144,7 +151,7 @@ def test_dead_letters_come_back_as_dead_letters_with_their_charges_pending(sourc
     report = json.loads(restored.stdout)
     # The dead letter needs an operator, as it did before: that is the only finding.
     assert restored.returncode == 3 and [f["what"] for f in report["reconcile"]["findings"]] == ["dead_letters"], restored.stdout
-    assert [letter.source_id for letter in dead_letters.newest(slot.client)[0]] == [dead_id]
+    assert [letter.source_id for letter in dead_letters.newest(slot.client)[0]] == [dead_id] * copies
     assert report["ingested"] == 1  # the other request, still in the stream at backup time
     assert Quota(slot.client).account(user.account_id)[0] == live_before  # the dead letter's charge still off the live balance
 

@@ -33,6 +33,31 @@ def test_agreeing_books_are_consistent_including_charges_not_yet_ingested(sql_ap
     assert reconcile().consistent
 
 
+def test_an_event_both_queued_and_dead_lettered_is_one_pending_charge(sql_app, redis_client):
+    """With the money spread over buckets an event moves between a usage stream and the dead letters
+    by adding before deleting: a crash in between leaves it in both (or twice in the dead letters).
+    It is still one request the live balance paid once: reconcile counts it once, and finds the books
+    consistent rather than "repairing" the live balance with a second debit."""
+    from controlplane.dead_letters import DEAD_STREAM, entry_fields
+    from relay.redis_keys import usage_stream
+    from workers.reconcile import pending_charges
+
+    user = factories.funded_user("2")
+    key, _ = factories.api_key(user)
+    quota = Quota(redis_client)
+    hold = quota.hold("req_twice", user.account_id, key.id, 500, None, time.time() + 60)
+    event = UsageEvent(request_id="req_twice", started_at=time.time(), finished_at=time.time(), endpoint="/v1/chat/completions",
+                       status=200, api_key_id=key.id, account_id=user.account_id, cost=300)
+    quota.settle(hold, 300, event.encode())
+    [(_, fields)] = redis_client.xrange(usage_stream(0))
+    for _ in range(2):
+        redis_client.xadd(DEAD_STREAM, entry_fields(fields, "crashed mid-move", 1, "0-1"))
+    assert pending_charges(redis_client) == {user.account_id: 300}
+    report = reconcile(fix=True)
+    assert [f.what for f in report.findings] == ["dead_letters"]  # operators still have the letters to act on
+    assert quota.account(user.account_id)[0] == 2_000_000 - 300
+
+
 def test_a_drifted_sql_balance_is_found_and_fixed_from_the_ledger(sql_app):
     user = factories.funded_user("1")
     db.session.execute(update(Account).where(Account.id == user.account_id).values(balance=5))
