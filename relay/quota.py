@@ -307,11 +307,16 @@ class Quota:
         self.redis.xadd(usage_stream(money_bucket(account_id)), {"e": event})
 
     def release_expired(self, now: float, limit: int = 1000) -> int:
-        """Release holds past their expiry (left by a crashed relay), up to `limit` per bucket.
-        Returns how many."""
-        released = 0
-        for bucket, index in enumerate(HOLDS_INDEXES):
-            for raw in self.redis.zrangebyscore(index, "-inf", now, start=0, num=limit):
+        """Release holds past their expiry (left by a crashed relay), up to `limit` looked at in all
+        buckets. Returns how many were released."""
+        released, left = 0, limit
+        first = int(now) % len(HOLDS_INDEXES)  # each run starts elsewhere: a bucket full of them starves no other
+        for bucket in [*range(first, len(HOLDS_INDEXES)), *range(first)]:
+            if left <= 0:
+                break
+            expired = self.redis.zrangebyscore(HOLDS_INDEXES[bucket], "-inf", now, start=0, num=left)
+            left -= len(expired)
+            for raw in expired:
                 if self.release(bucket, raw.decode() if isinstance(raw, bytes) else raw):
                     released += 1
         return released

@@ -111,6 +111,15 @@ def test_a_free_requests_zero_hold_counts_as_released(quota):
     assert quota.open_holds() == 0 and quota.account(1) == (1_000, 0)
 
 
+def test_one_sweep_releases_at_most_its_limit_and_the_next_goes_on(quota):
+    quota.seed_account(1, 1_000)
+    for n in range(3):
+        quota.hold(f"old{n}", 1, 10, 100, None, time.time() - 1)
+    assert quota.release_expired(time.time(), limit=2) == 2
+    assert quota.release_expired(time.time(), limit=2) == 1
+    assert quota.open_holds() == 0 and quota.account(1) == (1_000, 0)
+
+
 def test_credit_seeds_an_account_redis_has_not_seen(quota):
     assert quota.credit(7, 500, sql_balance_after=1_500) == 1_500  # seeded from SQL, not incremented
     assert quota.credit(7, 500, sql_balance_after=2_000) == 2_000  # now an increment
