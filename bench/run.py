@@ -187,13 +187,13 @@ class Bench:
             return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in client.info("commandstats").items()}
 
     def usage_backlog(self) -> int:
-        """Usage events the worker has not ingested yet (read or not)."""
+        """Usage events the worker has not ingested yet (read or not), as the operations page counts them."""
         import redis
 
-        from relay.usage import USAGE_STREAMS
+        from controlplane.operations import usage_backlog
 
         with redis.Redis.from_url(self.env["REDIS_URL"]) as client:
-            return sum(_stream_backlog(client, stream) for stream in USAGE_STREAMS)
+            return usage_backlog(client)[0]
 
     def drain_usage(self, limit: float = 120.0) -> dict:
         """Wait (bounded) until the worker has ingested every usage event of the run."""
@@ -201,21 +201,6 @@ class Bench:
         while time.time() - started < limit and self.usage_backlog():
             time.sleep(0.5)
         return {"left": self.usage_backlog(), "seconds": round(time.time() - started, 1)}
-
-
-def _stream_backlog(client, stream: str) -> int:
-    import redis
-
-    from relay.usage import USAGE_GROUP
-
-    try:
-        groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)}
-    except redis.ResponseError:
-        return 0  # no usage yet
-    group = groups.get(USAGE_GROUP)
-    if group is None:  # the worker has not started reading: everything is waiting
-        return int(client.xlen(stream))
-    return int(group.get("lag") or 0) + int(group.get("pending") or 0)
 
 
 def command_costs(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], requests: int) -> dict[str, dict]:

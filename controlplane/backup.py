@@ -9,8 +9,8 @@ rest — live balances, key records, spend windows, the routing snapshot — is 
 Order makes them consistent without stopping anything: the streams are read first, atomically (one
 MULTI: an event moves from one to the other in one transaction too), then the database is dumped.
 An event ingested between the two is in both, and ingestion skips it on restore (it is idempotent
-on the request id); reading the database first would lose such events. With the money spread over a Redis Cluster's buckets no
-transaction spans the streams' slots (`_read_across_slots`).
+on the request id); reading the database first would lose such events. With the money spread over
+a Redis Cluster's buckets no transaction spans the streams' slots (`_read_across_slots`).
 
 A backup is a folder: `database.dump` (pg_dump's custom format) or `database.sqlite`,
 `redis-streams.jsonl` (one stream entry a line, bytes base64-encoded, ids kept) and `manifest.json`

@@ -2,8 +2,8 @@
 
 Ingestion moves an event here, with the error the database (or the event check) gave, in the same
 Redis transaction that acknowledges it on its usage stream, so an event is always in exactly one of
-the two. (With the money spread over a Redis Cluster's buckets the dead-letter stream is in another slot than the usage streams and
-no transaction spans both: a move adds to one stream before it deletes from the other, so a crash
+the two. (With the money spread over a Redis Cluster's buckets the dead-letter stream is in another
+slot than the usage streams and no transaction spans both: a move adds to one stream before it deletes from the other, so a crash
 between the two leaves the event in both, never in neither; ingestion skips a request already in
 SQL.) Each is a request the relay already charged to the live balance, so the stream is never
 trimmed: operators retry (the event goes back to the usage stream of its account's bucket) or
@@ -44,7 +44,6 @@ return 1
 
 
 META = (b"error", b"at", b"n", b"src")  # what the dead-letter stream adds to the usage stream's fields
-_NOT_REQUEUED = (b"error", b"at", b"src")  # a retry keeps its try count (`n`)
 
 
 @dataclass(frozen=True)
@@ -146,12 +145,10 @@ def _bucket(letter: DeadLetter) -> int:
 def _requeue_across_slots(redis, entry_id: str) -> bool:
     """With the money spread over buckets (Redis Cluster): add to the bucket's usage stream, then delete the dead letter. A crash (or
     a second operator) in between queues the event twice; ingestion writes a request once."""
-    rows = redis.xrange(DEAD_STREAM, min=entry_id, max=entry_id)
-    if not rows:
+    letter = get(redis, entry_id)
+    if letter is None:
         return False
-    _, fields = rows[0]
-    target = redis_keys.usage_stream(_bucket(_letter(*rows[0])))
-    redis.xadd(target, {k: v for k, v in fields.items() if k not in _NOT_REQUEUED})
+    redis.xadd(redis_keys.usage_stream(_bucket(letter)), {**letter.fields, b"n": letter.attempts})  # with its try count
     redis.xdel(DEAD_STREAM, entry_id)
     return True
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from relay import generation, idempotency, quota, redis_keys
+from relay import idempotency, quota, redis_keys
 from relay.admission_scripts import (ADMIT_CALL, ADMIT_MONEY_CALL, ADMIT_ROUTE_CALL, ADMIT_UNDO_CALL, FAILOVER, MONEY_HALVES, PER_REQUEST,
                                      ROUTE_HALVES, SETTLE_CALL, SETTLE_MONEY_CALL, SETTLE_ROUTE_CALL)
 from relay.affinity import Affinity
@@ -293,7 +293,7 @@ class Gate:
         now = self.clock()
         hold = admission.hold
         money_keys, margs = quota.settle_call(hold, cost, event)
-        gen_key = generation.record_key(hold.account_id, hold.request_id)
+        gen_key = redis_keys.generation_key(hold.account_id, hold.request_id)
         money_args = [len(margs), *margs, *(record or [0])]
         scopes = admission.scopes + admission.route_scopes()
         outcome_args = NO_OUTCOME_ARGS

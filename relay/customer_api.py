@@ -25,7 +25,8 @@ import orjson
 from relay import quota
 from relay.context import RequestContext, Response, json_response
 from relay.errors import RelayError, bad_request
-from relay.generation import GenerationRecord, record_key
+from relay.generation import GenerationRecord
+from relay.redis_keys import generation_key
 from relay.keys import KeyView
 from relay.snapshot import GroupView, Limits, Snapshot
 
@@ -123,7 +124,7 @@ class CustomerApi:
         request_id = (query.get("id") or [""])[0]
         if not request_id:
             raise bad_request("The query parameter 'id' is required.", param="id", code="missing_required_parameter")
-        raw = self.redis.get(record_key(key.account_id, request_id)) if len(request_id) <= MAX_ID_LENGTH else None
+        raw = self.redis.get(generation_key(key.account_id, request_id)) if len(request_id) <= MAX_ID_LENGTH else None
         record = GenerationRecord.decode(raw) if raw else None
         if record is None or record.key_id != key.id:
             raise RelayError(404, "generation_not_found", f"No request '{request_id[:MAX_ID_LENGTH]}' made with this key is known; "

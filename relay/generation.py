@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 
-from relay import redis_keys
 
 from relay.usage import UsageEvent
 
@@ -22,10 +21,6 @@ SETTLE_LUA = r"""
 local gen = read_list()
 if #gen > 0 then redis.call('SET', KEYS[#KEYS], gen[1], 'EX', gen[2]) end
 """
-
-
-def record_key(account_id: int, request_id: str) -> str:
-    return redis_keys.generation_key(redis_keys.money_bucket(account_id), request_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,7 @@ class SettleJournal:
         self.path = directory / f"{PREFIX}{pid or os.getpid()}{SUFFIX}"
         # The journal being replayed, moved aside (still locked by its open file) so that lines
         # appended meanwhile go to a new journal instead of being emptied with it.
-        self.aside = directory / f"{PREFIX}{pid or os.getpid()}-replaying{SUFFIX}"
+        self.aside_path = directory / f"{PREFIX}{pid or os.getpid()}-replaying{SUFFIX}"
         self._file: FileIO | None = None
         self._aside: FileIO | None = None
 
@@ -140,9 +140,9 @@ class SettleJournal:
                     return done
                 aside, self._file = self._file, None
                 self._aside = aside
-                os.rename(self.path, self.aside)
-            done += _apply_file(self.aside, apply)
-            self.aside.unlink()
+                os.rename(self.path, self.aside_path)
+            done += _apply_file(self.aside_path, apply)
+            self.aside_path.unlink()
             self._aside = None
             aside.close()
 

@@ -80,14 +80,18 @@ HOLDS_INDEXES = tuple(holds_key(b) for b in range(MONEY_BUCKETS))
 USAGE_STREAMS = tuple(usage_stream(b) for b in range(MONEY_BUCKETS))
 
 
+def _of_account(account_id: int) -> str:
+    return _money(money_bucket(account_id))
+
+
 def account_key(account_id: int) -> str:
     """Hash: `bal` (live balance, µ$), `held` (open holds)."""
-    return f"{_money(money_bucket(account_id))}acct:{account_id}"
+    return f"{_of_account(account_id)}acct:{account_id}"
 
 
 def api_key_key(account_id: int, key_id: int) -> str:
     """Hash: `spent` and `held` against the key's credit limit (in its account's bucket)."""
-    return f"{_money(money_bucket(account_id))}akey:{key_id}"
+    return f"{_of_account(account_id)}akey:{key_id}"
 
 
 def hold_key(bucket: int, request_id: str) -> str:
@@ -113,7 +117,7 @@ def key_month_key(account_id: int, key_id: int, now: float) -> str:
 
 
 def member_month_key(account_id: int, user_id: int | None, now: float) -> str:
-    return f"{_money(money_bucket(account_id))}member:{account_id}:{user_id or 0}{_MONTH}{month_of(now)}"
+    return f"{_of_account(account_id)}member:{account_id}:{user_id or 0}{_MONTH}{month_of(now)}"
 
 
 def is_day_window(name: str) -> bool:
@@ -121,15 +125,15 @@ def is_day_window(name: str) -> bool:
 
 
 # --- per request -------------------------------------------------------------------------------------
-def generation_key(bucket: int, request_id: str) -> str:
+def generation_key(account_id: int, request_id: str) -> str:
     """The settled request's record for GET /v1/generation (relay/generation.py), written by the
     money settle, so in the caller's bucket."""
-    return f"{_money(bucket)}gen:{request_id}"
+    return f"{_of_account(account_id)}gen:{request_id}"
 
 
 def idempotency_key(account_id: int, key_id: int, digest: str) -> str:
     """An Idempotency-Key's claim and outcome, per API key (relay/idempotency.py)."""
-    return f"{_money(money_bucket(account_id))}idem:{key_id}:{digest}"
+    return f"{_of_account(account_id)}idem:{key_id}:{digest}"
 
 
 def affinity_key(digest: str) -> str:

@@ -88,7 +88,7 @@ from relay import redis_keys as k
 now = 1_780_000_000.0
 money = {a: [k.account_key(a), k.api_key_key(a, 9), k.key_day_key(a, 9, now), k.key_month_key(a, 9, now),
              k.member_month_key(a, 3, now), k.hold_key(k.money_bucket(a), "r1"), k.holds_key(k.money_bucket(a)),
-             k.usage_stream(k.money_bucket(a)), k.generation_key(k.money_bucket(a), "r1"), k.idempotency_key(a, 9, "ab")]
+             k.usage_stream(k.money_bucket(a)), k.generation_key(a, "r1"), k.idempotency_key(a, 9, "ab")]
          for a in range(40)}
 shared = [k.key_health_key(1), k.channel_health_key(2), k.limit_window_key("g:x", "r", 5), k.HEALTH_LAST_OK, k.affinity_key("d"),
           *k.queue_keys("q"), k.USAGE_DEAD, k.CONFIG_SNAPSHOT, k.RETRY_ACTIVE]

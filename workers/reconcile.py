@@ -19,6 +19,7 @@ from controlplane.runtime import runtime
 from relay.quota import account_key
 from relay.redis_keys import HOLDS_INDEXES
 from relay.usage import USAGE_STREAMS, UsageEvent
+from workers import usage
 from workers.context import in_app_context
 
 # Sets the live balance to what SQL and the pending stream imply, unless a settle moved it meanwhile.
@@ -78,7 +79,7 @@ def _backlog_and_holds(report: Report, now: float) -> None:
     """What is waiting: the usage streams' unwritten events (stuck ingestion holds charges out of SQL)
     and holds that outlived their requests. Either one needs attention."""
     redis = runtime().redis
-    report.backlog = sum(int(redis.xlen(stream)) for stream in USAGE_STREAMS)
+    report.backlog = usage.backlog()
     oldest = _oldest_entry_ms(redis)
     if oldest is not None:
         report.backlog_age_s = max(0.0, now - oldest / 1000)

@@ -225,11 +225,12 @@ def acknowledge(redis, out: Outcome) -> None:
 
 
 def _acknowledge_by_slot(redis, dead: list[tuple[Pending, str]], streams: dict[str, list[bytes]]) -> None:
-    """With the money spread over buckets (Redis Cluster) the dead-letter stream and each bucket's stream are in slots of their own,
-    which no transaction spans: the dead letters are added first, then each stream acknowledges in a
-    transaction of its own. A crash in between leaves a dead-lettered entry pending, to be read and
-    dead-lettered again; a retry of both letters still charges once, as ingestion skips a request
-    already in SQL (until one is retried or discarded, reconcile counts the charge twice)."""
+    """With the money spread over buckets (Redis Cluster) the dead-letter stream and each bucket's
+    stream are in slots of their own, which no transaction spans: the dead letters are added first,
+    then each stream acknowledges in a transaction of its own. A crash in between leaves a
+    dead-lettered entry pending, to be read and dead-lettered again; a retry of both letters still
+    charges once, as ingestion skips a request already in SQL, and reconcile and restore count a
+    request once."""
     if dead:
         pipe = redis.pipeline(transaction=True)
         _dead_letter(pipe, dead)

@@ -148,7 +148,7 @@ def test_journals_are_private_files_and_a_torn_line_is_skipped(tmp_path):
     assert oct(journal.path.stat().st_mode & 0o777) == "0o600" and oct(journal.path.parent.stat().st_mode & 0o777) == "0o700"
     seen: list[str] = []
     assert journal.replay_own(lambda entry: seen.append(entry.hold.request_id)) == 1
-    assert seen == ["req_a"] and not journal.path.exists() and not journal.aside.exists()
+    assert seen == ["req_a"] and not journal.path.exists() and not journal.aside_path.exists()
 
 
 def test_a_line_journaled_while_a_replay_waits_on_redis_is_replayed_too(tmp_path):
@@ -185,7 +185,7 @@ def test_a_replay_cut_short_by_redis_resumes_where_the_journal_was_moved_aside(t
         journal.replay_own(down)
     seen: list[str] = []
     assert journal.replay_own(lambda entry: seen.append(entry.hold.request_id)) == 2
-    assert seen == ["req_a", "req_b"] and not journal.aside.exists() and not journal.pending()
+    assert seen == ["req_a", "req_b"] and not journal.aside_path.exists() and not journal.pending()
 
 
 def test_a_live_process_journal_is_left_to_its_owner(tmp_path):
