@@ -106,12 +106,6 @@ def _read_streams(redis) -> dict[str, list]:
     return dict(zip(STREAMS, pipe.execute(), strict=True))
 
 
-def _entry_order(entry: tuple) -> tuple[int, int]:
-    raw = entry[0].decode() if isinstance(entry[0], bytes) else entry[0]
-    ms, _, seq = raw.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def _read_across_slots(redis) -> dict[str, list]:
     """With the money spread over buckets (Redis Cluster): an event moving between a usage stream and the dead letters is added to
     one before it is deleted from the other, so the usage streams are read before and after the dead
@@ -122,8 +116,11 @@ def _read_across_slots(redis) -> dict[str, list]:
     dead = redis.xrange(DEAD_STREAM)
     read: dict[str, list] = {}
     for name in USAGE_STREAMS:
-        entries = {entry[0]: entry for entry in [*before[name], *redis.xrange(name)]}
-        read[name] = sorted(entries.values(), key=_entry_order)  # restored under their ids: in order
+        # A stream's ids only grow: what was added since the first read follows its last id, and the
+        # two reads together stay in id order (restored under their ids).
+        last = before[name][-1][0] if before[name] else None
+        since = redis.xrange(name, min="(" + (last.decode() if isinstance(last, bytes) else last)) if last is not None else redis.xrange(name)
+        read[name] = [*before[name], *since]
     queued = {fields[b"e"] for entries in read.values() for _, fields in entries if b"e" in fields}
     read[DEAD_STREAM] = [entry for entry in dead if entry[1].get(b"e") not in queued]
     return read

@@ -369,4 +369,7 @@ class Quota:
         pipe.execute()
 
     def open_holds(self) -> int:
-        return sum(int(self.redis.zcard(index)) for index in HOLDS_INDEXES)
+        pipe = self.redis.pipeline(transaction=False)  # one round trip (per master) for every bucket's index
+        for index in HOLDS_INDEXES:
+            pipe.zcard(index)
+        return sum(int(n) for n in pipe.execute())
