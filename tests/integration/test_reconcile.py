@@ -20,14 +20,20 @@ from workers import usage as usage_worker
 from workers.reconcile import reconcile
 
 
-def test_agreeing_books_are_consistent_including_charges_not_yet_ingested(sql_app, redis_client):
+def settled_not_ingested(redis_client, request_id: str):
+    """A customer with $2 whose request was charged 300 µ$ live, its event waiting in the usage stream."""
     user = factories.funded_user("2")
     key, _ = factories.api_key(user)
     quota = Quota(redis_client)
-    hold = quota.hold("req_pending", user.account_id, key.id, 500, None, time.time() + 60)
-    event = UsageEvent(request_id="req_pending", started_at=time.time(), finished_at=time.time(), endpoint="/v1/chat/completions",
+    hold = quota.hold(request_id, user.account_id, key.id, 500, None, time.time() + 60)
+    event = UsageEvent(request_id=request_id, started_at=time.time(), finished_at=time.time(), endpoint="/v1/chat/completions",
                        status=200, api_key_id=key.id, account_id=user.account_id, cost=300)
     quota.settle(hold, 300, event.encode())
+    return user, quota
+
+
+def test_agreeing_books_are_consistent_including_charges_not_yet_ingested(sql_app, redis_client):
+    settled_not_ingested(redis_client, "req_pending")
     assert reconcile().consistent  # Redis is 300 below SQL, and 300 is waiting in the stream
     usage_worker.ingest()
     assert reconcile().consistent
@@ -42,13 +48,7 @@ def test_an_event_both_queued_and_dead_lettered_is_one_pending_charge(sql_app, r
     from relay.redis_keys import usage_stream
     from workers.reconcile import pending_charges
 
-    user = factories.funded_user("2")
-    key, _ = factories.api_key(user)
-    quota = Quota(redis_client)
-    hold = quota.hold("req_twice", user.account_id, key.id, 500, None, time.time() + 60)
-    event = UsageEvent(request_id="req_twice", started_at=time.time(), finished_at=time.time(), endpoint="/v1/chat/completions",
-                       status=200, api_key_id=key.id, account_id=user.account_id, cost=300)
-    quota.settle(hold, 300, event.encode())
+    user, quota = settled_not_ingested(redis_client, "req_twice")
     [(_, fields)] = redis_client.xrange(usage_stream(0))
     for _ in range(2):
         redis_client.xadd(DEAD_STREAM, entry_fields(fields, "crashed mid-move", 1, "0-1"))
