@@ -25,12 +25,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNTS = 1_000
+CHANNELS = 8
 EVENT = b'{"request_id":"req_0000000000000000000000","model":"gpt-4o-mini","input_tokens":12,"output_tokens":30}' * 3
 
 
-def _client(url: str, seconds: float, concurrency: int, batch: int, in_flight: int, seed: int) -> None:
+def _client(url: str, seconds: float, concurrency: int, batch: int, in_flight: int, seed: int, channels: int = CHANNELS) -> None:
     """One client process (`--client`): prints how many requests it admitted and settled. Its
-    REDIS_URL is `url`, so that under a cluster it names keys as a relay there does."""
+    REDIS_URL is `url`, so that under a cluster it names keys as a relay there does. Requests go to
+    `channels` channels of 4 keys each in turn (a deployment's models and their channels)."""
     from gevent import monkey
 
     monkey.patch_all()
@@ -46,9 +48,10 @@ def _client(url: str, seconds: float, concurrency: int, batch: int, in_flight: i
     pool = connect_pool(url, size=64)
     gate = Gate(redis_py_client(url), HealthPolicy(), lease_seconds=600, register=lambda text: Script(pool, text),
                 generation_ttl=3600, batch_size=batch, batch_in_flight=in_flight)
-    channel = ChannelView(id=1, name="c1", type="openai", base_url="http://x", models=("m",),
-                          keys=tuple(ChannelKeyView(id=10 + i, secret="sk", since=0.0) for i in range(4)), limits=Limits(), key_limits=Limits())
-    plans = [Plan((channel,), (Route(channel, k, "m"),)) for k in channel.keys]
+    views = [ChannelView(id=c, name=f"c{c}", type="openai", base_url="http://x", models=("m",),
+                         keys=tuple(ChannelKeyView(id=10 * c + i, secret="sk", since=0.0) for i in range(4)), limits=Limits(), key_limits=Limits())
+             for c in range(1, channels + 1)]
+    plans = [Plan((c,), (Route(c, c.keys[i], "m"),)) for i in range(4) for c in views]
     done = [0]
     deadline = time.monotonic() + seconds
 
@@ -57,7 +60,8 @@ def _client(url: str, seconds: float, concurrency: int, batch: int, in_flight: i
         while time.monotonic() < deadline:
             account = (seed * 7919 + g * 131 + i) % ACCOUNTS + 1
             admission = gate.admit(MoneyHold(f"req_{seed}_{g}_{i}", account, account, 1_000, None, 2e9), (), plans[i % len(plans)])
-            gate.settle(admission, 105, EVENT, 42, Outcome(Effect.OK, 1, admission.route.key.id), [2, b"x" * 300, 3600])
+            route = admission.route
+            gate.settle(admission, 105, EVENT, 42, Outcome(Effect.OK, route.channel.id, route.key.id), [2, b"x" * 300, 3600])
             done[0] += 1
             i += 1
 
@@ -80,7 +84,7 @@ def _seed(url: str) -> None:
 class _Servers:
     """A private redis-server pinned to `core`, or with `cluster` a 3-master Redis Cluster of them."""
 
-    def __init__(self, folder: str, core: str, cluster: bool, masters: int = 3, isolate_routing: bool = False):
+    def __init__(self, folder: str, core: str, cluster: bool, masters: int = 3):
         from bench.measure import cluster_ports, free_ports
         from bench.run import pinned
 
@@ -102,32 +106,7 @@ class _Servers:
             subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0",
                             "--cluster-yes"], check=True, capture_output=True, timeout=60)
             self._wait(lambda: all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO") for p in self.ports))
-        if cluster and isolate_routing and masters > 1:
-            self._isolate_routing()
         self.url = ("redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)) if cluster else f"redis://127.0.0.1:{self.ports[0]}/0"
-
-    def _isolate_routing(self) -> None:
-        """Move every money bucket's slot off the master of `{sb}` (they are empty yet), so that its
-        CPU is the route halves' alone."""
-        from redis.crc import key_slot
-
-        buckets = int(os.environ.get("SWITCHBOARD_REDIS_MONEY_BUCKETS") or 16)  # as the clients read it
-        ids = {port: self.client(port).execute_command("CLUSTER", "MYID").decode() for port in self.ports}
-
-        def owner(slot: int) -> int:
-            for start, end, master, *_ in self.client(self.ports[0]).execute_command("CLUSTER", "SLOTS"):
-                if start <= slot <= end:
-                    return int(master[1])
-            raise RuntimeError(f"no master serves slot {slot}")
-
-        routing = owner(key_slot(b"{sb}"))
-        others = [p for p in self.ports if p != routing]
-        for bucket in range(buckets):
-            slot = key_slot(f"{{m{bucket}}}".encode())
-            if owner(slot) == routing:
-                for port in self.ports:
-                    self.client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[others[bucket % len(others)]])
-        self._wait(lambda: all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO") for p in self.ports))
 
     @staticmethod
     def client(port: int):
@@ -155,21 +134,21 @@ class _Servers:
 
 
 def measure(seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cluster: bool = False, masters: int = 3,
-            isolate_routing: bool = False) -> dict:
+            channels: int = CHANNELS) -> dict:
     from bench.measure import cpu_seconds
 
     cores = os.cpu_count() or 1
     redis_core, client_cores = str(cores - 1), (f"0-{cores - 2}" if cores > 1 else "0")
     with tempfile.TemporaryDirectory() as folder:
-        servers = _Servers(folder, redis_core, cluster, masters, isolate_routing)
+        servers = _Servers(folder, redis_core, cluster, masters)
         try:
             env = {**os.environ, "REDIS_URL": servers.url}
             subprocess.run([sys.executable, "-m", "bench.redis_cost", "--seed", servers.url], cwd=ROOT, env=env, check=True)
-            warm = _run(servers.url, 1.0, concurrency, clients, batch, in_flight, client_cores)
+            warm = _run(servers.url, 1.0, concurrency, clients, batch, in_flight, client_cores, channels)
             for port in servers.ports:
                 servers.client(port).config_resetstat()
             before = [cpu_seconds(p.pid) for p in servers.procs]
-            requests = _run(servers.url, seconds, concurrency, clients, batch, in_flight, client_cores)
+            requests = _run(servers.url, seconds, concurrency, clients, batch, in_flight, client_cores, channels)
             cpu = [cpu_seconds(p.pid) - b for p, b in zip(servers.procs, before, strict=True)]
             stats: dict[str, dict] = {}
             by_node: list[dict] = []
@@ -187,7 +166,8 @@ def measure(seconds: float, concurrency: int, clients: int, batch: int, in_fligh
     calls = sum(s["calls"] for name, s in stats.items() if name == "cmdstat_evalsha")
     inside = {name.removeprefix("cmdstat_"): round(s["usec"] / max(requests, 1), 2) for name, s in stats.items()
               if not name.startswith("cmdstat_config") and not name.startswith("cmdstat_info") and not name.startswith("cmdstat_cluster")}
-    return {"batch": batch, "in_flight": in_flight, "cluster": cluster, "masters": len(servers.ports), "warm_up_requests": warm, "requests": requests,
+    return {"batch": batch, "in_flight": in_flight, "cluster": cluster, "masters": len(servers.ports), "channels": channels,
+            "warm_up_requests": warm, "requests": requests,
             "requests_per_s": round(requests / seconds), "redis_cpu_us_per_req": round(sum(cpu) * 1e6 / max(requests, 1), 1),
             "redis_cpu_us_per_req_by_node": [round(c * 1e6 / max(requests, 1), 1) for c in cpu],
             "redis_calls_per_req": round(calls / max(requests, 1), 3),
@@ -198,12 +178,12 @@ def measure(seconds: float, concurrency: int, clients: int, batch: int, in_fligh
             "inside_us_per_req": dict(sorted(inside.items(), key=lambda kv: -kv[1]))}
 
 
-def _run(url: str, seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cores: str) -> int:
+def _run(url: str, seconds: float, concurrency: int, clients: int, batch: int, in_flight: int, cores: str, channels: int = CHANNELS) -> int:
     from bench.run import pinned  # the parent's imports only: a client patches gevent in first
 
     env = {**os.environ, "REDIS_URL": url}
     procs = [subprocess.Popen(pinned(cores, sys.executable, "-m", "bench.redis_cost", "--client", url, str(seconds), str(concurrency),
-                                     str(batch), str(in_flight), str(n)), stdout=subprocess.PIPE, cwd=ROOT, env=env)
+                                     str(batch), str(in_flight), str(n), str(channels)), stdout=subprocess.PIPE, cwd=ROOT, env=env)
              for n in range(clients)]
     total = 0
     for p in procs:
@@ -217,7 +197,7 @@ def _run(url: str, seconds: float, concurrency: int, clients: int, batch: int, i
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         url, seconds, concurrency, batch, in_flight, seed = sys.argv[2:8]
-        _client(url, float(seconds), int(concurrency), int(batch), int(in_flight), int(seed))
+        _client(url, float(seconds), int(concurrency), int(batch), int(in_flight), int(seed), int(sys.argv[8]) if len(sys.argv) > 8 else CHANNELS)
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--seed":
         _seed(sys.argv[2])
@@ -230,13 +210,12 @@ def main() -> None:
     parser.add_argument("--cluster", action="store_true", help="a Redis Cluster (all its masters on the Redis core) instead of one server")
     parser.add_argument("--masters", type=int, default=3, choices=(1, 3),
                         help="the cluster's masters: 1 (every slot on one node) isolates what the layout costs from processes sharing a core")
-    parser.add_argument("--isolate-routing", action="store_true",
-                        help="no money bucket on the master of the shared tag: its CPU is what routing costs (the cluster's ceiling)")
+    parser.add_argument("--channels", type=int, default=CHANNELS, help="channels the requests go to in turn (one model each)")
     args = parser.parse_args()
     rows = []
     for config in args.configs:
         batch, in_flight = (int(v) for v in config.split("x"))
-        rows.append(measure(args.seconds, args.concurrency, args.clients, batch, in_flight, args.cluster, args.masters, args.isolate_routing))
+        rows.append(measure(args.seconds, args.concurrency, args.clients, batch, in_flight, args.cluster, args.masters, args.channels))
         row = rows[-1]
         print(f"batch {batch:>2} x {in_flight:>2} in flight: {row['requests_per_s']:>6} req/s, Redis CPU {row['redis_cpu_us_per_req']:>6} µs/req, "
               f"{row['redis_calls_per_req']} calls/req; inside Redis µs/req: "

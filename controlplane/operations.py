@@ -156,12 +156,12 @@ class ControlPlaneState:
         now = time.time()
         entries, oldest = usage_backlog(redis)
         channel_ids = list(db.session.scalars(select(Channel.id)))
-        key_ids = list(db.session.scalars(select(ChannelKey.id)))
+        key_ids = list(db.session.execute(select(ChannelKey.channel_id, ChannelKey.id)))
         pipe = redis.pipeline(transaction=False)
         for cid in channel_ids:
             pipe.hget(redis_keys.channel_health_key(cid), "u")
-        for kid in key_ids:
-            pipe.hget(redis_keys.key_health_key(kid), "u")
+        for cid, kid in key_ids:
+            pipe.hget(redis_keys.key_health_key(cid, kid), "u")
         pipe.xlen(dead_letters.DEAD_STREAM)
         for index in redis_keys.HOLDS_INDEXES:
             pipe.zcard(index)

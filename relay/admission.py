@@ -1,4 +1,6 @@
-"""A request's two Redis round trips: admit, and settle. Plus one per retry.
+"""A request's Redis work: admit, and settle, plus a failover per retry.
+
+On one Redis server (and on a cluster with the money unspread) each is one script call:
 
 - `admit` (one Lua script): the caller's rate and concurrency limits, then the first route in the
   selector's order that is not ejected, cooling down, proven dead or at capacity, then the credit
@@ -11,6 +13,13 @@
   outcome recorded in passive health — so a request is charged, counted and recorded exactly once.
 
 The money parts are relay/quota.py's own scripts, embedded as Lua functions.
+
+Split (Redis Cluster with the money spread over buckets; relay/redis_keys.py), each touches the
+slots of what it touches, one call each, batched per master: admit is the money call on the
+account's bucket (claim, the API key's limits, hold, the pin), a call per user/group scope with
+limits and for the capacity queue (only when configured), then the channels in plan order, one call
+each, until one takes the request; settle is the money call (charge, key limits, the pin), then the
+same scopes' and the used channel's. docs/redis.md counts the calls.
 """
 from __future__ import annotations
 
@@ -22,13 +31,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relay import idempotency, quota, redis_keys
-from relay.admission_scripts import (ADMIT_CALL, ADMIT_MONEY_CALL, ADMIT_ROUTE_CALL, ADMIT_UNDO_CALL, FAILOVER, MONEY_HALVES, PER_REQUEST,
-                                     ROUTE_HALVES, SETTLE_CALL, SETTLE_MONEY_CALL, SETTLE_ROUTE_CALL)
+from relay.admission_scripts import (ADMIT_CALL, ADMIT_MONEY_CALL, ADMIT_UNDO_CALL, CHANNEL_CALLS, CHANNEL_PICK_CALL, CHANNEL_SETTLE_CALL,
+                                     FAILOVER, MONEY_HALVES, PER_REQUEST, QUEUE_GATE_CALL, QUEUE_SERVED_CALL, SCOPES_FINISH_CALL,
+                                     SCOPES_TAKE_CALL, SCOPES_UNDO_CALL, SETTLE_CALL, SETTLE_MONEY_CALL, SIDE_CALLS)
 from relay.affinity import Affinity
 from relay.affinity import lua_args as affinity_args
-from relay.capacity_queue import Queued, QueueSpot
+from relay.capacity_queue import BEAT_SECONDS, Queued, QueueSpot
 from relay.capacity_queue import admit_args as queue_args
-from relay.health import NO_OUTCOME_ARGS, Effect, HealthPolicy, Outcome
+from relay.health import NO_OUTCOME_ARGS, Effect, HealthPolicy, NetworkWatch, Outcome
 from relay.limits import Scope, limit_keys
 from relay.quota import Hold
 from relay.resp import key_slot_of
@@ -87,7 +97,8 @@ class Admission:
 
     def route_scopes(self) -> tuple[Scope, ...]:
         channel = self.route.channel
-        found = (Scope(f"c:{channel.id}", channel.limits), Scope(f"ck:{self.route.key.id}", channel.key_limits))
+        prefix = redis_keys.channel_prefix(channel.id)
+        found = (Scope(f"c:{channel.id}", channel.limits, prefix), Scope(f"ck:{self.route.key.id}", channel.key_limits, prefix))
         return tuple(s for s in found if s.limits.any)
 
 
@@ -111,11 +122,12 @@ def _plan_keys(channels: tuple[ChannelView, ...], routes: list[Route], now: floa
     """The keys `read_channels` and `read_routes` take, in their order."""
     keys: list[str] = []
     for c in channels:
-        keys += limit_keys(f"c:{c.id}", c.limits, now)
+        keys += limit_keys(f"c:{c.id}", c.limits, now, redis_keys.channel_prefix(c.id))
         keys.append(redis_keys.channel_health_key(c.id))
     for r in routes:
-        keys += [redis_keys.key_health_key(r.key.id), redis_keys.key_dead_key(r.key.id)]
-        keys += limit_keys(f"ck:{r.key.id}", r.channel.key_limits, now)
+        cid = r.channel.id
+        keys += [redis_keys.key_health_key(cid, r.key.id), redis_keys.key_dead_key(cid, r.key.id)]
+        keys += limit_keys(f"ck:{r.key.id}", r.channel.key_limits, now, redis_keys.channel_prefix(cid))
     return keys
 
 
@@ -132,6 +144,38 @@ def _scope_keys(scopes: tuple[Scope, ...], now: float) -> list[str]:
 
 def _first_key_slot(keys: Sequence[Any]) -> int:
     return key_slot_of(keys[0])
+
+
+def _by_prefix(scopes: Iterable[Scope]) -> list[tuple[Scope, ...]]:
+    """Scopes grouped by their keys' prefix (one slot each), in first-seen order."""
+    groups: dict[str, list[Scope]] = {}
+    for s in scopes:
+        groups.setdefault(s.prefix, []).append(s)
+    return [tuple(g) for g in groups.values()]
+
+
+def _runs(routes: list[Route], pinned: str | None) -> list[list[int]]:
+    """The routes (by index) grouped into runs of one channel each, in the order to try them: the
+    plan's, but with the pinned route first in its channel and its channel first among those of the
+    same priority before it (a pin never outranks a higher tier, as in relay/affinity.py)."""
+    runs: list[list[int]] = []
+    for i, r in enumerate(routes):
+        if runs and routes[runs[-1][0]].channel.id == r.channel.id:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    hit = next((i for i, r in enumerate(routes) if str(r.key.id) == pinned), None) if pinned else None
+    if hit is None:
+        return runs
+    at = next(n for n, run in enumerate(runs) if hit in run)
+    runs[at].remove(hit)
+    runs[at].insert(0, hit)
+    tier = routes[hit].channel.priority
+    start = at
+    while start > 0 and routes[runs[start - 1][0]].channel.priority == tier:
+        start -= 1
+    runs.insert(start, runs.pop(at))
+    return runs
 
 
 def _skips(routes: list[Route], flat: list[Any]) -> list[tuple[Route, str]]:
@@ -164,8 +208,9 @@ class Gate:
         """`register(text)` makes a callable script; the relay passes relay/resp.py's lean one.
         `generation_ttl`: how long settle keeps each request's record for GET /v1/generation.
         `batch_size`, `batch_in_flight`: how admits (and settles) of concurrent requests share
-        round trips (relay/script_batch.py). `split`: run admit and settle as their money and route
-        halves, each on its own slot (the default when the money is spread over buckets)."""
+        round trips (relay/script_batch.py). `split`: run admit and settle as calls on the slots of
+        what they touch (the money, each channel tried, the other scopes), the default when the
+        money is spread over buckets (Redis Cluster; relay/redis_keys.py)."""
         self.redis = redis
         self.policy = policy
         self.lease_seconds = lease_seconds
@@ -174,21 +219,26 @@ class Gate:
         self.split = redis_keys.SPREAD if split is None else split
         self._touched = 0.0  # when this process last wrote the last-success time (health's network detector)
         register = register or redis.register_script
-        # Admit and settle run once or more per request, so concurrent ones share a round trip
-        # (relay/script_batch.py); a failover is rare and goes alone. A script call's keys must
-        # share a slot (a cluster refuses a command whose keys span slots, whatever the script's
-        # flags): split, the money halves batch per master, a batch running as one call per slot
-        # among its calls, all in one pipeline. Per master, so that a master that hangs holds up
-        # the requests of its own buckets only.
-        self._per_request = BatchedScript(register(PER_REQUEST if not self.split else ROUTE_HALVES), batch_size, batch_in_flight)
-        self._money_script = register(MONEY_HALVES)
-        self._node_of: Callable[[Any], Any] | None = getattr(self._money_script, "node_of", None)
-        self._money_batches: dict[Any, BatchedScript] = {}
         self._batch_size, self._batch_in_flight = batch_size, batch_in_flight
+        # Admit and settle run once or more per request, so concurrent ones share a round trip
+        # (relay/script_batch.py); a failover is rare and goes alone on one server. A script call's
+        # keys must share a slot (a cluster refuses a command whose keys span slots, whatever the
+        # script's flags): split, every call batches per master, a batch running as one call per
+        # slot among its calls, all in one pipeline. Per master, so that a master that hangs holds
+        # up the requests whose money or channels it keeps, and no others.
+        if not self.split:
+            self._per_request = BatchedScript(register(PER_REQUEST), batch_size, batch_in_flight)
+            self._failover = register(FAILOVER)
+        else:
+            self._money_script, self._channel_script, self._side_script = register(MONEY_HALVES), register(CHANNEL_CALLS), register(SIDE_CALLS)
+        self._batches: dict[tuple[int, Any], BatchedScript] = {}
+        # Split, what this process has seen of channels' ejections (from every channel call's
+        # reply): Envoy's panic judges the share of a model's channels ejected before the walk.
+        self._ejected: dict[int, float] = {}
+        self._network = NetworkWatch(policy.network_window_seconds)
         # Where a hold goes that the split admit made and could not undo (relay/billing.py's
         # `Charges.abandon`, set by the pipeline that owns both).
         self.strand: Callable[[str, int, str], None] | None = None
-        self._failover = register(FAILOVER)
 
     def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan, claim: idempotency.Claim | None = None,
               affinity: Affinity | None = None, queue: QueueSpot | None = None) -> Admission:
@@ -203,15 +253,14 @@ class Gate:
         idem = claim.admit_args() if claim is not None else []
         claim_keys = [claim.redis_key] if claim is not None else []
         money_args = [money.request_id, len(margs), *margs, len(idem), *idem]
+        if self.split:
+            return self._admit_split(hold, money.key_limit, money_keys, money_args, claim_keys, scopes, plan, affinity, queue, now)
         pin_keys, pin_args = affinity_args(affinity, plan.channels)
         queue_keys, queue_argv = queue_args(queue, now)
         route_keys = [*_scope_keys(scopes, now), *_plan_keys(plan.channels, routes, now), *pin_keys, *queue_keys]
         route_args = [now, now + self.lease_seconds, *_scope_args(scopes), *_plan_args(plan.channels, routes), *pin_args, *queue_argv]
-        if self.split:
-            reply = self._admit_split(hold, money.key_limit, money_keys, money_args, claim_keys, route_keys, route_args, routes)
-        else:
-            reply = _answer(self._per_request(keys=[*money_keys, *route_keys, *claim_keys],
-                                              args=[ADMIT_CALL, len(money_keys), *money_args, *route_args]), routes)
+        reply = _answer(self._per_request(keys=[*money_keys, *route_keys, *claim_keys],
+                                          args=[ADMIT_CALL, len(money_keys), *money_args, *route_args]), routes)
         route = routes[int(reply[2]) - 1]
         reserved = int(reply[1])
         if reserved != hold.amount:
@@ -219,47 +268,138 @@ class Gate:
         return Admission(hold, scopes, plan, route, reply[3] == 1, _skips(routes, reply[5:]), [route.ids], {route.attempt_key}, affinity,
                          reply[4])
 
+    # --- split: a call on each slot, batched per master --------------------------------------------
+    def _call(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        node_of = getattr(script, "node_of", None)
+        node = node_of(keys[0]) if node_of is not None else None
+        batches = self._batches.get((id(script), node))
+        if batches is None:
+            batches = self._batches.setdefault(
+                (id(script), node), BatchedScript(script, self._batch_size, self._batch_in_flight, slot_of=_first_key_slot))
+        return batches(keys=keys, args=args)
+
     def _admit_split(self, hold: Hold, key_limit: int | None, money_keys: list[Any], money_args: list[Any], claim_keys: list[str],
-                     route_keys: list[Any], route_args: list[Any], routes: list[Route]) -> list[Any]:
-        """The money half on the account's bucket, then the route half; a refusal of the route half
-        undoes the money half (one more call), so that a refusal still leaves nothing held."""
-        reserved = _answer(self._money(
-            keys=[*money_keys, *claim_keys], args=[ADMIT_MONEY_CALL, len(money_keys), *money_args]), routes)[1]
+                     scopes: tuple[Scope, ...], plan: Plan, affinity: Affinity | None, queue: QueueSpot | None, now: float) -> Admission:
+        """The money call on the account's bucket (with the API key's limits and the pin), then one
+        call for each other scope's slot and the queue's, then the channels in turn until one takes
+        the request. A refusal (or a failure) after the money call undoes what was taken, so that a
+        refusal still leaves nothing held."""
+        rid, lease_end, routes = hold.request_id, now + self.lease_seconds, list(plan.routes)
+        own = tuple(s for s in scopes if s.with_money)
+        pin_keys = [affinity.redis_key] if affinity is not None else []
+        reply = _answer(self._call(self._money_script, [*money_keys, *_scope_keys(own, now), *pin_keys, *claim_keys],
+                                   [ADMIT_MONEY_CALL, len(money_keys), *money_args, now, lease_end, *_scope_args(own), 1 if pin_keys else 0]),
+                        routes)
+        reserved, pinned = int(reply[1]), (str(reply[2]) if affinity is not None else None)
+        if reserved != hold.amount:
+            hold = replace(hold, amount=reserved)
+        taken: list[tuple[Scope, ...]] = []
         try:
-            reply = _answer(self._per_request(keys=route_keys, args=[ADMIT_ROUTE_CALL, hold.request_id, *route_args]), routes)
-        except BaseException:  # a refusal, Redis failing, or this greenlet stopped between the halves
+            for side in _by_prefix(s for s in scopes if not s.with_money):
+                _answer(self._call(self._side_script, _scope_keys(side, now), [SCOPES_TAKE_CALL, rid, now, lease_end, *_scope_args(side)]), routes)
+                taken.append(side)
+            if queue is not None:
+                _answer(self._call(self._side_script, list(queue.keys), [QUEUE_GATE_CALL, queue.ticket, now, now + BEAT_SECONDS]), routes)
+            index, panic, skips, how = self._walk(plan, routes, rid, now, lease_end, pinned)
+        except BaseException:  # a refusal, Redis failing, or this greenlet stopped between the calls
             try:
-                self._undo(hold, key_limit, claim_keys)
+                self._undo(hold, key_limit, claim_keys, own, taken, now)
             except Exception as error:
                 # Redis failing (a cluster between a master's loss and its replica's promotion
                 # answers CLUSTERDOWN everywhere): the hold is journaled, and released once Redis
-                # answers, instead of waiting for its expiry. The request ends here as Redis being
-                # unavailable: a refusal it could wait out (the capacity queue) would admit this
-                # request id again, and the journaled release would then free that new hold.
-                log.exception("could not release the hold of %s after its route half failed", hold.request_id)
+                # answers, instead of waiting for its expiry; limits taken lapse with their lease
+                # and their minute. The request ends here as Redis being unavailable: a refusal it
+                # could wait out (the capacity queue) would admit this request id again, and the
+                # journaled release would then free that new hold.
+                log.exception("could not release the hold of %s after its admission was refused", rid)
                 if self.strand is not None:
-                    self.strand(hold.request_id, hold.account_id, claim_keys[0] if claim_keys else "")
-                raise RedisConnectionError(f"Redis failed between the halves of an admission: {error}") from error
+                    self.strand(rid, hold.account_id, claim_keys[0] if claim_keys else "")
+                raise RedisConnectionError(f"Redis failed between the calls of an admission: {error}") from error
             raise
-        reply[1] = reserved
-        return reply
+        if queue is not None and queue.ticket:
+            try:
+                self._call(self._side_script, list(queue.keys), [QUEUE_SERVED_CALL, queue.ticket, now])
+            except Exception:  # the ticket stops beating and is swept within seconds
+                log.exception("request %s took its route; its capacity queue ticket was not removed", rid)
+        route = routes[index]
+        return Admission(hold, scopes, plan, route, panic, skips, [route.ids], {route.attempt_key}, affinity, how)
 
-    def _money(self, keys: list[Any], args: list[Any]) -> Any:
-        node = self._node_of(keys[0]) if self._node_of is not None else None
-        batches = self._money_batches.get(node)
-        if batches is None:
-            batches = self._money_batches.setdefault(
-                node, BatchedScript(self._money_script, self._batch_size, self._batch_in_flight, slot_of=_first_key_slot))
-        return batches(keys=keys, args=args)
-
-    def _undo(self, hold: Hold, key_limit: int | None, claim_keys: list[str]) -> None:
+    def _undo(self, hold: Hold, key_limit: int | None, claim_keys: list[str], own: tuple[Scope, ...], taken: list[tuple[Scope, ...]],
+              now: float) -> None:
         bucket = redis_keys.money_bucket(hold.account_id)
         scopes = [redis_keys.account_key(hold.account_id)]
         if key_limit is not None:
             scopes.append(redis_keys.api_key_key(hold.account_id, hold.key_id))
         scopes += [w for w, reserving in zip(hold.windows, hold.reserved, strict=True) if reserving]
-        keys = [redis_keys.hold_key(bucket, hold.request_id), redis_keys.holds_key(bucket), *scopes, *claim_keys]
-        self._money(keys=keys, args=[ADMIT_UNDO_CALL, hold.request_id, len(scopes), 1 if claim_keys else 0])
+        keys = [redis_keys.hold_key(bucket, hold.request_id), redis_keys.holds_key(bucket), *scopes, *_scope_keys(own, now), *claim_keys]
+        self._call(self._money_script, keys, [ADMIT_UNDO_CALL, hold.request_id, len(scopes), 1 if claim_keys else 0, *_scope_args(own)])
+        for side in taken:
+            self._call(self._side_script, _scope_keys(side, now), [SCOPES_UNDO_CALL, hold.request_id, *_scope_args(side)])
+
+    def _panic(self, channels: tuple[ChannelView, ...], now: float) -> bool:
+        return sum(1 for c in channels if self._ejected.get(c.id, 0.0) > now) * 2 > len(channels)
+
+    def _saw(self, channel_id: int, ejected_until: float, now: float) -> None:
+        if ejected_until > now:
+            self._ejected[channel_id] = ejected_until
+        else:
+            self._ejected.pop(channel_id, None)
+
+    def _walk(self, plan: Plan, routes: list[Route], rid: str, now: float, lease_end: float,
+              pinned: str | None) -> tuple[int, bool, list[tuple[Route, str]], str]:
+        """One call per channel, in turn, until one takes the request: (its route's index, panic,
+        the routes skipped, how the pin fared). Raises NoRoute. The panic (more than half of the
+        model's channels ejected) is judged from what this process has seen; once the walk itself
+        shows it, the walk starts again in panic."""
+        runs = _runs(routes, pinned)
+        panic = self._panic(plan.channels, now)
+        while True:
+            skips: list[tuple[Route, str]] = []
+            wait = 0
+            for run in runs:
+                channel = routes[run[0]].channel
+                part = [routes[i] for i in run]
+                reply = _text(self._call(self._channel_script, _plan_keys((channel,), part, now),
+                                         [CHANNEL_PICK_CALL, rid, now, lease_end, 1 if panic else 0, *_plan_args((channel,), part)]))
+                self._saw(channel.id, float(reply[2]), now)
+                flat = reply[3:]
+                skips += [(part[int(flat[i]) - 1], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
+                if reply[0] == "ok":
+                    index = run[int(reply[1]) - 1]
+                    how = "" if pinned is None else "new" if pinned == "" else "kept" if str(routes[index].key.id) == pinned else "moved"
+                    return index, panic, skips, how
+                waits = int(reply[1])
+                if waits > 0 and (wait == 0 or waits < wait):
+                    wait = waits
+                if not panic and self._panic(plan.channels, now):
+                    break  # the channels seen ejected are more than half already: again, in panic
+            else:
+                raise NoRoute(wait, skips, panic)
+            panic = True
+
+    def _channel_settle(self, scopes: tuple[Scope, ...], outcome: Outcome | None, rid: str, tokens: int, now: float) -> list[Any]:
+        """A route's part of a settle or a failover, under its channel's tag: the channel's and
+        its key's limits given back, the outcome recorded in their health. Returns the record."""
+        judged = outcome
+        if outcome is not None and outcome.effect is Effect.OK:
+            self._network.answered(now)
+        elif outcome is not None and outcome.effect is Effect.FAILURE and outcome.network and not self._network.counts(outcome.channel_id, now):
+            judged = None  # this relay's network, not the channel: not held against it
+        keys = [*_scope_keys(scopes, now), *(judged.keys(shared=False) if judged is not None else [])]
+        if not keys:
+            return ["not_counted", 0, 0] if outcome is not None and judged is None else []
+        outcome_args = NO_OUTCOME_ARGS if judged is None else [*judged.args(shared=False), *(self.policy.args() if judged.needs_policy else ())]
+        record = _text(self._call(self._channel_script, keys, [CHANNEL_SETTLE_CALL, now, rid, tokens, *_scope_args(scopes), *outcome_args]))[2:]
+        if judged is None:
+            return ["not_counted", 0, 0] if outcome is not None else record
+        if record[0] == "failure":
+            self._saw(judged.channel_id, float(record[2] or 0), now)
+        elif record[0] == "dead" and record[1] == 1:
+            try:
+                self.redis.xadd(redis_keys.HEALTH_REPORTS, judged.report(now), maxlen=10_000, approximate=True)
+            except Exception:  # the dead mark stands; the key fails again after it lapses, and is reported then
+                log.exception("key %s is dead; the report to disable it was not written", judged.key_id)
+        return record
 
     def failover(self, admission: Admission, failed: Outcome, remaining: list[Route]) -> tuple[Route | None, int, list[Any]]:
         """Record the failed attempt and move to the first usable route of `remaining`.
@@ -270,14 +410,22 @@ class Gate:
         now = self.clock()
         rid = admission.hold.request_id
         route_scopes = admission.route_scopes()
-        pin_keys, pin_args = affinity_args(admission.affinity, admission.plan.channels)
-        keys = [*failed.keys(), *_scope_keys(route_scopes, now), *_plan_keys(admission.plan.channels, remaining, now), *pin_keys]
-        args = [now, rid, now + self.lease_seconds, *self.policy.args(), *failed.args(), *_scope_args(route_scopes),
-                *_plan_args(admission.plan.channels, remaining), *pin_args]
-        reply = _text(self._failover(keys=keys, args=args))
-        pick, panic, wait, record = int(reply[0]), reply[1] == 1, int(reply[2]), reply[3:6]
-        admission.skips = _skips(remaining, reply[6:])
-        admission.panic = panic
+        if self.split:
+            record = self._channel_settle(route_scopes, failed, rid, 0, now)
+            try:
+                index, admission.panic, admission.skips, _ = self._walk(admission.plan, remaining, rid, now, now + self.lease_seconds, None)
+            except NoRoute as none:
+                admission.panic, admission.skips = none.panic, none.skips
+                return None, none.retry_after, record
+            pick, wait = index + 1, 0
+        else:
+            pin_keys, pin_args = affinity_args(admission.affinity, admission.plan.channels)
+            keys = [*failed.keys(), *_scope_keys(route_scopes, now), *_plan_keys(admission.plan.channels, remaining, now), *pin_keys]
+            args = [now, rid, now + self.lease_seconds, *self.policy.args(), *failed.args(), *_scope_args(route_scopes),
+                    *_plan_args(admission.plan.channels, remaining), *pin_args]
+            reply = _text(self._failover(keys=keys, args=args))
+            pick, admission.panic, wait, record = int(reply[0]), reply[1] == 1, int(reply[2]), reply[3:6]
+            admission.skips = _skips(remaining, reply[6:])
         if pick == 0:
             return None, wait, record
         admission.route = remaining[pick - 1]
@@ -295,6 +443,8 @@ class Gate:
         money_keys, margs = quota.settle_call(hold, cost, event)
         gen_key = redis_keys.generation_key(hold.account_id, hold.request_id)
         money_args = [len(margs), *margs, *(record or [0])]
+        if self.split:
+            return self._settle_split(admission, money_keys, money_args, gen_key, tokens, outcome, now)
         scopes = admission.scopes + admission.route_scopes()
         outcome_args = NO_OUTCOME_ARGS
         if outcome is not None:
@@ -304,23 +454,32 @@ class Gate:
             outcome_args = [*outcome.args(touch), *(self.policy.args() if outcome.needs_policy else ())]
         route_keys = [*_scope_keys(scopes, now), *(outcome.keys() if outcome is not None else [])]
         route_args = [now, hold.request_id, tokens, *_scope_args(scopes), *outcome_args]
-        if not self.split:
-            reply = _text(self._per_request(keys=[*money_keys, *route_keys, gen_key],
-                                            args=[SETTLE_CALL, len(money_keys), *money_args, *route_args]))
-            if reply[0] != 1:
-                return False, [], 0
-            return True, reply[2:], int(reply[1])
-        reply = _text(self._money(
-            keys=[*money_keys, gen_key], args=[SETTLE_MONEY_CALL, len(money_keys), *money_args]))
+        reply = _text(self._per_request(keys=[*money_keys, *route_keys, gen_key],
+                                        args=[SETTLE_CALL, len(money_keys), *money_args, *route_args]))
+        if reply[0] != 1:
+            return False, [], 0
+        return True, reply[2:], int(reply[1])
+
+    def _settle_split(self, admission: Admission, money_keys: list[Any], money_args: list[Any], gen_key: str, tokens: int,
+                      outcome: Outcome | None, now: float) -> tuple[bool, list[Any], int]:
+        """The money call first (the charge, the API key's limits, the pin); only when it settled
+        now, the other scopes' and the channel's calls."""
+        rid = admission.hold.request_id
+        own = tuple(s for s in admission.scopes if s.with_money)
+        affinity = admission.affinity
+        pin_keys = [affinity.redis_key] if affinity is not None else []
+        pin_args = [affinity.ttl, admission.route.key.id] if affinity is not None else [0]
+        reply = _text(self._call(self._money_script, [*money_keys, *_scope_keys(own, now), *pin_keys, gen_key],
+                                 [SETTLE_MONEY_CALL, len(money_keys), *money_args, now, rid, tokens, *_scope_args(own), *pin_args]))
         if reply[0] != 1:
             return False, [], 0
         charged = int(reply[1])
-        if not route_keys:
-            return True, [], charged
         try:
-            record_reply = _text(self._per_request(keys=route_keys, args=[SETTLE_ROUTE_CALL, *route_args]))
+            for side in _by_prefix(s for s in admission.scopes if not s.with_money):
+                self._call(self._side_script, _scope_keys(side, now), [SCOPES_FINISH_CALL, rid, tokens, *_scope_args(side)])
+            record = self._channel_settle(admission.route_scopes(), outcome, rid, tokens, now)
         except Exception:
             # Charged already, which is what must happen once; the leases lapse by themselves.
-            log.exception("request %s settled; its leases, tokens and health outcome were not recorded", hold.request_id)
+            log.exception("request %s settled; its leases, tokens and health outcome were not recorded", rid)
             return True, [], charged
-        return True, record_reply[2:], charged
+        return True, record, charged

@@ -42,12 +42,14 @@ end
 
 -- The first route that can serve now: {index or 0, panic, skips {index, why, ...}, seconds to wait}.
 -- More than half of the model's channels ejected is a panic: ejections are ignored (Envoy's panic).
-local function pick_route(cs, rs, now)
+-- `forced` (true or false) is the panic the caller judged, when `cs` is not all of the channels.
+local function pick_route(cs, rs, now, forced)
   local ejected, n_ej = {}, 0
   for i, c in ipairs(cs) do
     if h_channel_ejected(c.hc, now) then ejected[i] = true n_ej = n_ej + 1 end
   end
   local panic = n_ej * 2 > #cs
+  if forced ~= nil then panic = forced end
   local skips, wait, blocked = {}, 0, {}
   local function skip(j, why, w)
     if #skips < 64 then skips[#skips + 1] = j skips[#skips + 1] = why end
@@ -175,34 +177,59 @@ if #idem > 0 then idem_mark(KEYS[#KEYS], idem[1], idem[2], rid) end
 return route_ok(r, m[3])
 """
 
-# The money half alone: the claim is marked in progress with the hold, and both are undone
-# (_ADMIT_UNDO_BODY) when the route half refuses.
+# Split, admit is the money half on the account's bucket, then a call for each other scope's tag
+# and the capacity queue's (only those configured), then one call for each channel tried, in plan
+# order, until one takes the request. The money half: the idempotency claim, the API key's limits,
+# the hold, and the conversation's pin read; all of it undone (_ADMIT_UNDO_BODY) when a later call
+# refuses. ARGV: kpos, the request id, the hold's and the claim's arguments, now, the lease's end,
+# the key's scopes, whether a pin is read. KEYS: the hold's, the scopes', [the pin], [the claim].
 _ADMIT_MONEY_BODY = r"""
 kpos = num()
 local rid, margs, idem = admit_money_args()
+local now, lease = num(), num()
+local scopes = {}
+for i = 1, num() do scopes[i] = l_scope() end
+local pin = nil
+if num() == 1 then pin = nkey() end
 local prior = idem_check(KEYS, idem)
 if prior then return prior end
+for _, s in ipairs(scopes) do
+  local which, wait = l_check(s, now)
+  if which then return {'limit', s.name, which, wait} end
+end
 local m = money_hold(KEYS, margs)
 if m[1] ~= 1 then return {'money', m[1], m[2]} end
+for _, s in ipairs(scopes) do l_take(s, rid, lease, now) end
 if #idem > 0 then idem_mark(KEYS[#KEYS], idem[1], idem[2], rid) end
-return {'ok', m[3]}
+local pinned = ''
+if pin then pinned = redis.call('GET', pin) or '' end
+return {'ok', m[3], pinned}
 """
 
-_ADMIT_ROUTE_BODY = r"""
-local rid = nxt()
-local r = admit_route_args()
-local refused = route_check(r)
-if refused then return refused end
-route_take(r, rid)
-return route_ok(r, 0)
+# One channel's routes (relay/admission.py's _plan_args and _plan_keys for that channel alone),
+# under the channel's tag: the first that can serve takes the request. ARGV: the request id, now,
+# the lease's end, the panic the relay judged (0/1), the plan. Returns {'ok', index, the channel's
+# ejection end} or {'none', seconds to wait, the channel's ejection end, skips...}.
+_CHANNEL_PICK_BODY = r"""
+local rid, now, lease, forced = nxt(), num(), num(), num()
+local cs = read_channels()
+local rs = read_routes(cs)
+local pick, panic, skips, wait = pick_route(cs, rs, now, forced == 1)
+local ejected_until = math.ceil(h_num(cs[1].hc, 'u'))
+if pick == 0 then return {'none', wait, ejected_until, unpack(skips)} end
+take_route(cs[1], rs[pick], rid, lease, now)
+return {'ok', pick, ejected_until, unpack(skips)}
 """
 
-# A hold the money half made for a request the route half refused: released and gone (no settle
-# will come), with the idempotency claim it marked. KEYS: the hold, the holds index, the scopes the
-# hold reserved in (as its record names them), [the claim]. ARGV: the request id, how many scopes,
-# whether a claim is given.
+# A hold the money half made for a request a later call refused: released and gone (no settle
+# will come), with the idempotency claim it marked and the API key's limits it took. KEYS: the hold,
+# the holds index, the scopes the hold reserved in (as its record names them), the key's limit
+# scopes', [the claim]. ARGV: the request id, how many hold scopes, whether a claim is given, the
+# key's limit scopes.
 _ADMIT_UNDO_BODY = r"""
 local rid, n, claimed = nxt(), num(), num()
+kpos = n + 2
+for i = 1, num() do l_untake(l_scope(), rid) end
 local rec = redis.call('HMGET', KEYS[1], 'amt', 'acct', 'akey', 'w1', 'w2', 'w3')
 if rec[1] then
   local named = {}
@@ -273,9 +300,59 @@ if o.effect ~= 'ok' and o.effect ~= 'none' then P = h_policy() end
 local rec = h_record(P, now, o)
 """
 
+# Split, the money half also gives back the API key's limits and counts its tokens, and writes the
+# conversation's pin (the route that served, or was tried last). ARGV after the generation record:
+# now, the request id, tokens, the key's scopes, the pin's TTL (0: none) and route key. KEYS: the
+# money settle's, the scopes', [the pin], the generation record last.
+_SETTLE_MONEY_TAIL = r"""
+local now, rid, tokens = num(), nxt(), num()
+for i = 1, num() do l_finish(l_scope(), rid, tokens) end
+local pin_ttl = num()
+if pin_ttl > 0 then redis.call('SET', nkey(), nxt(), 'EX', pin_ttl) end
+"""
+
 _SETTLE_BODY = "kpos = num()\n" + _SETTLE_MONEY + _SETTLE_ROUTE + "return {1, charged, rec[1], rec[2], rec[3]}\n"
-_SETTLE_MONEY_BODY = "kpos = num()\n" + _SETTLE_MONEY + "return {1, charged}\n"
+_SETTLE_MONEY_BODY = "kpos = num()\n" + _SETTLE_MONEY + _SETTLE_MONEY_TAIL + "return {1, charged}\n"
+# A channel's part of a settle, or of a failover (no tokens): its limits and its key's given back,
+# the attempt's outcome recorded in their health.
 _SETTLE_ROUTE_BODY = _SETTLE_ROUTE + "return {1, 0, rec[1], rec[2], rec[3]}\n"
+
+# The limits of a user or a group, under the scope's own tag, and the capacity queue, under its own
+# (split only, each only when configured).
+_SCOPES_TAKE_BODY = r"""
+local rid, now, lease = nxt(), num(), num()
+local scopes = {}
+for i = 1, num() do scopes[i] = l_scope() end
+for _, s in ipairs(scopes) do
+  local which, wait = l_check(s, now)
+  if which then return {'limit', s.name, which, wait} end
+end
+for _, s in ipairs(scopes) do l_take(s, rid, lease, now) end
+return {'ok'}
+"""
+_SCOPES_UNDO_BODY = r"""
+local rid = nxt()
+for i = 1, num() do l_untake(l_scope(), rid) end
+return {'ok'}
+"""
+_SCOPES_FINISH_BODY = r"""
+local rid, tokens = nxt(), num()
+for i = 1, num() do l_finish(l_scope(), rid, tokens) end
+return {'ok'}
+"""
+# While a queue waits only its head may take a route; the head leaves once it has taken one.
+_QUEUE_GATE_BODY = r"""
+local ticket, now, beat_until = nxt(), num(), num()
+local q = q_keys()
+local rank = q_gate(q, now, ticket, beat_until)
+if rank then return {'queue', rank} end
+return {'ok'}
+"""
+_QUEUE_SERVED_BODY = r"""
+local ticket, now = nxt(), num()
+q_served(q_keys(), now, ticket)
+return {'ok'}
+"""
 
 # One server: admit and settle are two bodies of one script, so that the calls of concurrent
 # requests share one batch (relay/script_batch.py); a call's first argument says which body it runs.
@@ -284,8 +361,12 @@ PER_REQUEST = batch_lua(_PRELUDE + _MONEY_FUNCTIONS + _ROUTE_DEFS, _ADMIT_BODY, 
 ADMIT_CALL, SETTLE_CALL = 1, 2
 # Split (Redis Cluster), each half is a script of its own: every call runs its script's definitions
 # first, so a half that carries only its own costs Redis less per call.
-MONEY_HALVES = batch_lua(ARG_READER_LUA + _LISTS_LUA + _MONEY_FUNCTIONS, _ADMIT_MONEY_BODY, _ADMIT_UNDO_BODY, _SETTLE_MONEY_BODY)
+MONEY_HALVES = batch_lua(ARG_READER_LUA + _LISTS_LUA + LIMITS_LUA + _MONEY_FUNCTIONS, _ADMIT_MONEY_BODY, _ADMIT_UNDO_BODY, _SETTLE_MONEY_BODY)
 ADMIT_MONEY_CALL, ADMIT_UNDO_CALL, SETTLE_MONEY_CALL = 1, 2, 3
 
-ROUTE_HALVES = batch_lua(_PRELUDE + _ROUTE_DEFS, _ADMIT_ROUTE_BODY, _SETTLE_ROUTE_BODY)
-ADMIT_ROUTE_CALL, SETTLE_ROUTE_CALL = 1, 2
+CHANNEL_CALLS = batch_lua(ARG_READER_LUA + HEALTH_LUA + LIMITS_LUA + _ROUTES_LUA, _CHANNEL_PICK_BODY, _SETTLE_ROUTE_BODY)
+CHANNEL_PICK_CALL, CHANNEL_SETTLE_CALL = 1, 2
+
+SIDE_CALLS = batch_lua(ARG_READER_LUA + LIMITS_LUA + QUEUE_LUA, _SCOPES_TAKE_BODY, _SCOPES_UNDO_BODY, _SCOPES_FINISH_BODY,
+                       _QUEUE_GATE_BODY, _QUEUE_SERVED_BODY)
+SCOPES_TAKE_CALL, SCOPES_UNDO_CALL, SCOPES_FINISH_CALL, QUEUE_GATE_CALL, QUEUE_SERVED_CALL = 1, 2, 3, 4, 5

@@ -13,7 +13,9 @@ The admit script reads the pin and takes that route instead of the selector's ch
 serve and is in the same priority tier (a pin never outranks the operator's priorities); it is left
 when the route cannot serve (ejected, cooling down, proven dead, at capacity, gone from the
 snapshot) or a higher tier can — the pin then moves to the route that served. Each pick and failover rewrites the pin with a fresh TTL, so reading and
-writing it cost no round trip of their own (relay/admission.py).
+writing it cost no round trip of their own (relay/admission.py). Under Redis Cluster the pin is with
+the account's money: admit's money call reads it, the walk over the channels tries its route first
+among its tier, and settle's money call writes the route used.
 """
 from __future__ import annotations
 
@@ -123,7 +125,7 @@ def affinity_of(payload: Any, account_id: int, group: str, model: str, ttl: int)
             return None
         source = "prefix"
     digest = hashlib.blake2b(material, digest_size=16).hexdigest()
-    return Affinity(redis_keys.affinity_key(digest), source, ttl)
+    return Affinity(redis_keys.affinity_key(account_id, digest), source, ttl)
 
 
 # Lua for the admit and failover scripts (relay/admission.py): `a_pick` runs pick_route with the

@@ -19,8 +19,10 @@ serving rate (an average of the time between two served tickets) turns a positio
 a request that could not be served within its limit is told, in `Retry-After`, how long the queue
 ahead of it needs.
 
-The plain path (no queue) costs nothing more: the admit script checks that the queue is empty in
-the same round trip. Only a request that waits makes more (join, a poll per ~50 ms, leave).
+The plain path (no queue) costs nothing more on one Redis server: the admit script checks that the
+queue is empty in the same round trip. Under Redis Cluster the queue has a tag of its own, so a
+group that queues pays one more call per request for that check, and the head one more to leave
+it. Only a request that waits makes more (join, a poll per ~50 ms, leave).
 """
 from __future__ import annotations
 

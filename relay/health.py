@@ -98,35 +98,69 @@ class Outcome:
     retry_after: float | None = None
     network: bool = False  # no HTTP answer at all (connect error, timeout, reset)
 
-    def args(self, touch: bool = True) -> list[Any]:
+    def args(self, touch: bool = True, shared: bool = True) -> list[Any]:
         """What `h_outcome` reads. A success reads only whether to write the last-success time:
         `touch` False leaves it (a relay writes it at most once a second; the network detector
-        looks back `network_window_seconds`)."""
+        looks back `network_window_seconds`). Not `shared`: the outcome is recorded under its
+        channel's tag alone, and the process's NetworkWatch has judged the network already."""
         recorded = _RECORDED.get(self.effect, "none")
         if recorded == "ok":
-            return [recorded, 1 if touch else 0]
+            return [recorded, 1 if touch and shared else 0]
         if recorded == "none":
             return [recorded]
         return [recorded, self.channel_id, self.key_id, self.key_since, -1 if self.retry_after is None else self.retry_after,
-                1 if self.network else 0, self.kind, self.message[:300]]
+                1 if self.network and shared else 0, self.kind, self.message[:300]]
 
     @property
     def needs_policy(self) -> bool:
         """Whether recording this outcome reads the HealthPolicy (a success or nothing does not)."""
         return self.effect in _RECORDED and self.effect is not Effect.OK
 
-    def keys(self) -> list[str]:
+    def keys(self, shared: bool = True) -> list[str]:
         """What recording this outcome may touch, in the order `h_outcome` takes them (none when
-        nothing is recorded)."""
+        nothing is recorded). Not `shared`: only the channel's and its key's, all under the
+        channel's tag; the relay reports a dead key itself (relay/admission.py)."""
         if self.effect not in _RECORDED:
             return []
+        hk, hc = redis_keys.key_health_key(self.channel_id, self.key_id), redis_keys.channel_health_key(self.channel_id)
         if self.effect is Effect.OK:
-            return [redis_keys.key_health_key(self.key_id), redis_keys.channel_health_key(self.channel_id), redis_keys.HEALTH_LAST_OK]
-        return [redis_keys.key_health_key(self.key_id), redis_keys.channel_health_key(self.channel_id), redis_keys.key_dead_key(self.key_id),
-                redis_keys.HEALTH_LAST_OK, redis_keys.HEALTH_NETWORK, redis_keys.HEALTH_REPORTS]
+            return [hk, hc, redis_keys.HEALTH_LAST_OK] if shared else [hk, hc]
+        dead = redis_keys.key_dead_key(self.channel_id, self.key_id)
+        if not shared:
+            return [hk, hc, dead]
+        return [hk, hc, dead, redis_keys.HEALTH_LAST_OK, redis_keys.HEALTH_NETWORK, redis_keys.HEALTH_REPORTS]
+
+    def report(self, now: float) -> dict[str, Any]:
+        """A dead key's entry in the reports stream workers/health.py reads."""
+        return {"channel": self.channel_id, "key": self.key_id, "kind": self.kind, "message": self.message[:300], "at": now}
 
 
 NO_OUTCOME_ARGS = ["none"]
+
+
+class NetworkWatch:
+    """This process's own network, judged where it is seen: attempts that got no answer at all from
+    two or more channels within the window, with nothing answering since the window began, are this
+    relay's network failing, not the channels', and are not held against them. (On one Redis server
+    the relays share this watch in Redis, inside the health script; under Redis Cluster a channel's
+    health is under the channel's tag, so each process keeps its own, which also keeps one relay's
+    broken network from ejecting channels for every relay.)"""
+
+    def __init__(self, window_seconds: float):
+        self.window = window_seconds
+        self.last_ok = 0.0
+        self.silent: dict[int, float] = {}  # channel → when it last gave no answer
+
+    def answered(self, now: float) -> None:
+        self.last_ok = now
+
+    def counts(self, channel_id: int, now: float) -> bool:
+        """Whether a failure with no answer from `channel_id` counts against the channel."""
+        self.silent[channel_id] = now
+        for cid, when in list(self.silent.items()):
+            if when < now - self.window:
+                del self.silent[cid]
+        return not (self.last_ok < now - self.window and len(self.silent) >= 2)
 
 
 def outcome_of(channel_id: int, key_id: int, key_since: float, error: UpstreamError | None) -> Outcome:
@@ -226,8 +260,11 @@ local function h_record(P, now, o)
     local mark = tonumber(redis.call('GET', o.dead) or '-1')
     if mark >= o.since then return {'dead', 0, 0} end
     redis.call('SET', o.dead, now, 'EX', P.dead_ttl)
-    redis.call('XADD', o.reports, 'MAXLEN', '~', 10000, '*', 'channel', o.cid, 'key', o.kid,
-               'kind', o.kind, 'message', o.message, 'at', now)
+    -- Without the stream (a channel's tag alone) the relay reports it: {'dead', 1} says to.
+    if o.reports then
+      redis.call('XADD', o.reports, 'MAXLEN', '~', 10000, '*', 'channel', o.cid, 'key', o.kid,
+                 'kind', o.kind, 'message', o.message, 'at', now)
+    end
     return {'dead', 1, 0}
   end
   return {'none', 0, 0}
@@ -294,23 +331,30 @@ class Health:
         self._record = redis.register_script(_RECORD)
 
     def record(self, outcome: Outcome) -> list[Any]:
-        reply = self._record(keys=outcome.keys(), args=[self.clock(), *self.policy.args(), *outcome.args()])
-        return [v.decode() if isinstance(v, bytes) else v for v in reply]
+        """Tagged (Redis Cluster), under the channel's tag alone, as the relays record it: a dead
+        key's report is written after, and the network is not judged (no relay's view)."""
+        shared = not redis_keys.TAGGED
+        now = self.clock()
+        reply = self._record(keys=outcome.keys(shared), args=[now, *self.policy.args(), *outcome.args(shared=shared)])
+        record = [v.decode() if isinstance(v, bytes) else v for v in reply]
+        if not shared and record[0] == "dead" and record[1] == 1:
+            self.redis.xadd(REPORTS_STREAM, outcome.report(now), maxlen=10_000, approximate=True)
+        return record
 
     def _read(self, name: str, dead: str | None = None) -> TargetHealth:
         f, e, u, cool = self.redis.hmget(name, "f", "e", "u", "cool")
         mark = self.redis.get(dead) if dead else None
         return TargetHealth(int(f or 0), int(e or 0), float(u or 0), float(cool or 0), float(mark) if mark else None)
 
-    def key(self, key_id: int) -> TargetHealth:
-        return self._read(redis_keys.key_health_key(key_id), redis_keys.key_dead_key(key_id))
+    def key(self, channel_id: int, key_id: int) -> TargetHealth:
+        return self._read(redis_keys.key_health_key(channel_id, key_id), redis_keys.key_dead_key(channel_id, key_id))
 
     def channel(self, channel_id: int) -> TargetHealth:
         return self._read(redis_keys.channel_health_key(channel_id))
 
-    def forget_key(self, key_id: int) -> None:
+    def forget_key(self, channel_id: int, key_id: int) -> None:
         """Drop what the relays know about a key (an operator or a probe has just re-enabled it)."""
-        self.redis.delete(redis_keys.key_health_key(key_id), redis_keys.key_dead_key(key_id))
+        self.redis.delete(redis_keys.key_health_key(channel_id, key_id), redis_keys.key_dead_key(channel_id, key_id))
 
     def forget_channel(self, channel_id: int) -> None:
         self.redis.delete(redis_keys.channel_health_key(channel_id))

@@ -28,26 +28,32 @@ from relay.snapshot import GroupView, Limits
 class Scope:
     name: str  # k:<id> | u:<id> | g:<name> | c:<id> | ck:<id>
     limits: Limits
+    prefix: str = redis_keys.SHARED  # its keys' (relay/redis_keys.py): with the account, the channel, or a tag of its own
 
     def args(self) -> list[Any]:
         return [self.name, self.limits.rpm or 0, self.limits.tpm or 0, self.limits.concurrency or 0]
 
     def keys(self, now: float) -> list[str]:
-        return limit_keys(self.name, self.limits, now)
+        return limit_keys(self.name, self.limits, now, self.prefix)
+
+    @property
+    def with_money(self) -> bool:
+        """An API key's limits: checked and taken in its account's money call (relay/admission.py)."""
+        return self.name.startswith("k:")
 
 
-def limit_keys(scope: str, limits: Limits, now: float) -> list[str]:
+def limit_keys(scope: str, limits: Limits, now: float, prefix: str = redis_keys.SHARED) -> list[str]:
     """The Redis keys a scope's limits use at `now`, in the order `l_keys` takes them: the previous
     and current minute's request counters, the same for tokens, the lease set — each only when that
     limit is set (an unset one touches nothing)."""
     minute = int(now // 60)
     keys = []
     if (limits.rpm or 0) > 0:
-        keys += [redis_keys.limit_window_key(scope, "r", minute - 1), redis_keys.limit_window_key(scope, "r", minute)]
+        keys += [redis_keys.limit_window_key(prefix, scope, "r", minute - 1), redis_keys.limit_window_key(prefix, scope, "r", minute)]
     if (limits.tpm or 0) > 0:
-        keys += [redis_keys.limit_window_key(scope, "t", minute - 1), redis_keys.limit_window_key(scope, "t", minute)]
+        keys += [redis_keys.limit_window_key(prefix, scope, "t", minute - 1), redis_keys.limit_window_key(prefix, scope, "t", minute)]
     if (limits.concurrency or 0) > 0:
-        keys.append(redis_keys.lease_key(scope))
+        keys.append(redis_keys.lease_key(prefix, scope))
     return keys
 
 
@@ -59,10 +65,10 @@ WHICH_LABELS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concu
 def caller_scopes(key: KeyView, group: GroupView) -> tuple[Scope, ...]:
     """The caller's limited scopes, most specific first (the first one over its limit is reported).
     The user's limits travel in the key's record."""
-    scopes = [Scope(f"k:{key.id}", key.limits)]
+    scopes = [Scope(f"k:{key.id}", key.limits, redis_keys.account_limits_prefix(key.account_id))]
     if key.user_id is not None and key.user_limits.any:
-        scopes.append(Scope(f"u:{key.user_id}", key.user_limits))
-    scopes.append(Scope(f"g:{group.name}", group.limits))
+        scopes.append(Scope(f"u:{key.user_id}", key.user_limits, redis_keys.user_limits_prefix(key.user_id)))
+    scopes.append(Scope(f"g:{group.name}", group.limits, redis_keys.group_limits_prefix(group.name)))
     return tuple(s for s in scopes if s.limits.any)
 
 
@@ -133,5 +139,11 @@ end
 
 local function l_scope()
   return l_keys({name = nxt(), rpm = num(), tpm = num(), conc = num()})
+end
+
+-- A take given back: the request never ran (a later part of its admission refused it).
+local function l_untake(s, rid)
+  if s.conc > 0 then redis.call('ZREM', s.cc, rid) end
+  if s.rpm > 0 and tonumber(redis.call('GET', s.rc) or '0') > 0 then redis.call('DECR', s.rc) end
 end
 """

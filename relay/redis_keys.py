@@ -18,8 +18,10 @@ ROOT = "sb:"
 # Under Redis Cluster (a `redis-cluster://` REDIS_URL, read once as the process starts) the names
 # carry hash tags, so that every script's keys are in one slot and the per-request work spreads over
 # the masters: the money of an account (balance, its keys' spend, holds, the usage stream its
-# settles append to, idempotency claims, generation records) under its bucket's tag `{m<n>}`, and
-# everything shared (routing state, limits, health, the config and key-change log) under `{sb}`.
+# settles append to, idempotency claims, generation records, its API keys' limits, its
+# conversations' pins) under its bucket's tag `{m<n>}`; a channel's limits and health, and its
+# keys', under the channel's `{c<id>}`; a user's and a group's limits and a capacity queue each
+# under a tag of their own; what is left (the config and key-change log, reports) under `{sb}`.
 # The key records, a few hundred bytes for each of up to millions of keys and read one at a time,
 # stay untagged and spread over the cluster. On one server the names are those earlier versions
 # stored, and there is one bucket. docs/redis.md: the layout and the round trips per request.
@@ -32,6 +34,10 @@ _S = "sb:{sb}:" if CLUSTER else ROOT
 _BUCKETS = max(0, int(os.environ.get("SWITCHBOARD_REDIS_MONEY_BUCKETS") or 16))
 SPREAD = CLUSTER and _BUCKETS > 0  # the money spread over buckets: admit and settle split in halves
 MONEY_BUCKETS = _BUCKETS if SPREAD else 1
+# Routing state follows the money: spread, each channel's state is under its own tag (admit walks
+# the channels, one call each); with 0 buckets everything stays under `{sb}`, in one script.
+TAGGED = SPREAD
+SHARED = _S  # the prefix of what has no tag of its own
 
 
 def money_bucket(account_id: int) -> int:
@@ -136,52 +142,70 @@ def idempotency_key(account_id: int, key_id: int, digest: str) -> str:
     return f"{_of_account(account_id)}idem:{key_id}:{digest}"
 
 
-def affinity_key(digest: str) -> str:
-    """A conversation's pinned channel key (relay/affinity.py): the key id, with a TTL."""
-    return f"{_S}aff:{digest}"
+def affinity_key(account_id: int, digest: str) -> str:
+    """A conversation's pinned channel key (relay/affinity.py): the key id, with a TTL. With the
+    account's money: the money half of admit reads it, and of settle writes it."""
+    return f"{_of_account(account_id)}aff:{digest}"
 
 
 def queue_keys(name: str) -> tuple[str, str, str, str]:
     """A capacity queue (relay/capacity_queue.py), all under one hash tag: the waiting tickets in
     fair order, their beat deadlines, the fair-queuing state, the serving rate."""
-    tag = f"{_S}{{q:{name}}}"
+    tag = f"sb:{{q:{name}}}" if TAGGED else f"{_S}{{q:{name}}}"
     return f"{tag}:wait", f"{tag}:beat", f"{tag}:state", f"{tag}:rate"
 
 
 # --- limits (relay/limits.py): scopes are k:<id> u:<id> g:<name> c:<id> ck:<id> -----------------
-_LIMIT = f"{_S}lim:"
+# A scope's keys share its prefix: tagged, an API key's are with its account's money, a channel
+# key's with its channel, and a user's and a group's have a tag each.
 _LEASES = ":cc"
 
 
-def limit_window_key(scope: str, kind: str, minute: int) -> str:
+def account_limits_prefix(account_id: int) -> str:
+    return _of_account(account_id)
+
+
+def user_limits_prefix(user_id: int) -> str:
+    return f"sb:{{u{user_id}}}:" if TAGGED else _S
+
+
+def group_limits_prefix(name: str) -> str:
+    return f"sb:{{g:{name}}}:" if TAGGED else _S
+
+
+def channel_prefix(channel_id: int | str) -> str:
+    """A channel's limits and health, and its keys'."""
+    return f"sb:{{c{channel_id}}}:" if TAGGED else _S
+
+
+def limit_window_key(prefix: str, scope: str, kind: str, minute: int) -> str:
     """Counter of `kind` (r: requests, t: tokens) in one minute (`now // 60`)."""
-    return f"{_LIMIT}{scope}:{kind}:{minute}"
+    return f"{prefix}lim:{scope}:{kind}:{minute}"
 
 
-def lease_key(scope: str) -> str:
+def lease_key(prefix: str, scope: str) -> str:
     """Zset of the scope's concurrent requests scored by lease expiry."""
-    return f"{_LIMIT}{scope}{_LEASES}"
+    return f"{prefix}lim:{scope}{_LEASES}"
 
 
 # --- passive health (relay/health.py) ---------------------------------------------------------------
-_KEY_HEALTH = f"{_S}hk:"
-_CHANNEL_HEALTH = f"{_S}hc:"
-_KEY_DEAD = f"{_S}hdead:"
+# Tagged, the relays watch for their own network going away in each process (relay/health.py's
+# NetworkWatch): these two are the one-server layout's shared watch.
 HEALTH_LAST_OK = f"{_S}hok"  # when any attempt last succeeded
 HEALTH_NETWORK = f"{_S}hnet"  # zset: channels that gave no answer at all lately
 HEALTH_REPORTS = f"{_S}health:reports"  # dead keys, for workers/health.py to disable in SQL
 
 
-def key_health_key(key_id: int | str) -> str:
-    return f"{_KEY_HEALTH}{key_id}"
+def key_health_key(channel_id: int | str, key_id: int | str) -> str:
+    return f"{channel_prefix(channel_id)}hk:{key_id}"
 
 
 def channel_health_key(channel_id: int | str) -> str:
-    return f"{_CHANNEL_HEALTH}{channel_id}"
+    return f"{channel_prefix(channel_id)}hc:{channel_id}"
 
 
-def key_dead_key(key_id: int | str) -> str:
-    return f"{_KEY_DEAD}{key_id}"
+def key_dead_key(channel_id: int | str, key_id: int | str) -> str:
+    return f"{channel_prefix(channel_id)}hdead:{key_id}"
 
 
 # --- the retry budget shared by every relay process (relay/retry_budget.py) ------------------------

@@ -80,19 +80,28 @@ def test_names_are_those_deployments_already_store():
 
 
 def test_under_a_cluster_an_accounts_money_shares_its_buckets_slot_and_the_buckets_spread():
-    """Each per-request script's keys must be in one slot: the money half's in the account's
-    bucket, everything shared under one tag; and the buckets must land on different slots."""
+    """Each per-request script's keys must be in one slot: the money call's in the account's bucket
+    (with its API keys' limits and its conversations' pins), a channel's in the channel's slot (with
+    its keys'), a user's or group's limits and a queue each in one; and the buckets must land on
+    different slots."""
     code = """
 import json
 from relay import redis_keys as k
 now = 1_780_000_000.0
 money = {a: [k.account_key(a), k.api_key_key(a, 9), k.key_day_key(a, 9, now), k.key_month_key(a, 9, now),
              k.member_month_key(a, 3, now), k.hold_key(k.money_bucket(a), "r1"), k.holds_key(k.money_bucket(a)),
-             k.usage_stream(k.money_bucket(a)), k.generation_key(a, "r1"), k.idempotency_key(a, 9, "ab")]
+             k.usage_stream(k.money_bucket(a)), k.generation_key(a, "r1"), k.idempotency_key(a, 9, "ab"),
+             k.limit_window_key(k.account_limits_prefix(a), "k:9", "r", 5), k.lease_key(k.account_limits_prefix(a), "k:9"),
+             k.affinity_key(a, "d")]
          for a in range(40)}
-shared = [k.key_health_key(1), k.channel_health_key(2), k.limit_window_key("g:x", "r", 5), k.HEALTH_LAST_OK, k.affinity_key("d"),
-          *k.queue_keys("q"), k.USAGE_DEAD, k.CONFIG_SNAPSHOT, k.RETRY_ACTIVE]
-print(json.dumps({"buckets": k.MONEY_BUCKETS, "money": money, "shared": shared, "streams": list(k.USAGE_STREAMS)}))
+channels = {c: [k.key_health_key(c, 10 * c), k.key_dead_key(c, 10 * c + 1), k.channel_health_key(c),
+                k.limit_window_key(k.channel_prefix(c), f"c:{c}", "t", 5), k.lease_key(k.channel_prefix(c), f"ck:{10 * c}")]
+            for c in range(1, 30)}
+own = [[k.limit_window_key(k.group_limits_prefix("x"), "g:x", "r", 5), k.lease_key(k.group_limits_prefix("x"), "g:x")],
+       [k.limit_window_key(k.user_limits_prefix(3), "u:3", "r", 5), k.lease_key(k.user_limits_prefix(3), "u:3")], list(k.queue_keys("q"))]
+shared = [k.HEALTH_REPORTS, k.USAGE_DEAD, k.CONFIG_SNAPSHOT, k.RETRY_ACTIVE]
+print(json.dumps({"buckets": k.MONEY_BUCKETS, "money": money, "channels": channels, "own": own, "shared": shared,
+                  "streams": list(k.USAGE_STREAMS)}))
 """
     env = {**os.environ, "REDIS_URL": "redis-cluster://127.0.0.1:7000", "SWITCHBOARD_REDIS_MONEY_BUCKETS": "8"}
     out = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
@@ -103,8 +112,16 @@ print(json.dumps({"buckets": k.MONEY_BUCKETS, "money": money, "shared": shared, 
         assert len(slots) == 1, (account, names)
         slots_of_accounts |= slots
     assert len(slots_of_accounts) == 8  # accounts 0..39 fill every bucket, each bucket its own slot
-    assert len({key_slot(n.encode()) for n in out["shared"]}) == 1
-    assert not slots_of_accounts & {key_slot(out["shared"][0].encode())}
+    slots_of_channels = set()
+    for channel, names in out["channels"].items():
+        slots = {key_slot(n.encode()) for n in names}
+        assert len(slots) == 1, (channel, names)
+        slots_of_channels |= slots
+    assert len(slots_of_channels) == 29  # every channel a slot of its own: routing spreads like the money
+    for names in out["own"]:
+        assert len({key_slot(n.encode()) for n in names}) == 1, names
+    shared = {key_slot(n.encode()) for n in out["shared"]}
+    assert len(shared) == 1 and not (slots_of_accounts | slots_of_channels) & shared
 
 
 def test_under_a_cluster_with_no_buckets_the_money_stays_with_everything_else():
@@ -112,9 +129,10 @@ def test_under_a_cluster_with_no_buckets_the_money_stays_with_everything_else():
 import json
 from relay import redis_keys as k
 print(json.dumps({"spread": k.SPREAD, "streams": list(k.USAGE_STREAMS), "names": [k.account_key(7), k.hold_key(k.money_bucket(7), "r"),
-                  k.api_key_key(7, 9), k.key_health_key(1), k.USAGE_DEAD]}))
+                  k.api_key_key(7, 9), k.key_health_key(1, 10), k.channel_health_key(1), k.affinity_key(7, "d"),
+                  k.lease_key(k.group_limits_prefix("x"), "g:x"), k.USAGE_DEAD]}))
 """
     env = {**os.environ, "REDIS_URL": "redis-cluster://127.0.0.1:7000", "SWITCHBOARD_REDIS_MONEY_BUCKETS": "0"}
     out = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
-    assert out["spread"] is False and out["streams"] == ["sb:{sb}:usage"]
+    assert out["spread"] is False and out["streams"] == ["sb:{sb}:usage"]  # and routing state with it, in one script
     assert len({key_slot(n.encode()) for n in out["names"]}) == 1 and out["names"][0] == "sb:{sb}:acct:7"

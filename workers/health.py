@@ -61,7 +61,7 @@ def _forget(transitions: list[Transition]) -> None:
         if t.to_status != ENABLED:
             continue
         if t.key_id:
-            health.forget_key(t.key_id)
+            health.forget_key(t.channel_id, t.key_id)
         else:
             health.forget_channel(t.channel_id)
 

@@ -158,16 +158,16 @@ def set_status(actor: Actor, channel: Channel, status: ChannelStatus, reason: st
     return channel
 
 
-def forget_passive_health(channel_id: int | None = None, key_id: int | None = None) -> None:
+def forget_passive_health(channel_id: int, key_id: int | None = None, channel_too: bool = True) -> None:
     """An operator's enable starts afresh: drop the relays' ejection and dead-key marks (best effort)."""
     from relay.health import Health
 
     try:
         health = Health(runtime().redis)
-        if channel_id is not None:
+        if channel_too:
             health.forget_channel(channel_id)
         if key_id is not None:
-            health.forget_key(key_id)
+            health.forget_key(channel_id, key_id)
     except Exception:  # the marks lapse on their own within minutes; never fail the operator's action
         log.warning("could not clear passive health marks (channel %s, key %s)", channel_id, key_id, exc_info=True)
 

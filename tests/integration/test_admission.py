@@ -218,7 +218,10 @@ def test_a_success_resets_failures_and_the_last_success_time_is_written_once_a_s
     ok = Outcome(Effect.OK, 1, 10)
     health.record(Outcome(Effect.FAILURE, 1, 10))
     assert settle(gate, admit(gate, plan_of(channel(1))), outcome=ok)[1] == ["ok", 0, 0]
-    assert health.key(10).failures == 0 and health.channel(1).failures == 0
+    assert health.key(1, 10).failures == 0 and health.channel(1).failures == 0
+    if gate.split:  # each relay watches its own network (test_split_each_relay_watches_its_own_network)
+        assert redis_client.get(HEALTH_LAST_OK) is None
+        return
     first = float(redis_client.get(HEALTH_LAST_OK))
     assert first == clock.now
     clock.advance(0.5)
@@ -227,6 +230,26 @@ def test_a_success_resets_failures_and_the_last_success_time_is_written_once_a_s
     clock.advance(0.6)
     settle(gate, admit(gate, plan_of(channel(1))), outcome=ok)
     assert float(redis_client.get(HEALTH_LAST_OK)) == clock.now
+
+
+def test_split_each_relay_watches_its_own_network(redis_client, clock, health):
+    """Split, health is under each channel's tag, so a relay judges its own network: attempts that
+    got no answer from two channels, with nothing answering lately, are not held against them, while
+    another relay (whose requests are answered) still counts its failures."""
+    Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
+    cut_off, fine = (Gate(redis_client, HealthPolicy(), lease_seconds=600, clock=clock, split=True) for _ in range(2))
+    settle(fine, admit(fine, plan_of(channel(3))), outcome=Outcome(Effect.OK, 3, 30))
+    for relay, cid in ((cut_off, 1), (cut_off, 2), (fine, 2)):
+        admission = admit(relay, plan_of(channel(cid)))
+        silent = Outcome(Effect.FAILURE, cid, admission.route.key.id, kind="connect", network=True)
+        assert relay.failover(admission, silent, []) [2][0] == ("not_counted" if relay is cut_off and cid == 2 else "failure")
+        settle(relay, admission, outcome=None)
+    assert health.channel(1).failures == 1 and health.channel(2).failures == 1  # the second was cut_off's network
+    clock.advance(1)
+    settle(cut_off, admit(cut_off, plan_of(channel(3))), outcome=Outcome(Effect.OK, 3, 30))  # answered again
+    admission = admit(cut_off, plan_of(channel(2)))
+    assert cut_off.failover(admission, Outcome(Effect.FAILURE, 2, 20, network=True), [])[2][0] == "failure"
+    assert health.channel(2).failures == 2
 
 
 def test_split_a_refused_route_half_gives_back_the_hold_its_windows_and_the_claim(redis_client, clock):
@@ -288,7 +311,7 @@ def test_split_a_hold_it_cannot_undo_is_journaled_and_the_request_ends_as_redis_
         script = redis_client.register_script(text)
 
         def run(keys=(), args=()):
-            if down[0] or text == admission_scripts.ROUTE_HALVES:
+            if down[0] or text == admission_scripts.CHANNEL_CALLS:
                 down[0] = True
                 raise RedisConnectionError("Connection reset by peer")
             return script(keys=keys, args=args)
@@ -301,7 +324,7 @@ def test_split_a_hold_it_cannot_undo_is_journaled_and_the_request_ends_as_redis_
     gate.strand = charges.abandon
     claim = idempotency.claim_of({"HTTP_IDEMPOTENCY_KEY": "k-cut", "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions"},
                                  ACCOUNT, KEY, b"{}", 60)
-    with pytest.raises(RedisConnectionError, match="between the halves"):
+    with pytest.raises(RedisConnectionError, match="between the calls"):
         gate.admit(MoneyHold("req_cut", ACCOUNT, KEY, 300, None, 2e9), (), plan_of(channel(1)), claim)
     assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 300)
     assert redis_client.hget(claim.redis_key, "state") == b"running"

@@ -32,17 +32,17 @@ def test_four_failures_a_success_and_four_more_eject_nothing(health, clock):
     succeed(health)
     for _ in range(4):
         fail(health)
-    assert not health.key(10).ejected(clock.now)
+    assert not health.key(1, 10).ejected(clock.now)
     assert not health.channel(1).ejected(clock.now)
-    assert health.key(10).failures == 4
+    assert health.key(1, 10).failures == 4
 
 
 def test_five_in_a_row_eject_key_and_channel_for_the_base_time(health, clock):
     for _ in range(4):
         assert fail(health) == ["failure", 0, 0]
     assert fail(health) == ["failure", clock.now + 30, clock.now + 30]
-    assert health.key(10).ejected(clock.now + 29.9)
-    assert not health.key(10).ejected(clock.now + 30)
+    assert health.key(1, 10).ejected(clock.now + 29.9)
+    assert not health.key(1, 10).ejected(clock.now + 30)
     assert health.channel(1).ejections == 1
 
 
@@ -52,7 +52,7 @@ def test_failures_while_ejected_are_not_counted(health, clock):
     for _ in range(10):  # requests that were in flight when it was ejected
         fail(health)
     clock.advance(30)
-    assert health.key(10).failures == 0 and not health.key(10).ejected(clock.now)
+    assert health.key(1, 10).failures == 0 and not health.key(1, 10).ejected(clock.now)
 
 
 def eject(health, clock) -> float:
@@ -83,11 +83,11 @@ def test_healthy_time_decays_the_multiplier(health, clock):
 
 def test_a_429_cools_the_key_down_honouring_retry_after(health, clock):
     health.record(Outcome(Effect.COOLDOWN, 1, 10, retry_after=7))
-    assert health.key(10).cooling(clock.now + 6.9) and not health.key(10).cooling(clock.now + 7)
+    assert health.key(1, 10).cooling(clock.now + 6.9) and not health.key(1, 10).cooling(clock.now + 7)
     health.record(Outcome(Effect.COOLDOWN, 1, 11))  # no Retry-After: the default
-    assert health.key(11).cooling_until == clock.now + 5
+    assert health.key(1, 11).cooling_until == clock.now + 5
     health.record(Outcome(Effect.COOLDOWN, 1, 12, retry_after=86_400))  # not believed beyond the cap
-    assert health.key(12).cooling_until == clock.now + 600
+    assert health.key(1, 12).cooling_until == clock.now + 600
     assert not health.channel(1).ejected(clock.now) and health.channel(1).failures == 0
 
 
@@ -99,7 +99,7 @@ def test_a_dead_key_is_marked_and_reported_once(health, redis_client, clock):
     assert len(reports) == 1
     fields = reports[0][1]
     assert fields[b"key"] == b"10" and fields[b"kind"] == b"auth" and b"Incorrect API key" in fields[b"message"]
-    assert health.key(10).dead_since == clock.now
+    assert health.key(1, 10).dead_since == clock.now
 
 
 def test_a_key_re_enabled_after_its_dead_mark_is_reported_again_when_it_dies_again(health, redis_client, clock):

@@ -124,7 +124,7 @@ def test_a_dead_key_of_a_multi_key_channel_is_disabled_alone_and_re_enabled_when
     for _ in range(2):
         health_worker.probe_channels([ch.id])
     assert status(ChannelKey, dead_id) == "enabled"
-    assert Health(runtime().redis).key(dead_id).failures == 0  # re-enabled with a clean slate
+    assert Health(runtime().redis).key(ch.id, dead_id).failures == 0  # re-enabled with a clean slate
     assert [e[:3] for e in events(ch.id)] == [(dead_id, "enabled", "auto_disabled"), (dead_id, "auto_disabled", "enabled")]
 
 

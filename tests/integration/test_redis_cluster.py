@@ -317,11 +317,11 @@ print('stuck served:', all(g.successful() for g in waiting), flush=True)
 
 def test_a_hung_master_holds_up_its_own_accounts_only(cluster):
     """A master that stops answering (SIGSTOP: its connections stay open, nothing is refused) holds up
-    the money halves of its own buckets: the relay batches them per master, so requests of accounts
-    on the other masters are admitted and settled meanwhile, and the waiting one is served once the
-    master runs again."""
-    sb_master = owner(cluster, "sb:{sb}:x")
-    stopped = next(n for n in cluster.nodes if n is not sb_master)
+    the calls of its own buckets and channels: the relay batches them per master, so requests of
+    accounts on the other masters (over a channel elsewhere too) are admitted and settled meanwhile,
+    and the waiting one is served once the master runs again."""
+    channel_master = owner(cluster, "sb:{c1}:x")
+    stopped = next(n for n in cluster.nodes if n is not channel_master)
     env = {**os.environ, "REDIS_URL": cluster.url, "SWITCHBOARD_REDIS_MONEY_BUCKETS": "16"}
     proc = subprocess.Popen([sys.executable, "-c", _HUNG, str(stopped.port)], env=env, cwd=ROOT, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -340,3 +340,94 @@ def test_a_hung_master_holds_up_its_own_accounts_only(cluster):
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
+
+
+# Run with the cluster's REDIS_URL: the relay's Gate, through its lean client, over six channels
+# with limits on everything (the caller's key, user and group, each channel and its keys), a pin
+# per conversation and the capacity queue's plain path; a failover from one channel to the next for
+# every fifth request and a dead key once. Prints what the test checks.
+_SPREAD = """
+from gevent import monkey
+monkey.patch_all()
+import json, os, gevent
+from relay import redis_keys
+from relay.admission import Gate, MoneyHold
+from relay.affinity import Affinity
+from relay.capacity_queue import spot_for
+from relay.health import Effect, HealthPolicy, Outcome
+from relay.limits import Scope
+from relay.quota import Quota
+from relay.redis_connect import redis_py_client
+from relay.resp import Script, connect_pool
+from relay.selector import Plan, Route
+from relay.snapshot import ChannelKeyView, ChannelView, Limits
+
+url = os.environ['REDIS_URL']
+pool = connect_pool(url)
+client = redis_py_client(url)
+gate = Gate(client, HealthPolicy(), lease_seconds=600, register=lambda text: Script(pool, text))
+limited = Limits(rpm=10_000, tpm=10_000_000, concurrency=100)
+channels = [ChannelView(id=c, name=f'c{c}', type='openai', base_url='http://x', models=('m',), limits=limited, key_limits=limited,
+                        keys=tuple(ChannelKeyView(id=10 * c + i, secret='sk', since=0.0) for i in range(2))) for c in range(1, 7)]
+quota = Quota(client)
+for account in range(1, 61):
+    quota.seed_account(account, 10**9)
+outcomes = {'served': 0, 'failovers': 0, 'dead': 0, 'pins': set()}
+def request(n):
+    account = n % 60 + 1
+    first, second = channels[n % 6], channels[(n + 1) % 6]
+    plan = Plan((first, second), tuple(Route(c, k, 'm') for c in (first, second) for k in c.keys))
+    scopes = (Scope(f'k:{account}', limited, redis_keys.account_limits_prefix(account)),
+              Scope('u:3', limited, redis_keys.user_limits_prefix(3)), Scope('g:default', limited, redis_keys.group_limits_prefix('default')))
+    pin = Affinity(redis_keys.affinity_key(account, 'conversation'), 'prefix', 60)
+    admission = gate.admit(MoneyHold(f'req_{n}', account, account, 1_000, None, 2e9), scopes, plan, affinity=pin,
+                           queue=spot_for('m', plan.channels))
+    outcomes['pins'].add(admission.pinned)
+    if n % 5 == 0:
+        route = admission.route
+        dead = n == 25
+        failed = Outcome(Effect.DEAD_KEY if dead else Effect.FAILURE, route.channel.id, route.key.id, kind='auth' if dead else 'transient')
+        remaining = [r for r in plan.routes if r.channel.id != route.channel.id]
+        nxt, _, record = gate.failover(admission, failed, remaining)
+        assert nxt is not None and nxt.channel.id != route.channel.id, (nxt, record)
+        outcomes['failovers'] += 1
+        outcomes['dead'] += record[0] == 'dead'
+    route = admission.route
+    assert gate.settle(admission, 105, b'{}', 50, Outcome(Effect.OK, route.channel.id, route.key.id))[0]
+    outcomes['served'] += 1
+for wave in range(10):
+    gevent.joinall([gevent.spawn(request, wave * 30 + g) for g in range(30)], raise_error=True)
+now = gate.clock()
+leases = [redis_keys.lease_key(redis_keys.channel_prefix(c.id), f'c:{c.id}') for c in channels]
+leases += [redis_keys.lease_key(redis_keys.user_limits_prefix(3), 'u:3'), redis_keys.lease_key(redis_keys.group_limits_prefix('default'), 'g:default')]
+leases += [redis_keys.lease_key(redis_keys.account_limits_prefix(a), f'k:{a}') for a in range(1, 61)]
+books = [client.hmget(redis_keys.account_key(a), 'bal', 'held') for a in range(1, 61)]
+print(json.dumps({'served': outcomes['served'], 'failovers': outcomes['failovers'], 'dead': outcomes['dead'],
+                  'pins': sorted(outcomes['pins']), 'leased': sum(client.zcard(k) for k in leases),
+                  'spent': sum(10**9 - int(b) for b, _ in books), 'held': sum(int(h or 0) for _, h in books),
+                  'reports': client.xlen(redis_keys.HEALTH_REPORTS),
+                  'channel_masters': len({pool.node_of(redis_keys.channel_health_key(c.id)) for c in channels})}))
+"""
+
+
+def test_routing_state_spreads_over_the_masters_with_a_tag_per_channel(cluster):
+    """With the money spread, each channel's limits and health (and its keys') are under the
+    channel's tag, a user's and a group's limits and a capacity queue under their own, so every call
+    of a request touches one slot and the channels' calls land on several masters. 300 requests with
+    limits on every scope, pins, the queue's plain path, a failover for every fifth and a dead key:
+    all served, each charged once, every lease given back, the dead key reported once."""
+    for node in cluster.nodes:
+        node.client().flushall()
+    env = {**os.environ, "REDIS_URL": cluster.url, "SWITCHBOARD_REDIS_MONEY_BUCKETS": "16"}
+    out = subprocess.run([sys.executable, "-c", _SPREAD], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout)
+    assert seen == {"served": 300, "failovers": 60, "dead": 1, "pins": seen["pins"], "leased": 0, "spent": 105 * 300,
+                    "held": 0, "reports": 1, "channel_masters": seen["channel_masters"]}
+    # Each account's conversation: new the first time, then mostly back on the key that served it
+    # (moved when the failures ejected its key or channel).
+    assert {"kept", "new"} <= set(seen["pins"]) <= {"kept", "moved", "new"}
+    assert seen["channel_masters"] >= 2
+    # Nothing a request touches is under `{sb}` but the dead key's report.
+    shared = [k for node in cluster.nodes for k in node.client().scan_iter(match="sb:{sb}:*")]
+    assert shared == [b"sb:{sb}:health:reports"]

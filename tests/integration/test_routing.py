@@ -341,7 +341,7 @@ def test_the_failure_table(world, fault, status, code, effect):
     if status == 429:
         assert int(reply.headers["Retry-After"]) >= 1
     health = Health(world.relay.redis)
-    key, ch_health = health.key(ch.keys[0].id), health.channel(ch.id)
+    key, ch_health = health.key(ch.id, ch.keys[0].id), health.channel(ch.id)
     seen = {name for name, yes in (("failure", ch_health.failures == 1 and key.failures == 1),
                                    ("cooldown", key.cooling_until > 0), ("dead", key.dead_since is not None)) if yes}
     assert seen == ({effect} if effect != "none" else set())

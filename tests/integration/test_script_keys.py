@@ -97,10 +97,11 @@ def channel(cid: int, keys: int = 2) -> ChannelView:
                        limits=LIMITED, key_limits=LIMITED)
 
 
-def test_the_per_request_scripts_touch_only_the_keys_they_are_given(redis_slot, redis_client):
+@pytest.mark.parametrize("split", [False, True], ids=["one-script", "split"])
+def test_the_per_request_scripts_touch_only_the_keys_they_are_given(redis_slot, redis_client, split):
     clock = Clock(1_700_000_030.0)
     Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
-    gate = Gate(redis_client, HealthPolicy(failures=1), lease_seconds=600, clock=clock, generation_ttl=60)
+    gate = Gate(redis_client, HealthPolicy(failures=1), lease_seconds=600, clock=clock, generation_ttl=60, split=split)
     health = Health(redis_client, HealthPolicy(), clock)
     channels = (channel(1), channel(2))
     plan = Plan(channels, tuple(Route(c, k, "m") for c in channels for k in c.keys))
@@ -156,7 +157,8 @@ def test_releasing_an_expired_hold_touches_only_the_keys_it_is_given(redis_slot,
     assert quota.account(ACCOUNT) == (1_000_000, 0) and quota.key_spent(ACCOUNT, KEY) == (0, 0) and quota.open_holds() == 0
 
 
-def test_affinity_and_the_capacity_queue_touch_only_their_keys_and_each_queue_one_slot(redis_slot, redis_client):
+@pytest.mark.parametrize("split", [False, True], ids=["one-script", "split"])
+def test_affinity_and_the_capacity_queue_touch_only_their_keys_and_each_queue_one_slot(redis_slot, redis_client, split):
     """The pin rides in admit and failover; the queue's own scripts (join, leave) and its part of
     admit (the gate, serving the head) use the queue's four keys, all under one hash tag."""
     from redis.crc import key_slot
@@ -167,12 +169,12 @@ def test_affinity_and_the_capacity_queue_touch_only_their_keys_and_each_queue_on
 
     clock = Clock(1_700_000_030.0)
     Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
-    gate = Gate(redis_client, HealthPolicy(failures=1), lease_seconds=600, clock=clock)
+    gate = Gate(redis_client, HealthPolicy(failures=1), lease_seconds=600, clock=clock, split=split)
     queue = CapacityQueue(redis_client.register_script, clock=clock)
     single = ChannelView(id=5, name="c5", type="openai", base_url="http://x", models=("m",), keys=(ChannelKeyView(id=50, secret="sk"),),
                          limits=Limits(concurrency=1))
     plan = Plan((single,), (Route(single, single.keys[0], "m"),))
-    pin = Affinity(affinity_key("conversation"), "prefix", 60)
+    pin = Affinity(affinity_key(ACCOUNT, "conversation"), "prefix", 60)
     spot = spot_for("m", plan.channels)
     assert len({key_slot(k.encode()) for k in spot.keys}) == 1
 
