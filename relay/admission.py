@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relay import idempotency, quota, redis_keys
-from relay.admission_scripts import (ADMIT_CALL, ADMIT_MONEY_CALL, ADMIT_UNDO_CALL, CHANNEL_CALLS, CHANNEL_PICK_CALL, CHANNEL_SETTLE_CALL,
-                                     FAILOVER, MONEY_HALVES, PER_REQUEST, QUEUE_GATE_CALL, QUEUE_SERVED_CALL, SCOPES_FINISH_CALL,
-                                     SCOPES_TAKE_CALL, SCOPES_UNDO_CALL, SETTLE_CALL, SETTLE_MONEY_CALL, SIDE_CALLS)
+from relay.admission_scripts import (ADMIT_CALL, ADMIT_MONEY_CALL, ADMIT_UNDO_CALL, CHANNEL_PICK_CALL, CHANNEL_SETTLE_CALL,
+                                     FAILOVER, PER_REQUEST, QUEUE_GATE_CALL, QUEUE_SERVED_CALL, SCOPES_FINISH_CALL,
+                                     SCOPES_TAKE_CALL, SCOPES_UNDO_CALL, SETTLE_CALL, SETTLE_MONEY_CALL, SPLIT_CALLS)
 from relay.affinity import Affinity
 from relay.affinity import lua_args as affinity_args
 from relay.capacity_queue import BEAT_SECONDS, Queued, QueueSpot
@@ -223,15 +223,16 @@ class Gate:
         # Admit and settle run once or more per request, so concurrent ones share a round trip
         # (relay/script_batch.py); a failover is rare and goes alone on one server. A script call's
         # keys must share a slot (a cluster refuses a command whose keys span slots, whatever the
-        # script's flags): split, every call batches per master, a batch running as one call per
-        # slot among its calls, all in one pipeline. Per master, so that a master that hangs holds
-        # up the requests whose money or channels it keeps, and no others.
+        # script's flags): split, every call (of whatever kind: one script has every body) batches
+        # per master, a batch running as one call per slot among its calls, all in one pipeline.
+        # Per master, so that a master that hangs holds up the requests whose money or channels it
+        # keeps, and no others.
         if not self.split:
             self._per_request = BatchedScript(register(PER_REQUEST), batch_size, batch_in_flight)
             self._failover = register(FAILOVER)
         else:
-            self._money_script, self._channel_script, self._side_script = register(MONEY_HALVES), register(CHANNEL_CALLS), register(SIDE_CALLS)
-        self._batches: dict[tuple[int, Any], BatchedScript] = {}
+            self._split = register(SPLIT_CALLS)
+        self._batches: dict[Any, BatchedScript] = {}  # split: per master
         # Split, what this process has seen of channels' ejections (from every channel call's
         # reply): Envoy's panic judges the share of a model's channels ejected before the walk.
         self._ejected: dict[int, float] = {}
@@ -269,13 +270,12 @@ class Gate:
                          reply[4])
 
     # --- split: a call on each slot, batched per master --------------------------------------------
-    def _call(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
-        node_of = getattr(script, "node_of", None)
+    def _call(self, keys: list[Any], args: list[Any]) -> Any:
+        node_of = getattr(self._split, "node_of", None)
         node = node_of(keys[0]) if node_of is not None else None
-        batches = self._batches.get((id(script), node))
+        batches = self._batches.get(node)
         if batches is None:
-            batches = self._batches.setdefault(
-                (id(script), node), BatchedScript(script, self._batch_size, self._batch_in_flight, slot_of=_first_key_slot))
+            batches = self._batches.setdefault(node, BatchedScript(self._split, self._batch_size, self._batch_in_flight, slot_of=_first_key_slot))
         return batches(keys=keys, args=args)
 
     def _admit_split(self, hold: Hold, key_limit: int | None, money_keys: list[Any], money_args: list[Any], claim_keys: list[str],
@@ -287,7 +287,7 @@ class Gate:
         rid, lease_end, routes = hold.request_id, now + self.lease_seconds, list(plan.routes)
         own = tuple(s for s in scopes if s.with_money)
         pin_keys = [affinity.redis_key] if affinity is not None else []
-        reply = _answer(self._call(self._money_script, [*money_keys, *_scope_keys(own, now), *pin_keys, *claim_keys],
+        reply = _answer(self._call([*money_keys, *_scope_keys(own, now), *pin_keys, *claim_keys],
                                    [ADMIT_MONEY_CALL, len(money_keys), *money_args, now, lease_end, *_scope_args(own), 1 if pin_keys else 0]),
                         routes)
         reserved, pinned = int(reply[1]), (str(reply[2]) if affinity is not None else None)
@@ -296,10 +296,10 @@ class Gate:
         taken: list[tuple[Scope, ...]] = []
         try:
             for side in _by_prefix(s for s in scopes if not s.with_money):
-                _answer(self._call(self._side_script, _scope_keys(side, now), [SCOPES_TAKE_CALL, rid, now, lease_end, *_scope_args(side)]), routes)
+                _answer(self._call(_scope_keys(side, now), [SCOPES_TAKE_CALL, rid, now, lease_end, *_scope_args(side)]), routes)
                 taken.append(side)
             if queue is not None:
-                _answer(self._call(self._side_script, list(queue.keys), [QUEUE_GATE_CALL, queue.ticket, now, now + BEAT_SECONDS]), routes)
+                _answer(self._call(list(queue.keys), [QUEUE_GATE_CALL, queue.ticket, now, now + BEAT_SECONDS]), routes)
             index, panic, skips, how = self._walk(plan, routes, rid, now, lease_end, pinned)
         except BaseException:  # a refusal, Redis failing, or this greenlet stopped between the calls
             try:
@@ -318,7 +318,7 @@ class Gate:
             raise
         if queue is not None and queue.ticket:
             try:
-                self._call(self._side_script, list(queue.keys), [QUEUE_SERVED_CALL, queue.ticket, now])
+                self._call(list(queue.keys), [QUEUE_SERVED_CALL, queue.ticket, now])
             except Exception:  # the ticket stops beating and is swept within seconds
                 log.exception("request %s took its route; its capacity queue ticket was not removed", rid)
         route = routes[index]
@@ -332,9 +332,9 @@ class Gate:
             scopes.append(redis_keys.api_key_key(hold.account_id, hold.key_id))
         scopes += [w for w, reserving in zip(hold.windows, hold.reserved, strict=True) if reserving]
         keys = [redis_keys.hold_key(bucket, hold.request_id), redis_keys.holds_key(bucket), *scopes, *_scope_keys(own, now), *claim_keys]
-        self._call(self._money_script, keys, [ADMIT_UNDO_CALL, hold.request_id, len(scopes), 1 if claim_keys else 0, *_scope_args(own)])
+        self._call(keys, [ADMIT_UNDO_CALL, hold.request_id, len(scopes), 1 if claim_keys else 0, *_scope_args(own)])
         for side in taken:
-            self._call(self._side_script, _scope_keys(side, now), [SCOPES_UNDO_CALL, hold.request_id, *_scope_args(side)])
+            self._call(_scope_keys(side, now), [SCOPES_UNDO_CALL, hold.request_id, *_scope_args(side)])
 
     def _panic(self, channels: tuple[ChannelView, ...], now: float) -> bool:
         return sum(1 for c in channels if self._ejected.get(c.id, 0.0) > now) * 2 > len(channels)
@@ -359,7 +359,7 @@ class Gate:
             for run in runs:
                 channel = routes[run[0]].channel
                 part = [routes[i] for i in run]
-                reply = _text(self._call(self._channel_script, _plan_keys((channel,), part, now),
+                reply = _text(self._call(_plan_keys((channel,), part, now),
                                          [CHANNEL_PICK_CALL, rid, now, lease_end, 1 if panic else 0, *_plan_args((channel,), part)]))
                 self._saw(channel.id, float(reply[2]), now)
                 flat = reply[3:]
@@ -389,7 +389,7 @@ class Gate:
         if not keys:
             return ["not_counted", 0, 0] if outcome is not None and judged is None else []
         outcome_args = NO_OUTCOME_ARGS if judged is None else [*judged.args(shared=False), *(self.policy.args() if judged.needs_policy else ())]
-        record = _text(self._call(self._channel_script, keys, [CHANNEL_SETTLE_CALL, now, rid, tokens, *_scope_args(scopes), *outcome_args]))[2:]
+        record = _text(self._call(keys, [CHANNEL_SETTLE_CALL, now, rid, tokens, *_scope_args(scopes), *outcome_args]))[2:]
         if judged is None:
             return ["not_counted", 0, 0] if outcome is not None else record
         if record[0] == "failure":
@@ -469,14 +469,14 @@ class Gate:
         affinity = admission.affinity
         pin_keys = [affinity.redis_key] if affinity is not None else []
         pin_args = [affinity.ttl, admission.route.key.id] if affinity is not None else [0]
-        reply = _text(self._call(self._money_script, [*money_keys, *_scope_keys(own, now), *pin_keys, gen_key],
+        reply = _text(self._call([*money_keys, *_scope_keys(own, now), *pin_keys, gen_key],
                                  [SETTLE_MONEY_CALL, len(money_keys), *money_args, now, rid, tokens, *_scope_args(own), *pin_args]))
         if reply[0] != 1:
             return False, [], 0
         charged = int(reply[1])
         try:
             for side in _by_prefix(s for s in admission.scopes if not s.with_money):
-                self._call(self._side_script, _scope_keys(side, now), [SCOPES_FINISH_CALL, rid, tokens, *_scope_args(side)])
+                self._call(_scope_keys(side, now), [SCOPES_FINISH_CALL, rid, tokens, *_scope_args(side)])
             record = self._channel_settle(admission.route_scopes(), outcome, rid, tokens, now)
         except Exception:
             # Charged already, which is what must happen once; the leases lapse by themselves.
