@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1, help="client processes (each like one relay process)")
     parser.add_argument("--configs", nargs="+", default=["1x64", "32x2"], help="batch size x calls in flight; 1x64 is unbatched")
     parser.add_argument("--cluster", action="store_true", help="a Redis Cluster (all its masters on the Redis core) instead of one server")
-    parser.add_argument("--masters", type=int, default=3, choices=(1, 3),
+    parser.add_argument("--masters", type=int, default=3, choices=(1, 3, 6),
                         help="the cluster's masters: 1 (every slot on one node) isolates what the layout costs from processes sharing a core")
     parser.add_argument("--channels", type=int, default=CHANNELS, help="channels the requests go to in turn (one model each)")
     args = parser.parse_args()

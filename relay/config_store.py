@@ -19,6 +19,7 @@ import orjson
 from relay import redis_keys
 from relay.key_cache import CacheLimits, KeyCache
 from relay.keys import WAKE_MESSAGE
+from relay.redis_connect import reread_slot_map
 from relay.snapshot import Snapshot, empty_snapshot
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class SnapshotHolder:
                 if not self.following:
                     break
                 log.exception("snapshot follower lost Redis; retrying")
+                reread_slot_map(self.redis)
                 time.sleep(1.0)
             finally:
                 if pubsub is not None:

@@ -220,7 +220,6 @@ def _recovering_cluster() -> Any:
     if _RECOVERING is None:
         from redis.cluster import RedisCluster
         from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import RedisError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         class RecoveringCluster(RedisCluster):  # type: ignore[type-arg]
@@ -228,14 +227,26 @@ def _recovering_cluster() -> Any:
                 try:
                     return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
                 except (RedisConnectionError, RedisTimeoutError):
-                    try:
-                        self.nodes_manager.initialize()
-                    except RedisError:
-                        pass  # no node answers yet: the next error tries again
+                    reread_slot_map(self)
                     raise
 
         _RECOVERING = RecoveringCluster
     return _RECOVERING
+
+
+def reread_slot_map(client: Any) -> None:
+    """Under a cluster, read the slot map again after a connection error (nothing elsewhere). A
+    pub/sub connection does not go through `execute_command`: with the master of its channel's slot
+    killed, a new subscription would go to the dead node for ever while its replica served."""
+    from redis.exceptions import RedisError
+
+    manager = getattr(client, "nodes_manager", None)
+    if manager is None:
+        return
+    try:
+        manager.initialize()
+    except RedisError:
+        pass  # no node answers yet: the next error tries again
 
 
 def redis_py_cluster(target: RedisTarget, **kwargs: Any) -> Any:

@@ -212,8 +212,9 @@ def test_ten_thousand_requests_on_two_relays_are_exact_and_changes_reach_both_wi
 
 
 def test_the_fleet_serves_on_after_the_master_of_its_slot_is_lost(tmp_path):
-    """A cluster with a replica per master; the master holding the per-request state is killed
-    between requests (its writes replicated first, so nothing acknowledged is lost). Requests fail
+    """A cluster with a replica per master; the master holding the channel's routing state (its
+    limits and health, under its tag) is killed between requests (its writes replicated first, so
+    nothing acknowledged is lost). Requests fail
     with a 503 and hold nothing until the replica is promoted, then both relays serve again, the
     consumers ingest again, a ban still reaches both relays, and the books are exact."""
     from redis.crc import key_slot
@@ -226,7 +227,7 @@ def test_the_fleet_serves_on_after_the_master_of_its_slot_is_lost(tmp_path):
             status, charged = chat(session, fleet.relays[i % 2], secret)
             assert status == 200
             fleet.charged += charged
-        slot = key_slot(b"sb:{sb}:")
+        slot = key_slot(f"sb:{{c{fleet.world['channel_id']}}}:".encode())
         master = next(n for n in fleet.cluster.nodes for start, end, owner, *_ in n.client().execute_command("CLUSTER", "SLOTS")
                       if start <= slot <= end and int(owner[1]) == n.port)
         assert master.client().execute_command("WAIT", 1, 5000) >= 1
