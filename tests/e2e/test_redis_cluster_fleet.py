@@ -219,6 +219,8 @@ def test_the_fleet_serves_on_after_the_master_of_its_slot_is_lost(tmp_path):
     consumers ingest again, a ban still reaches both relays, and the books are exact."""
     from redis.crc import key_slot
 
+    from relay import redis_keys
+
     fleet = Fleet(tmp_path, replicas=1)
     try:
         secret = fleet.world["secret"]
@@ -230,6 +232,10 @@ def test_the_fleet_serves_on_after_the_master_of_its_slot_is_lost(tmp_path):
         slot = key_slot(f"sb:{{c{fleet.world['channel_id']}}}:".encode())
         master = next(n for n in fleet.cluster.nodes for start, end, owner, *_ in n.client().execute_command("CLUSTER", "SLOTS")
                       if start <= slot <= end and int(owner[1]) == n.port)
+        # It serves the config channel's slot too (`sb:cfg`: 11671, in 10923-16383): the relays'
+        # followers must subscribe again on the promoted replica for the ban below to reach them.
+        assert any(start <= key_slot(redis_keys.CONFIG_CHANNEL.encode()) <= end for start, end, owner, *_ in master.client().execute_command("CLUSTER", "SLOTS")
+                   if int(owner[1]) == master.port)
         assert master.client().execute_command("WAIT", 1, 5000) >= 1
         master.kill()
 
