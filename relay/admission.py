@@ -301,28 +301,38 @@ class Gate:
             if queue is not None:
                 _answer(self._call(list(queue.keys), [QUEUE_GATE_CALL, queue.ticket, now, now + BEAT_SECONDS]), routes)
             index, panic, skips, how = self._walk(plan, routes, rid, now, lease_end, pinned)
-        except BaseException:  # a refusal, Redis failing, or this greenlet stopped between the calls
-            try:
-                self._undo(hold, key_limit, claim_keys, own, taken, now)
-            except Exception as error:
-                # Redis failing (a cluster between a master's loss and its replica's promotion
-                # answers CLUSTERDOWN everywhere): the hold is journaled, and released once Redis
-                # answers, instead of waiting for its expiry; limits taken lapse with their lease
-                # and their minute. The request ends here as Redis being unavailable: a refusal it
-                # could wait out (the capacity queue) would admit this request id again, and the
-                # journaled release would then free that new hold.
-                log.exception("could not release the hold of %s after its admission was refused", rid)
-                if self.strand is not None:
-                    self.strand(rid, hold.account_id, claim_keys[0] if claim_keys else "")
-                raise RedisConnectionError(f"Redis failed between the calls of an admission: {error}") from error
+            if queue is not None and queue.ticket:
+                try:
+                    self._call(list(queue.keys), [QUEUE_SERVED_CALL, queue.ticket, now])
+                except Exception:  # the ticket stops beating and is swept within seconds
+                    log.exception("request %s took its route; its capacity queue ticket was not removed", rid)
+        except BaseException as cause:  # a refusal, Redis failing, or this greenlet stopped between the calls
+            self._give_back(hold, key_limit, claim_keys, own, taken, now, cause)
             raise
-        if queue is not None and queue.ticket:
-            try:
-                self._call(list(queue.keys), [QUEUE_SERVED_CALL, queue.ticket, now])
-            except Exception:  # the ticket stops beating and is swept within seconds
-                log.exception("request %s took its route; its capacity queue ticket was not removed", rid)
         route = routes[index]
         return Admission(hold, scopes, plan, route, panic, skips, [route.ids], {route.attempt_key}, affinity, how)
+
+    def _give_back(self, hold: Hold, key_limit: int | None, claim_keys: list[str], own: tuple[Scope, ...], taken: list[tuple[Scope, ...]],
+                   now: float, cause: BaseException) -> None:
+        """Undo an admission that `cause` stopped after its money call. When Redis refuses the undo
+        (a cluster between a master's loss and its replica's promotion answers CLUSTERDOWN
+        everywhere) the hold and the claim are journaled, and released once Redis answers, instead
+        of waiting for the hold's expiry; limits taken lapse with their lease and their minute (a
+        channel's taken by a call whose reply was lost, too). The request then ends as Redis being
+        unavailable: a refusal it could wait out (the capacity queue) would admit this request id
+        again, and the journaled release would then free that new hold. A greenlet stopped (killed,
+        timed out) stays stopped."""
+        try:
+            self._undo(hold, key_limit, claim_keys, own, taken, now)
+        except BaseException as error:
+            log.exception("could not release the hold of %s after its admission was stopped", hold.request_id)
+            if self.strand is not None:
+                self.strand(hold.request_id, hold.account_id, claim_keys[0] if claim_keys else "")
+            if not isinstance(error, Exception):
+                raise  # stopped while undoing
+            if not isinstance(cause, Exception):
+                raise cause from error
+            raise RedisConnectionError(f"Redis failed between the calls of an admission: {error}") from error
 
     def _undo(self, hold: Hold, key_limit: int | None, claim_keys: list[str], own: tuple[Scope, ...], taken: list[tuple[Scope, ...]],
               now: float) -> None:
@@ -392,8 +402,8 @@ class Gate:
         record = _text(self._call(keys, [CHANNEL_SETTLE_CALL, now, rid, tokens, *_scope_args(scopes), *outcome_args]))[2:]
         if judged is None:
             return ["not_counted", 0, 0] if outcome is not None else record
-        if record[0] == "failure":
-            self._saw(judged.channel_id, float(record[2] or 0), now)
+        if record[0] == "failure" and record[2]:  # 0: not ejected now, or already (a failure during an ejection is not counted)
+            self._saw(judged.channel_id, float(record[2]), now)
         elif record[0] == "dead" and record[1] == 1:
             try:
                 self.redis.xadd(redis_keys.HEALTH_REPORTS, judged.report(now), maxlen=10_000, approximate=True)

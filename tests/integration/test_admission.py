@@ -333,3 +333,73 @@ def test_split_a_hold_it_cannot_undo_is_journaled_and_the_request_ends_as_redis_
     assert charges.replay_own() == 1  # Redis answers again
     assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 0)
     assert not redis_client.exists(claim.redis_key)
+
+
+def counting_gate(redis_client, clock, stop_on: int | None = None):
+    """A split gate whose calls are counted (and the call of body `stop_on`, if given, stopped as a
+    killed greenlet is: GreenletExit raised in place of its reply)."""
+    from gevent import GreenletExit
+
+    calls = []
+
+    def register(text):
+        script = redis_client.register_script(text)
+
+        def run(keys=(), args=()):
+            calls.append(int(args[3]))  # one call per batch here: the count, its key and argument counts, its body
+            if int(args[3]) == stop_on:
+                raise GreenletExit()
+            return script(keys=keys, args=args)
+        return run
+
+    return Gate(redis_client, HealthPolicy(), lease_seconds=600, clock=clock, register=register, split=True), calls
+
+
+def test_split_a_failure_on_a_channel_ejected_already_keeps_the_panic(redis_client, clock, health):
+    """In panic the relay sends requests to ejected channels; their failures are not counted (the
+    channel is ejected already), and must not make the relay forget the ejection: the next request
+    judges the panic at once, in one channel call, not after walking into the ejection again."""
+    Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
+    gate, calls = counting_gate(redis_client, clock)
+    for cid in (1, 2):
+        eject_channel(health, cid)
+    plan = plan_of(channel(1), channel(2), channel(3))
+    admission = admit(gate, plan)
+    assert admission.panic and admission.route.channel.id == 1
+    failed = Outcome(Effect.FAILURE, 1, 10, kind="transient", message="500")
+    nxt, _, record = gate.failover(admission, failed, remaining_routes(plan, admission.tried, {1}))
+    assert record[0] == "failure" and record[2] == 0 and nxt is not None  # not counted: ejected already
+    settle(gate, admission)
+    calls.clear()
+    second = admit(gate, plan)
+    assert second.panic and second.route.channel.id == 1
+    assert calls == [admission_scripts.ADMIT_MONEY_CALL, admission_scripts.CHANNEL_PICK_CALL]
+
+
+def test_split_a_greenlet_stopped_as_its_queue_ticket_leaves_holds_nothing(redis_client, clock):
+    """The head of a capacity queue has taken its route and leaves the queue by one more call; a
+    greenlet killed during that call never gets its admission, so the admission is undone: no money
+    held, no claim left running, the user's limit given back, and the kill goes on up."""
+    from gevent import GreenletExit
+
+    from relay.capacity_queue import CapacityQueue, spot_for
+
+    Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
+    gate, calls = counting_gate(redis_client, clock, stop_on=admission_scripts.QUEUE_SERVED_CALL)
+    plan = plan_of(channel(1))
+    spot = spot_for("m", plan.channels)
+    now = clock()
+    queue = CapacityQueue(redis_client.register_script, clock=clock)
+    assert queue._join(keys=list(spot.keys), args=[now, "req_head", now + 3, 0, ACCOUNT, KEY, 10])[0] == b"in"
+    claim = idempotency.claim_of({"HTTP_IDEMPOTENCY_KEY": "k-head", "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions"},
+                                 ACCOUNT, KEY, b"{}", 60)
+    scopes = (Scope("u:3", Limits(concurrency=1)),)
+    with pytest.raises(GreenletExit):
+        gate.admit(MoneyHold("req_head", ACCOUNT, KEY, 300, None, 2e9), scopes, plan, claim,
+                   queue=type(spot)(spot.keys, "req_head"))
+    c = admission_scripts
+    assert calls == [c.ADMIT_MONEY_CALL, c.SCOPES_TAKE_CALL, c.QUEUE_GATE_CALL, c.CHANNEL_PICK_CALL, c.QUEUE_SERVED_CALL,
+                     c.ADMIT_UNDO_CALL, c.SCOPES_UNDO_CALL]
+    assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 0)
+    assert not redis_client.exists(claim.redis_key)
+    assert redis_client.zcard(Scope("u:3", Limits(concurrency=1)).keys(clock())[0]) == 0
