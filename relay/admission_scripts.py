@@ -1,5 +1,6 @@
 """The Lua of admission (relay/admission.py): admit, failover and settle, as one script each on one
-Redis server, and as money and route halves when the money is spread over buckets (Redis Cluster).
+Redis server, and as a call per slot touched when the money is spread over buckets (Redis Cluster):
+the money's, each other scope's, each channel's.
 
 Python hands every script its keys as KEYS[] (relay/redis_keys.py) and its arguments in the order
 the readers below take them; relay/admission.py's Gate builds both.
@@ -103,12 +104,12 @@ def _function(name: str, body: str) -> str:
     return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
 
 
-# Admit's two halves, which the combined admit (one Redis server) interleaves and a Redis Cluster runs
-# as two calls: the money half on the account's bucket (idempotency claim, credit hold), the route
-# half on the shared tag (the caller's limits, the capacity queue, the route and its slot, the pin).
-# ARGV: [kpos,] the request id, the hold's arguments, the claim's | now, the lease's end, the scopes,
-# the plan, the pin, the queue. KEYS: the hold's (fixed: money_hold reads them by position), then the
-# route half's in the order its readers take them, then the idempotency claim, last.
+# Admit's two halves, which the combined admit (one Redis server) interleaves: the money half
+# (idempotency claim, credit hold) and the route half (the caller's limits, the capacity queue, the
+# route and its slot, the pin). ARGV: kpos, the request id, the hold's arguments, the claim's | now,
+# the lease's end, the scopes, the plan, the pin, the queue. KEYS: the hold's (fixed: money_hold
+# reads them by position), then the route half's in the order its readers take them, then the
+# idempotency claim, last.
 _MONEY_DEFS = r"""
 local function admit_money_args()
   local rid = nxt()
@@ -177,9 +178,9 @@ if #idem > 0 then idem_mark(KEYS[#KEYS], idem[1], idem[2], rid) end
 return route_ok(r, m[3])
 """
 
-# Split, admit is the money half on the account's bucket, then a call for each other scope's tag
+# Split, admit is the money call on the account's bucket, then a call for each other scope's tag
 # and the capacity queue's (only those configured), then one call for each channel tried, in plan
-# order, until one takes the request. The money half: the idempotency claim, the API key's limits,
+# order, until one takes the request. The money call: the idempotency claim, the API key's limits,
 # the hold, and the conversation's pin read; all of it undone (_ADMIT_UNDO_BODY) when a later call
 # refuses. ARGV: kpos, the request id, the hold's and the claim's arguments, now, the lease's end,
 # the key's scopes, whether a pin is read. KEYS: the hold's, the scopes', [the pin], [the claim].
@@ -221,7 +222,7 @@ take_route(cs[1], rs[pick], rid, lease, now)
 return {'ok', pick, ejected_until, unpack(skips)}
 """
 
-# A hold the money half made for a request a later call refused: released and gone (no settle
+# A hold the money call made for a request a later call refused: released and gone (no settle
 # will come), with the idempotency claim it marked and the API key's limits it took. KEYS: the hold,
 # the holds index, the scopes the hold reserved in (as its record names them), the key's limit
 # scopes', [the claim]. ARGV: the request id, how many hold scopes, whether a claim is given, the
@@ -269,12 +270,12 @@ end
 return {pick, panic and 1 or 0, wait, rec[1], rec[2], rec[3], unpack(skips)}
 """
 
-# Settle's two halves, likewise: the money half on the account's bucket (release the hold, charge,
-# queue the usage event, keep the generation record), then, only when it settled now, the route
-# half on the shared tag (leases given back, tokens counted, the outcome recorded in passive
-# health). ARGV: [kpos,] the money settle's, the generation record | now, the request id, tokens, the
-# scopes, the outcome, the health policy (only when the outcome needs it). KEYS: the money settle's
-# (fixed), the scopes', the outcome's health, the generation record last.
+# Settle's two halves, likewise: the money half (release the hold, charge, queue the usage event,
+# keep the generation record), then, only when it settled now, the route half (leases given back,
+# tokens counted, the outcome recorded in passive health). ARGV: kpos, the money settle's, the
+# generation record | now, the request id, tokens, the scopes, the outcome, the health policy (only
+# when the outcome needs it). KEYS: the money settle's (fixed), the scopes', the outcome's health,
+# the generation record last.
 _SETTLE_MONEY = r"""
 local margs = read_list()
 local charged = money_settle(KEYS, margs)
@@ -300,7 +301,7 @@ if o.effect ~= 'ok' and o.effect ~= 'none' then P = h_policy() end
 local rec = h_record(P, now, o)
 """
 
-# Split, the money half also gives back the API key's limits and counts its tokens, and writes the
+# Split, settle's money call also gives back the API key's limits and counts its tokens, and writes the
 # conversation's pin (the route that served, or was tried last). ARGV after the generation record:
 # now, the request id, tokens, the key's scopes, the pin's TTL (0: none) and route key. KEYS: the
 # money settle's, the scopes', [the pin], the generation record last.

@@ -144,7 +144,7 @@ def idempotency_key(account_id: int, key_id: int, digest: str) -> str:
 
 def affinity_key(account_id: int, digest: str) -> str:
     """A conversation's pinned channel key (relay/affinity.py): the key id, with a TTL. With the
-    account's money: the money half of admit reads it, and of settle writes it."""
+    account's money: split, admit's money call reads it, and settle's writes it."""
     return f"{_of_account(account_id)}aff:{digest}"
 
 
