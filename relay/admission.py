@@ -36,7 +36,7 @@ from relay.admission_scripts import (ADMIT_CALL, ADMIT_MONEY_CALL, ADMIT_UNDO_CA
                                      SCOPES_TAKE_CALL, SCOPES_UNDO_CALL, SETTLE_CALL, SETTLE_MONEY_CALL, SPLIT_CALLS)
 from relay.affinity import Affinity
 from relay.affinity import lua_args as affinity_args
-from relay.capacity_queue import BEAT_SECONDS, Queued, QueueSpot
+from relay.capacity_queue import BEAT_SECONDS, HEAD_POLL_SECONDS, Queued, QueueSpot
 from relay.capacity_queue import admit_args as queue_args
 from relay.health import NO_OUTCOME_ARGS, Effect, HealthPolicy, NetworkWatch, Outcome
 from relay.limits import Scope, limit_keys
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from relay.snapshot import ChannelView
 
 log = logging.getLogger(__name__)
+
+QUEUE_QUIET_SECONDS = HEAD_POLL_SECONDS
+
 
 class LimitRefused(Exception):
     def __init__(self, scope: str, which: str, retry_after: int):
@@ -237,6 +240,7 @@ class Gate:
         # reply): Envoy's panic judges the share of a model's channels ejected before the walk.
         self._ejected: dict[int, float] = {}
         self._network = NetworkWatch(policy.network_window_seconds)
+        self._queues_quiet: dict[str, float] = {}  # split: a queue's name → when this process last found it empty
         # Where a hold goes that the split admit made and could not undo (relay/billing.py's
         # `Charges.abandon`, set by the pipeline that owns both).
         self.strand: Callable[[str, int, str], None] | None = None
@@ -298,9 +302,20 @@ class Gate:
             for side in _by_prefix(s for s in scopes if not s.with_money):
                 _answer(self._call(_scope_keys(side, now), [SCOPES_TAKE_CALL, rid, now, lease_end, *_scope_args(side)]), routes)
                 taken.append(side)
-            if queue is not None:
-                _answer(self._call(list(queue.keys), [QUEUE_GATE_CALL, queue.ticket, now, now + BEAT_SECONDS]), routes)
-            index, panic, skips, how = self._walk(plan, routes, rid, now, lease_end, pinned)
+            if queue is not None and (queue.ticket or not self._quiet(queue, now)):
+                try:
+                    _answer(self._call(list(queue.keys), [QUEUE_GATE_CALL, queue.ticket, now, now + BEAT_SECONDS]), routes)
+                except Queued:
+                    self._queues_quiet.pop(queue.keys[0], None)
+                    raise
+                if not queue.ticket:
+                    self._hush(queue, now)
+            try:
+                index, panic, skips, how = self._walk(plan, routes, rid, now, lease_end, pinned)
+            except NoRoute:
+                if queue is not None:  # full: this request may join the queue, so newcomers look again
+                    self._queues_quiet.pop(queue.keys[0], None)
+                raise
             if queue is not None and queue.ticket:
                 try:
                     self._call(list(queue.keys), [QUEUE_SERVED_CALL, queue.ticket, now])
@@ -345,6 +360,18 @@ class Gate:
         self._call(keys, [ADMIT_UNDO_CALL, hold.request_id, len(scopes), 1 if claim_keys else 0, *_scope_args(own)])
         for side in taken:
             self._call(_scope_keys(side, now), [SCOPES_UNDO_CALL, hold.request_id, *_scope_args(side)])
+
+    def _quiet(self, queue: QueueSpot, now: float) -> bool:
+        """Whether this process found the queue empty within the last QUEUE_QUIET_SECONDS: a request
+        that no queue holds up (no ticket) then skips its gate, the call a split admit would
+        otherwise pay every time (groups queue by default). A newcomer may so pass a queue that
+        another relay's request joined that long ago at most, a head's poll interval."""
+        return 0 <= now - self._queues_quiet.get(queue.keys[0], -1.0) < QUEUE_QUIET_SECONDS
+
+    def _hush(self, queue: QueueSpot, now: float) -> None:
+        if len(self._queues_quiet) >= 10_000:  # one per model and its channels: a snapshot's worth
+            self._queues_quiet.clear()
+        self._queues_quiet[queue.keys[0]] = now
 
     def _panic(self, channels: tuple[ChannelView, ...], now: float) -> bool:
         return sum(1 for c in channels if self._ejected.get(c.id, 0.0) > now) * 2 > len(channels)

@@ -84,7 +84,7 @@ class Pipeline:
         self.selector = selector or Selector()
         self.gate = Gate(quota.redis, settings.health, settings.lease_seconds, register=register_script,
                          generation_ttl=settings.generation_ttl_seconds, batch_size=settings.redis_batch_size,
-                         batch_in_flight=settings.redis_batch_in_flight)
+                         batch_in_flight=settings.redis_batch_in_flight, split=settings.admission_split)
         self.idempotency = idempotency.Idempotency(register_script or quota.redis.register_script, settings.idempotency_ttl_seconds,
                                                    settings.idempotency_max_bytes)
         self.budget = SharedRetryBudget(register_script or quota.redis.register_script, settings.retry_budget_percent, settings.retry_budget_min) \

@@ -93,6 +93,10 @@ class RelaySettings:
     # with at most `redis_batch_in_flight` such calls on their way at once (relay/script_batch.py).
     redis_batch_size: int = 32
     redis_batch_in_flight: int = 2
+    # Admit and settle as a call per slot touched (relay/admission.py). None: exactly when the
+    # cluster layout spreads the money (relay/redis_keys.py); True runs that path on one server,
+    # where the tests check that it serves as the one script does.
+    admission_split: bool | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     # passive health (Envoy outlier detection) and Envoy's retry budget
     health: HealthPolicy = field(default_factory=HealthPolicy)

@@ -86,6 +86,18 @@ def upstream():
     fake.close()
 
 
+@pytest.fixture(params=["one-script", "split"])
+def admission_layout(request, monkeypatch):
+    """A module that asks for this (`pytestmark = pytest.mark.usefixtures("admission_layout")`) runs
+    each test twice: with the relays it makes admitting and settling in one script each, as on one
+    Redis server, and split into a call per slot touched, as on a Redis Cluster with the money
+    spread (relay/admission.py), here on the one server."""
+    from tests import relay_harness
+
+    monkeypatch.setattr(relay_harness, "ADMISSION_SPLIT", request.param == "split")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def redis_slot():
     try:

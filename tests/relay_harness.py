@@ -33,11 +33,17 @@ class CountingRedis(redis_lib.Redis):
         return super().execute_command(*args, **options)
 
 
+# The admission path relays made here take when a test does not say (tests/conftest.py's
+# `admission_layout` runs a module's tests in both): None as in production on one server.
+ADMISSION_SPLIT: bool | None = None
+
+
 class Relay:
     def __init__(self, app, **overrides):
         from relay.channel_stats import STATS
 
         STATS.forget()  # a new relay process measures from nothing; tests reuse channel ids after each reset
+        overrides.setdefault("admission_split", ADMISSION_SPLIT)
         self.settings = replace(app.config["SWITCHBOARD"].relay_settings(), **overrides)
         self.redis = CountingRedis.from_url(self.settings.redis_url)
         self.app = build_relay(self.settings, redis=self.redis)

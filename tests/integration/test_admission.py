@@ -403,3 +403,34 @@ def test_split_a_greenlet_stopped_as_its_queue_ticket_leaves_holds_nothing(redis
     assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 0)
     assert not redis_client.exists(claim.redis_key)
     assert redis_client.zcard(Scope("u:3", Limits(concurrency=1)).keys(clock())[0]) == 0
+
+
+def test_split_a_relay_that_found_the_queue_empty_skips_its_gate_for_a_head_poll(redis_client, clock):
+    """Split, a capacity queue's gate is a call of its own (groups queue by default): a relay that
+    found the queue empty lets newcomers skip it for QUEUE_QUIET_SECONDS, then looks again; once a
+    request finds every route full (it may join the queue) newcomers look at once."""
+    from relay.admission import QUEUE_QUIET_SECONDS
+    from relay.capacity_queue import Queued, spot_for
+
+    Quota(redis_client).seed_account(ACCOUNT, 1_000_000)
+    gate, calls = counting_gate(redis_client, clock)
+    c = admission_scripts
+    plan = plan_of(channel(1, limits=Limits(concurrency=2)))
+    spot = spot_for("m", plan.channels)
+
+    def admitted():
+        calls.clear()
+        gate.admit(MoneyHold(f"req_{next(_ids)}", ACCOUNT, KEY, 100, None, 2e9), (), plan, queue=spot)
+        return list(calls)
+
+    assert admitted() == [c.ADMIT_MONEY_CALL, c.QUEUE_GATE_CALL, c.CHANNEL_PICK_CALL]
+    clock.advance(QUEUE_QUIET_SECONDS / 2)
+    assert admitted() == [c.ADMIT_MONEY_CALL, c.CHANNEL_PICK_CALL]  # quiet: no gate
+    with pytest.raises(NoRoute):  # full (concurrency 2): it may join the queue
+        admitted()
+    redis_client.zadd(spot.keys[0], {"someone": 1})
+    redis_client.zadd(spot.keys[1], {"someone": clock() + 3})
+    calls.clear()
+    with pytest.raises(Queued):  # the next newcomer looks at once, and finds a waiter
+        gate.admit(MoneyHold("req_late", ACCOUNT, KEY, 100, None, 2e9), (), plan, queue=spot)
+    assert calls == [c.ADMIT_MONEY_CALL, c.QUEUE_GATE_CALL, c.ADMIT_UNDO_CALL]

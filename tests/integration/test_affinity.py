@@ -16,6 +16,9 @@ from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.fakes.prompt_cache import STRICT, PromptCache
 from tests.relay_harness import Relay, assert_money_consistent, request_log, steps
 
+# Each test runs with admission in one script and split (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("admission_layout")
+
 KEYS = ("sk-aff-1", "sk-aff-2", "sk-aff-3", "sk-aff-4")
 SYSTEM = "You are a careful assistant. " * 120  # a long, stable system prompt: the part worth caching
 TIMEOUTS = Timeouts(connect=1.0, first_byte=3.0, idle=2.0, total=8.0)

@@ -15,6 +15,9 @@ from tests import factories
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.relay_harness import Relay, assert_money_consistent, request_log, steps
 
+# Each test runs with admission in one script and split (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("admission_layout")
+
 TIMEOUTS = Timeouts(connect=1.0, first_byte=5.0, idle=3.0, total=10.0)
 
 

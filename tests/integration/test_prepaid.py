@@ -23,6 +23,9 @@ from tests import factories
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.relay_harness import Relay, assert_money_consistent, request_log, steps
 
+# Each test runs with admission in one script and split (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("admission_layout")
+
 LONG = " ".join(f"w{i}" for i in range(5_000))  # 5,000 words: one token each at the fake
 PER_OUTPUT_TOKEN = 15  # µ$ at $15 / 1M output tokens
 
