@@ -20,9 +20,9 @@ a request that could not be served within its limit is told, in `Retry-After`, h
 ahead of it needs.
 
 The plain path (no queue) costs nothing more on one Redis server: the admit script checks that the
-queue is empty in the same round trip. Under Redis Cluster the queue has a tag of its own, so a
-group that queues pays one more call per request for that check, and the head one more to leave
-it. Only a request that waits makes more (join, a poll per ~50 ms, leave).
+queue is empty in the same round trip. Under Redis Cluster the queue has a tag of its own, so that
+check is a call of its own, which a relay process makes at most once a head's poll interval while
+it finds the queue empty (relay/admission.py), and the head pays one more to leave it. Only a request that waits makes more (join, a poll per ~50 ms, leave).
 """
 from __future__ import annotations
 
