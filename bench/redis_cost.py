@@ -39,6 +39,7 @@ def _client(url: str, seconds: float, concurrency: int, batch: int, in_flight: i
     import gevent
 
     from relay.admission import Gate, MoneyHold
+    from relay.capacity_queue import spot_for
     from relay.health import Effect, HealthPolicy, Outcome
     from relay.redis_connect import redis_py_client
     from relay.resp import Script, connect_pool
@@ -52,6 +53,8 @@ def _client(url: str, seconds: float, concurrency: int, batch: int, in_flight: i
                          keys=tuple(ChannelKeyView(id=10 * c + i, secret="sk", since=0.0) for i in range(4)), limits=Limits(), key_limits=Limits())
              for c in range(1, channels + 1)]
     plans = [Plan((c,), (Route(c, c.keys[i], "m"),)) for i in range(4) for c in views]
+    # `--queue`: each model's group queues for capacity (the product's default), as the relay asks then.
+    spots = [spot_for("m", plan.channels) if os.environ.get("BENCH_QUEUE") else None for plan in plans]
     done = [0]
     deadline = time.monotonic() + seconds
 
@@ -59,7 +62,8 @@ def _client(url: str, seconds: float, concurrency: int, batch: int, in_flight: i
         i = 0
         while time.monotonic() < deadline:
             account = (seed * 7919 + g * 131 + i) % ACCOUNTS + 1
-            admission = gate.admit(MoneyHold(f"req_{seed}_{g}_{i}", account, account, 1_000, None, 2e9), (), plans[i % len(plans)])
+            n = i % len(plans)
+            admission = gate.admit(MoneyHold(f"req_{seed}_{g}_{i}", account, account, 1_000, None, 2e9), (), plans[n], queue=spots[n])
             route = admission.route
             gate.settle(admission, 105, EVENT, 42, Outcome(Effect.OK, route.channel.id, route.key.id), [2, b"x" * 300, 3600])
             done[0] += 1
@@ -211,7 +215,10 @@ def main() -> None:
     parser.add_argument("--masters", type=int, default=3, choices=(1, 3, 6),
                         help="the cluster's masters: 1 (every slot on one node) isolates what the layout costs from processes sharing a core")
     parser.add_argument("--channels", type=int, default=CHANNELS, help="channels the requests go to in turn (one model each)")
+    parser.add_argument("--queue", action="store_true", help="the groups queue for capacity (the default of groups; off: the figures above)")
     args = parser.parse_args()
+    if args.queue:
+        os.environ["BENCH_QUEUE"] = "1"  # the client processes inherit it
     rows = []
     for config in args.configs:
         batch, in_flight = (int(v) for v in config.split("x"))
