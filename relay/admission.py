@@ -145,6 +145,19 @@ def _scope_keys(scopes: tuple[Scope, ...], now: float) -> list[str]:
     return [k for s in scopes for k in s.keys(now)]
 
 
+def lease_keys(scopes: Iterable[Scope], plan: Plan) -> tuple[str, ...]:
+    """The concurrency slots an admission of `scopes` over `plan` may take: the lease sets of the
+    caller's scopes, the plan's channels and their keys (those with a concurrency limit)."""
+    limited = [s for s in scopes if s.limits.concurrency]
+    for c in plan.channels:
+        if c.limits.concurrency:
+            limited.append(Scope(f"c:{c.id}", c.limits, redis_keys.channel_prefix(c.id)))
+    for r in plan.routes:
+        if r.channel.key_limits.concurrency:
+            limited.append(Scope(f"ck:{r.key.id}", r.channel.key_limits, redis_keys.channel_prefix(r.channel.id)))
+    return tuple(dict.fromkeys(redis_keys.lease_key(s.prefix, s.name) for s in limited))
+
+
 def _first_key_slot(keys: Sequence[Any]) -> int:
     return key_slot_of(keys[0])
 
@@ -243,7 +256,7 @@ class Gate:
         self._queues_quiet: dict[str, float] = {}  # split: a queue's name → when this process last found it empty
         # Where a hold goes that the split admit made and could not undo (relay/billing.py's
         # `Charges.abandon`, set by the pipeline that owns both).
-        self.strand: Callable[[str, int, str], None] | None = None
+        self.strand: Callable[[str, int, str, tuple[str, ...]], None] | None = None
 
     def admit(self, money: MoneyHold, scopes: tuple[Scope, ...], plan: Plan, claim: idempotency.Claim | None = None,
               affinity: Affinity | None = None, queue: QueueSpot | None = None) -> Admission:
@@ -322,18 +335,18 @@ class Gate:
                 except Exception:  # the ticket stops beating and is swept within seconds
                     log.exception("request %s took its route; its capacity queue ticket was not removed", rid)
         except BaseException as cause:  # a refusal, Redis failing, or this greenlet stopped between the calls
-            self._give_back(hold, key_limit, claim_keys, own, taken, now, cause)
+            self._give_back(hold, key_limit, claim_keys, own, taken, now, cause, lease_keys(scopes, plan))
             raise
         route = routes[index]
         return Admission(hold, scopes, plan, route, panic, skips, [route.ids], {route.attempt_key}, affinity, how)
 
     def _give_back(self, hold: Hold, key_limit: int | None, claim_keys: list[str], own: tuple[Scope, ...], taken: list[tuple[Scope, ...]],
-                   now: float, cause: BaseException) -> None:
+                   now: float, cause: BaseException, leases: tuple[str, ...]) -> None:
         """Undo an admission that `cause` stopped after its money call. When Redis refuses the undo
         (a cluster between a master's loss and its replica's promotion answers CLUSTERDOWN
-        everywhere) the hold and the claim are journaled, and released once Redis answers, instead
-        of waiting for the hold's expiry; limits taken lapse with their lease and their minute (a
-        channel's taken by a call whose reply was lost, too). The request then ends as Redis being
+        everywhere) the hold, the claim and every concurrency slot it may have taken (`leases`) are
+        journaled, and released once Redis answers, instead of waiting for their expiry; request
+        counts taken lapse with their minute. The request then ends as Redis being
         unavailable: a refusal it could wait out (the capacity queue) would admit this request id
         again, and the journaled release would then free that new hold. A greenlet stopped (killed,
         timed out) stays stopped."""
@@ -342,7 +355,7 @@ class Gate:
         except BaseException as error:
             log.exception("could not release the hold of %s after its admission was stopped", hold.request_id)
             if self.strand is not None:
-                self.strand(hold.request_id, hold.account_id, claim_keys[0] if claim_keys else "")
+                self.strand(hold.request_id, hold.account_id, claim_keys[0] if claim_keys else "", leases)
             if not isinstance(error, Exception):
                 raise  # stopped while undoing
             if not isinstance(cause, Exception):

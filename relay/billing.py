@@ -112,12 +112,13 @@ class Charges:
         """This process's journaled settles; raises while Redis still fails (they stay for later)."""
         return self.journal.replay_own(self.replayer)
 
-    def abandon(self, request_id: str, account_id: int, claim: str = "") -> None:
+    def abandon(self, request_id: str, account_id: int, claim: str = "", leases: tuple[str, ...] = ()) -> None:
         """The admission's reply was lost: the caller is refused, and whatever hold Redis made for
-        it (and `claim`, the idempotency record it may have marked in progress) is released by the
-        replayer once Redis answers, not left until it expires."""
+        it (and `claim`, the idempotency record it may have marked in progress, and `leases`, the
+        concurrency slots it may have taken) is released by the replayer once Redis answers, not
+        left until it expires."""
         try:
-            self.journal.append(Abandoned(request_id, account_id, claim))
+            self.journal.append(Abandoned(request_id, account_id, claim, leases))
             log.warning("admission of %s lost its reply; its hold, if any, is journaled for release", request_id)
         except OSError:
             log.exception("admission of %s lost its reply and could not be journaled: its hold waits for the sweeper", request_id)

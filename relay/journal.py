@@ -71,11 +71,16 @@ class Abandoned:
     request_id: str
     account_id: int  # names the bucket its hold would be in
     claim: str = ""  # the idempotency record it may have marked in progress (its Redis name), released with the hold
+    # The concurrency slots it may have taken (the lease sets' Redis names: the caller's scopes and
+    # its plan's channels and keys, at most MAX_ROUTES + a few), given back with the hold.
+    leases: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
-        line = {"rid": self.request_id, "acct": self.account_id, "abandoned": True}
+        line: dict[str, Any] = {"rid": self.request_id, "acct": self.account_id, "abandoned": True}
         if self.claim:
             line["claim"] = self.claim
+        if self.leases:
+            line["leases"] = list(self.leases)
         return orjson.dumps(line) + b"\n"
 
 
@@ -86,7 +91,7 @@ def decode_line(line: bytes) -> Line:
     d = orjson.loads(line)
     if d.get("abandoned"):
         # Lines written before holds were kept by bucket name no account: bucket 0, the only one then.
-        return Abandoned(str(d["rid"]), int(d.get("acct") or 0), str(d.get("claim") or ""))
+        return Abandoned(str(d["rid"]), int(d.get("acct") or 0), str(d.get("claim") or ""), tuple(str(k) for k in d.get("leases") or ()))
     return JournalEntry.of(d)
 
 
@@ -98,6 +103,10 @@ end
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3], 'unheld', ARGV[2])
 return -2
 """
+
+# A concurrency slot an abandoned admission may have taken: KEYS[1] the scope's lease set, ARGV[1]
+# the request id.
+_GIVE_BACK_SLOT = "return redis.call('ZREM', KEYS[1], ARGV[1])"
 
 
 class SettleJournal:
@@ -195,6 +204,7 @@ class Replayer:
         self._script = register(_REPLAY)
         self._release = release
         self._finish_claim = register(idempotency.FINISH_LUA)
+        self._give_back_slot = register(_GIVE_BACK_SLOT)
 
     def __call__(self, entry: Line) -> None:
         if isinstance(entry, Abandoned):
@@ -204,6 +214,8 @@ class Replayer:
                 # A retry under the same Idempotency-Key runs again now rather than reading "in
                 # progress" until the mark expires; a mark that belongs to a later request stays.
                 self._finish_claim(keys=[entry.claim], args=[entry.request_id, "release"])
+            for lease in entry.leases:  # one call each: under a cluster each set is in its scope's slot
+                self._give_back_slot(keys=[lease], args=[entry.request_id])
             return
         keys, args = quota.settle_call(entry.hold, entry.cost, entry.event)
         self._script(keys=keys, args=args)

@@ -15,7 +15,7 @@ import orjson
 
 from relay import holds, idempotency, playground, pricing, steering
 from relay.affinity import Affinity, affinity_of
-from relay.admission import Admission, Gate, LimitRefused, MoneyHold, NoRoute
+from relay.admission import Admission, Gate, LimitRefused, MoneyHold, NoRoute, lease_keys
 from relay.attempt import Terms
 from relay.capacity_queue import CapacityQueue, Overflow, Queued, QueueSpot, spot_for
 from relay.billing import Charges
@@ -204,7 +204,8 @@ class Pipeline:
         except BaseException as refused:
             self.budget.end_request()
             if isinstance(refused, ReplyLost):
-                self.charges.abandon(ctx.request_id, key.account_id, claim.redis_key if claim is not None else "")
+                self.charges.abandon(ctx.request_id, key.account_id, claim.redis_key if claim is not None else "",
+                                     lease_keys(caller_scopes(key, group), plan))
             raise
         ctx.held = True
         terms = Terms(price, group.multiplier_bp, estimate.local_prompt_tokens, prices if len(prices) > 1 else ())

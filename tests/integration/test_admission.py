@@ -325,14 +325,20 @@ def test_split_a_hold_it_cannot_undo_is_journaled_and_the_request_ends_as_redis_
     gate.strand = charges.abandon
     claim = idempotency.claim_of({"HTTP_IDEMPOTENCY_KEY": "k-cut", "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions"},
                                  ACCOUNT, KEY, b"{}", 60)
+    one_at_a_time = (Scope(f"k:{KEY}", Limits(concurrency=1)),)
+    plan = plan_of(channel(1, limits=Limits(concurrency=5)))
     with pytest.raises(RedisConnectionError, match="between the calls"):
-        gate.admit(MoneyHold("req_cut", ACCOUNT, KEY, 300, None, 2e9), (), plan_of(channel(1)), claim)
+        gate.admit(MoneyHold("req_cut", ACCOUNT, KEY, 300, None, 2e9), one_at_a_time, plan, claim)
+    key_slot, channel_slot = redis_keys.lease_key(redis_keys.SHARED, f"k:{KEY}"), redis_keys.lease_key(redis_keys.channel_prefix(1), "c:1")
     assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 300)
     assert redis_client.hget(claim.redis_key, "state") == b"running"
-    assert [decode_line(line) for line in journal.path.read_bytes().splitlines()] == [Abandoned("req_cut", ACCOUNT, claim.redis_key)]
+    assert redis_client.zrange(key_slot, 0, -1) == [b"req_cut"]  # the key's one slot, taken by the money call
+    assert [decode_line(line) for line in journal.path.read_bytes().splitlines()] == [
+        Abandoned("req_cut", ACCOUNT, claim.redis_key, (key_slot, channel_slot))]
     assert charges.replay_own() == 1  # Redis answers again
     assert Quota(redis_client).account(ACCOUNT) == (1_000_000, 0)
     assert not redis_client.exists(claim.redis_key)
+    assert redis_client.zcard(key_slot) == 0  # the key may run a request again now, not after the lease
 
 
 def counting_gate(redis_client, clock, stop_on: int | None = None):

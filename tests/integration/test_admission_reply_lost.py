@@ -21,6 +21,7 @@ from relay import admission_scripts
 from relay.journal import PREFIX, Abandoned, decode_line
 from relay.quota import Quota
 from relay.server import build_relay, replay_journals
+from controlplane.services import limits as limit_service
 from tests import factories
 from tests.fakes.openai_server import FakeOpenAI
 from tests.relay_harness import assert_money_consistent, ingest
@@ -92,7 +93,8 @@ def world(sql_app, redis_client):
     try:
         factories.price("gpt-4o-mini", input="3", output="15")
         user = factories.funded_user("10")
-        _, secret = factories.api_key(user)
+        api_key, secret = factories.api_key(user)
+        limit_service.set_limits(factories.ACTOR, api_key, concurrency=1)  # a lost admission's slot shows
         factories.channel(fake.url)
         settings = replace(app.config["SWITCHBOARD"].relay_settings(), redis_url=f"redis://127.0.0.1:{cutter.port}/{where['db']}")
         relay = build_relay(settings)  # no Redis client given: the per-request scripts go through the lean client
@@ -126,6 +128,7 @@ def test_an_admission_whose_reply_was_lost_is_refused_and_its_hold_released_once
     assert quota.open_holds() == 1 and quota.account(account_id)[1] > 0  # Redis did make the hold
     lines = journal_lines(relay)
     assert len(lines) == 1 and isinstance(decode_line(lines[0]), Abandoned)
+    assert chat(client, key).status_code == 429  # the key's one concurrent request: the lost admission took it
 
     replay_journals(relay.pipeline, once=True)
     assert quota.open_holds() == 0 and quota.account(account_id) == (balance, 0)  # released, uncharged
@@ -133,7 +136,7 @@ def test_an_admission_whose_reply_was_lost_is_refused_and_its_hold_released_once
     replay_journals(relay.pipeline, once=True)  # a second replay changes nothing
     assert quota.account(account_id) == (balance, 0)
 
-    assert chat(client, key).status_code == 200  # and the relay serves on
+    assert chat(client, key).status_code == 200  # its slot given back too: the relay serves on
     ingest()
     assert_money_consistent(redis_client)
 
