@@ -33,7 +33,17 @@ class ReplyLost(RedisConnectionError):
 
 
 def encode(*parts: Any) -> bytes:
-    """A command in RESP: an array of bulk strings."""
+    """A command in RESP: an array of bulk strings. hiredis packs str, bytes, int and float (floats
+    as `repr` writes them, as str() does) in C, about twice as fast as Python for a batch's hundreds
+    of arguments; anything else is packed as its str(), as before."""
+    try:
+        packed: bytes = hiredis.pack_command(parts)
+        return packed
+    except TypeError:
+        return _encode(parts)
+
+
+def _encode(parts: tuple[Any, ...]) -> bytes:
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
         kind = type(part)

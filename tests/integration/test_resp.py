@@ -14,6 +14,10 @@ from relay.resp import RespPool, Script, encode
 
 def test_encoding_is_resp():
     assert encode("EVALSHA", b"ab", 2, "é") == b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n2\r\n$2\r\n\xc3\xa9\r\n"
+    # Floats as repr writes them (every digit Lua's tonumber reads back); what hiredis does not pack
+    # goes as its str().
+    assert encode(1733368000.123456, 0.1, -3) == b"*3\r\n$17\r\n1733368000.123456\r\n$3\r\n0.1\r\n$2\r\n-3\r\n"
+    assert encode("X", None) == b"*2\r\n$1\r\nX\r\n$4\r\nNone\r\n"
 
 
 def test_a_script_loads_itself_once_then_runs_by_sha(redis_slot, redis_client):
