@@ -378,9 +378,27 @@ class ClusterPool:
                 out[i] = reply
 
 
+_TAG_SLOTS: dict[str, int] = {}  # a hash tag's slot: the per-request names have a few tags, hashed once each
+_TAG_SLOTS_MAX = 65_536  # a user's or a queue's tag each: the cache starts over past this many
+
+
 def key_slot_of(key: Any) -> int:
     """The cluster slot of a key (str or bytes); slot 0 for a command without one."""
-    return key_slot(key.encode() if isinstance(key, str) else key) if key is not None else 0
+    if key is None:
+        return 0
+    if not isinstance(key, str):
+        return key_slot(key)
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    if end <= start + 1:  # no tag, or an empty one (`{}`): the whole name is hashed
+        return key_slot(key.encode())
+    tag = key[start + 1:end]
+    slot = _TAG_SLOTS.get(tag)
+    if slot is None:
+        if len(_TAG_SLOTS) >= _TAG_SLOTS_MAX:
+            _TAG_SLOTS.clear()
+        slot = _TAG_SLOTS[tag] = key_slot(tag.encode())
+    return slot
 
 
 # Replies of a cluster node that mean the command did not run there, and `execute` knows what to do.

@@ -20,6 +20,18 @@ def test_encoding_is_resp():
     assert encode("X", None) == b"*2\r\n$1\r\nX\r\n$4\r\nNone\r\n"
 
 
+def test_a_keys_slot_is_redis_clusters_with_its_tags_slot_remembered():
+    from redis.crc import key_slot
+
+    from relay.resp import key_slot_of
+
+    names = ["sb:{m3}:acct:19", "sb:{c5}:hk:51", "sb:{g:default}:lim:g:default:cc", "sb:key:abc", "a{}b", "{}", "x{", "x}{y}",
+             "{a}{b}", "é{ü}x", "sb:{sb}:cfg:version", "plain"]
+    for name in names * 2:  # the second time from the remembered tags
+        assert key_slot_of(name) == key_slot(name.encode()), name
+    assert key_slot_of(b"sb:{m3}:acct:19") == key_slot(b"sb:{m3}:acct:19") and key_slot_of(None) == 0
+
+
 def test_a_script_loads_itself_once_then_runs_by_sha(redis_slot, redis_client):
     # A body Redis has never seen (no SCRIPT FLUSH: the server is shared with parallel tests).
     fresh = f"-- {uuid.uuid4().hex}\n"
