@@ -166,9 +166,10 @@ def charges(redis, counted: set[str] | None = None) -> dict[int, int]:
     pending: dict[int, int] = {}
     for entry_id, fields in redis.xrange(DEAD_STREAM):
         letter = _letter(entry_id, fields)
-        if letter.live_charge and letter.event.request_id not in counted:
-            counted.add(letter.event.request_id)
-            pending[letter.event.account_id] = pending.get(letter.event.account_id, 0) + letter.live_charge
+        charge, event = letter.live_charge, letter.event
+        if charge and event is not None and event.request_id not in counted:
+            counted.add(event.request_id)
+            pending[event.account_id] = pending.get(event.account_id, 0) + charge
     return pending
 
 

@@ -138,6 +138,12 @@ class Outcome:
 NO_OUTCOME_ARGS = ["none"]
 
 
+def report_dead(redis: Redis[bytes], outcome: Outcome, now: float) -> None:
+    """A dead key's report, for workers/health.py to disable it in SQL, when the health script could
+    not write it itself (under its channel's tag the stream is in another slot)."""
+    redis.xadd(REPORTS_STREAM, outcome.report(now), maxlen=10_000, approximate=True)
+
+
 class NetworkWatch:
     """This process's own network, judged where it is seen: attempts that got no answer at all from
     two or more channels within the window, with nothing answering since the window began, are this
@@ -333,12 +339,12 @@ class Health:
     def record(self, outcome: Outcome) -> list[Any]:
         """Tagged (Redis Cluster), under the channel's tag alone, as the relays record it: a dead
         key's report is written after, and the network is not judged (no relay's view)."""
-        shared = not redis_keys.TAGGED
+        shared = not redis_keys.SPREAD
         now = self.clock()
         reply = self._record(keys=outcome.keys(shared), args=[now, *self.policy.args(), *outcome.args(shared=shared)])
         record = [v.decode() if isinstance(v, bytes) else v for v in reply]
         if not shared and record[0] == "dead" and record[1] == 1:
-            self.redis.xadd(REPORTS_STREAM, outcome.report(now), maxlen=10_000, approximate=True)
+            report_dead(self.redis, outcome, now)
         return record
 
     def _read(self, name: str, dead: str | None = None) -> TargetHealth:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import orjson
 
 from relay import idempotency, quota
+from relay.limits import GIVE_BACK_SLOT_LUA
 from relay.quota import Hold
 from relay.redis_keys import money_bucket
 
@@ -103,10 +104,6 @@ end
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3], 'unheld', ARGV[2])
 return -2
 """
-
-# A concurrency slot an abandoned admission may have taken: KEYS[1] the scope's lease set, ARGV[1]
-# the request id.
-_GIVE_BACK_SLOT = "return redis.call('ZREM', KEYS[1], ARGV[1])"
 
 
 class SettleJournal:
@@ -204,7 +201,7 @@ class Replayer:
         self._script = register(_REPLAY)
         self._release = release
         self._finish_claim = register(idempotency.FINISH_LUA)
-        self._give_back_slot = register(_GIVE_BACK_SLOT)
+        self._give_back_slot = register(GIVE_BACK_SLOT_LUA)
 
     def __call__(self, entry: Line) -> None:
         if isinstance(entry, Abandoned):

@@ -72,6 +72,10 @@ def caller_scopes(key: KeyView, group: GroupView) -> tuple[Scope, ...]:
     return tuple(s for s in scopes if s.limits.any)
 
 
+# A concurrency slot (or a retry slot) given back outside a request's scripts: KEYS[1] the lease
+# set, ARGV[1] the request (or retry) id.
+GIVE_BACK_SLOT_LUA = "return redis.call('ZREM', KEYS[1], ARGV[1])"
+
 # Every key comes in KEYS[] (relay/limits.py's `limit_keys`, read with `nkey()`): the minute a
 # window belongs to is the `now` the caller passes, so Python names it as Lua would.
 LIMITS_LUA = r"""

@@ -36,8 +36,12 @@ SPREAD = CLUSTER and _BUCKETS > 0  # the money spread over buckets: admit and se
 MONEY_BUCKETS = _BUCKETS if SPREAD else 1
 # Routing state follows the money: spread, each channel's state is under its own tag (admit walks
 # the channels, one call each); with 0 buckets everything stays under `{sb}`, in one script.
-TAGGED = SPREAD
 SHARED = _S  # the prefix of what has no tag of its own
+
+
+def _tag(tag: str) -> str:
+    """The prefix of names under a tag of their own when routing state is spread, else `SHARED`."""
+    return f"sb:{{{tag}}}:" if SPREAD else _S
 
 
 def money_bucket(account_id: int) -> int:
@@ -151,7 +155,7 @@ def affinity_key(account_id: int, digest: str) -> str:
 def queue_keys(name: str) -> tuple[str, str, str, str]:
     """A capacity queue (relay/capacity_queue.py), all under one hash tag: the waiting tickets in
     fair order, their beat deadlines, the fair-queuing state, the serving rate."""
-    tag = f"sb:{{q:{name}}}" if TAGGED else f"{_S}{{q:{name}}}"
+    tag = f"sb:{{q:{name}}}" if SPREAD else f"{_S}{{q:{name}}}"
     return f"{tag}:wait", f"{tag}:beat", f"{tag}:state", f"{tag}:rate"
 
 
@@ -166,16 +170,16 @@ def account_limits_prefix(account_id: int) -> str:
 
 
 def user_limits_prefix(user_id: int) -> str:
-    return f"sb:{{u{user_id}}}:" if TAGGED else _S
+    return _tag(f"u{user_id}")
 
 
 def group_limits_prefix(name: str) -> str:
-    return f"sb:{{g:{name}}}:" if TAGGED else _S
+    return _tag(f"g:{name}")
 
 
 def channel_prefix(channel_id: int | str) -> str:
     """A channel's limits and health, and its keys'."""
-    return f"sb:{{c{channel_id}}}:" if TAGGED else _S
+    return _tag(f"c{channel_id}")
 
 
 def limit_window_key(prefix: str, scope: str, kind: str, minute: int) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from redis.exceptions import RedisError
 
 from relay import redis_keys
+from relay.limits import GIVE_BACK_SLOT_LUA
 from relay.routing import RetryBudget
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ redis.call('EXPIRE', KEYS[2], math.ceil(lease * 2))
 return {1, active + 1, requests}
 """
 
-_GIVE_BACK = "return redis.call('ZREM', KEYS[1], ARGV[1])"
+_GIVE_BACK = GIVE_BACK_SLOT_LUA
 
 
 def process_name() -> str:

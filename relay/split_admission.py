@@ -24,7 +24,7 @@ from relay.admission_scripts import (ADMIT_MONEY_CALL, ADMIT_UNDO_CALL, CHANNEL_
                                      QUEUE_SERVED_CALL, SCOPES_FINISH_CALL, SCOPES_TAKE_CALL, SCOPES_UNDO_CALL, SETTLE_MONEY_CALL)
 from relay.affinity import Affinity
 from relay.capacity_queue import BEAT_SECONDS, HEAD_POLL_SECONDS, Queued, QueueSpot
-from relay.health import NO_OUTCOME_ARGS, Effect, HealthPolicy, NetworkWatch, Outcome
+from relay.health import NO_OUTCOME_ARGS, Effect, HealthPolicy, NetworkWatch, Outcome, report_dead
 from relay.limits import Scope
 from relay.quota import Hold
 from relay.resp import key_slot_of
@@ -108,7 +108,7 @@ class SplitGate:
         return batches(keys=keys, args=args)
 
     def admit(self, hold: Hold, key_limit: int | None, money_keys: list[Any], money_args: list[Any], claim_keys: list[str],
-                     scopes: tuple[Scope, ...], plan: Plan, affinity: Affinity | None, queue: QueueSpot | None, now: float) -> Admission:
+              scopes: tuple[Scope, ...], plan: Plan, affinity: Affinity | None, queue: QueueSpot | None, now: float) -> Admission:
         """The money call on the account's bucket (with the API key's limits and the pin), then one
         call for each other scope's slot and the queue's, then the channels in turn until one takes
         the request. A refusal (or a failure) after the money call undoes what was taken, so that a
@@ -147,16 +147,16 @@ class SplitGate:
                 except Exception:  # the ticket stops beating and is swept within seconds
                     log.exception("request %s took its route; its capacity queue ticket was not removed", rid)
         except BaseException as cause:  # a refusal, Redis failing, or this greenlet stopped between the calls
-            self._give_back(hold, key_limit, claim_keys, own, taken, now, cause, lease_keys(scopes, plan))
+            self._give_back(hold, key_limit, claim_keys, own, taken, now, cause, lambda: lease_keys(scopes, plan))
             raise
         route = routes[index]
         return Admission(hold, scopes, plan, route, panic, skips, [route.ids], {route.attempt_key}, affinity, how)
 
     def _give_back(self, hold: Hold, key_limit: int | None, claim_keys: list[str], own: tuple[Scope, ...], taken: list[tuple[Scope, ...]],
-                   now: float, cause: BaseException, leases: tuple[str, ...]) -> None:
+                   now: float, cause: BaseException, leases: Callable[[], tuple[str, ...]]) -> None:
         """Undo an admission that `cause` stopped after its money call. When Redis refuses the undo
         (a cluster between a master's loss and its replica's promotion answers CLUSTERDOWN
-        everywhere) the hold, the claim and every concurrency slot it may have taken (`leases`) are
+        everywhere) the hold, the claim and every concurrency slot it may have taken (`leases()`) are
         journaled, and released once Redis answers, instead of waiting for their expiry; request
         counts taken lapse with their minute. The request then ends as Redis being
         unavailable: a refusal it could wait out (the capacity queue) would admit this request id
@@ -167,7 +167,7 @@ class SplitGate:
         except BaseException as error:
             log.exception("could not release the hold of %s after its admission was stopped", hold.request_id)
             if self.strand is not None:
-                self.strand(hold.request_id, hold.account_id, claim_keys[0] if claim_keys else "", leases)
+                self.strand(hold.request_id, hold.account_id, claim_keys[0] if claim_keys else "", leases())
             if not isinstance(error, Exception):
                 raise  # stopped while undoing
             if not isinstance(cause, Exception):
@@ -248,17 +248,17 @@ class SplitGate:
         elif outcome is not None and outcome.effect is Effect.FAILURE and outcome.network and not self._network.counts(outcome.channel_id, now):
             judged = None  # this relay's network, not the channel: not held against it
         keys = [*scope_keys(scopes, now), *(judged.keys(shared=False) if judged is not None else [])]
-        if not keys:
-            return ["not_counted", 0, 0] if outcome is not None and judged is None else []
         outcome_args = NO_OUTCOME_ARGS if judged is None else [*judged.args(shared=False), *(self.policy.args() if judged.needs_policy else ())]
-        record = text(self._call(keys, [CHANNEL_SETTLE_CALL, now, rid, tokens, *scope_args(scopes), *outcome_args]))[2:]
+        record = text(self._call(keys, [CHANNEL_SETTLE_CALL, now, rid, tokens, *scope_args(scopes), *outcome_args]))[2:] if keys else []
         if judged is None:
             return ["not_counted", 0, 0] if outcome is not None else record
+        if not record:  # nothing to record (a misroute, a client error) and no limits to give back
+            return record
         if record[0] == "failure" and record[2]:  # 0: not ejected now, or already (a failure during an ejection is not counted)
             self._saw(judged.channel_id, float(record[2]), now)
         elif record[0] == "dead" and record[1] == 1:
             try:
-                self.redis.xadd(redis_keys.HEALTH_REPORTS, judged.report(now), maxlen=10_000, approximate=True)
+                report_dead(self.redis, judged, now)
             except Exception:  # the dead mark stands; the key fails again after it lapses, and is reported then
                 log.exception("key %s is dead; the report to disable it was not written", judged.key_id)
         return record
@@ -276,7 +276,7 @@ class SplitGate:
         return index + 1, 0, record
 
     def settle_split(self, admission: Admission, money_keys: list[Any], money_args: list[Any], gen_key: str, tokens: int,
-                      outcome: Outcome | None, now: float) -> tuple[bool, list[Any], int]:
+                     outcome: Outcome | None, now: float) -> tuple[bool, list[Any], int]:
         """The money call first (the charge, the API key's limits, the pin); only when it settled
         now, the other scopes' and the channel's calls."""
         rid = admission.hold.request_id

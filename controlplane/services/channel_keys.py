@@ -38,7 +38,7 @@ def set_key_status(actor: Actor, key: ChannelKey, status: ChannelStatus, reason:
     if status == ChannelStatus.ENABLED:
         from controlplane.services.channels import forget_passive_health
 
-        forget_passive_health(channel_id=key.channel_id, key_id=key.id, channel_too=False)
+        forget_passive_health(key.channel_id, key.id)
     return key
 
 

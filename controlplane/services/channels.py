@@ -158,15 +158,16 @@ def set_status(actor: Actor, channel: Channel, status: ChannelStatus, reason: st
     return channel
 
 
-def forget_passive_health(channel_id: int, key_id: int | None = None, channel_too: bool = True) -> None:
-    """An operator's enable starts afresh: drop the relays' ejection and dead-key marks (best effort)."""
+def forget_passive_health(channel_id: int, key_id: int | None = None) -> None:
+    """An operator's enable starts afresh: drop the relays' ejection and dead-key marks (best effort)
+    of the channel, or of its key `key_id`."""
     from relay.health import Health
 
     try:
         health = Health(runtime().redis)
-        if channel_too:
+        if key_id is None:
             health.forget_channel(channel_id)
-        if key_id is not None:
+        else:
             health.forget_key(channel_id, key_id)
     except Exception:  # the marks lapse on their own within minutes; never fail the operator's action
         log.warning("could not clear passive health marks (channel %s, key %s)", channel_id, key_id, exc_info=True)
