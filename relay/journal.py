@@ -92,7 +92,9 @@ def decode_line(line: bytes) -> Line:
     d = orjson.loads(line)
     if d.get("abandoned"):
         # Lines written before holds were kept by bucket name no account: bucket 0, the only one then.
-        return Abandoned(str(d["rid"]), int(d.get("acct") or 0), str(d.get("claim") or ""), tuple(str(k) for k in d.get("leases") or ()))
+        leases = d.get("leases")
+        named = tuple(k for k in leases if isinstance(k, str)) if isinstance(leases, list) else ()  # a bad list costs the slots only
+        return Abandoned(str(d["rid"]), int(d.get("acct") or 0), str(d.get("claim") or ""), named)
     return JournalEntry.of(d)
 
 
